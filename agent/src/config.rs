@@ -1,0 +1,242 @@
+//! Agent configuration: set in code with [`AgentBuilder`](crate::AgentBuilder), overridden by `LOOPSCOPE_*`
+//! environment variables.
+
+use loopscope_wire::parse_duration;
+use std::time::Duration;
+
+/// Environment variables the agent reads. The environment overrides values set in code.
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `LOOPSCOPE_ENABLED` | `0`/`false`/`off` installs nothing | on |
+/// | `LOOPSCOPE_STALL_THRESHOLD` | a poll running longer than this is a stall (≥ 100µs) | `10ms` |
+/// | `LOOPSCOPE_SLOW_POLL_THRESHOLD` | polls at least this long count as slow | `50us` |
+/// | `LOOPSCOPE_WATCHDOG_INTERVAL` | how often the watchdog looks at running polls (100µs..=1s) | `1ms` |
+/// | `LOOPSCOPE_MAX_REPORTS_PER_SECOND` | stall reports per second before the rate limit suppresses (and counts) them | `10` |
+/// | `LOOPSCOPE_TRACING` | emit each stall as a `tracing` warning | on |
+/// | `LOOPSCOPE_MAX_TASKS` | tasks tracked individually (memory bound: about 192 bytes each) | `65536` |
+/// | `LOOPSCOPE_MAX_LOCATIONS` | distinct spawn locations tracked | `4096` |
+/// | `LOOPSCOPE_RETAIN_FINISHED` | finished tasks kept for display | `256` |
+/// | `LOOPSCOPE_SCHEDULE_LATENCY` | ask tokio to measure wake→poll latency per task (costs two clock reads per wake) | off |
+/// | `LOOPSCOPE_NAME` | a name for this runtime in reports | none |
+///
+/// Durations take a number and a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`; e.g. `250us`, `1.5ms`, `2s`.
+/// Booleans take `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`.
+pub const ENV_VARS: &[&str] = &[
+    "LOOPSCOPE_ENABLED",
+    "LOOPSCOPE_STALL_THRESHOLD",
+    "LOOPSCOPE_SLOW_POLL_THRESHOLD",
+    "LOOPSCOPE_WATCHDOG_INTERVAL",
+    "LOOPSCOPE_MAX_REPORTS_PER_SECOND",
+    "LOOPSCOPE_TRACING",
+    "LOOPSCOPE_MAX_TASKS",
+    "LOOPSCOPE_MAX_LOCATIONS",
+    "LOOPSCOPE_RETAIN_FINISHED",
+    "LOOPSCOPE_SCHEDULE_LATENCY",
+    "LOOPSCOPE_NAME",
+];
+
+/// The smallest stall threshold the watchdog supports.
+pub const MIN_STALL_THRESHOLD: Duration = Duration::from_micros(100);
+
+/// A configuration value that cannot be used. The message names the setting (or the environment variable)
+/// and says what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable holds a value that does not parse.
+    #[error("{var}={value:?} is not valid: {reason}")]
+    InvalidEnv {
+        /// The variable, e.g. `LOOPSCOPE_STALL_THRESHOLD`.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// A value set in code is out of range.
+    #[error("{setting} = {value} is out of range: {reason}")]
+    OutOfRange {
+        /// The builder method, e.g. `stall_threshold`.
+        setting: &'static str,
+        /// The value.
+        value: String,
+        /// The accepted range.
+        reason: String,
+    },
+}
+
+/// The agent's settings after code and environment are combined. Read it back with
+/// [`Agent::config`](crate::Agent::config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Install the agent at all.
+    pub enabled: bool,
+    /// A poll that has run longer than this is a stall.
+    pub stall_threshold: Duration,
+    /// Polls at least this long count as slow.
+    pub slow_poll_threshold: Duration,
+    /// How often the watchdog checks running polls.
+    pub watchdog_interval: Duration,
+    /// Rate limit for stall reports; 0 means unlimited.
+    pub max_reports_per_second: u32,
+    /// Emit `tracing` warnings for stalls.
+    pub tracing: bool,
+    /// Task table capacity (rounded up to a power of two).
+    pub max_tasks: usize,
+    /// Location table capacity.
+    pub max_locations: usize,
+    /// How many finished tasks to keep for display.
+    pub retain_finished: usize,
+    /// Turn on tokio's per-task schedule-latency tracking.
+    pub schedule_latency: bool,
+    /// A name for the runtime.
+    pub name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            stall_threshold: Duration::from_millis(10),
+            slow_poll_threshold: Duration::from_micros(50),
+            watchdog_interval: Duration::from_millis(1),
+            max_reports_per_second: 10,
+            tracing: true,
+            max_tasks: 65_536,
+            max_locations: 4_096,
+            retain_finished: 256,
+            schedule_latency: false,
+            name: None,
+        }
+    }
+}
+
+impl Config {
+    /// Applies `LOOPSCOPE_*` variables from `lookup` (a function from name to value) on top of `self`.
+    /// Unknown `LOOPSCOPE_*` names are returned so the caller can warn about likely typos.
+    pub(crate) fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut unknown = Vec::new();
+        for (var, value) in vars {
+            if !var.starts_with("LOOPSCOPE_") {
+                continue;
+            }
+            let v = value.trim();
+            let err = |reason: String| ConfigError::InvalidEnv { var: var.clone(), value: value.clone(), reason };
+            match var.as_str() {
+                "LOOPSCOPE_ENABLED" => self.enabled = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_STALL_THRESHOLD" => self.stall_threshold = parse_duration(v).map_err(err)?,
+                "LOOPSCOPE_SLOW_POLL_THRESHOLD" => self.slow_poll_threshold = parse_duration(v).map_err(err)?,
+                "LOOPSCOPE_WATCHDOG_INTERVAL" => self.watchdog_interval = parse_duration(v).map_err(err)?,
+                "LOOPSCOPE_MAX_REPORTS_PER_SECOND" => self.max_reports_per_second = parse_num(v).map_err(err)?,
+                "LOOPSCOPE_TRACING" => self.tracing = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_MAX_TASKS" => self.max_tasks = parse_num(v).map_err(err)?,
+                "LOOPSCOPE_MAX_LOCATIONS" => self.max_locations = parse_num(v).map_err(err)?,
+                "LOOPSCOPE_RETAIN_FINISHED" => self.retain_finished = parse_num(v).map_err(err)?,
+                "LOOPSCOPE_SCHEDULE_LATENCY" => self.schedule_latency = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
+                _ if crate::EXTRA_ENV_VARS.contains(&var.as_str()) => {}
+                _ => {
+                    unknown.push(var);
+                    continue;
+                }
+            }
+            // Range checks name the variable too, so the user knows which one to fix.
+            self.validate().map_err(|e| ConfigError::InvalidEnv {
+                var: var.clone(),
+                value: value.clone(),
+                reason: match e {
+                    ConfigError::OutOfRange { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            })?;
+        }
+        Ok(unknown)
+    }
+
+    /// Checks ranges. Called after code settings and again after each environment variable.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let range = |setting: &'static str, value: String, reason: &str| {
+            Err(ConfigError::OutOfRange { setting, value, reason: reason.to_string() })
+        };
+        if self.stall_threshold < MIN_STALL_THRESHOLD {
+            return range(
+                "stall_threshold",
+                format!("{:?}", self.stall_threshold),
+                "must be at least 100us: shorter polls are normal scheduling noise",
+            );
+        }
+        if self.stall_threshold > Duration::from_secs(3600) {
+            return range("stall_threshold", format!("{:?}", self.stall_threshold), "must be at most 1h");
+        }
+        if self.watchdog_interval < Duration::from_micros(100) || self.watchdog_interval > Duration::from_secs(1) {
+            return range("watchdog_interval", format!("{:?}", self.watchdog_interval), "must be between 100us and 1s");
+        }
+        if self.max_tasks == 0 || self.max_tasks > (1 << 26) {
+            return range("max_tasks", self.max_tasks.to_string(), "must be between 1 and 67108864");
+        }
+        if self.max_locations == 0 || self.max_locations > (1 << 20) {
+            return range("max_locations", self.max_locations.to_string(), "must be between 1 and 1048576");
+        }
+        if self.retain_finished > 1 << 20 {
+            return range("retain_finished", self.retain_finished.to_string(), "must be at most 1048576");
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err("expected one of 1/0, true/false, on/off, yes/no".into()),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.replace('_', "").parse().map_err(|_| "expected a whole number".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_code() {
+        let mut c = Config { stall_threshold: Duration::from_millis(50), ..Config::default() };
+        let unknown = c
+            .apply_env(env(&[
+                ("LOOPSCOPE_STALL_THRESHOLD", "5ms"),
+                ("LOOPSCOPE_TRACING", "off"),
+                ("LOOPSCOPE_MAX_TASKS", "1_000"),
+                ("PATH", "/bin"),
+                ("LOOPSCOPE_STALL_THRESHHOLD", "1ms"),
+            ]))
+            .unwrap();
+        assert_eq!(c.stall_threshold, Duration::from_millis(5));
+        assert!(!c.tracing);
+        assert_eq!(c.max_tasks, 1000);
+        assert_eq!(unknown, vec!["LOOPSCOPE_STALL_THRESHHOLD".to_string()]);
+    }
+
+    #[test]
+    fn malformed_env_names_the_variable() {
+        let mut c = Config::default();
+        let e = c.apply_env(env(&[("LOOPSCOPE_STALL_THRESHOLD", "abc")])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("LOOPSCOPE_STALL_THRESHOLD"), "{msg}");
+        assert!(msg.contains("abc"), "{msg}");
+        let e = c.apply_env(env(&[("LOOPSCOPE_STALL_THRESHOLD", "10us")])).unwrap_err();
+        assert!(e.to_string().contains("LOOPSCOPE_STALL_THRESHOLD") && e.to_string().contains("100us"), "{e}");
+        let e = c.apply_env(env(&[("LOOPSCOPE_TRACING", "maybe")])).unwrap_err();
+        assert!(e.to_string().contains("LOOPSCOPE_TRACING"));
+        let e = c.apply_env(env(&[("LOOPSCOPE_MAX_TASKS", "-3")])).unwrap_err();
+        assert!(e.to_string().contains("LOOPSCOPE_MAX_TASKS"));
+    }
+}

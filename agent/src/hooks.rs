@@ -1,0 +1,150 @@
+//! The tokio task hooks: the only loopscope code that runs on every poll.
+//!
+//! Budget: no lock, no allocation, no channel send, no syscall per poll. A poll costs two TSC reads, a
+//! thread-local lookup, one probe into the task table, and a handful of `Relaxed` stores into memory that only
+//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound).
+
+use crate::shared::Shared;
+use crate::tables::{FINISHED, LIVE, TERMINATING};
+use crate::{TaskHook, slots, taskid::task_id};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
+use tokio::runtime::{Builder, TaskMeta};
+
+/// App callbacks chained behind loopscope's own (tokio keeps one callback per hook).
+#[derive(Default, Clone)]
+pub(crate) struct Chain {
+    pub(crate) spawn: Option<TaskHook>,
+    pub(crate) before_poll: Option<TaskHook>,
+    pub(crate) after_poll: Option<TaskHook>,
+    pub(crate) terminate: Option<TaskHook>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("spawn", &self.spawn.is_some())
+            .field("before_poll", &self.before_poll.is_some())
+            .field("after_poll", &self.after_poll.is_some())
+            .field("terminate", &self.terminate.is_some())
+            .finish()
+    }
+}
+
+/// Sets all four task hooks on `builder`, each calling the app's chained callback too.
+pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain) {
+    let s = shared.clone();
+    let app = chain.spawn;
+    builder.on_task_spawn(move |meta| {
+        s.on_spawn(meta);
+        if let Some(f) = &app {
+            f(meta);
+        }
+    });
+    let s = shared.clone();
+    let app = chain.before_poll;
+    builder.on_before_task_poll(move |meta| {
+        // The app's hook first, so its cost is not counted as the task's poll time.
+        if let Some(f) = &app {
+            f(meta);
+        }
+        s.before_poll(meta);
+    });
+    let s = shared.clone();
+    let app = chain.after_poll;
+    builder.on_after_task_poll(move |meta| {
+        s.after_poll(meta);
+        if let Some(f) = &app {
+            f(meta);
+        }
+    });
+    let s = shared.clone();
+    let app = chain.terminate;
+    builder.on_task_terminate(move |meta| {
+        s.on_terminate(meta);
+        if let Some(f) = &app {
+            f(meta);
+        }
+    });
+    if shared.config.schedule_latency {
+        builder.track_task_schedule_latency();
+    }
+}
+
+impl Shared {
+    #[inline]
+    fn on_spawn(&self, meta: &TaskMeta<'_>) {
+        if crate::shared::AGENT_THREAD.with(|f| f.get()) {
+            return;
+        }
+        let location = self.locations.intern(meta.spawned_at());
+        let _ = self.tasks.insert(task_id(meta.id()), location);
+    }
+
+    #[inline]
+    fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>) {
+        if !self.started.load(Relaxed) {
+            self.start();
+        }
+        let id = task_id(meta.id());
+        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
+        let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
+        #[cfg(feature = "schedule-latency")]
+        if let Some(latency) = meta.schedule_latency()
+            && let Some(e) = self.tasks.get(self.tasks.find(id))
+        {
+            e.record_schedule_latency(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        }
+        slots::with_slot(self.id, &self.slots, |slot| {
+            // Read the clock last so the hook's own work is not charged to the task.
+            slot.begin(id, location_addr, self.clock.raw());
+        });
+    }
+
+    #[inline]
+    fn after_poll(&self, _meta: &TaskMeta<'_>) {
+        // Read the clock first, for the same reason.
+        let end = self.clock.raw();
+        slots::with_slot(self.id, &self.slots, |slot| {
+            let ns = self.clock.delta_as_nanos(slot.poll_start.load(Relaxed), end);
+            let slow = ns >= self.slow_ns;
+            let Some(id) = slot.end(ns, slow) else { return };
+            let entry = self.tasks.find(id);
+            // Untracked tasks (table full) still count in this thread's totals above.
+            let e = self.tasks.get(entry);
+            match e {
+                Some(e) => {
+                    e.record_poll(ns, slow);
+                    // tokio runs the terminate hook inside the final poll, before this hook: finish the entry
+                    // only now, so the aggregator never frees an entry this poll is still writing.
+                    if e.state.load(Relaxed) == TERMINATING {
+                        e.state.store(FINISHED, Release);
+                    }
+                }
+                None => slot.record_untracked(ns),
+            }
+            if ns >= self.stall_ns {
+                // Rare: resolve the location now, while the task is certainly alive.
+                let location = match e {
+                    Some(e) => e.location.load(Relaxed),
+                    None => self.locations.find(slot.task_location.load(Relaxed)),
+                };
+                slot.record_long(ns, entry, location);
+            }
+        });
+    }
+
+    fn on_terminate(&self, meta: &TaskMeta<'_>) {
+        let id = task_id(meta.id());
+        self.tasks.terminated.fetch_add(1, Relaxed);
+        let idx = self.tasks.find(id);
+        let Some(e) = self.tasks.get(idx) else { return };
+        if e.state.load(Relaxed) != LIVE {
+            return;
+        }
+        let in_poll = slots::existing_slot(self.id, |s| s.is_polling(id)).unwrap_or(false);
+        e.state.store(if in_poll { TERMINATING } else { FINISHED }, Release);
+        // Tell the aggregator where to look. If the queue is full the periodic sweep finds the entry instead.
+        let _ = self.finished.push(idx);
+    }
+}

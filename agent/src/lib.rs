@@ -1,0 +1,439 @@
+//! # loopscope: see what is blocking your tokio event loop
+//!
+//! A tokio worker thread runs thousands of tasks, one poll at a time. That only works while every poll
+//! returns quickly: one `std::thread::sleep`, blocking read, `std::sync::Mutex` wait or long CPU loop inside
+//! a task stalls **every other task queued on that worker**. loopscope times every task poll, and a watchdog
+//! flags a poll that holds its worker past a threshold *while it is still running*, naming the task and where
+//! it was spawned.
+//!
+//! ## Attach with one line
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut builder = tokio::runtime::Builder::new_multi_thread();
+//! builder.enable_all();
+//! let agent = loopscope::Agent::builder().install(&mut builder)?; // <- the one line
+//! let runtime = builder.build()?;
+//! runtime.block_on(async {
+//!     tokio::spawn(async { /* your app */ }).await.unwrap();
+//! });
+//! println!("{} polls so far", agent.snapshot().totals.poll_count);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Apps that start from `#[tokio::main]` can write [`#[loopscope::main]`](macro@main) instead.
+//!
+//! ## Requirements
+//!
+//! Task hooks are an unstable tokio API: build with `RUSTFLAGS="--cfg tokio_unstable"` (or set it in
+//! `.cargo/config.toml`). Without it the crate still compiles and [`AgentBuilder::install`] succeeds, but it
+//! reports (once, as a warning, and in [`Agent::capabilities`]) that poll timing and stall detection are
+//! unavailable.
+//!
+//! ## Configuration
+//!
+//! In code with [`AgentBuilder`], or with the `LOOPSCOPE_*` environment variables listed in [`ENV_VARS`].
+//! The environment overrides the code. A malformed value is an error that names the variable.
+//!
+//! ## Your own task hooks
+//!
+//! tokio keeps **one** callback per task hook, and `install` sets all four (`on_task_spawn`,
+//! `on_before_task_poll`, `on_after_task_poll`, `on_task_terminate`). Setting one on the builder *before*
+//! `install` would be silently replaced, and setting one *after* would silently disable loopscope. Pass
+//! yours through [`AgentBuilder::on_task_spawn`] and friends instead: loopscope calls them from its own
+//! hooks.
+//!
+//! ## What it costs
+//!
+//! The hooks take no lock, make no allocation and send on no channel; they read the TSC twice and update
+//! counters that only the polling thread writes. See BENCHMARKS.md in the repository for measured figures.
+
+#![forbid(unsafe_code)]
+// Without tokio's task hooks most of the machinery is never started; it still compiles, so that apps built
+// without the flag get a clear message instead of a build failure.
+#![cfg_attr(not(tokio_unstable), allow(dead_code, unused_imports, unused_variables))]
+
+mod aggregate;
+mod config;
+#[cfg(tokio_unstable)]
+mod hooks;
+mod os;
+mod shared;
+mod slots;
+mod snapshot;
+mod tables;
+mod taskid;
+mod watchdog;
+
+pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD};
+pub use loopscope_macros::main;
+/// The data types of snapshots and stall events (the `loopscope-wire` crate).
+pub use loopscope_wire as wire;
+pub use loopscope_wire::parse_duration;
+pub use loopscope_wire::{Snapshot, SnapshotDelta, StallEvent, StallKind, StallPhase, StallSummary};
+
+use shared::{Shared, lock};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Environment variables read by later parts of loopscope (the stream server, CI mode); accepted without a
+/// typo warning.
+pub(crate) const EXTRA_ENV_VARS: &[&str] = &[];
+
+/// A task hook callback, as tokio's builder takes it.
+#[cfg(tokio_unstable)]
+pub type TaskHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static>;
+
+/// The process-wide TSC clock. Calibrating it takes a few milliseconds, so it happens once, at the first
+/// install, never on a poll.
+pub(crate) fn clock() -> quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new).clone()
+}
+
+/// Errors from [`AgentBuilder::install`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting (in code or in a `LOOPSCOPE_*` variable) is invalid.
+    #[error("loopscope configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// What the installed agent can do in this build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Every task poll is timed and attributed to its task and spawn location.
+    pub poll_timing: bool,
+    /// The watchdog flags polls that block a worker while they run.
+    pub stall_detection: bool,
+    /// tokio measures wake→poll latency per task (`LOOPSCOPE_SCHEDULE_LATENCY`).
+    pub schedule_latency: bool,
+    /// Why something is missing, in words for the user.
+    pub missing: Vec<String>,
+}
+
+/// Builds and installs an [`Agent`]. Start from [`Agent::builder`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> Result<(), loopscope::Error> {
+/// let mut builder = tokio::runtime::Builder::new_current_thread();
+/// let agent = loopscope::Agent::builder()
+///     .stall_threshold(Duration::from_millis(5))
+///     .name("api")
+///     .install(&mut builder)?;
+/// assert_eq!(agent.config().stall_threshold, Duration::from_millis(5));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "call .install(&mut builder) to attach the agent"]
+pub struct AgentBuilder {
+    config: Config,
+    use_env: bool,
+    #[cfg(tokio_unstable)]
+    chain: hooks::Chain,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        AgentBuilder {
+            config: Config::default(),
+            use_env: true,
+            #[cfg(tokio_unstable)]
+            chain: hooks::Chain::default(),
+        }
+    }
+}
+
+impl AgentBuilder {
+    /// A poll that holds its thread longer than this is a stall (default 10 ms, at least 100 µs).
+    pub fn stall_threshold(mut self, d: Duration) -> Self {
+        self.config.stall_threshold = d;
+        self
+    }
+
+    /// Polls at least this long count as slow (default 50 µs, as in tokio-metrics).
+    pub fn slow_poll_threshold(mut self, d: Duration) -> Self {
+        self.config.slow_poll_threshold = d;
+        self
+    }
+
+    /// How often the watchdog looks at running polls (default 1 ms). A stall is flagged within the threshold
+    /// plus about one interval.
+    pub fn watchdog_interval(mut self, d: Duration) -> Self {
+        self.config.watchdog_interval = d;
+        self
+    }
+
+    /// At most this many stall reports per second are delivered and logged (default 10; 0 = unlimited).
+    /// Suppressed reports are counted and the count is carried by the next delivered report.
+    pub fn max_reports_per_second(mut self, n: u32) -> Self {
+        self.config.max_reports_per_second = n;
+        self
+    }
+
+    /// Log each stall as a `tracing` warning (target `loopscope::stall`; default on).
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.config.tracing = on;
+        self
+    }
+
+    /// Tasks tracked individually (default 65,536). Each costs 192 bytes once used. Tasks beyond this are
+    /// counted in `Dropped::untracked_tasks` but still timed per worker and watched for stalls.
+    pub fn max_tasks(mut self, n: usize) -> Self {
+        self.config.max_tasks = n;
+        self
+    }
+
+    /// Distinct spawn locations tracked (default 4,096).
+    pub fn max_locations(mut self, n: usize) -> Self {
+        self.config.max_locations = n;
+        self
+    }
+
+    /// Finished tasks kept for display (default 256).
+    pub fn retain_finished(mut self, n: usize) -> Self {
+        self.config.retain_finished = n;
+        self
+    }
+
+    /// Ask tokio to measure each task's wake→poll latency (default off: it costs two clock reads per wake).
+    pub fn track_schedule_latency(mut self, on: bool) -> Self {
+        self.config.schedule_latency = on;
+        self
+    }
+
+    /// A name for this runtime in reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Turns the agent off (installs nothing); `LOOPSCOPE_ENABLED` can turn it back on.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.config.enabled = on;
+        self
+    }
+
+    /// Ignore `LOOPSCOPE_*` environment variables (for tests and embedded uses).
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// Your own `on_task_spawn` callback, called after loopscope's.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_spawn(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.spawn = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_before_task_poll` callback, called *before* loopscope starts its timer (so its cost is not
+    /// charged to the task).
+    #[cfg(tokio_unstable)]
+    pub fn on_before_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.before_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_after_task_poll` callback, called after loopscope stops its timer.
+    #[cfg(tokio_unstable)]
+    pub fn on_after_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.after_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_task_terminate` callback, called after loopscope's.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_terminate(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.terminate = Some(Arc::new(f));
+        self
+    }
+
+    /// The configuration this builder would install: code settings with `LOOPSCOPE_*` variables applied.
+    pub fn resolve(&self) -> Result<Config, Error> {
+        let mut config = self.config.clone();
+        config.validate()?;
+        if self.use_env {
+            let unknown = config.apply_env(std::env::vars_os().filter_map(|(k, v)| {
+                let k = k.into_string().ok()?;
+                k.starts_with("LOOPSCOPE_").then(|| (k, v.to_string_lossy().into_owned()))
+            }))?;
+            for var in unknown {
+                tracing::warn!(target: "loopscope", "ignoring unknown variable {var} (known: {})", ENV_VARS.join(", "));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Attaches the agent to a tokio runtime builder (multi-thread or current-thread). Call it once per
+    /// builder, before `build()`.
+    ///
+    /// Fails only on invalid configuration, naming the setting or variable. Without `--cfg tokio_unstable` it
+    /// succeeds but can't time polls; see [`Agent::capabilities`].
+    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<Agent, Error> {
+        let config = self.resolve()?;
+        let shared = Shared::new(config);
+        let agent = Agent { shared: shared.clone() };
+        if !shared.config.enabled {
+            return Ok(agent);
+        }
+        #[cfg(tokio_unstable)]
+        hooks::install(builder, &shared, self.chain);
+        #[cfg(not(tokio_unstable))]
+        {
+            let _ = builder;
+            warn_missing_unstable();
+        }
+        Ok(agent)
+    }
+}
+
+#[cfg(not(tokio_unstable))]
+fn warn_missing_unstable() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let msg = "loopscope: this program was built without `--cfg tokio_unstable`, so tokio offers no task \
+                   hooks: poll timing and stall detection are OFF. Rebuild with RUSTFLAGS=\"--cfg tokio_unstable\" \
+                   (or add it to .cargo/config.toml) to enable them.";
+        tracing::warn!(target: "loopscope", "{msg}");
+        eprintln!("{msg}");
+    });
+}
+
+/// An installed agent: read its snapshots and stall events.
+///
+/// Cheap to clone. Holding it does not keep the runtime alive; after the runtime is dropped, the agent keeps
+/// its last values and subscriptions end.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl Agent {
+    /// Starts configuring an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// Identifies this agent (one per runtime) within the process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The configuration in force (code settings with the environment applied).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// What this build of the agent can observe, and why not.
+    pub fn capabilities(&self) -> Capabilities {
+        let on = cfg!(tokio_unstable) && self.shared.config.enabled;
+        let mut missing = Vec::new();
+        if !self.shared.config.enabled {
+            missing.push("the agent is disabled (LOOPSCOPE_ENABLED=0 or .enabled(false))".to_string());
+        } else if !cfg!(tokio_unstable) {
+            missing.push(
+                "poll timing and stall detection need tokio task hooks: build with RUSTFLAGS=\"--cfg tokio_unstable\""
+                    .to_string(),
+            );
+        }
+        let sched = on && cfg!(feature = "schedule-latency") && self.shared.config.schedule_latency;
+        if on && !sched {
+            missing.push(
+                "per-task schedule latency is off (LOOPSCOPE_SCHEDULE_LATENCY=1 or .track_schedule_latency(true))"
+                    .to_string(),
+            );
+        }
+        Capabilities { poll_timing: on, stall_detection: on, schedule_latency: sched, missing }
+    }
+
+    /// Cumulative values now. Compare two snapshots with [`Snapshot::delta`].
+    ///
+    /// Costs time proportional to the task table's capacity; meant for periodic use (every 100 ms or
+    /// slower), not per request.
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot::build(&self.shared)
+    }
+
+    /// The latest state of recent stalls (up to 256), oldest first, including those whose reports the rate
+    /// limit suppressed.
+    pub fn stalls(&self) -> Vec<StallSummary> {
+        lock(&self.shared.recent_stalls).iter().cloned().collect()
+    }
+
+    /// Receives stall events as they happen, with a buffer of 1,024 events.
+    pub fn subscribe(&self) -> StallSubscription {
+        self.subscribe_with_capacity(1024)
+    }
+
+    /// Receives stall events with a buffer of `capacity` events. When the buffer is full, new events are
+    /// dropped and counted ([`StallSubscription::dropped`]); the app is never blocked.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> StallSubscription {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        lock(&self.shared.subscribers).push(shared::Subscriber { tx, dropped: dropped.clone() });
+        StallSubscription { rx, dropped }
+    }
+
+    /// Whether the runtime this agent watches has been dropped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopping.load(Acquire)
+    }
+}
+
+/// A stream of [`StallEvent`]s from one agent. Ends (returns `None` / disconnects) when the runtime is
+/// dropped.
+#[derive(Debug)]
+pub struct StallSubscription {
+    rx: Receiver<StallEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl StallSubscription {
+    /// Waits up to `timeout` for the next event. `None` on timeout or when the agent stopped.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<StallEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<StallEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Blocks until the next event; `None` once the agent stopped.
+    pub fn recv(&self) -> Option<StallEvent> {
+        self.rx.recv().ok()
+    }
+
+    /// Events lost because this subscription's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Support for the macros. Not public API.
+    pub use tokio;
+
+    /// Installs the agent for `#[loopscope::main]`. An invalid configuration must not take the app down:
+    /// it is reported loudly on stderr and the app runs without the agent.
+    pub fn install_for_main(builder: &mut tokio::runtime::Builder, agent: crate::AgentBuilder) -> Option<crate::Agent> {
+        match agent.install(builder) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("loopscope: {e}\nloopscope: the agent is NOT installed; the program runs unmonitored.");
+                tracing::error!(target: "loopscope", "{e}; the agent is not installed");
+                None
+            }
+        }
+    }
+}

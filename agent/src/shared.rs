@@ -1,0 +1,185 @@
+//! State shared by the hooks, the agent's background threads and [`Agent`](crate::Agent) handles, and the
+//! agent's lifecycle.
+//!
+//! Lifecycle. Nothing runs until the runtime polls its first task: the first before-poll hook starts the two
+//! background threads (`loopscope-watchdog`, `loopscope-agent`) and hands them a runtime `Handle`. The
+//! `Handle` lives only inside those threads, never in `Shared`: the hooks hold `Arc<Shared>` and tokio's
+//! scheduler holds the hooks, so a `Handle` in here would be a reference cycle that keeps a dropped runtime
+//! alive. To notice the runtime going away, the agent thread spawns a tiny sentinel task that never
+//! completes; tokio drops every task at shutdown, and the sentinel's drop guard tells the threads to exit.
+
+use crate::config::Config;
+use crate::slots::SlotRegistry;
+use crate::tables::{LocationTable, TaskTable};
+use crossbeam_queue::ArrayQueue;
+use loopscope_wire::{StallEvent, StallSummary};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Set on loopscope's own threads: tasks they spawn (the sentinel) are not the app's and are not counted.
+    pub(crate) static AGENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One stall-event subscriber.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub(crate) tx: SyncSender<StallEvent>,
+    pub(crate) dropped: Arc<AtomicU64>,
+}
+
+/// Cached facts about the runtime, refreshed by the agent thread (the hooks can't hold a `Handle`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RuntimeFacts {
+    pub(crate) flavor: Option<String>,
+    pub(crate) workers: Option<usize>,
+    /// The OS thread currently running each worker index.
+    pub(crate) worker_threads: Vec<Option<std::thread::ThreadId>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) config: Config,
+    pub(crate) clock: quanta::Clock,
+    pub(crate) installed_at: Instant,
+    pub(crate) slow_ns: u64,
+    pub(crate) stall_ns: u64,
+    pub(crate) tasks: TaskTable,
+    pub(crate) locations: LocationTable,
+    pub(crate) slots: SlotRegistry,
+    /// Indexes of entries the terminate hook finished; drained by the agent thread.
+    pub(crate) finished: ArrayQueue<u32>,
+    /// The first poll happened and the background threads were started.
+    pub(crate) started: AtomicBool,
+    /// The runtime was dropped (or the agent is shutting down): background threads exit.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) next_stall_id: AtomicU64,
+    pub(crate) stall_count: AtomicU64,
+    pub(crate) block_in_place_count: AtomicU64,
+    pub(crate) stall_reports: AtomicU64,
+    pub(crate) suppressed_reports: AtomicU64,
+    pub(crate) dropped_events: AtomicU64,
+    pub(crate) dropped_watchdog: AtomicU64,
+    pub(crate) stalls_without_details: AtomicU64,
+    /// Task id of the sentinel task, excluded from task tables.
+    pub(crate) sentinel_task: AtomicU64,
+    pub(crate) subscribers: Mutex<Vec<Subscriber>>,
+    pub(crate) recent_stalls: Mutex<VecDeque<StallSummary>>,
+    pub(crate) facts: Mutex<RuntimeFacts>,
+    pub(crate) agg: Mutex<crate::aggregate::AggState>,
+    pub(crate) threads: Mutex<Vec<std::thread::Thread>>,
+}
+
+/// How many stalls [`Agent::stalls`](crate::Agent::stalls) remembers.
+pub(crate) const RECENT_STALLS: usize = 256;
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        let clock = crate::clock();
+        let slow_ns = u64::try_from(config.slow_poll_threshold.as_nanos()).unwrap_or(u64::MAX);
+        let stall_ns = u64::try_from(config.stall_threshold.as_nanos()).unwrap_or(u64::MAX);
+        let tasks = TaskTable::new(config.max_tasks);
+        let finished = ArrayQueue::new(tasks.capacity());
+        Arc::new(Shared {
+            id: NEXT_AGENT_ID.fetch_add(1, Relaxed),
+            locations: LocationTable::new(config.max_locations),
+            tasks,
+            finished,
+            clock,
+            installed_at: Instant::now(),
+            slow_ns,
+            stall_ns,
+            slots: SlotRegistry::default(),
+            started: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            next_stall_id: AtomicU64::new(1),
+            stall_count: AtomicU64::new(0),
+            block_in_place_count: AtomicU64::new(0),
+            stall_reports: AtomicU64::new(0),
+            suppressed_reports: AtomicU64::new(0),
+            dropped_events: AtomicU64::new(0),
+            dropped_watchdog: AtomicU64::new(0),
+            stalls_without_details: AtomicU64::new(0),
+            sentinel_task: AtomicU64::new(0),
+            subscribers: Mutex::new(Vec::new()),
+            recent_stalls: Mutex::new(VecDeque::new()),
+            facts: Mutex::new(RuntimeFacts::default()),
+            agg: Mutex::new(crate::aggregate::AggState::default()),
+            threads: Mutex::new(Vec::new()),
+            config,
+        })
+    }
+
+    /// Starts the background threads. Runs once, from the first before-poll hook (inside the runtime).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn start(self: &Arc<Self>) {
+        if self.started.swap(true, AcqRel) {
+            return;
+        }
+        let me = self;
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let watchdog = {
+            let me = me.clone();
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("loopscope-watchdog".into())
+                .spawn(move || crate::watchdog::run(me, handle, tx))
+        };
+        let agent = {
+            let me = me.clone();
+            std::thread::Builder::new()
+                .name("loopscope-agent".into())
+                .spawn(move || crate::aggregate::run(me, handle, rx))
+        };
+        let mut threads = lock(&self.threads);
+        for t in [watchdog, agent] {
+            match t {
+                Ok(j) => threads.push(j.thread().clone()),
+                Err(e) => {
+                    tracing::error!(target: "loopscope", "could not start a loopscope thread: {e}; stall detection is off");
+                }
+            }
+        }
+    }
+
+    /// Asks the background threads to exit and wakes them.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Release);
+        for t in lock(&self.threads).iter() {
+            t.unpark();
+        }
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.installed_at.elapsed()
+    }
+
+    /// Delivers an event to every subscriber without ever blocking: a full subscriber loses the event and
+    /// the loss is counted; a disconnected one is removed.
+    pub(crate) fn publish(&self, ev: &StallEvent) {
+        let mut subs = lock(&self.subscribers);
+        subs.retain(|s| match s.tx.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                s.dropped.fetch_add(1, Relaxed);
+                self.dropped_events.fetch_add(1, Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the data behind our locks stays consistent across a panic
+/// (plain counters and lists), and the host app must never panic because a loopscope thread did.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,327 @@
+//! Per-thread slots: one per OS thread that polls tasks of one runtime.
+//!
+//! Each slot has a single writer (its thread), is aligned to 128 bytes so two workers never share a cache line
+//! (adjacent-line prefetch pairs lines on x86), and publishes plain counters with `Relaxed` stores, as tokio's
+//! own worker metrics do. It also publishes the poll in progress (start time, task) under a sequence number so
+//! the watchdog can see a poll that is blocking *right now*, not only after it returns.
+//!
+//! Slots are keyed by OS thread, not by tokio worker index: `block_in_place` moves a worker's core to another
+//! thread while the original thread is still inside a poll, so two threads can briefly both claim one index.
+
+use crate::tables::{TASK_BUCKETS, bump};
+use loopscope_wire::LogHistogram;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+
+/// Completed long polls remembered per thread, so the watchdog learns a stall's exact final duration even if
+/// the thread completed more polls before the watchdog's next look.
+pub(crate) const LONG_POLLS: usize = 4;
+
+/// A completed poll that passed the stall threshold. Written only on that (rare) path.
+#[derive(Debug, Default)]
+pub(crate) struct LongPoll {
+    /// The poll's (odd) sequence number; written last, with `Release`.
+    pub(crate) seq: AtomicU64,
+    pub(crate) ns: AtomicU64,
+    pub(crate) task_id: AtomicU64,
+    pub(crate) entry: AtomicU32,
+    pub(crate) location: AtomicU32,
+}
+
+/// A plain copy of a [`LongPoll`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LongPollRecord {
+    pub(crate) seq: u64,
+    pub(crate) ns: u64,
+    pub(crate) task_id: u64,
+    pub(crate) entry: u32,
+    pub(crate) location: u32,
+}
+
+/// What the watchdog reads about the poll in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub(crate) seq: u64,
+    pub(crate) start: u64,
+    pub(crate) task_id: u64,
+    pub(crate) location_addr: usize,
+}
+
+#[repr(align(128))]
+#[derive(Debug)]
+pub(crate) struct WorkerSlot {
+    // --- written by the owning thread on every poll ---
+    /// Odd while a poll is in flight. Written last (Release) on poll start and first on poll end.
+    pub(crate) seq: AtomicU64,
+    pub(crate) poll_start: AtomicU64,
+    pub(crate) task_id: AtomicU64,
+    /// Address of the task's `&'static Location` (its spawn site). The watchdog maps it back through the
+    /// location table, so the hot path never touches the table.
+    pub(crate) task_location: AtomicUsize,
+    pub(crate) polls: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) max_poll_ns: AtomicU64,
+    pub(crate) slow_polls: AtomicU64,
+    /// Poll durations of tasks without a table entry (table full). Tracked tasks' durations live in their
+    /// entries; keeping a per-thread histogram for every poll would cost an extra write per poll.
+    pub(crate) untracked_hist: [AtomicU64; TASK_BUCKETS],
+    pub(crate) long_count: AtomicU64,
+    pub(crate) long_polls: [LongPoll; LONG_POLLS],
+    /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
+    pub(crate) nested: AtomicU64,
+    // --- identity, fixed at registration ---
+    pub(crate) tid: i32,
+    pub(crate) thread_id: ThreadId,
+    pub(crate) thread_name: Option<String>,
+    pub(crate) alive: AtomicBool,
+    /// Set when the agent that owns this slot shut down, so threads drop their reference lazily.
+    pub(crate) agent_gone: AtomicBool,
+}
+
+impl WorkerSlot {
+    fn new() -> Self {
+        let current = std::thread::current();
+        WorkerSlot {
+            seq: AtomicU64::new(0),
+            poll_start: AtomicU64::new(0),
+            task_id: AtomicU64::new(0),
+            task_location: AtomicUsize::new(0),
+            polls: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            max_poll_ns: AtomicU64::new(0),
+            slow_polls: AtomicU64::new(0),
+            untracked_hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            long_count: AtomicU64::new(0),
+            long_polls: Default::default(),
+            nested: AtomicU64::new(0),
+            tid: crate::os::current_tid(),
+            thread_id: current.id(),
+            thread_name: current.name().map(str::to_string),
+            alive: AtomicBool::new(true),
+            agent_gone: AtomicBool::new(false),
+        }
+    }
+
+    /// Publishes a poll start. Owner thread only.
+    #[inline]
+    pub(crate) fn begin(&self, task_id: u64, location_addr: usize, start: u64) {
+        let seq = self.seq.load(Relaxed);
+        let seq = if seq & 1 == 1 {
+            // A before-hook without an after-hook on this thread; see `nested`.
+            bump(&self.nested);
+            seq + 1
+        } else {
+            seq
+        };
+        self.task_id.store(task_id, Relaxed);
+        self.task_location.store(location_addr, Relaxed);
+        self.poll_start.store(start, Relaxed);
+        self.seq.store(seq + 1, Release);
+    }
+
+    /// Publishes a poll end and records it. Returns the id of the task polled, or `None` when no poll was in
+    /// flight (hooks installed while a poll ran). Owner thread only.
+    #[inline]
+    pub(crate) fn end(&self, ns: u64, slow: bool) -> Option<u64> {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return None;
+        }
+        self.seq.store(seq + 1, Release);
+        bump(&self.polls);
+        self.busy_ns.store(self.busy_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_poll_ns.load(Relaxed) {
+            self.max_poll_ns.store(ns, Relaxed);
+        }
+        if slow {
+            bump(&self.slow_polls);
+        }
+        Some(self.task_id.load(Relaxed))
+    }
+
+    /// Remembers a completed poll that passed the stall threshold, with its location resolved now, while the
+    /// task is certainly alive. The after-poll hook is the authority on long polls: even if the OS starved the
+    /// watchdog for the whole poll, the watchdog finds it here on its next look. Owner thread only; rare.
+    pub(crate) fn record_long(&self, ns: u64, entry: u32, location: u32) {
+        let seq = self.seq.load(Relaxed).wrapping_sub(1); // the (odd) sequence number of the poll that ended
+        let n = self.long_count.load(Relaxed);
+        if let Some(lp) = self.long_polls.get((n % LONG_POLLS as u64) as usize) {
+            lp.seq.store(0, Relaxed);
+            lp.ns.store(ns, Relaxed);
+            lp.task_id.store(self.task_id.load(Relaxed), Relaxed);
+            lp.entry.store(entry, Relaxed);
+            lp.location.store(location, Relaxed);
+            lp.seq.store(seq, Release);
+        }
+        self.long_count.store(n + 1, Release);
+    }
+
+    /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
+    #[inline]
+    pub(crate) fn is_polling(&self, task_id: u64) -> bool {
+        self.seq.load(Relaxed) & 1 == 1 && self.task_id.load(Relaxed) == task_id
+    }
+
+    /// A consistent read of the poll in flight, for the watchdog (seqlock read side). `None` when idle or
+    /// when the owner changed it during the read (the next tick will see it).
+    pub(crate) fn in_flight(&self) -> Option<InFlight> {
+        let seq = self.seq.load(Acquire);
+        if seq & 1 == 0 {
+            return None;
+        }
+        let start = self.poll_start.load(Relaxed);
+        let task_id = self.task_id.load(Relaxed);
+        let location_addr = self.task_location.load(Relaxed);
+        std::sync::atomic::fence(Acquire);
+        if self.seq.load(Relaxed) != seq {
+            return None;
+        }
+        Some(InFlight { seq, start, task_id, location_addr })
+    }
+
+    /// The final duration of the long poll that had sequence number `seq`, if remembered.
+    pub(crate) fn long_poll_ns(&self, seq: u64) -> Option<u64> {
+        self.long_polls.iter().find(|lp| lp.seq.load(Acquire) == seq).map(|lp| lp.ns.load(Relaxed))
+    }
+
+    /// The `n`th long poll this thread completed, if it is still in the ring and was read consistently.
+    pub(crate) fn long_poll(&self, n: u64) -> Option<LongPollRecord> {
+        let lp = self.long_polls.get((n % LONG_POLLS as u64) as usize)?;
+        let seq = lp.seq.load(Acquire);
+        let r = LongPollRecord {
+            seq,
+            ns: lp.ns.load(Relaxed),
+            task_id: lp.task_id.load(Relaxed),
+            entry: lp.entry.load(Relaxed),
+            location: lp.location.load(Relaxed),
+        };
+        std::sync::atomic::fence(Acquire);
+        // Overwritten meanwhile (the thread completed LONG_POLLS more long polls): report it as missed.
+        (seq != 0 && lp.seq.load(Relaxed) == seq && self.long_count.load(Acquire) <= n + LONG_POLLS as u64).then_some(r)
+    }
+
+    /// Records an untracked task's poll. Owner thread only; rare (task table full).
+    pub(crate) fn record_untracked(&self, ns: u64) {
+        if let Some(b) = self.untracked_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump(b);
+        }
+    }
+
+    pub(crate) fn untracked_histogram(&self) -> LogHistogram {
+        LogHistogram { counts: self.untracked_hist.iter().map(|a| a.load(Relaxed)).collect() }
+    }
+}
+
+/// Every slot of one agent, live or exited. Locked only when a thread polls for the first time and when the
+/// background threads refresh their copy (when `generation` moved) — never on the per-poll path.
+#[derive(Debug, Default)]
+pub(crate) struct SlotRegistry {
+    slots: Mutex<Vec<Arc<WorkerSlot>>>,
+    pub(crate) generation: AtomicU64,
+}
+
+impl SlotRegistry {
+    fn register(&self) -> Arc<WorkerSlot> {
+        let slot = Arc::new(WorkerSlot::new());
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // A thread that left and came back (e.g. a blocking-pool thread that ran `block_in_place` twice) keeps
+        // one slot per registration; old dead ones are pruned by the aggregator.
+        slots.push(slot.clone());
+        self.generation.fetch_add(1, Release);
+        slot
+    }
+
+    /// A copy of the current slot list.
+    pub(crate) fn list(&self) -> Vec<Arc<WorkerSlot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks every slot as belonging to a shut-down agent.
+    pub(crate) fn mark_agent_gone(&self) {
+        for s in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.agent_gone.store(true, Relaxed);
+        }
+    }
+
+    /// Removes dead slots for which `keep` says false (after their counts were folded into totals).
+    pub(crate) fn retain(&self, keep: impl FnMut(&Arc<WorkerSlot>) -> bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let before = slots.len();
+        slots.retain(keep);
+        if slots.len() != before {
+            self.generation.fetch_add(1, Release);
+        }
+    }
+}
+
+/// The thread-local handle to this thread's slot in one agent. Dropping it (thread exit) marks the slot dead.
+struct SlotRef {
+    agent: u64,
+    slot: Arc<WorkerSlot>,
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        self.slot.alive.store(false, Release);
+    }
+}
+
+thread_local! {
+    /// This thread's slots, one per agent it has polled for. Nearly always one element.
+    static SLOTS: RefCell<Vec<SlotRef>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's slot in agent `agent`, registering one on first use. Returns `None` only if
+/// the thread-local is being destroyed (thread exit) or re-entered, in which case the poll is not recorded.
+#[inline]
+pub(crate) fn with_slot<R>(agent: u64, registry: &SlotRegistry, f: impl FnOnce(&WorkerSlot) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|cell| {
+            {
+                let slots = cell.try_borrow().ok()?;
+                // Fast path: the first entry is this agent's.
+                if let Some(r) = slots.first()
+                    && r.agent == agent
+                {
+                    return Some(f(&r.slot));
+                }
+                if let Some(r) = slots.iter().find(|r| r.agent == agent) {
+                    return Some(f(&r.slot));
+                }
+            }
+            register_slow(cell, agent, registry, f)
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+#[inline(never)]
+fn register_slow<R>(
+    cell: &RefCell<Vec<SlotRef>>,
+    agent: u64,
+    registry: &SlotRegistry,
+    f: impl FnOnce(&WorkerSlot) -> R,
+) -> Option<R> {
+    let slot = registry.register();
+    let mut slots = cell.try_borrow_mut().ok()?;
+    // Bounded: a thread keeps slots only for agents that are still running (think of a test harness thread
+    // that runs many short-lived runtimes one after another).
+    slots.retain(|r| !r.slot.agent_gone.load(Relaxed));
+    slots.push(SlotRef { agent, slot: slot.clone() });
+    drop(slots);
+    Some(f(&slot))
+}
+
+/// This thread's slot in `agent`, if it has one (does not register).
+pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|cell| {
+            let slots = cell.try_borrow().ok()?;
+            slots.iter().find(|r| r.agent == agent).map(|r| f(&r.slot))
+        })
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,384 @@
+//! Fixed-capacity, lock-free tables of per-task and per-location state, written by the task hooks.
+//!
+//! Why hand-written: the hooks run on every poll and may take no lock and make no allocation, and tokio hands
+//! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
+//! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
+//!
+//! * tokio task ids come from one process-wide counter, so `id & mask` spreads live tasks almost perfectly
+//!   over a power-of-two table (a short bounded probe window handles the rest);
+//! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
+//!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
+//!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
+//!
+//! Reclamation: the terminate hook marks an entry finished (or, when it fires inside the task's last poll,
+//! "terminating", and that poll's after-hook finishes it, because tokio runs the terminate hook before the final
+//! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
+//! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
+
+use loopscope_wire::LogHistogram;
+use std::panic::Location;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
+pub(crate) const TASK_BUCKETS: usize = 16;
+/// How many slots past `id & mask` an insert or lookup tries.
+const PROBE: u64 = 8;
+/// Marks "no entry" in `u32` indexes.
+pub(crate) const NONE: u32 = u32::MAX;
+/// The location index used when the location table is full.
+pub(crate) const OTHER_LOCATION: u32 = u32::MAX - 1;
+
+pub(crate) const FREE: u32 = 0;
+pub(crate) const LIVE: u32 = 1;
+/// The terminate hook fired inside the task's final poll; the after-poll hook will finish it.
+pub(crate) const TERMINATING: u32 = 2;
+pub(crate) const FINISHED: u32 = 3;
+
+/// One task's counters: exactly three cache lines.
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+pub(crate) struct TaskEntry {
+    /// tokio task id; 0 when free.
+    pub(crate) key: AtomicU64,
+    pub(crate) location: AtomicU32,
+    pub(crate) state: AtomicU32,
+    pub(crate) polls: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) max_poll_ns: AtomicU64,
+    pub(crate) sched_total_ns: AtomicU64,
+    pub(crate) sched_max_ns: AtomicU64,
+    pub(crate) slow_polls: AtomicU32,
+    /// Written by the watchdog (rarely), never by the hooks.
+    pub(crate) stalls: AtomicU32,
+    // The number of schedule-latency samples is the sum of `sched_hist`: not stored, to keep 3 cache lines.
+    pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    pub(crate) sched_hist: [AtomicU32; TASK_BUCKETS],
+}
+
+const _: () = assert!(std::mem::size_of::<TaskEntry>() == 192);
+
+impl TaskEntry {
+    /// Records one completed poll. Called only by the thread that is polling the task.
+    #[inline]
+    pub(crate) fn record_poll(&self, ns: u64, slow: bool) {
+        bump(&self.polls);
+        self.busy_ns.store(self.busy_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_poll_ns.load(Relaxed) {
+            self.max_poll_ns.store(ns, Relaxed);
+        }
+        if slow {
+            bump32(&self.slow_polls);
+        }
+        if let Some(b) = self.poll_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump32(b);
+        }
+    }
+
+    /// Records the wake→poll latency tokio measured for the poll that is starting.
+    #[inline]
+    pub(crate) fn record_schedule_latency(&self, ns: u64) {
+        self.sched_total_ns.store(self.sched_total_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.sched_max_ns.load(Relaxed) {
+            self.sched_max_ns.store(ns, Relaxed);
+        }
+        if let Some(b) = self.sched_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump32(b);
+        }
+    }
+
+    /// Resets every counter. Only the aggregator calls this, on an entry in state FINISHED, before it frees
+    /// the key; the `Release` store of the key publishes the zeroes to the next inserter.
+    fn clear(&self) {
+        for a in [&self.polls, &self.busy_ns, &self.max_poll_ns, &self.sched_total_ns, &self.sched_max_ns] {
+            a.store(0, Relaxed);
+        }
+        for a in [&self.slow_polls, &self.stalls] {
+            a.store(0, Relaxed);
+        }
+        for a in self.poll_hist.iter().chain(self.sched_hist.iter()) {
+            a.store(0, Relaxed);
+        }
+        self.location.store(0, Relaxed);
+        self.state.store(FREE, Relaxed);
+    }
+}
+
+/// Single-writer increment: a load and a store, not a locked RMW (see the module docs for why it is safe).
+#[inline(always)]
+pub(crate) fn bump(a: &AtomicU64) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+#[inline(always)]
+pub(crate) fn bump32(a: &AtomicU32) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// A plain copy of a task entry's counters, read by the aggregator.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskCounts {
+    pub(crate) id: u64,
+    pub(crate) location: u32,
+    pub(crate) state: u32,
+    pub(crate) polls: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) max_poll_ns: u64,
+    pub(crate) slow_polls: u64,
+    pub(crate) stalls: u64,
+    pub(crate) sched_count: u64,
+    pub(crate) sched_total_ns: u64,
+    pub(crate) sched_max_ns: u64,
+    pub(crate) poll_hist: [u32; TASK_BUCKETS],
+    pub(crate) sched_hist: [u32; TASK_BUCKETS],
+}
+
+/// The table of tracked tasks.
+#[derive(Debug)]
+pub(crate) struct TaskTable {
+    entries: Box<[TaskEntry]>,
+    mask: u64,
+    /// Tasks that could not be inserted (table full in their probe window).
+    pub(crate) untracked: AtomicU64,
+    /// All spawns seen by the hook, tracked or not.
+    pub(crate) spawned: AtomicU64,
+    /// All terminations seen by the hook.
+    pub(crate) terminated: AtomicU64,
+}
+
+impl TaskTable {
+    pub(crate) fn new(max_tasks: usize) -> Self {
+        let cap = max_tasks.max(PROBE as usize).next_power_of_two();
+        // Allocated zeroed (all-zero is a valid, free entry), so the OS backs a page only once a task uses it:
+        // a large `max_tasks` costs address space, not resident memory, until that many tasks are alive.
+        let entries: Box<[TaskEntry]> = bytemuck::allocation::zeroed_slice_box(cap);
+        TaskTable {
+            entries,
+            mask: cap as u64 - 1,
+            untracked: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            terminated: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn get(&self, idx: u32) -> Option<&TaskEntry> {
+        self.entries.get(idx as usize)
+    }
+
+    /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
+    pub(crate) fn insert(&self, id: u64, location: u32) -> Option<u32> {
+        self.spawned.fetch_add(1, Relaxed);
+        for i in 0..PROBE {
+            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            let Some(e) = self.entries.get(idx) else { continue };
+            if e.key.load(Relaxed) == 0 && e.key.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
+                e.location.store(location, Relaxed);
+                e.state.store(LIVE, Release);
+                return Some(idx as u32);
+            }
+        }
+        self.untracked.fetch_add(1, Relaxed);
+        None
+    }
+
+    /// Finds a live task's entry. Usually the first probe hits, because ids are sequential.
+    #[inline]
+    pub(crate) fn find(&self, id: u64) -> u32 {
+        for i in 0..PROBE {
+            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            if let Some(e) = self.entries.get(idx)
+                && e.key.load(Relaxed) == id
+            {
+                return idx as u32;
+            }
+        }
+        NONE
+    }
+
+    /// Reads an entry's counters if it holds a task in a state other than FREE.
+    pub(crate) fn read(&self, idx: usize) -> Option<TaskCounts> {
+        let e = self.entries.get(idx)?;
+        let id = e.key.load(Acquire);
+        if id == 0 {
+            return None;
+        }
+        let state = e.state.load(Acquire);
+        if state == FREE {
+            return None;
+        }
+        Some(TaskCounts {
+            id,
+            location: e.location.load(Relaxed),
+            state,
+            polls: e.polls.load(Relaxed),
+            busy_ns: e.busy_ns.load(Relaxed),
+            max_poll_ns: e.max_poll_ns.load(Relaxed),
+            slow_polls: e.slow_polls.load(Relaxed) as u64,
+            stalls: e.stalls.load(Relaxed) as u64,
+            sched_count: 0,
+            sched_total_ns: e.sched_total_ns.load(Relaxed),
+            sched_max_ns: e.sched_max_ns.load(Relaxed),
+            poll_hist: std::array::from_fn(|i| e.poll_hist[i].load(Relaxed)),
+            sched_hist: std::array::from_fn(|i| e.sched_hist[i].load(Relaxed)),
+        })
+        .map(|mut c| {
+            c.sched_count = c.sched_hist.iter().map(|&n| u64::from(n)).sum();
+            c
+        })
+    }
+
+    /// Frees a FINISHED entry after its counters were harvested. Aggregator only.
+    pub(crate) fn free(&self, idx: usize) {
+        if let Some(e) = self.entries.get(idx)
+            && e.state.load(Acquire) == FINISHED
+        {
+            e.clear();
+            e.key.store(0, Release);
+        }
+    }
+
+    /// Indexes of every entry, for full scans.
+    pub(crate) fn indexes(&self) -> std::ops::Range<usize> {
+        0..self.entries.len()
+    }
+}
+
+/// One interned spawn location.
+#[derive(Debug)]
+struct LocationEntry {
+    /// The `&'static Location`'s address; 0 when free. Entries are never freed: code has finitely many
+    /// spawn sites, and the table is bounded anyway.
+    key: AtomicUsize,
+    loc: OnceLock<&'static Location<'static>>,
+}
+
+/// Interns `&'static Location`s to small indexes, so task entries and wire messages carry a `u32`.
+#[derive(Debug)]
+pub(crate) struct LocationTable {
+    entries: Box<[LocationEntry]>,
+    mask: usize,
+    pub(crate) overflow: AtomicU64,
+}
+
+const LOC_PROBE: usize = 32;
+
+impl LocationTable {
+    pub(crate) fn new(max: usize) -> Self {
+        let cap = (max.max(LOC_PROBE) * 2).next_power_of_two();
+        let entries = (0..cap).map(|_| LocationEntry { key: AtomicUsize::new(0), loc: OnceLock::new() }).collect();
+        LocationTable { entries, mask: cap - 1, overflow: AtomicU64::new(0) }
+    }
+
+    fn hash(addr: usize) -> usize {
+        // Fibonacci hashing: spreads addresses that share low bits (they are all aligned).
+        (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32) as usize
+    }
+
+    /// The index for `loc`, interning it on first sight.
+    pub(crate) fn intern(&self, loc: &'static Location<'static>) -> u32 {
+        let addr = loc as *const Location<'static> as usize;
+        let h = Self::hash(addr);
+        for i in 0..LOC_PROBE {
+            let idx = (h.wrapping_add(i)) & self.mask;
+            let Some(e) = self.entries.get(idx) else { continue };
+            let k = e.key.load(Acquire);
+            if k == addr {
+                return idx as u32;
+            }
+            if k == 0 {
+                match e.key.compare_exchange(0, addr, AcqRel, Acquire) {
+                    Ok(_) => {
+                        let _ = e.loc.set(loc);
+                        return idx as u32;
+                    }
+                    Err(actual) if actual == addr => {
+                        // Another thread interned it at this moment; make sure the value is visible.
+                        let _ = e.loc.set(loc);
+                        return idx as u32;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        self.overflow.fetch_add(1, Relaxed);
+        OTHER_LOCATION
+    }
+
+    /// The index of an already interned location, by the address of its `&'static Location`; never inserts.
+    pub(crate) fn find(&self, addr: usize) -> u32 {
+        let h = Self::hash(addr);
+        for i in 0..LOC_PROBE {
+            let idx = (h.wrapping_add(i)) & self.mask;
+            match self.entries.get(idx).map(|e| e.key.load(Acquire)) {
+                Some(k) if k == addr => return idx as u32,
+                Some(0) | None => return NONE,
+                Some(_) => {}
+            }
+        }
+        NONE
+    }
+
+    /// The location at `idx`, if interned.
+    pub(crate) fn get(&self, idx: u32) -> Option<&'static Location<'static>> {
+        self.entries.get(idx as usize).and_then(|e| e.loc.get().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_free_cycle() {
+        let t = TaskTable::new(16);
+        let a = t.insert(5, 0).unwrap();
+        assert_eq!(t.find(5), a);
+        assert_eq!(t.find(6), NONE);
+        let e = t.get(a).unwrap();
+        e.record_poll(2_000, false);
+        e.record_poll(70_000, true);
+        let c = t.read(a as usize).unwrap();
+        assert_eq!((c.polls, c.busy_ns, c.max_poll_ns, c.slow_polls), (2, 72_000, 70_000, 1));
+        assert_eq!(c.poll_hist.iter().sum::<u32>(), 2);
+        // Not finished yet: free() refuses.
+        t.free(a as usize);
+        assert_eq!(t.find(5), a);
+        e.state.store(FINISHED, Release);
+        t.free(a as usize);
+        assert_eq!(t.find(5), NONE);
+        assert!(t.read(a as usize).is_none());
+        // A new task reusing the slot starts from zero.
+        let b = t.insert(5 + 16, 1).unwrap();
+        assert_eq!(b, a);
+        assert_eq!(t.read(b as usize).unwrap().polls, 0);
+    }
+
+    #[test]
+    fn full_window_is_counted_not_lost() {
+        let t = TaskTable::new(8);
+        for id in 1..=8 {
+            assert!(t.insert(id, 0).is_some());
+        }
+        assert!(t.insert(9, 0).is_none());
+        assert_eq!(t.untracked.load(Relaxed), 1);
+        assert_eq!(t.spawned.load(Relaxed), 9);
+    }
+
+    #[test]
+    fn locations_intern_once() {
+        let t = LocationTable::new(4);
+        let l1 = Location::caller();
+        let l2 = Location::caller();
+        let a = t.intern(l1);
+        assert_eq!(t.intern(l1), a);
+        let b = t.intern(l2);
+        assert_ne!(a, b);
+        assert_eq!(t.get(a).map(|l| l.line()), Some(l1.line()));
+        assert_eq!(t.find(l1 as *const _ as usize), a);
+        assert_eq!(t.find(0x1000), NONE);
+    }
+}

@@ -1,0 +1,50 @@
+//! tokio's `task::Id` as a `u64`.
+//!
+//! tokio exposes the id only through `Display`, `Debug` and `Hash`. Formatting on every poll would allocate,
+//! so we feed the id to a `Hasher` that keeps the one `u64` tokio's derived `Hash` writes. A unit test checks
+//! this against `Display` so a change in tokio's representation fails loudly instead of mixing tasks up.
+
+use std::hash::{Hash, Hasher};
+
+#[derive(Default)]
+struct Capture(u64);
+
+impl Hasher for Capture {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by tokio's current representation; fold anything else into a stable value.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
+/// The task id as a number (never 0 for a real task).
+#[inline]
+pub(crate) fn task_id(id: tokio::task::Id) -> u64 {
+    let mut h = Capture(0);
+    id.hash(&mut h);
+    h.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matches_display() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for _ in 0..3 {
+            let j = rt.spawn(async {});
+            let id = j.id();
+            assert_eq!(super::task_id(id).to_string(), id.to_string());
+            rt.block_on(j).unwrap();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! loopscope's integration tests: real runtimes, real blocking, deadlines instead of sleeps.
+//!
+//! One test binary with modules, so the workspace links fewer binaries.
+
+#![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
+
+mod lifecycle;
+mod stalls;
+mod support;

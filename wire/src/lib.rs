@@ -1,0 +1,26 @@
+//! Data types shared by the loopscope agent and everything that reads its output: the dashboard, the CI
+//! command, recordings and your own code.
+//!
+//! This crate is deliberately separate from the agent (the `loopscope` crate), so that clients such as the
+//! terminal dashboard never link the runtime hooks. It has no tokio dependency.
+//!
+//! All values are **cumulative** and carry timestamps. A client computes rates with a pure function of two
+//! snapshots ([`Snapshot::delta`]) rather than with hidden iterator state.
+
+#![forbid(unsafe_code)]
+
+mod duration;
+mod histogram;
+mod snapshot;
+mod stall;
+
+pub use duration::parse_duration;
+pub use histogram::LogHistogram;
+pub use snapshot::{
+    Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, ThreadInfo,
+    Totals, WorkerDelta, WorkerStats,
+};
+pub use stall::{
+    Classification, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus, StallEvent,
+    StallKind, StallPhase, StallSummary,
+};

@@ -1,0 +1,302 @@
+use crate::snapshot::ThreadInfo;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// A source location: where a task was spawned, or a stack frame's position.
+///
+/// # Examples
+/// ```
+/// use loopscope_wire::Location;
+/// let loc = Location::new("src/handlers.rs", 42, 9);
+/// assert_eq!(loc.to_string(), "src/handlers.rs:42:9");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Location {
+    /// Source file, as the compiler recorded it.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl Location {
+    /// A location from its parts.
+    pub fn new(file: impl Into<String>, line: u32, column: u32) -> Self {
+        Location { file: file.into(), line, column }
+    }
+
+    /// The location a `#[track_caller]` function was called from, e.g. `tokio::spawn`'s caller.
+    pub fn from_std(loc: &std::panic::Location<'_>) -> Self {
+        Location { file: loc.file().to_string(), line: loc.line(), column: loc.column() }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Which phase of a stall a [`StallEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StallPhase {
+    /// The poll has just passed the stall threshold and is **still running**.
+    Started,
+    /// The poll is still running and has passed another doubling of the threshold (2×, 4×, 8×, ...).
+    Updated,
+    /// The poll returned; `elapsed` is its final duration.
+    Ended,
+}
+
+/// What kind of blocking a stall is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StallKind {
+    /// A task poll is holding a worker thread, so every other task queued on that worker waits.
+    WorkerBlocked,
+    /// A task called `tokio::task::block_in_place`. Tokio handed the worker's core (and its queue) to another
+    /// thread, so other tasks keep running; the thread that blocks is no longer a worker. Reported apart
+    /// because it is legitimate use of the API, though it still occupies a thread and the task itself.
+    BlockInPlace,
+}
+
+impl fmt::Display for StallKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StallKind::WorkerBlocked => "worker blocked",
+            StallKind::BlockInPlace => "block_in_place",
+        })
+    }
+}
+
+/// A poll that is running right now on some thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InFlightPoll {
+    /// The task being polled.
+    pub task_id: u64,
+    /// Where that task was spawned, when known.
+    pub location: Option<Location>,
+    /// How long the poll has been running when the value was read.
+    pub elapsed: Duration,
+}
+
+/// One report about a poll that blocked its thread past the stall threshold.
+///
+/// A stall produces one `Started` event while the poll is still running, `Updated` events at 2×, 4×, ... the
+/// threshold, and one `Ended` event with the final duration. All share `stall_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StallEvent {
+    /// Identifies the stall across its events; unique within one agent.
+    pub stall_id: u64,
+    /// Which phase this event reports.
+    pub phase: StallPhase,
+    /// A plain stalled worker, or `block_in_place`.
+    pub kind: StallKind,
+    /// The agent (runtime) that saw it.
+    pub runtime_id: u64,
+    /// Index of the worker that is stalled, as in tokio's `RuntimeMetrics`, when known.
+    pub worker: Option<u32>,
+    /// The OS thread running the poll.
+    pub thread: ThreadInfo,
+    /// The task being polled.
+    pub task_id: u64,
+    /// Where the task was spawned, when known.
+    pub location: Option<Location>,
+    /// How long the poll had run when this event was produced; for `Ended`, the poll's final duration.
+    pub elapsed: Duration,
+    /// The stall threshold in force.
+    pub threshold: Duration,
+    /// Wall-clock time of the event, in nanoseconds since the Unix epoch.
+    pub at_unix_nanos: u64,
+    /// Reports suppressed by the rate limit since the previous event that was delivered.
+    pub suppressed: u64,
+    /// True when the watchdog saw the poll while it was still running. False for a stall found only after
+    /// it ended (the watchdog thread was starved by the OS, or the stall was shorter than its interval): such
+    /// a stall has a single `Ended` event and no stack.
+    pub caught_in_flight: bool,
+    /// What the thread was doing, from the OS probes, when available.
+    pub culprit: Option<Culprit>,
+}
+
+impl StallEvent {
+    /// A one-line human description, e.g. for logs.
+    pub fn summary(&self) -> String {
+        let loc = self.location.as_ref().map_or_else(|| "unknown location".to_string(), ToString::to_string);
+        let worker = self.worker.map_or_else(|| "thread".to_string(), |w| format!("worker {w}"));
+        let what = match self.phase {
+            StallPhase::Started | StallPhase::Updated => "has blocked",
+            StallPhase::Ended => "blocked",
+        };
+        let still = match self.phase {
+            StallPhase::Started | StallPhase::Updated => " (still running)",
+            StallPhase::Ended if !self.caught_in_flight => " (found after it ended)",
+            StallPhase::Ended => "",
+        };
+        let kind = match self.kind {
+            StallKind::WorkerBlocked => String::new(),
+            StallKind::BlockInPlace => " in block_in_place".to_string(),
+        };
+        let mut s = format!(
+            "task {} spawned at {loc} {what} {worker} (tid {}){kind} for {:.1?}{still}",
+            self.task_id, self.thread.tid, self.elapsed
+        );
+        if let Some(c) = &self.culprit {
+            s.push_str(&format!("; {}", c.classification));
+            if let Some(f) = c.first_user_frame() {
+                s.push_str(&format!(" in {}", f.display_short()));
+            }
+        }
+        s
+    }
+}
+
+/// How the blocked thread spent the stall.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Classification {
+    /// The thread was running on a CPU: a busy loop or heavy computation.
+    CpuBound,
+    /// The thread was blocked in a system call.
+    Syscall {
+        /// The system call's name, e.g. `read`, `clock_nanosleep`.
+        name: String,
+        /// What the file descriptor argument points to (a path, `pipe:[..]`, `socket:[..]`), when relevant.
+        fd_target: Option<String>,
+    },
+    /// The thread was waiting for a lock (a futex wait).
+    LockWait {
+        /// What kind of lock, when the stack tells (e.g. `std::sync::Mutex`).
+        detail: Option<String>,
+    },
+    /// The thread was stalled by page faults (memory paged in from disk).
+    PageFault,
+    /// The probes could not tell.
+    Unknown,
+}
+
+impl fmt::Display for Classification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Classification::CpuBound => f.write_str("CPU-bound"),
+            Classification::Syscall { name, fd_target: Some(t) } => write!(f, "blocked in syscall {name} on {t}"),
+            Classification::Syscall { name, fd_target: None } => write!(f, "blocked in syscall {name}"),
+            Classification::LockWait { detail: Some(d) } => write!(f, "waiting on a lock ({d})"),
+            Classification::LockWait { detail: None } => f.write_str("waiting on a lock"),
+            Classification::PageFault => f.write_str("page-faulting"),
+            Classification::Unknown => f.write_str("unclassified"),
+        }
+    }
+}
+
+/// Where a stack frame's code comes from; used to put the user's own frames first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FrameOrigin {
+    /// The application's own code.
+    User,
+    /// The async runtime and its ecosystem (tokio, futures, mio, loopscope).
+    Runtime,
+    /// The standard library, libc, the unwinder.
+    Std,
+    /// The sampling signal's own frames.
+    Probe,
+    /// Not symbolized.
+    Unknown,
+}
+
+/// One symbolized stack frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Demangled function name, without the hash suffix.
+    pub function: Option<String>,
+    /// Source file.
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// Whose code this is.
+    pub origin: FrameOrigin,
+}
+
+impl Frame {
+    /// `function (file:line)`, shortened for one-line displays.
+    pub fn display_short(&self) -> String {
+        let func = self.function.as_deref().unwrap_or("??");
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => {
+                let short = file.rsplit('/').take(2).collect::<Vec<_>>();
+                let short = short.into_iter().rev().collect::<Vec<_>>().join("/");
+                format!("{func} ({short}:{line})")
+            }
+            _ => func.to_string(),
+        }
+    }
+}
+
+/// One look at the blocked thread: its stack and state at a point of the stall.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CulpritSample {
+    /// How long the poll had run when the sample was taken.
+    pub at_elapsed: Duration,
+    /// The stack, innermost frame first. Empty when the capture failed (see `stack_error`).
+    pub frames: Vec<Frame>,
+    /// Why there is no stack, when there is none.
+    pub stack_error: Option<String>,
+    /// Scheduler state letter from `/proc` (`R` running, `S` sleeping, `D` disk sleep, ...).
+    pub state: Option<char>,
+    /// The system call the thread was in, by name.
+    pub syscall: Option<String>,
+    /// What the system call's file descriptor points to.
+    pub fd_target: Option<String>,
+}
+
+/// What the probes learned about a stall's culprit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Culprit {
+    /// How the thread spent the stall.
+    pub classification: Classification,
+    /// One line: why this classification.
+    pub reason: String,
+    /// Share of the measured wall time the thread spent on a CPU (0.0..=1.0), once two samples exist.
+    pub on_cpu_ratio: Option<f64>,
+    /// Voluntary context switches during the measured part of the stall.
+    pub voluntary_switches: Option<u64>,
+    /// Involuntary context switches during the measured part of the stall.
+    pub involuntary_switches: Option<u64>,
+    /// Samples at 1×, 2×, 4× ... the threshold; the first was taken when the stall was flagged.
+    pub samples: Vec<CulpritSample>,
+    /// Whether the user-code part of the stack changed between the first and the latest sample.
+    pub stack_moved: Option<bool>,
+}
+
+impl Culprit {
+    /// The latest sample's stack (or the first one that has frames).
+    pub fn frames(&self) -> &[Frame] {
+        self.samples.iter().rev().find(|s| !s.frames.is_empty()).map_or(&[], |s| s.frames.as_slice())
+    }
+
+    /// The innermost frame of the application's own code, which is usually the culprit.
+    pub fn first_user_frame(&self) -> Option<&Frame> {
+        self.frames().iter().find(|f| f.origin == FrameOrigin::User)
+    }
+}
+
+/// State of one probe, as reported to users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// Probe name, e.g. `stack`, `perf:cycles`.
+    pub name: String,
+    /// Whether it works in this process.
+    pub active: bool,
+    /// Why not, or what it uses instead.
+    pub detail: String,
+}
+
+/// A stall as a whole: its latest state, for summaries and CI reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StallSummary {
+    /// The latest event of the stall (its `Ended` event once the poll returned).
+    pub last: StallEvent,
+    /// Whether the poll has returned.
+    pub ended: bool,
+}

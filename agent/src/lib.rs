@@ -22,7 +22,16 @@
 //! # }
 //! ```
 //!
-//! Apps that start from `#[tokio::main]` can write [`#[loopscope::main]`](macro@main) instead.
+//! Apps that start from `#[tokio::main]` can write [`#[loopscope::main]`](macro@main) instead. It takes
+//! tokio's `flavor` and `worker_threads`, plus agent settings checked at compile time:
+//!
+//! ```
+//! #[loopscope::main(flavor = "multi_thread", worker_threads = 2, stall_threshold = "5ms")]
+//! async fn main() {
+//!     let answer = tokio::spawn(async { 6 * 7 }).await.unwrap();
+//!     assert_eq!(answer, 42);
+//! }
+//! ```
 //!
 //! ## Requirements
 //!

@@ -109,12 +109,15 @@ fn builder_tokens(o: &RuntimeOptions) -> TokenStream2 {
 /// As with `#[tokio::main]`, the body runs inside `block_on`, not as a spawned task, so loopscope does not
 /// time it: keep the real work in spawned tasks (which is also what lets it use every worker).
 ///
-/// ```
+/// ```ignore
 /// #[loopscope::main(flavor = "current_thread", stall_threshold = "5ms")]
 /// async fn main() {
 ///     tokio::spawn(async { /* ... */ }).await.unwrap();
 /// }
 /// ```
+///
+/// (This example is compiled and run as a doctest of the `loopscope` crate, which this crate can't depend
+/// on.)
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     let input = match syn::parse::<ItemFn>(item) {

@@ -101,13 +101,28 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         pending: Vec::new(),
         last_sweep: Instant::now(),
     };
+    let mut sampler = None;
     if let Some(h) = &handle {
         me.refresh_facts(h);
         me.spawn_sentinel(h);
+        sampler = Some(crate::sampler::Sampler::new(h.clone(), &me.shared));
     }
+    let sample_interval = me.shared.config.sample_interval;
     let mut next_tick = Instant::now() + AGG_TICK;
+    let mut next_sample = Instant::now();
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        if let Some(s) = &mut sampler
+            && Instant::now() >= next_sample
+        {
+            let sample = s.sample();
+            *lock(&me.shared.runtime_sample) = Some(sample);
+            next_sample += sample_interval;
+            if next_sample < Instant::now() {
+                next_sample = Instant::now() + sample_interval;
+            }
+        }
+        let wake = if sampler.is_some() { next_tick.min(next_sample) } else { next_tick };
+        let timeout = wake.saturating_duration_since(Instant::now());
         match rx.recv_timeout(timeout) {
             Ok(msg) => me.on_msg(msg),
             Err(RecvTimeoutError::Timeout) => {}
@@ -129,6 +144,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         }
     }
     me.reclaim();
+    drop(sampler);
     drop(handle);
     me.shared.slots.mark_agent_gone();
     // Closing the subscriber channels tells every subscriber the runtime is gone.

@@ -18,6 +18,7 @@ use std::time::Duration;
 /// | `LOOPSCOPE_MAX_LOCATIONS` | distinct spawn locations tracked | `4096` |
 /// | `LOOPSCOPE_RETAIN_FINISHED` | finished tasks kept for display | `256` |
 /// | `LOOPSCOPE_SCHEDULE_LATENCY` | ask tokio to measure wake→poll latency per task (costs two clock reads per wake) | off |
+/// | `LOOPSCOPE_SAMPLE_INTERVAL` | how often runtime metrics and lag probes are sampled (10ms..=60s) | `250ms` |
 /// | `LOOPSCOPE_NAME` | a name for this runtime in reports | none |
 ///
 /// Durations take a number and a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`; e.g. `250us`, `1.5ms`, `2s`.
@@ -33,6 +34,7 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_MAX_LOCATIONS",
     "LOOPSCOPE_RETAIN_FINISHED",
     "LOOPSCOPE_SCHEDULE_LATENCY",
+    "LOOPSCOPE_SAMPLE_INTERVAL",
     "LOOPSCOPE_NAME",
 ];
 
@@ -89,6 +91,8 @@ pub struct Config {
     pub retain_finished: usize,
     /// Turn on tokio's per-task schedule-latency tracking.
     pub schedule_latency: bool,
+    /// How often runtime metrics and the lag probes are sampled.
+    pub sample_interval: Duration,
     /// A name for the runtime.
     pub name: Option<String>,
 }
@@ -106,6 +110,7 @@ impl Default for Config {
             max_locations: 4_096,
             retain_finished: 256,
             schedule_latency: false,
+            sample_interval: Duration::from_millis(250),
             name: None,
         }
     }
@@ -136,6 +141,7 @@ impl Config {
                 "LOOPSCOPE_MAX_LOCATIONS" => self.max_locations = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_RETAIN_FINISHED" => self.retain_finished = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_SCHEDULE_LATENCY" => self.schedule_latency = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_SAMPLE_INTERVAL" => self.sample_interval = parse_duration(v).map_err(err)?,
                 "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
                 _ if crate::EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {
@@ -173,6 +179,9 @@ impl Config {
         }
         if self.watchdog_interval < Duration::from_micros(100) || self.watchdog_interval > Duration::from_secs(1) {
             return range("watchdog_interval", format!("{:?}", self.watchdog_interval), "must be between 100us and 1s");
+        }
+        if self.sample_interval < Duration::from_millis(10) || self.sample_interval > Duration::from_secs(60) {
+            return range("sample_interval", format!("{:?}", self.sample_interval), "must be between 10ms and 60s");
         }
         if self.max_tasks == 0 || self.max_tasks > (1 << 26) {
             return range("max_tasks", self.max_tasks.to_string(), "must be between 1 and 67108864");

@@ -68,6 +68,7 @@ mod config;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod os;
+mod sampler;
 mod shared;
 mod slots;
 mod snapshot;
@@ -219,6 +220,12 @@ impl AgentBuilder {
         self
     }
 
+    /// How often runtime metrics and the event-loop lag probes are sampled (default 250 ms).
+    pub fn sample_interval(mut self, d: Duration) -> Self {
+        self.config.sample_interval = d;
+        self
+    }
+
     /// A name for this runtime in reports.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
@@ -294,13 +301,13 @@ impl AgentBuilder {
         if !shared.config.enabled {
             return Ok(agent);
         }
+        // The timer-lateness probe needs tokio's time driver; `sleep` would panic without it. Enabling it is
+        // idempotent and costs nothing until a timer is used.
+        builder.enable_time();
         #[cfg(tokio_unstable)]
         hooks::install(builder, &shared, self.chain);
         #[cfg(not(tokio_unstable))]
-        {
-            let _ = builder;
-            warn_missing_unstable();
-        }
+        warn_missing_unstable();
         Ok(agent)
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) facts: Mutex<RuntimeFacts>,
     pub(crate) agg: Mutex<crate::aggregate::AggState>,
     pub(crate) threads: Mutex<Vec<std::thread::Thread>>,
+    /// The latest runtime sample (tokio metrics and lag probes), refreshed every sample interval.
+    pub(crate) runtime_sample: Mutex<Option<crate::sampler::RuntimeSample>>,
 }
 
 /// How many stalls [`Agent::stalls`](crate::Agent::stalls) remembers.
@@ -112,6 +114,7 @@ impl Shared {
             facts: Mutex::new(RuntimeFacts::default()),
             agg: Mutex::new(crate::aggregate::AggState::default()),
             threads: Mutex::new(Vec::new()),
+            runtime_sample: Mutex::new(None),
             config,
         })
     }

@@ -1,0 +1,338 @@
+//! The facade the agent uses: never fails, degrades, and says which probes work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::classify::{Verdict, classify};
+use crate::perf::{Counter, CounterState, CounterValues, PerfCounters, PerfError};
+use crate::stack::{CaptureError, Frame, RawStack, SamplerConfig, StackSampler, Symbolizer};
+use crate::thread::{self, CpuClockSource, ThreadSample};
+use crate::{ProbeError, Tid};
+
+/// Which probes [`Probes::new`] should try to enable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Install the stack sampler (a signal handler) and warm the symbolizer.
+    pub stacks: bool,
+    /// Open perf counters for prepared threads.
+    pub perf: bool,
+    /// Stack sampler configuration.
+    pub sampler: SamplerConfig,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { stacks: true, perf: true, sampler: SamplerConfig::default() }
+    }
+}
+
+/// Whether one probe works, and why (not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// `"stack"`, `"symbolizer"`, `"thread-state"`, `"syscall"`, `"cpu-time"`, `"perf:task-clock"`,
+    /// `"perf:page-faults"`, `"perf:context-switches"`, `"perf:cycles"`, `"perf:instructions"`.
+    pub name: String,
+    /// Whether the probe is usable.
+    pub active: bool,
+    /// One line, e.g. `"no PMU (ENOENT 2): hardware counters are unavailable ..."`.
+    pub detail: String,
+}
+
+impl ProbeStatus {
+    fn new(name: impl Into<String>, active: bool, detail: impl Into<String>) -> Self {
+        ProbeStatus { name: name.into(), active, detail: detail.into() }
+    }
+}
+
+/// What a thread was doing at one moment: the result of [`Probes::snapshot`]. Each part that could not be
+/// obtained carries its error.
+#[derive(Debug)]
+pub struct StallSnapshot {
+    /// The thread.
+    pub tid: Tid,
+    /// When the snapshot started.
+    pub at: Instant,
+    /// Thread state, syscall, CPU time, switches, faults (taken first, before the stack signal perturbs it).
+    pub sample: Result<ThreadSample, ProbeError>,
+    /// Perf counter values (`None` if perf is disabled or no counters are open for the thread).
+    pub perf: Option<Result<CounterValues, PerfError>>,
+    /// The raw stack (`None` if no stack was requested or the stack probe is inactive).
+    pub stack: Option<Result<RawStack, CaptureError>>,
+}
+
+/// The interpretation of a stall: [`Probes::diagnose`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// The thread.
+    pub tid: Tid,
+    /// Its name, if it still exists.
+    pub thread_name: Option<String>,
+    /// The symbolized stack of the latest snapshot that has one (empty if none).
+    pub frames: Vec<Frame>,
+    /// The verdict, if both snapshots have a thread sample.
+    pub verdict: Option<Verdict>,
+    /// Perf counter deltas between the two snapshots.
+    pub perf_delta: Option<CounterValues>,
+}
+
+/// All probes behind one facade. Construction never fails; [`status`](Self::status) reports what works.
+///
+/// Typical use by the agent's watchdog:
+///
+/// ```
+/// use std::time::Duration;
+/// use loopscope_probes::{Probes, ProbeConfig, current_tid};
+///
+/// let probes = Probes::new(ProbeConfig::default());
+/// // When a worker thread is first seen:
+/// let tid = current_tid();
+/// let _ = probes.prepare_thread(tid);
+/// // When a poll on it is flagged as stalled, and again later:
+/// let first = probes.snapshot(tid, Some(Duration::from_millis(500)));
+/// let last = probes.snapshot(tid, Some(Duration::from_millis(500)));
+/// let diagnosis = probes.diagnose(&first, &last);
+/// # #[cfg(target_os = "linux")]
+/// assert!(diagnosis.verdict.is_some());
+/// // When the thread exits:
+/// probes.forget_thread(tid);
+/// ```
+#[derive(Debug)]
+pub struct Probes {
+    config: ProbeConfig,
+    sampler: Option<Arc<StackSampler>>,
+    statuses: Vec<ProbeStatus>,
+    perf_usable: bool,
+    symbolizer: Mutex<Symbolizer>,
+    counters: Mutex<HashMap<Tid, PerfCounters>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Probes {
+    /// Probes what works on this machine and enables it. Never fails.
+    pub fn new(config: ProbeConfig) -> Probes {
+        let mut statuses = Vec::new();
+        let me = crate::current_tid();
+
+        // Stack sampler + symbolizer.
+        let mut symbolizer = Symbolizer::new();
+        let sampler = if config.stacks {
+            match StackSampler::install(config.sampler.clone()) {
+                Ok(sampler) => {
+                    let warm = match sampler.warm_up() {
+                        Ok(d) => format!("warm-up capture {d:?}"),
+                        Err(e) => format!("warm-up failed: {e}"),
+                    };
+                    statuses.push(ProbeStatus::new(
+                        "stack",
+                        true,
+                        format!(
+                            "signal {} (SIGRTMIN+{}), {:?} unwinder, {warm}",
+                            sampler.signal(),
+                            sampler.signal() - rtmin(),
+                            sampler.config().unwinder
+                        ),
+                    ));
+                    let start = Instant::now();
+                    symbolizer.warm();
+                    statuses.push(ProbeStatus::new(
+                        "symbolizer",
+                        true,
+                        format!("debug info loaded in {:?}", start.elapsed()),
+                    ));
+                    Some(sampler)
+                }
+                Err(e) => {
+                    statuses.push(ProbeStatus::new("stack", false, error_chain(&e)));
+                    statuses.push(ProbeStatus::new("symbolizer", false, "stack probe inactive"));
+                    None
+                }
+            }
+        } else {
+            statuses.push(ProbeStatus::new("stack", false, "disabled by configuration"));
+            statuses.push(ProbeStatus::new("symbolizer", false, "disabled by configuration"));
+            None
+        };
+
+        // /proc thread state and syscall.
+        match thread::sample(me) {
+            Ok(_) => statuses.push(ProbeStatus::new("thread-state", true, "/proc/self/task/<tid>/stat and status")),
+            Err(e) => statuses.push(ProbeStatus::new("thread-state", false, error_chain(&e))),
+        }
+        let syscall_path = format!("/proc/self/task/{me}/syscall");
+        match std::fs::read_to_string(&syscall_path) {
+            Ok(_) => statuses.push(ProbeStatus::new("syscall", true, "/proc/self/task/<tid>/syscall")),
+            Err(e) => statuses.push(ProbeStatus::new(
+                "syscall",
+                false,
+                format!("{syscall_path}: {e}; blocked threads are classified from their state and stack only"),
+            )),
+        }
+        match thread::cpu_time_with_source(me) {
+            Ok((_, CpuClockSource::ThreadClock)) => {
+                statuses.push(ProbeStatus::new("cpu-time", true, "clock_gettime on the thread CPU clock"))
+            }
+            Ok((_, CpuClockSource::Schedstat)) => statuses.push(ProbeStatus::new(
+                "cpu-time",
+                true,
+                "thread CPU clock unavailable; using /proc/self/task/<tid>/schedstat",
+            )),
+            Err(e) => statuses.push(ProbeStatus::new("cpu-time", false, error_chain(&e))),
+        }
+
+        // Perf counters: opened once on this thread to learn what the machine allows; the real counters are
+        // opened per thread in `prepare_thread`.
+        let mut perf_usable = false;
+        if config.perf {
+            let per_counter = match PerfCounters::open(me) {
+                Ok(counters) => {
+                    perf_usable = true;
+                    counters.status().to_vec()
+                }
+                Err(PerfError::NoCounters { statuses, .. }) => statuses,
+                Err(e) => Counter::ALL
+                    .iter()
+                    .map(|&counter| crate::perf::CounterStatus {
+                        counter,
+                        state: CounterState::Unavailable {
+                            reason: crate::perf::Unavailable::NoKernelSupport,
+                            errno: None,
+                            detail: e.to_string(),
+                        },
+                    })
+                    .collect(),
+            };
+            for status in per_counter {
+                statuses.push(ProbeStatus::new(
+                    format!("perf:{}", status.counter),
+                    status.is_active(),
+                    status.detail(),
+                ));
+            }
+        } else {
+            for counter in Counter::ALL {
+                statuses.push(ProbeStatus::new(format!("perf:{counter}"), false, "disabled by configuration"));
+            }
+        }
+
+        Probes {
+            config,
+            sampler,
+            statuses,
+            perf_usable,
+            symbolizer: Mutex::new(symbolizer),
+            counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One entry per probe, in a stable order.
+    pub fn status(&self) -> Vec<ProbeStatus> {
+        self.statuses.clone()
+    }
+
+    /// The configuration this facade was built with.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    /// The stack sampler, if the stack probe is active.
+    pub fn sampler(&self) -> Option<&Arc<StackSampler>> {
+        self.sampler.as_ref()
+    }
+
+    /// Registers a thread the agent watches: reserves its stack slot and opens its perf counters. Idempotent.
+    /// Fails only if the thread does not exist or the stack table is full; perf problems are reported by
+    /// [`status`](Self::status), not here.
+    pub fn prepare_thread(&self, tid: Tid) -> Result<(), ProbeError> {
+        match &self.sampler {
+            Some(sampler) => sampler.prepare_thread(tid)?,
+            None => {
+                // Without the stack probe, still refuse threads that do not exist, as documented.
+                let task = format!("/proc/self/task/{tid}");
+                if cfg!(target_os = "linux")
+                    && let Err(source) = std::fs::metadata(&task)
+                {
+                    return Err(ProbeError::proc_read(tid, task, source));
+                }
+            }
+        }
+        if self.perf_usable {
+            let mut counters = lock(&self.counters);
+            if let std::collections::hash_map::Entry::Vacant(slot) = counters.entry(tid)
+                && let Ok(c) = PerfCounters::open(tid)
+            {
+                slot.insert(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a thread that exited: frees its stack slot and closes its perf counters.
+    pub fn forget_thread(&self, tid: Tid) {
+        if let Some(sampler) = &self.sampler {
+            sampler.forget_thread(tid);
+        }
+        lock(&self.counters).remove(&tid);
+    }
+
+    /// Observes thread `tid` now: thread sample first (unperturbed), then perf counters, then, if
+    /// `stack_timeout` is `Some` and the stack probe is active, the stack (waiting at most `stack_timeout`).
+    pub fn snapshot(&self, tid: Tid, stack_timeout: Option<Duration>) -> StallSnapshot {
+        let at = Instant::now();
+        let sample = thread::sample(tid);
+        let perf = lock(&self.counters).get_mut(&tid).map(|c| c.read());
+        let stack = match (&self.sampler, stack_timeout) {
+            (Some(sampler), Some(timeout)) => Some(sampler.capture(tid, timeout)),
+            _ => None,
+        };
+        StallSnapshot { tid, at, sample, perf, stack }
+    }
+
+    /// Symbolizes a raw stack with the facade's shared, cached symbolizer.
+    pub fn symbolize(&self, stack: &RawStack) -> Vec<Frame> {
+        lock(&self.symbolizer).symbolize(stack)
+    }
+
+    /// Interprets a stall from two snapshots of the same thread (`first` when the stall was flagged, `last`
+    /// later; they may be the same snapshot): symbolizes the newest stack and classifies.
+    pub fn diagnose(&self, first: &StallSnapshot, last: &StallSnapshot) -> Diagnosis {
+        let raw = [last, first].into_iter().find_map(|s| s.stack.as_ref().and_then(|r| r.as_ref().ok()));
+        let frames = raw.map(|r| self.symbolize(r)).unwrap_or_default();
+        let verdict = match (&first.sample, &last.sample) {
+            (Ok(a), Ok(b)) => Some(classify(a, b, (!frames.is_empty()).then_some(&frames[..]))),
+            (Ok(a), Err(_)) => Some(classify(a, a, (!frames.is_empty()).then_some(&frames[..]))),
+            (Err(_), Ok(b)) => Some(classify(b, b, (!frames.is_empty()).then_some(&frames[..]))),
+            (Err(_), Err(_)) => None,
+        };
+        let perf_delta = match (&first.perf, &last.perf) {
+            (Some(Ok(a)), Some(Ok(b))) => Some(b.delta(a)),
+            _ => None,
+        };
+        Diagnosis { tid: last.tid, thread_name: crate::thread_name(last.tid), frames, verdict, perf_delta }
+    }
+}
+
+fn rtmin() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        libc::SIGRTMIN()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}

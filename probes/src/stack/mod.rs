@@ -1,0 +1,367 @@
+//! Call stacks of *other* threads, captured while they are stalled.
+//!
+//! # How a capture works
+//!
+//! 1. [`StackSampler::install`] installs a `SA_SIGINFO | SA_RESTART` handler for one realtime signal, chosen
+//!    among those whose disposition is still `SIG_DFL` (so no handler of the application is ever replaced), and
+//!    warms the unwinder with one capture on a helper thread.
+//! 2. [`StackSampler::prepare_thread`] reserves, for a thread id, a slot in a fixed table with a preallocated
+//!    buffer of instruction pointers.
+//! 3. [`StackSampler::capture`] arms the slot with a fresh request number, sends the signal with
+//!    `tgkill(getpid(), tid, sig)` and waits on a futex until the handler reports completion or the timeout
+//!    expires.
+//! 4. The handler, running on the target thread, finds its slot by `gettid()` with a lock-free scan, claims the
+//!    request with a compare-and-swap (so a handler that runs late, after its capture timed out, can never write
+//!    into a buffer that another capture is reading), unwinds into the buffer, publishes the result and wakes
+//!    the capturer. It does not allocate, lock, format or resolve symbols, and it restores `errno`.
+//! 5. [`Symbolizer::symbolize`] turns the raw instruction pointers into functions, files and lines afterwards,
+//!    on the caller's thread, with a cache.
+//!
+//! See `probes/README.md` for the design notes (async-signal-safety of DWARF unwinding, warm-up, signal choice).
+//!
+//! ```
+//! use std::time::Duration;
+//! use loopscope_probes::stack::{SamplerConfig, StackSampler, Symbolizer, first_user_frame};
+//!
+//! # #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))] {
+//! let sampler = StackSampler::install(SamplerConfig::default()).expect("install");
+//! let tid = loopscope_probes::current_tid();
+//! sampler.prepare_thread(tid).unwrap();
+//! let raw = sampler.capture(tid, Duration::from_secs(5)).expect("capture");
+//! let mut symbolizer = Symbolizer::new();
+//! let frames = symbolizer.symbolize(&raw);
+//! assert!(!frames.is_empty());
+//! println!("{:?}", first_user_frame(&frames).and_then(|f| f.function.as_deref()));
+//! # }
+//! ```
+
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod imp;
+mod symbolize;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{ProbeError, Tid};
+
+pub use symbolize::{Frame, FrameOrigin, Symbolizer, collapsed, first_user_frame, folded, without_probe_frames};
+
+/// The largest supported [`SamplerConfig::max_depth`].
+pub const MAX_DEPTH_LIMIT: usize = 128;
+
+/// How the signal handler walks the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Unwinder {
+    /// DWARF CFI unwinding with libgcc's `_Unwind_Backtrace` (through the `backtrace` crate). Works for every
+    /// binary built with unwind tables (Rust's default on Linux), without frame pointers. Not strictly
+    /// async-signal-safe; see the README for why it is acceptable on glibc >= 2.35 + libgcc >= 12 and what the
+    /// residual risk is.
+    #[default]
+    Dwarf,
+    /// Walks the frame-pointer chain from the interrupted `rbp`/`x29`, validating every address. Async-signal-safe
+    /// and never faults, but only complete for code built with `-C force-frame-pointers=yes` (and a std built the
+    /// same way); frames without a frame pointer are skipped or end the walk.
+    FramePointer,
+}
+
+/// Configuration of [`StackSampler::install`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplerConfig {
+    /// The realtime signal to use; `None` picks the first of `SIGRTMIN+4 ..= SIGRTMAX` whose disposition is
+    /// `SIG_DFL`. An explicit signal that already has a handler is refused with [`ProbeError::SignalInUse`].
+    pub signal: Option<i32>,
+    /// The default unwinder of [`StackSampler::capture`].
+    pub unwinder: Unwinder,
+    /// Maximum number of frames recorded per capture (1..=128; the signal-handler frames are not counted).
+    pub max_depth: usize,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig { signal: None, unwinder: Unwinder::Dwarf, max_depth: 64 }
+    }
+}
+
+/// Per-capture options of [`StackSampler::capture_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// The unwinder for this capture.
+    pub unwinder: Unwinder,
+    /// Maximum number of frames (1..=128).
+    pub max_depth: usize,
+}
+
+/// A stack captured by the signal handler: raw instruction pointers, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStack {
+    /// The thread the stack belongs to.
+    pub tid: Tid,
+    /// Instruction pointers, innermost first. The first [`probe_frames`](Self::probe_frames) entries are the
+    /// signal handler and the kernel's signal trampoline; `ips[probe_frames]` is the exact instruction the thread
+    /// was interrupted at; the rest are return addresses.
+    pub ips: Vec<usize>,
+    /// The number of leading entries of `ips` that belong to the probe itself (handler, unwinder, trampoline).
+    pub probe_frames: usize,
+    /// More frames existed beyond `max_depth`.
+    pub truncated: bool,
+    /// The unwinder could not get past the signal frame (or the frame-pointer chain was invalid right away): only
+    /// the interrupted instruction is known.
+    pub incomplete: bool,
+    /// The unwinder used.
+    pub unwinder: Unwinder,
+    /// The stack pointer of the thread when it was interrupted.
+    pub stack_pointer: usize,
+    /// From sending the signal to seeing the handler's result.
+    pub latency: Duration,
+}
+
+impl RawStack {
+    /// The thread's own frames: `ips` without the probe's handler frames.
+    ///
+    /// ```
+    /// use loopscope_probes::stack::{RawStack, Unwinder};
+    /// let raw = RawStack { tid: 1, ips: vec![1, 2, 3], probe_frames: 1, truncated: false, incomplete: false,
+    ///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default() };
+    /// assert_eq!(raw.thread_ips(), &[2, 3]);
+    /// ```
+    pub fn thread_ips(&self) -> &[usize] {
+        self.ips.get(self.probe_frames..).unwrap_or(&[])
+    }
+}
+
+/// Why a [`StackSampler::capture`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaptureError {
+    /// The thread could not be registered with the sampler.
+    #[error("cannot prepare thread {tid} for stack capture")]
+    Prepare {
+        /// The thread.
+        tid: Tid,
+        /// Why.
+        #[source]
+        source: ProbeError,
+    },
+    /// The thread does not exist (any more) in this process (`tgkill` returned `ESRCH`).
+    #[error("thread {tid} does not exist in this process")]
+    NoSuchThread {
+        /// The thread.
+        tid: Tid,
+        /// The `tgkill` error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `tgkill` failed for another reason (e.g. `EAGAIN`: the realtime signal queue is full).
+    #[error("sending signal {signal} to thread {tid} failed")]
+    Signal {
+        /// The thread.
+        tid: Tid,
+        /// The signal.
+        signal: i32,
+        /// The `tgkill` error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handler did not finish within the timeout. Typical causes: the thread is in uninterruptible sleep
+    /// (`D`: disk I/O, page-in, vfork), is stopped, or blocks the signal. A late handler will not write anything.
+    #[error("{}", timeout_message(*.tid, *.timeout, *.state, *.handler_started))]
+    Timeout {
+        /// The thread.
+        tid: Tid,
+        /// The timeout that expired.
+        timeout: Duration,
+        /// The thread's state letter when the timeout expired, if it could be read.
+        state: Option<char>,
+        /// The handler had already started unwinding (it was slow, e.g. descheduled), as opposed to never running.
+        handler_started: bool,
+    },
+    /// Another capture of the same thread, or a late handler of an earlier one, still holds the thread's slot.
+    #[error("stack capture of thread {tid} is busy (concurrent capture or a late handler still running)")]
+    Busy {
+        /// The thread.
+        tid: Tid,
+    },
+    /// Stack capture is not supported on this platform, or the sampler is not installed.
+    #[error("stack capture is not supported here: {0}")]
+    Unsupported(&'static str),
+    /// An invalid option (e.g. `max_depth` out of range).
+    #[error("invalid capture option: {0}")]
+    InvalidOption(String),
+}
+
+fn timeout_message(tid: Tid, timeout: Duration, state: Option<char>, started: bool) -> String {
+    let why = match (state, started) {
+        (_, true) => "the handler started but did not finish (descheduled?)".to_owned(),
+        (Some('D'), _) => {
+            "the thread is in uninterruptible sleep (D): signals are delivered only when it wakes".to_owned()
+        }
+        (Some('T') | Some('t'), _) => "the thread is stopped".to_owned(),
+        (Some(c), _) => format!("thread state {c}; it may block the signal"),
+        (None, _) => "thread state unknown".to_owned(),
+    };
+    format!("no stack from thread {tid} within {timeout:?}: {why}")
+}
+
+/// The process-wide stack sampler. Cheap to share (`Arc`), `Send + Sync`; all methods take `&self`.
+pub struct StackSampler {
+    config: SamplerConfig,
+    signal: i32,
+    warm_up: Result<Duration, String>,
+}
+
+impl fmt::Debug for StackSampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackSampler")
+            .field("signal", &self.signal)
+            .field("config", &self.config)
+            .field("warm_up", &self.warm_up)
+            .finish()
+    }
+}
+
+impl StackSampler {
+    /// Installs the signal handler process-wide and warms the unwinder.
+    ///
+    /// The handler is installed once per process and never removed. A second call returns the same sampler when
+    /// its configuration is compatible (same unwinder and depth; `signal` `None` or equal to the installed one),
+    /// and [`ProbeError::AlreadyInstalled`] otherwise.
+    ///
+    /// Errors: [`ProbeError::SignalInUse`] / [`ProbeError::InvalidSignal`] for a bad explicit signal,
+    /// [`ProbeError::NoFreeSignal`], [`ProbeError::InvalidConfig`] (depth), [`ProbeError::Unsupported`] off Linux.
+    ///
+    /// ```
+    /// use loopscope_probes::stack::{SamplerConfig, StackSampler};
+    /// # #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))] {
+    /// let a = StackSampler::install(SamplerConfig::default()).unwrap();
+    /// let b = StackSampler::install(SamplerConfig::default()).unwrap();
+    /// assert!(std::sync::Arc::ptr_eq(&a, &b));
+    /// assert!(a.signal() >= libc::SIGRTMIN());
+    /// # }
+    /// ```
+    pub fn install(config: SamplerConfig) -> Result<Arc<StackSampler>, ProbeError> {
+        if config.max_depth == 0 || config.max_depth > MAX_DEPTH_LIMIT {
+            return Err(ProbeError::InvalidConfig(format!(
+                "max_depth {} is outside 1..={MAX_DEPTH_LIMIT}",
+                config.max_depth
+            )));
+        }
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::install(config)
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            let _ = config;
+            Err(ProbeError::Unsupported { what: "stack capture" })
+        }
+    }
+
+    /// Returns the sampler if [`install`](Self::install) succeeded earlier in this process.
+    pub fn installed() -> Option<Arc<StackSampler>> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::installed()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            None
+        }
+    }
+
+    /// The signal number the handler is installed for.
+    pub fn signal(&self) -> i32 {
+        self.signal
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// How long the warm-up capture at install took (the first DWARF unwind loads unwind tables and faults in
+    /// their pages), or why it failed. A failed warm-up does not disable the sampler.
+    pub fn warm_up(&self) -> Result<Duration, &str> {
+        self.warm_up.as_ref().copied().map_err(|e| e.as_str())
+    }
+
+    /// Reserves the preallocated per-thread storage for `tid`. Callable from any thread, idempotent, and cheap
+    /// after the first call for a slot (a lock-free lookup). Fails with [`ProbeError::TableFull`] when
+    /// 1024 threads are registered.
+    pub fn prepare_thread(&self, tid: Tid) -> Result<(), ProbeError> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::prepare(tid)
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            let _ = tid;
+            Err(ProbeError::Unsupported { what: "stack capture" })
+        }
+    }
+
+    /// Releases the slot of a thread that exited, so the table stays bounded. Harmless for unknown tids.
+    pub fn forget_thread(&self, tid: Tid) {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        imp::forget(tid);
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        let _ = tid;
+    }
+
+    /// Captures the stack of thread `tid` with the configured unwinder and depth.
+    ///
+    /// Sends the signal with `tgkill` and waits, never longer than `timeout`, for the handler. A thread that has
+    /// not been [`prepare_thread`](Self::prepare_thread)d is prepared first (which allocates once). Concurrent
+    /// callers are safe: captures of the same thread are serialized (each waiting at most its own timeout).
+    pub fn capture(&self, tid: Tid, timeout: Duration) -> Result<RawStack, CaptureError> {
+        self.capture_with(
+            tid,
+            timeout,
+            CaptureOptions { unwinder: self.config.unwinder, max_depth: self.config.max_depth },
+        )
+    }
+
+    /// Like [`capture`](Self::capture), with a per-capture unwinder and depth.
+    pub fn capture_with(&self, tid: Tid, timeout: Duration, options: CaptureOptions) -> Result<RawStack, CaptureError> {
+        if options.max_depth == 0 || options.max_depth > MAX_DEPTH_LIMIT {
+            return Err(CaptureError::InvalidOption(format!(
+                "max_depth {} is outside 1..={MAX_DEPTH_LIMIT}",
+                options.max_depth
+            )));
+        }
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::capture(self.signal, tid, timeout, options)
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            let _ = (tid, timeout);
+            Err(CaptureError::Unsupported("needs Linux on x86_64 or aarch64"))
+        }
+    }
+
+    /// Whether `tid` currently has a slot (lock-free lookup).
+    pub fn is_prepared(&self, tid: Tid) -> bool {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::is_prepared(tid)
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            let _ = tid;
+            false
+        }
+    }
+
+    /// The number of threads currently registered.
+    pub fn prepared_threads(&self) -> usize {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::prepared_count()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            0
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! What a thread is doing right now, from the kernel's point of view: run state, current system call (and the
+//! file behind its fd), CPU time, context switches and page faults.
+//!
+//! Everything is read from `/proc/self/task/<tid>/{stat,syscall,status,wchan}` and the thread's CPU clock. These
+//! reads take microseconds, never block on the target thread, and work on any thread of this process without
+//! privileges.
+//!
+//! ```
+//! use loopscope_probes::{current_tid, thread};
+//!
+//! # #[cfg(target_os = "linux")] {
+//! let sample = thread::sample(current_tid()).expect("own thread");
+//! // We are obviously running while we sample ourselves (and the kernel reports our own thread as being in
+//! // the `read` of its syscall file: sampling yourself is not very informative).
+//! assert_eq!(sample.state, thread::RunState::Running);
+//! # }
+//! ```
+
+mod parse;
+mod syscalls;
+mod syscalls_table;
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use crate::{ProbeError, Tid};
+
+pub use parse::{StatFields, StatusFields, SyscallLine, parse_schedstat, parse_stat, parse_status, parse_syscall};
+pub use syscalls::{fd_argument_index, is_futex_syscall, syscall_name, syscall_name_for_arch};
+
+/// The scheduler state of a thread (the state letter in `/proc/<pid>/task/<tid>/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// `R`: running on a CPU or runnable (waiting for one).
+    Running,
+    /// `S`: interruptible sleep, i.e. blocked in a system call (or a page fault on userfaultfd, ...).
+    Sleeping,
+    /// `D`: uninterruptible sleep: disk or network filesystem I/O, page-ins, some kernel locks; also vfork parents.
+    DiskSleep,
+    /// `T` or `t`: stopped by a signal or by a tracer.
+    Stopped,
+    /// `Z`: exited, not yet reaped.
+    Zombie,
+    /// `I`: idle kernel thread (never an application thread).
+    Idle,
+    /// Any other letter (`X` dead, `P` parked, ...).
+    Other(char),
+}
+
+impl RunState {
+    /// Maps the state letter of `/proc/.../stat` to a [`RunState`].
+    ///
+    /// ```
+    /// use loopscope_probes::thread::RunState;
+    /// assert_eq!(RunState::from_letter('D'), RunState::DiskSleep);
+    /// assert_eq!(RunState::from_letter('X'), RunState::Other('X'));
+    /// ```
+    pub fn from_letter(letter: char) -> RunState {
+        match letter {
+            'R' => RunState::Running,
+            'S' => RunState::Sleeping,
+            'D' => RunState::DiskSleep,
+            'T' | 't' => RunState::Stopped,
+            'Z' => RunState::Zombie,
+            'I' => RunState::Idle,
+            other => RunState::Other(other),
+        }
+    }
+
+    /// The state letter, as the kernel prints it.
+    pub fn letter(self) -> char {
+        match self {
+            RunState::Running => 'R',
+            RunState::Sleeping => 'S',
+            RunState::DiskSleep => 'D',
+            RunState::Stopped => 'T',
+            RunState::Zombie => 'Z',
+            RunState::Idle => 'I',
+            RunState::Other(c) => c,
+        }
+    }
+}
+
+/// The system call a thread is blocked in (`/proc/self/task/<tid>/syscall`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyscallInfo {
+    /// The raw system call number; `-1` if the thread is blocked but not in a system call (for example in a page
+    /// fault).
+    pub number: i64,
+    /// The system call's name (`"read"`, `"clock_nanosleep"`, `"futex"`, `"epoll_wait"`, ...); `"syscall_<n>"` for
+    /// numbers this crate does not know, `"none"` for `-1`. Borrowed from a static table for known numbers.
+    pub name: Cow<'static, str>,
+    /// The six raw argument registers.
+    pub args: [u64; 6],
+    /// The thread's user stack pointer when it entered the kernel.
+    pub stack_pointer: u64,
+    /// The thread's user instruction pointer when it entered the kernel.
+    pub instruction_pointer: u64,
+    /// The file descriptor argument, for system calls whose argument is one (`read`, `write`, `recvfrom`, `fsync`,
+    /// `epoll_wait`, ...).
+    pub fd: Option<i32>,
+    /// What `fd` refers to: `readlink /proc/self/fd/<fd>`, e.g. a path, `"pipe:[1234]"`, `"socket:[5678]"`.
+    pub fd_target: Option<String>,
+}
+
+/// One observation of a thread, taken by [`sample`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadSample {
+    /// The thread.
+    pub tid: Tid,
+    /// When the sample was taken (right before the CPU clock was read).
+    pub at: Instant,
+    /// Scheduler state.
+    pub state: RunState,
+    /// The system call the thread is blocked in; `None` while it runs (the kernel prints `running`), or when
+    /// `/proc/.../syscall` is not readable.
+    pub syscall: Option<SyscallInfo>,
+    /// CPU time consumed by the thread so far (user + system).
+    pub cpu_time: Option<Duration>,
+    /// Time the thread has spent runnable but waiting for a CPU so far (`/proc/.../schedstat`): tells a thread
+    /// that is starved apart from one that is not trying to run.
+    pub run_queue_wait: Option<Duration>,
+    /// Context switches the thread made voluntarily (it blocked).
+    pub voluntary_ctxt_switches: u64,
+    /// Context switches forced on the thread (preemption).
+    pub nonvoluntary_ctxt_switches: u64,
+    /// Page faults served without I/O.
+    pub minor_faults: u64,
+    /// Page faults that needed I/O.
+    pub major_faults: u64,
+    /// The kernel function the thread sleeps in (`/proc/.../wchan`), when the kernel reveals it.
+    pub wchan: Option<String>,
+    /// The CPU the thread last ran on.
+    pub processor: Option<u32>,
+}
+
+/// Samples thread `tid` of this process: state, syscall, CPU time, context switches and faults.
+///
+/// Errors: [`ProbeError::NoSuchThread`] if the thread does not exist (any more); [`ProbeError::Io`] /
+/// [`ProbeError::Parse`] if `/proc/self/task/<tid>/stat` cannot be read or parsed. The other files are optional:
+/// when they are unreadable the corresponding fields are `None` or `0`.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let tid = loopscope_probes::current_tid();
+/// let s = loopscope_probes::thread::sample(tid).unwrap();
+/// assert_eq!(s.tid, tid);
+/// assert!(s.cpu_time.is_some());
+/// # }
+/// ```
+pub fn sample(tid: Tid) -> Result<ThreadSample, ProbeError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::sample(tid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        Err(ProbeError::Unsupported { what: "thread sampling" })
+    }
+}
+
+/// CPU time (user + system) consumed so far by thread `tid` of this process.
+///
+/// Reads the thread's CPU clock (`clock_gettime` on the clock id the kernel derives from the tid,
+/// `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)`, nanosecond resolution); falls back to
+/// `/proc/self/task/<tid>/schedstat` if that fails.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let t = loopscope_probes::thread::cpu_time(loopscope_probes::current_tid()).unwrap();
+/// assert!(t > std::time::Duration::ZERO);
+/// # }
+/// ```
+pub fn cpu_time(tid: Tid) -> Result<Duration, ProbeError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::cpu_time(tid).map(|(d, _)| d)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        Err(ProbeError::Unsupported { what: "per-thread CPU time" })
+    }
+}
+
+/// Which source [`cpu_time`] used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClockSource {
+    /// `clock_gettime` on the thread's CPU clock.
+    ThreadClock,
+    /// `/proc/self/task/<tid>/schedstat` (the clock was unavailable).
+    Schedstat,
+}
+
+/// Like [`cpu_time`], and also tells which source was used (for [`crate::Probes::status`]).
+pub fn cpu_time_with_source(tid: Tid) -> Result<(Duration, CpuClockSource), ProbeError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::cpu_time(tid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        Err(ProbeError::Unsupported { what: "per-thread CPU time" })
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use super::{CpuClockSource, RunState, SyscallInfo, ThreadSample, parse};
+    use crate::{ProbeError, Tid};
+
+    fn task_path(tid: Tid, file: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/task/{tid}/{file}"))
+    }
+
+    fn read(tid: Tid, file: &str) -> Result<String, ProbeError> {
+        let path = task_path(tid, file);
+        std::fs::read_to_string(&path).map_err(|e| ProbeError::proc_read(tid, path, e))
+    }
+
+    pub(super) fn sample(tid: Tid) -> Result<ThreadSample, ProbeError> {
+        if tid <= 0 {
+            return Err(ProbeError::NoSuchThread { tid, source: io::Error::from_raw_os_error(libc::ESRCH) });
+        }
+        // `at` and the CPU clock are read back to back so that Δcpu/Δwall between two samples is accurate.
+        let at = Instant::now();
+        let cpu = cpu_time(tid).ok().map(|(d, _)| d);
+        let stat_text = read(tid, "stat")?;
+        let stat = parse::parse_stat(&stat_text)
+            .map_err(|detail| ProbeError::Parse { path: task_path(tid, "stat"), detail })?;
+        // Optional files: an unreadable syscall/status file (e.g. restricted by a security module) degrades to
+        // `None`/0 instead of failing the whole sample.
+        let syscall =
+            read(tid, "syscall").ok().and_then(|text| parse::parse_syscall(&text).ok()).and_then(syscall_info);
+        let status = read(tid, "status").ok().map(|text| parse::parse_status(&text)).unwrap_or_default();
+        let run_queue_wait =
+            read(tid, "schedstat").ok().and_then(|text| parse::parse_schedstat(&text)).map(|(_, wait)| wait);
+        let wchan = read(tid, "wchan").ok().map(|w| w.trim().to_owned()).filter(|w| !w.is_empty() && w != "0");
+        Ok(ThreadSample {
+            tid,
+            at,
+            state: RunState::from_letter(stat.state),
+            syscall,
+            cpu_time: cpu,
+            run_queue_wait,
+            voluntary_ctxt_switches: status.voluntary_ctxt_switches.unwrap_or(0),
+            nonvoluntary_ctxt_switches: status.nonvoluntary_ctxt_switches.unwrap_or(0),
+            minor_faults: stat.minor_faults,
+            major_faults: stat.major_faults,
+            wchan,
+            processor: stat.processor,
+        })
+    }
+
+    fn syscall_info(line: parse::SyscallLine) -> Option<SyscallInfo> {
+        match line {
+            parse::SyscallLine::Running => None,
+            parse::SyscallLine::Blocked { number, args, stack_pointer, instruction_pointer } => {
+                let fd = super::fd_argument_index(number).and_then(|i| {
+                    // fds are C ints; the register holds them zero- or sign-extended.
+                    let raw = args[i] as u32 as i32;
+                    (raw >= 0).then_some(raw)
+                });
+                let fd_target = fd.and_then(|fd| {
+                    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
+                });
+                Some(SyscallInfo {
+                    number,
+                    name: super::syscall_name(number),
+                    args,
+                    stack_pointer,
+                    instruction_pointer,
+                    fd,
+                    fd_target,
+                })
+            }
+        }
+    }
+
+    /// `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)` from the kernel's `include/linux/posix-timers.h`: the clock id
+    /// encodes the bitwise-negated tid shifted left by 3, the "per thread" flag (4) and the clock type (SCHED = 2,
+    /// nanosecond accounting). glibc's `pthread_getcpuclockid` builds the same value, but needs a `pthread_t`,
+    /// which the agent does not have for another thread; the kernel accepts the tid form for any thread in the
+    /// caller's thread group.
+    fn thread_cpu_clock(tid: Tid) -> libc::clockid_t {
+        const CPUCLOCK_PERTHREAD_MASK: libc::clockid_t = 4;
+        const CPUCLOCK_SCHED: libc::clockid_t = 2;
+        ((!tid) << 3) | CPUCLOCK_PERTHREAD_MASK | CPUCLOCK_SCHED
+    }
+
+    pub(super) fn cpu_time(tid: Tid) -> Result<(Duration, CpuClockSource), ProbeError> {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; clock_gettime validates the clock id (EINVAL for a tid that
+        // is not in our thread group or does not exist).
+        let rc = unsafe { libc::clock_gettime(thread_cpu_clock(tid), &mut ts) };
+        if rc == 0 {
+            let d = Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0));
+            return Ok((d, CpuClockSource::ThreadClock));
+        }
+        let clock_err = io::Error::last_os_error();
+        // Fallback: the first field of schedstat is the time spent on the CPU, in nanoseconds.
+        match read(tid, "schedstat") {
+            Ok(text) => parse::parse_schedstat(&text)
+                .map(|(on_cpu, _)| (on_cpu, CpuClockSource::Schedstat))
+                .ok_or(ProbeError::CpuClock { tid, source: clock_err }),
+            Err(e @ ProbeError::NoSuchThread { .. }) => Err(e),
+            Err(_) => Err(ProbeError::CpuClock { tid, source: clock_err }),
+        }
+    }
+}

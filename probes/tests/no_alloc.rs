@@ -1,0 +1,121 @@
+//! The signal handler must not allocate: a counting global allocator counts every allocation made on the target
+//! thread (a thread-local flag), while that thread spins or sleeps without allocating and gets captured
+//! thousands of times. This binary has its own allocator, so it lives in its own test file.
+//!
+//! Limitation: only allocations through Rust's global allocator are seen; a `malloc` inside libgcc or libc would
+//! not be (neither allocates on the unwinding path used here).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::*;
+use loopscope_probes::stack::{CaptureOptions, Unwinder};
+use loopscope_probes::thread::RunState;
+
+thread_local! {
+    static TRACKED: Cell<bool> = const { Cell::new(false) };
+}
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+impl Counting {
+    fn count() {
+        // `try_with`: the allocator may run during thread teardown, after the TLS value is gone.
+        if TRACKED.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; counting has no effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[inline(never)]
+fn spin_without_allocating(stop: &AtomicBool) -> u64 {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+    }
+    x
+}
+
+#[inline(never)]
+fn sleep_without_allocating(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn tracked<T>(f: impl FnOnce() -> T) -> T {
+    TRACKED.with(|t| t.set(true));
+    let r = f();
+    TRACKED.with(|t| t.set(false));
+    r
+}
+
+#[test]
+fn handler_does_not_allocate() {
+    let sampler = sampler();
+    let spinner = Target::spawn("no-alloc-spin", |stop| tracked(|| spin_without_allocating(stop)));
+    let sleeper = Target::spawn("no-alloc-sleep", |stop| tracked(|| sleep_without_allocating(stop)));
+    sampler.prepare_thread(spinner.tid).unwrap();
+    sampler.prepare_thread(sleeper.tid).unwrap();
+    wait_for_sample(sleeper.tid, "sleeper asleep", |s| s.state == RunState::Sleeping);
+    // Reset after start-up: only what happens during the captures counts.
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for unwinder in [Unwinder::Dwarf, Unwinder::FramePointer] {
+        let options = CaptureOptions { unwinder, max_depth: 128 };
+        for _ in 0..1_000 {
+            for tid in [spinner.tid, sleeper.tid] {
+                let raw = sampler.capture_with(tid, CAPTURE_TIMEOUT, options).unwrap();
+                assert!(!raw.ips.is_empty());
+            }
+        }
+    }
+    let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    spinner.stop();
+    sleeper.stop();
+    assert_eq!(during, 0, "allocations on the target threads during 4,000 captures");
+
+    // The counter itself works: an allocation on a tracked thread is seen.
+    let seen = std::thread::spawn(|| {
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        tracked(|| std::hint::black_box(Box::new(7u64)));
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, 1);
+}

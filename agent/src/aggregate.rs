@@ -149,6 +149,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
     me.shared.slots.mark_agent_gone();
     // Closing the subscriber channels tells every subscriber the runtime is gone.
     lock(&me.shared.subscribers).clear();
+    me.shared.drained.store(true, Release);
 }
 
 impl AgentThread {

@@ -64,6 +64,7 @@
 #![cfg_attr(not(tokio_unstable), allow(dead_code, unused_imports, unused_variables))]
 
 mod aggregate;
+pub mod check;
 mod config;
 #[cfg(tokio_unstable)]
 mod hooks;
@@ -77,7 +78,7 @@ mod taskid;
 mod watchdog;
 
 pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD};
-pub use loopscope_macros::main;
+pub use loopscope_macros::{main, test};
 /// The data types of snapshots and stall events (the `loopscope-wire` crate).
 pub use loopscope_wire as wire;
 pub use loopscope_wire::parse_duration;
@@ -402,6 +403,12 @@ impl Agent {
     /// Whether the runtime this agent watches has been dropped.
     pub fn is_stopped(&self) -> bool {
         self.shared.stopping.load(Acquire)
+    }
+
+    /// Whether the agent has stopped and delivered everything it saw (or never started because the runtime
+    /// never polled a task). After this, [`Agent::stalls`] and [`Agent::snapshot`] are final.
+    pub fn is_drained(&self) -> bool {
+        self.shared.drained.load(Acquire) || !self.shared.started.load(Acquire)
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) started: AtomicBool,
     /// The runtime was dropped (or the agent is shutting down): background threads exit.
     pub(crate) stopping: AtomicBool,
+    /// The agent thread has processed everything and exited.
+    pub(crate) drained: AtomicBool,
     pub(crate) next_stall_id: AtomicU64,
     pub(crate) stall_count: AtomicU64,
     pub(crate) block_in_place_count: AtomicU64,
@@ -100,6 +102,7 @@ impl Shared {
             slots: SlotRegistry::default(),
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             next_stall_id: AtomicU64::new(1),
             stall_count: AtomicU64::new(0),
             block_in_place_count: AtomicU64::new(0),

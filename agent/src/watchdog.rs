@@ -94,6 +94,8 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
             std::thread::park_timeout(deadline - now);
         }
     }
+    // One last look, so stalls that ended just before shutdown are counted too.
+    w.tick();
     // End any stall still open so subscribers see a closed record.
     let open: Vec<_> = w.watch.drain().filter_map(|(_, sw)| sw.tracked).collect();
     for t in open {

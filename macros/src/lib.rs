@@ -11,6 +11,7 @@ use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token};
 /// Options shared by the runtime-building macros.
 struct RuntimeOptions {
     multi_thread: bool,
+    explicit_flavor: bool,
     worker_threads: Option<usize>,
     agent: Vec<TokenStream2>,
 }
@@ -36,13 +37,14 @@ fn parse_options(
     mut extra: impl FnMut(&str, &Expr) -> syn::Result<bool>,
 ) -> syn::Result<RuntimeOptions> {
     let metas = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse(args)?;
-    let mut o = RuntimeOptions { multi_thread: true, worker_threads: None, agent: Vec::new() };
+    let mut o = RuntimeOptions { multi_thread: true, explicit_flavor: false, worker_threads: None, agent: Vec::new() };
     for m in metas {
         let key = m.path.get_ident().map(ToString::to_string).unwrap_or_default();
         let v = &m.value;
         match key.as_str() {
             "flavor" => {
                 let (s, span) = lit_str(v).ok_or_else(|| syn::Error::new_spanned(v, "flavor takes a string"))?;
+                o.explicit_flavor = true;
                 o.multi_thread = match s.as_str() {
                     "multi_thread" => true,
                     "current_thread" => false,
@@ -59,7 +61,7 @@ fn parse_options(
                 }
                 _ => return Err(syn::Error::new_spanned(v, "worker_threads takes a number")),
             },
-            "stall_threshold" | "slow_poll_threshold" | "watchdog_interval" => {
+            "stall_threshold" | "slow_poll_threshold" | "watchdog_interval" if !extra(&key, v)? => {
                 let d = duration_tokens(v, &key)?;
                 let method = syn::Ident::new(&key, Span::call_site());
                 o.agent.push(quote!(.#method(#d)));
@@ -81,7 +83,7 @@ fn parse_options(
             }
         }
     }
-    if !o.multi_thread && o.worker_threads.is_some() {
+    if o.explicit_flavor && !o.multi_thread && o.worker_threads.is_some() {
         return Err(syn::Error::new(Span::call_site(), "worker_threads needs flavor = \"multi_thread\""));
     }
     Ok(o)
@@ -154,4 +156,99 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     quote!(#(#attrs)* #vis #sig #body).into()
+}
+
+fn string_list(e: &Expr, key: &str) -> syn::Result<Vec<String>> {
+    let err = || syn::Error::new_spanned(e, format!("{key} takes a list of strings, e.g. [\"src/legacy.rs\"]"));
+    match e {
+        Expr::Array(a) => a.elems.iter().map(|el| lit_str(el).map(|(s, _)| s).ok_or_else(err)).collect(),
+        _ => lit_str(e).map(|(s, _)| vec![s]).ok_or_else(err),
+    }
+}
+
+/// Like `#[tokio::test]`, and fails the test if any task poll held its thread longer than `max_poll`.
+///
+/// Options:
+/// * `max_poll = "5ms"`: the limit (default `"10ms"`, at least `"100us"`), checked at compile time;
+/// * `flavor = "current_thread" | "multi_thread"` and `worker_threads = N`, as in `#[tokio::test]`
+///   (default: current-thread);
+/// * `allow_spawn = ["src/legacy.rs", "src/cache.rs:42"]`: exempt tasks spawned there (path suffix, or line);
+/// * `allow_fn = ["my_crate::legacy::load"]`: exempt stalls whose captured stack contains that function;
+/// * `max_stalls = N`: tolerate up to N stalls (default 0).
+///
+/// The test body runs as a spawned task, so it must be `Send` (most are) and its own polls are checked too.
+/// The failure message lists every culprit with its spawn location, duration, classification and stack,
+/// the test's own frames first. A panic in the body is re-raised, so `#[should_panic]` works as usual.
+///
+/// ```ignore
+/// #[loopscope::test(max_poll = "5ms", flavor = "multi_thread", worker_threads = 2)]
+/// async fn handlers_never_block() {
+///     my_app::serve_one_request().await;
+/// }
+/// ```
+///
+/// (Compiled and run as a test of the `loopscope` crate, which this crate can't depend on.)
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    let input = match syn::parse::<ItemFn>(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let mut check: Vec<TokenStream2> = Vec::new();
+    let mut max_poll: Option<TokenStream2> = None;
+    let opts = parse_options(args, |key, v| {
+        match key {
+            "max_poll" | "stall_threshold" => max_poll = Some(duration_tokens(v, key)?),
+            "allow_spawn" => {
+                for a in string_list(v, key)? {
+                    check.push(quote!(.allow_spawn(#a)));
+                }
+            }
+            "allow_fn" => {
+                for a in string_list(v, key)? {
+                    check.push(quote!(.allow_fn(#a)));
+                }
+            }
+            "max_stalls" => match v {
+                Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                    let n: usize = i.base10_parse()?;
+                    check.push(quote!(.max_stalls(#n)));
+                }
+                _ => return Err(syn::Error::new_spanned(v, "max_stalls takes a number")),
+            },
+            _ => return Ok(false),
+        }
+        Ok(true)
+    });
+    let mut opts = match opts {
+        Ok(o) => o,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    if input.sig.asyncness.is_none() {
+        return syn::Error::new_spanned(input.sig.fn_token, "#[loopscope::test] needs an `async fn`")
+            .to_compile_error()
+            .into();
+    }
+    // Like #[tokio::test], default to a current-thread runtime unless a flavor or worker count says otherwise.
+    if !opts.explicit_flavor && opts.worker_threads.is_none() {
+        opts.multi_thread = false;
+    }
+    let ItemFn { attrs, vis, mut sig, block } = input;
+    sig.asyncness = None;
+    let builder = builder_tokens(&opts);
+    let agent = &opts.agent;
+    let max_poll = max_poll.map(|d| quote!(.max_poll(#d)));
+    let body = quote! {
+        {
+            #builder
+            let __check = ::loopscope::check::Check::new()
+                #max_poll
+                #(#check)*
+                .agent(::loopscope::Agent::builder().ignore_env().max_reports_per_second(0).tracing(false) #(#agent)*);
+            let (__report, __output) = __check.run(__builder, async move #block);
+            __report.assert_no_stalls();
+            __output
+        }
+    };
+    quote!(#[::core::prelude::v1::test] #(#attrs)* #vis #sig #body).into()
 }

@@ -182,7 +182,10 @@ fn snapshots_are_cumulative_and_deltas_pure() {
     assert!(d.poll_count >= 200, "{d:#?}");
     assert_eq!(d.spawned_tasks, 100);
     assert!(d.workers.iter().all(|w| (0.0..=1.0).contains(&w.busy_ratio)));
-    assert_eq!(d.poll_histogram.count(), d.poll_count);
+    // A snapshot reads thread counters and then histograms, not atomically; loopscope's own lag-probe tasks
+    // keep polling (about 55 times a second), so the two may differ by a poll or two.
+    let skew = d.poll_histogram.count().abs_diff(d.poll_count);
+    assert!(skew <= 5, "histogram {} vs polls {}", d.poll_histogram.count(), d.poll_count);
 }
 
 #[test]

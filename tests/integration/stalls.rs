@@ -77,9 +77,10 @@ fn a_long_stall_is_reported_again_at_doublings() {
 
 #[test]
 fn many_short_polls_raise_no_stall() {
-    // 20 ms rather than the 10 ms default: on a loaded 2-core CI machine the OS can deschedule a worker for
-    // over 10 ms in the middle of a short poll, which is a real (if external) stall, not the one under test.
-    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(20)));
+    // 100 ms rather than the 10 ms default: on a loaded 2-core CI machine the OS can deschedule a worker for
+    // tens of milliseconds in the middle of a short poll, which is a real (if external) stall, not the one
+    // under test. Each of these polls takes about a microsecond, so any stall here is a counting error.
+    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(100)));
     rt.block_on(async {
         let tasks: Vec<_> = (0..100)
             .map(|_| {
@@ -102,23 +103,24 @@ fn many_short_polls_raise_no_stall() {
 
 #[test]
 fn spawn_blocking_is_never_flagged() {
-    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(10)));
+    // The threshold is far above OS scheduling noise and far below the blocking work: counting the
+    // blocking pool's work as polls would flag it.
+    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(50)));
     rt.block_on(async {
-        let jobs: Vec<_> = (0..4).map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(ms(60)))).collect();
+        let jobs: Vec<_> = (0..4).map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(ms(200)))).collect();
         for j in jobs {
             j.await.unwrap();
         }
     });
-    // Give the watchdog time to have looked: it runs every millisecond, and the sleeps lasted 60.
     assert_eq!(agent.snapshot().totals.stall_count, 0, "stalls: {:#?}", agent.stalls());
 }
 
 #[test]
 fn an_idle_runtime_is_not_a_stall() {
     // Parked workers (a timer far in the future, nothing else to do) are not polls.
-    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(5)));
+    let (rt, agent) = multi_thread(2, agent().stall_threshold(ms(50)));
     rt.block_on(async {
-        tokio::spawn(async { tokio::time::sleep(ms(80)).await }).await.unwrap();
+        tokio::spawn(async { tokio::time::sleep(ms(200)).await }).await.unwrap();
     });
     assert_eq!(agent.snapshot().totals.stall_count, 0, "stalls: {:#?}", agent.stalls());
 }
@@ -161,12 +163,13 @@ fn current_thread_runtime_is_watched() {
 
 #[test]
 fn two_runtimes_are_kept_apart() {
-    let (rt_a, agent_a) = multi_thread(1, agent());
-    let (rt_b, agent_b) = current_thread(agent());
+    // 30 ms: exact stall counts below, so leave headroom over OS scheduling noise.
+    let (rt_a, agent_a) = multi_thread(1, agent().stall_threshold(ms(30)));
+    let (rt_b, agent_b) = current_thread(agent().stall_threshold(ms(30)));
     let sub_a = agent_a.subscribe();
     let sub_b = agent_b.subscribe();
     let line_a = line!() + 1;
-    let a = rt_a.spawn(async { std::thread::sleep(ms(60)) });
+    let a = rt_a.spawn(async { std::thread::sleep(ms(100)) });
     let line_b = line!() + 3;
     rt_b.block_on(async {
         for _ in 0..50 {

@@ -1,0 +1,394 @@
+//! CI mode: fail a test when any handler blocks the event loop, and name the culprit.
+//!
+//! Three ways in:
+//!
+//! * `#[loopscope::test(max_poll = "5ms")]`, a drop-in replacement for `#[tokio::test]`;
+//! * [`Check`], the same as a function, for custom runtimes and harnesses;
+//! * `loopscope check -- cargo test` (the CLI), which collects stalls from every runtime of every process
+//!   it runs, through files the agents write when `LOOPSCOPE_CHECK_DIR` is set (see [`CHECK_DIR_ENV`]).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let report = loopscope::check::Check::new()
+//!     .max_poll(Duration::from_millis(50))
+//!     .run_current_thread(async {
+//!         tokio::spawn(async { tokio::task::yield_now().await }).await.unwrap();
+//!     });
+//! report.assert_no_stalls();
+//! assert_eq!(report.stalls().count(), 0);
+//! ```
+
+use crate::{Agent, AgentBuilder};
+use loopscope_wire::{FrameOrigin, StallEvent, StallKind, StallPhase, StallSummary};
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Environment variable: a directory where every agent in the process writes its stalls, one JSON object
+/// per line, for `loopscope check`. Set by the CLI; apps don't set it themselves.
+pub const CHECK_DIR_ENV: &str = "LOOPSCOPE_CHECK_DIR";
+
+/// Configures a check: the longest poll allowed, what is exempt, and how many stalls are tolerated.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Check {
+    max_poll: Duration,
+    allow_spawn: Vec<String>,
+    allow_fn: Vec<String>,
+    max_stalls: usize,
+    agent: AgentBuilder,
+}
+
+impl Default for Check {
+    fn default() -> Self {
+        Check {
+            max_poll: Duration::from_millis(10),
+            allow_spawn: Vec::new(),
+            allow_fn: Vec::new(),
+            max_stalls: 0,
+            // A check must see every stall: no rate limit. The environment can't loosen a test's limit.
+            agent: Agent::builder().ignore_env().max_reports_per_second(0).tracing(false),
+        }
+    }
+}
+
+impl Check {
+    /// A check with a 10 ms limit, no allow-list and no tolerated stalls.
+    pub fn new() -> Self {
+        Check::default()
+    }
+
+    /// The longest a single poll may hold its thread (at least 100 µs).
+    pub fn max_poll(mut self, d: Duration) -> Self {
+        self.max_poll = d;
+        self
+    }
+
+    /// Exempts stalls of tasks spawned at a location: `"src/legacy.rs"` (a path suffix) or
+    /// `"src/legacy.rs:42"` (a line).
+    pub fn allow_spawn(mut self, location: impl Into<String>) -> Self {
+        self.allow_spawn.push(location.into());
+        self
+    }
+
+    /// Exempts stalls whose captured stack contains a function whose name contains `function`, e.g.
+    /// `"my_crate::legacy::load_config"`. Needs the stack probe (on by default on Linux).
+    pub fn allow_fn(mut self, function: impl Into<String>) -> Self {
+        self.allow_fn.push(function.into());
+        self
+    }
+
+    /// Tolerates up to `n` stalls that are not allowed (default 0).
+    pub fn max_stalls(mut self, n: usize) -> Self {
+        self.max_stalls = n;
+        self
+    }
+
+    /// Replaces the agent settings (for example to log stalls with `tracing(true)`). The stall threshold is
+    /// always `max_poll`.
+    pub fn agent(mut self, agent: AgentBuilder) -> Self {
+        self.agent = agent;
+        self
+    }
+
+    /// Runs `body` as a task on a multi-thread runtime with `workers` worker threads, then reports.
+    /// Panics in `body` are re-raised on the calling thread, so `#[should_panic]` works.
+    pub fn run_multi_thread<F>(self, workers: usize, body: F) -> Report
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers.max(1)).enable_all();
+        self.run(b, body).0
+    }
+
+    /// Runs `body` as a task on a current-thread runtime, then reports.
+    pub fn run_current_thread<F>(self, body: F) -> Report
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all();
+        self.run(b, body).0
+    }
+
+    /// Installs the agent on `builder`, runs `body` as a spawned task (so its own polls are timed too), drops
+    /// the runtime, and returns the report with the body's output.
+    pub fn run<F>(self, mut builder: tokio::runtime::Builder, body: F) -> (Report, F::Output)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let guard = match self.install(&mut builder) {
+            Ok(g) => g,
+            Err(e) => panic!("loopscope check: {e}"),
+        };
+        let runtime = match builder.build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("loopscope check: could not build the runtime: {e}"),
+        };
+        let joined = runtime.block_on(async move { tokio::spawn(body).await });
+        drop(runtime);
+        let report = guard.finish();
+        match joined {
+            Ok(out) => (report, out),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("loopscope check: the test body was cancelled: {e}"),
+        }
+    }
+
+    /// Installs the agent on your own builder. Build and run the runtime, drop it, then call
+    /// [`CheckGuard::finish`] for the report.
+    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<CheckGuard, crate::Error> {
+        let agent = self.agent.clone().stall_threshold(self.max_poll).install(builder)?;
+        Ok(CheckGuard { agent, check: self })
+    }
+}
+
+/// An agent installed by [`Check::install`].
+#[derive(Debug)]
+pub struct CheckGuard {
+    agent: Agent,
+    check: Check,
+}
+
+impl CheckGuard {
+    /// The agent, for snapshots while the runtime runs.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// Waits (up to 5 s) for the agent to finish after the runtime was dropped, then reports. If the runtime
+    /// is still alive, reports what was seen so far.
+    pub fn finish(self) -> Report {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.agent.is_drained() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Report::from_agent(&self.agent, &self.check)
+    }
+}
+
+/// One stall in a report: its final event, and whether the allow-list exempts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedStall {
+    /// The stall's latest event (its `Ended` event once the poll returned).
+    pub event: StallEvent,
+    /// Which allow-list entry exempts it, if any.
+    pub allowed_by: Option<String>,
+}
+
+/// What a check found. Display it for a readable failure message.
+#[derive(Debug, Clone)]
+pub struct Report {
+    max_poll: Duration,
+    max_stalls: usize,
+    stalls: Vec<CheckedStall>,
+    /// Stalls counted but not listed (more than the agent remembers, or found without details).
+    unlisted: u64,
+}
+
+impl Report {
+    /// Builds a report from everything `agent` has seen.
+    pub fn from_agent(agent: &Agent, check: &Check) -> Report {
+        let summaries = agent.stalls();
+        let counted = agent.snapshot().totals.stall_count;
+        let stalls: Vec<CheckedStall> = summaries
+            .into_iter()
+            .map(|StallSummary { last, .. }| {
+                let allowed_by = allowed_by(&last, &check.allow_spawn, &check.allow_fn);
+                CheckedStall { event: last, allowed_by }
+            })
+            .collect();
+        let unlisted = counted.saturating_sub(stalls.len() as u64);
+        Report { max_poll: check.max_poll, max_stalls: check.max_stalls, stalls, unlisted }
+    }
+
+    /// Every stall seen, allowed or not.
+    pub fn all(&self) -> impl Iterator<Item = &CheckedStall> {
+        self.stalls.iter()
+    }
+
+    /// The stalls that count against the check (not exempted by the allow-list).
+    pub fn stalls(&self) -> impl Iterator<Item = &StallEvent> {
+        self.stalls.iter().filter(|s| s.allowed_by.is_none()).map(|s| &s.event)
+    }
+
+    /// Stalls counted without details (beyond what the agent remembers); they count against the check.
+    pub fn unlisted(&self) -> u64 {
+        self.unlisted
+    }
+
+    /// The number of stalls that count against the check.
+    pub fn violations(&self) -> u64 {
+        self.stalls().count() as u64 + self.unlisted
+    }
+
+    /// Whether the check passes: no more than `max_stalls` violations.
+    pub fn passed(&self) -> bool {
+        self.violations() <= self.max_stalls as u64
+    }
+
+    /// Panics with the readable report unless the check passed.
+    #[track_caller]
+    pub fn assert_no_stalls(&self) {
+        if !self.passed() {
+            panic!("{self}");
+        }
+    }
+}
+
+fn allowed_by(ev: &StallEvent, spawn: &[String], functions: &[String]) -> Option<String> {
+    if let Some(loc) = &ev.location {
+        for a in spawn {
+            let matches = match a.rsplit_once(':') {
+                Some((file, line)) if line.parse::<u32>().is_ok() => {
+                    loc.file.ends_with(file) && line.parse() == Ok(loc.line)
+                }
+                _ => loc.file.ends_with(a.as_str()),
+            };
+            if matches {
+                return Some(format!("allow_spawn {a:?}"));
+            }
+        }
+    }
+    if let Some(c) = &ev.culprit {
+        for f in functions {
+            if c.samples.iter().flat_map(|s| &s.frames).any(|fr| fr.function.as_deref().is_some_and(|n| n.contains(f)))
+            {
+                return Some(format!("allow_fn {f:?}"));
+            }
+        }
+    }
+    None
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.violations();
+        if self.passed() && v == 0 {
+            writeln!(f, "loopscope: no poll held its thread longer than {:?}", self.max_poll)?;
+        } else {
+            writeln!(
+                f,
+                "loopscope: {v} poll{} held a worker thread longer than max_poll = {:?}{}:",
+                if v == 1 { "" } else { "s" },
+                self.max_poll,
+                if self.max_stalls > 0 { format!(" (up to {} tolerated)", self.max_stalls) } else { String::new() }
+            )?;
+        }
+        for (i, s) in self.stalls.iter().filter(|s| s.allowed_by.is_none()).enumerate() {
+            writeln!(f)?;
+            write_stall(f, i + 1, &s.event)?;
+        }
+        if self.unlisted > 0 {
+            writeln!(f, "\n  ... and {} more stall(s) counted without details", self.unlisted)?;
+        }
+        let allowed: Vec<_> = self.stalls.iter().filter(|s| s.allowed_by.is_some()).collect();
+        if !allowed.is_empty() {
+            writeln!(f, "\n  {} stall(s) exempted by the allow-list:", allowed.len())?;
+            for s in allowed {
+                let loc = s.event.location.as_ref().map_or("unknown location".into(), ToString::to_string);
+                writeln!(f, "    {:.1?} at {loc} ({})", s.event.elapsed, s.allowed_by.as_deref().unwrap_or_default())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many frames of each stack a report shows: the user's frames first, then a few more for context.
+const REPORT_FRAMES: usize = 12;
+
+fn write_stall(f: &mut fmt::Formatter<'_>, n: usize, ev: &StallEvent) -> fmt::Result {
+    let loc = ev.location.as_ref().map_or("an unknown location".into(), ToString::to_string);
+    let whose = match (ev.kind, ev.worker) {
+        (StallKind::BlockInPlace, _) => "in block_in_place".to_string(),
+        (_, Some(w)) => format!("on worker {w}"),
+        (_, None) => format!("on thread {}", ev.thread.tid),
+    };
+    let still = if ev.phase == StallPhase::Ended { "" } else { " (still running at the end)" };
+    writeln!(f, "  {n}. {:.1?}{still}: task {} spawned at {loc}, {whose}", ev.elapsed, ev.task_id)?;
+    let Some(c) = &ev.culprit else {
+        if !ev.caught_in_flight {
+            writeln!(f, "     (found after it ended: no stack)")?;
+        }
+        return Ok(());
+    };
+    let mut how = c.classification.to_string();
+    if let Some(r) = c.on_cpu_ratio {
+        how.push_str(&format!(", {:.0}% on CPU", r * 100.0));
+    }
+    writeln!(f, "     {how}")?;
+    let frames = c.frames();
+    if frames.is_empty() {
+        if let Some(err) = c.samples.iter().find_map(|s| s.stack_error.as_deref()) {
+            writeln!(f, "     (no stack: {err})")?;
+        }
+        return Ok(());
+    }
+    // The user's own frames first (innermost first), then the rest.
+    let user: Vec<_> = frames.iter().filter(|fr| fr.origin == FrameOrigin::User).collect();
+    let other = frames.len() - user.len();
+    for (i, fr) in user.iter().take(REPORT_FRAMES).enumerate() {
+        writeln!(f, "     {} {}", if i == 0 { "at" } else { "  " }, fr.display_short())?;
+    }
+    if other > 0 {
+        writeln!(f, "     ({other} runtime/std frames not shown)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopscope_wire::{Location, ThreadInfo};
+
+    fn ev(file: &str, line: u32) -> StallEvent {
+        StallEvent {
+            stall_id: 1,
+            phase: StallPhase::Ended,
+            kind: StallKind::WorkerBlocked,
+            runtime_id: 1,
+            worker: Some(0),
+            thread: ThreadInfo { tid: 1, name: None },
+            task_id: 3,
+            location: Some(Location::new(file, line, 5)),
+            elapsed: Duration::from_millis(30),
+            threshold: Duration::from_millis(10),
+            at_unix_nanos: 0,
+            suppressed: 0,
+            caught_in_flight: true,
+            culprit: None,
+        }
+    }
+
+    #[test]
+    fn allow_list_by_spawn_location() {
+        let e = ev("/home/x/src/legacy.rs", 42);
+        assert!(allowed_by(&e, &["src/legacy.rs".into()], &[]).is_some());
+        assert!(allowed_by(&e, &["src/legacy.rs:42".into()], &[]).is_some());
+        assert!(allowed_by(&e, &["src/legacy.rs:43".into()], &[]).is_none());
+        assert!(allowed_by(&e, &["src/other.rs".into()], &[]).is_none());
+    }
+
+    #[test]
+    fn report_counts_and_formats() {
+        let check = Check::new().max_poll(Duration::from_millis(10)).allow_spawn("legacy.rs");
+        let stalls = vec![
+            CheckedStall { event: ev("src/a.rs", 1), allowed_by: None },
+            CheckedStall { event: ev("src/legacy.rs", 2), allowed_by: Some("allow_spawn".into()) },
+        ];
+        let r = Report { max_poll: check.max_poll, max_stalls: 0, stalls, unlisted: 0 };
+        assert_eq!(r.violations(), 1);
+        assert!(!r.passed());
+        let text = r.to_string();
+        assert!(text.contains("1 poll held a worker thread longer than max_poll = 10ms"), "{text}");
+        assert!(text.contains("task 3 spawned at src/a.rs:1:5, on worker 0"), "{text}");
+        assert!(text.contains("1 stall(s) exempted by the allow-list"), "{text}");
+        let tolerant = Report { max_stalls: 1, ..r };
+        assert!(tolerant.passed());
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) struct AggState {
 struct Open {
     event: StallEvent,
     delivered: bool,
+    /// Looks at the stalled thread, the first taken when the stall was flagged.
+    looks: Vec<crate::probing::Look>,
 }
 
 struct RateLimit {
@@ -192,10 +194,18 @@ impl AgentThread {
         match msg {
             WatchMsg::Started(flag) => self.started(*flag),
             WatchMsg::Late(flag) => self.late(*flag),
-            WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos } => {
+            WatchMsg::Sampled { stall_id, look } => {
+                if let Some(open) = self.open.get_mut(&stall_id) {
+                    open.looks.push(look);
+                }
+            }
+            WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos, look } => {
                 let Some(open) = self.open.get_mut(&stall_id) else { return };
+                open.looks.push(look);
                 open.event.elapsed = Duration::from_nanos(elapsed_ns);
                 open.event.at_unix_nanos = at_unix_nanos;
+                // The stall is still running: don't wait for symbols (see probing.rs).
+                open.event.culprit = crate::probing::culprit(&open.looks, false);
                 // A stall whose start was rate-limited is still worth one report as it grows.
                 open.event.phase = if open.delivered { StallPhase::Updated } else { StallPhase::Started };
                 let ev = open.event.clone();
@@ -205,6 +215,10 @@ impl AgentThread {
             WatchMsg::Ended { stall_id, elapsed_ns, at_unix_nanos } => {
                 let Some(mut open) = self.open.remove(&stall_id) else { return };
                 open.event.phase = StallPhase::Ended;
+                // The final word on the culprit, with every stack symbolized (waiting for symbols if needed).
+                if !open.looks.is_empty() {
+                    open.event.culprit = crate::probing::culprit(&open.looks, true);
+                }
                 open.event.elapsed = Duration::from_nanos(elapsed_ns).max(open.event.elapsed);
                 open.event.at_unix_nanos = at_unix_nanos;
                 self.remember(&open.event, true);
@@ -217,10 +231,12 @@ impl AgentThread {
         }
     }
 
-    fn started(&mut self, f: Flag) {
-        let event = self.event_from(&f, StallPhase::Started, true);
+    fn started(&mut self, mut f: Flag) {
+        let looks: Vec<_> = f.look.take().into_iter().collect();
+        let mut event = self.event_from(&f, StallPhase::Started, true);
+        event.culprit = crate::probing::culprit(&looks, false);
         self.remember(&event, false);
-        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false });
+        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
         self.deliver_limited(f.stall_id, event);
     }
 

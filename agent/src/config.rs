@@ -18,6 +18,10 @@ use std::time::Duration;
 /// | `LOOPSCOPE_MAX_LOCATIONS` | distinct spawn locations tracked | `4096` |
 /// | `LOOPSCOPE_RETAIN_FINISHED` | finished tasks kept for display | `256` |
 /// | `LOOPSCOPE_SCHEDULE_LATENCY` | ask tokio to measure wake→poll latency per task (costs two clock reads per wake) | off |
+/// | `LOOPSCOPE_PROBES` | OS probes for stall culprits (stack, thread state, perf); process-wide | on |
+/// | `LOOPSCOPE_STACKS` | capture the stalled thread's stack (a realtime signal) | on |
+/// | `LOOPSCOPE_PERF` | per-thread perf counters | on |
+/// | `LOOPSCOPE_UNWINDER` | `dwarf`, or `frame-pointer` for apps built with `-C force-frame-pointers=yes` | `dwarf` |
 /// | `LOOPSCOPE_SAMPLE_INTERVAL` | how often runtime metrics and lag probes are sampled (10ms..=60s) | `250ms` |
 /// | `LOOPSCOPE_NAME` | a name for this runtime in reports | none |
 ///
@@ -35,6 +39,10 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_RETAIN_FINISHED",
     "LOOPSCOPE_SCHEDULE_LATENCY",
     "LOOPSCOPE_SAMPLE_INTERVAL",
+    "LOOPSCOPE_PROBES",
+    "LOOPSCOPE_STACKS",
+    "LOOPSCOPE_PERF",
+    "LOOPSCOPE_UNWINDER",
     "LOOPSCOPE_NAME",
 ];
 
@@ -93,6 +101,14 @@ pub struct Config {
     pub schedule_latency: bool,
     /// How often runtime metrics and the lag probes are sampled.
     pub sample_interval: Duration,
+    /// Use the OS probes to describe stall culprits. Process-wide: the first agent's setting wins.
+    pub probes: bool,
+    /// Capture stalled threads' stacks.
+    pub stacks: bool,
+    /// Open per-thread perf counters.
+    pub perf: bool,
+    /// How stacks are unwound.
+    pub unwinder: loopscope_probes::stack::Unwinder,
     /// A name for the runtime.
     pub name: Option<String>,
 }
@@ -111,6 +127,10 @@ impl Default for Config {
             retain_finished: 256,
             schedule_latency: false,
             sample_interval: Duration::from_millis(250),
+            probes: true,
+            stacks: true,
+            perf: true,
+            unwinder: loopscope_probes::stack::Unwinder::Dwarf,
             name: None,
         }
     }
@@ -142,6 +162,10 @@ impl Config {
                 "LOOPSCOPE_RETAIN_FINISHED" => self.retain_finished = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_SCHEDULE_LATENCY" => self.schedule_latency = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_SAMPLE_INTERVAL" => self.sample_interval = parse_duration(v).map_err(err)?,
+                "LOOPSCOPE_PROBES" => self.probes = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_STACKS" => self.stacks = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_PERF" => self.perf = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_UNWINDER" => self.unwinder = crate::probing::parse_unwinder(v).map_err(err)?,
                 "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
                 _ if crate::EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {

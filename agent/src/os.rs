@@ -1,12 +1,8 @@
-//! Small OS helpers that need no `unsafe` (this crate forbids it; the probes crate holds all unsafe code).
+//! Small OS helpers (this crate forbids `unsafe`; the probes crate holds all unsafe code).
 
-/// The calling thread's Linux thread id, read once per thread from `/proc/thread-self` (a link to
-/// `<pid>/task/<tid>`). 0 where unavailable (non-Linux, or /proc not mounted).
+/// The calling thread's Linux thread id (0 off Linux). Called once per thread, when it registers its slot.
 pub(crate) fn current_tid() -> i32 {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
+    loopscope_probes::current_tid()
 }
 
 /// Wall-clock nanoseconds since the Unix epoch (0 if the clock is before 1970).

@@ -6,6 +6,7 @@
 //! latency stays within the threshold + one tick. A full channel loses the message and counts it
 //! (`Dropped::watchdog_messages`); the watchdog never blocks.
 
+use crate::probing::{self, Look};
 use crate::shared::Shared;
 use crate::slots::{LONG_POLLS, WorkerSlot};
 use crate::tables::NONE;
@@ -29,6 +30,8 @@ pub(crate) struct Flag {
     pub(crate) location: u32,
     pub(crate) elapsed_ns: u64,
     pub(crate) at_unix_nanos: u64,
+    /// What the thread was doing when the stall was flagged (none for stalls found after they ended).
+    pub(crate) look: Option<Look>,
 }
 
 /// What the watchdog tells the agent thread.
@@ -42,6 +45,12 @@ pub(crate) enum WatchMsg {
         stall_id: u64,
         elapsed_ns: u64,
         at_unix_nanos: u64,
+        look: Look,
+    },
+    /// Another look at a stalled thread, for the on-CPU share; produces no event by itself.
+    Sampled {
+        stall_id: u64,
+        look: Look,
     },
     /// `elapsed_ns` is exact when the thread's long-poll ring still had the poll, else the last value seen.
     Ended {
@@ -59,6 +68,11 @@ struct Tracked {
     /// Report again when the poll passes this (2×, 4×, ... the threshold).
     next_report_ns: u64,
     last_elapsed_ns: u64,
+    /// Take a second /proc look at this point, so even a short stall gets an on-CPU share.
+    next_sample_ns: u64,
+    /// Stack captures taken so far (capped at `MAX_CAPTURES`).
+    captures: usize,
+    tid: i32,
 }
 
 /// The watchdog's view of one slot.
@@ -78,11 +92,20 @@ struct Watchdog {
     slots: Vec<Arc<WorkerSlot>>,
     generation: u64,
     watch: HashMap<usize, SlotWatch>,
+    prepared: std::collections::HashSet<i32>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<WatchMsg>) {
     let interval = shared.config.watchdog_interval;
-    let mut w = Watchdog { shared, handle, tx, slots: Vec::new(), generation: u64::MAX, watch: HashMap::new() };
+    let mut w = Watchdog {
+        shared,
+        handle,
+        tx,
+        slots: Vec::new(),
+        generation: u64::MAX,
+        watch: HashMap::new(),
+        prepared: Default::default(),
+    };
     while !w.shared.stopping.load(Acquire) {
         let started = Instant::now();
         // Sleep until the earliest moment a stall could need flagging, but never less than one interval:
@@ -107,6 +130,10 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
     }
 }
 
+/// A stalled thread gets a second /proc look this long after it was flagged (or a quarter of the threshold,
+/// if longer), so that even a stall shorter than 2× the threshold gets an on-CPU share.
+const CONFIRM_AFTER_NS: u64 = 2_000_000;
+
 /// The longest the watchdog sleeps, whatever the threshold.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -123,6 +150,15 @@ impl Watchdog {
             self.generation = generation;
             let live: std::collections::HashSet<usize> = self.slots.iter().map(key).collect();
             self.watch.retain(|k, _| live.contains(k));
+            // Open perf counters and reserve stack storage for new threads; release exited ones.
+            let tids: std::collections::HashSet<i32> = self.slots.iter().map(|s| s.tid).collect();
+            for tid in tids.difference(&self.prepared) {
+                probing::prepare(*tid);
+            }
+            for tid in self.prepared.difference(&tids) {
+                probing::forget(*tid);
+            }
+            self.prepared = tids;
         }
         let now = self.shared.clock.raw();
         for i in 0..self.slots.len() {
@@ -152,20 +188,44 @@ impl Watchdog {
                 t.last_elapsed_ns = elapsed_ns;
                 if elapsed_ns >= t.next_report_ns {
                     t.next_report_ns = t.next_report_ns.saturating_mul(2);
-                    let msg =
-                        WatchMsg::Updated { stall_id: t.stall_id, elapsed_ns, at_unix_nanos: crate::os::unix_nanos() };
+                    t.next_sample_ns = u64::MAX;
+                    let with_stack = t.captures < probing::MAX_CAPTURES;
+                    t.captures += usize::from(with_stack);
+                    let look = Look {
+                        at_elapsed: Duration::from_nanos(elapsed_ns),
+                        snapshot: probing::look(t.tid, with_stack),
+                    };
+                    let msg = WatchMsg::Updated {
+                        stall_id: t.stall_id,
+                        elapsed_ns,
+                        at_unix_nanos: crate::os::unix_nanos(),
+                        look,
+                    };
                     self.send(msg);
+                } else if elapsed_ns >= t.next_sample_ns {
+                    t.next_sample_ns = u64::MAX;
+                    let look =
+                        Look { at_elapsed: Duration::from_nanos(elapsed_ns), snapshot: probing::look(t.tid, false) };
+                    self.send(WatchMsg::Sampled { stall_id: t.stall_id, look });
                 }
                 0
             }
             None if elapsed_ns >= self.shared.stall_ns => {
                 let location = self.shared.locations.find(f.location_addr);
-                let flag = self.flag(slot, f.task_id, self.shared.tasks.find(f.task_id), location, elapsed_ns);
+                let mut flag = self.flag(slot, f.task_id, self.shared.tasks.find(f.task_id), location, elapsed_ns);
+                // Look at the thread now, mid-stall: state and syscall first, then the stack.
+                flag.look = Some(Look {
+                    at_elapsed: Duration::from_nanos(elapsed_ns),
+                    snapshot: probing::look(slot.tid, true),
+                });
                 sw.tracked = Some(Tracked {
                     seq: f.seq,
                     stall_id: flag.stall_id,
                     next_report_ns: self.shared.stall_ns.saturating_mul(2),
                     last_elapsed_ns: elapsed_ns,
+                    next_sample_ns: elapsed_ns.saturating_add(CONFIRM_AFTER_NS.max(self.shared.stall_ns / 4)),
+                    captures: 1,
+                    tid: slot.tid,
                 });
                 if sw.flagged.len() >= LONG_POLLS {
                     sw.flagged.pop_front();
@@ -223,6 +283,7 @@ impl Watchdog {
             location,
             elapsed_ns,
             at_unix_nanos: crate::os::unix_nanos(),
+            look: None,
         }
     }
 

@@ -37,6 +37,7 @@ pub mod classify;
 mod error;
 pub mod perf;
 mod probes;
+pub mod sandbox;
 pub mod stack;
 #[cfg(target_os = "linux")]
 mod sys;

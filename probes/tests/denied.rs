@@ -15,44 +15,10 @@ use loopscope_probes::{ProbeConfig, ProbeStatus, Probes};
 const CHILD_ENV: &str = "LOOPSCOPE_PROBES_SECCOMP_CHILD";
 const CHILD_OK: &str = "SECCOMP-CHILD-OK";
 
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-
-fn stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
-}
-
-fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code: code as u16, jt, jf, k }
-}
-
 /// Makes `perf_event_open` fail with `EPERM` for this thread and the threads it creates later, like Docker's
 /// default seccomp profile does.
 fn deny_perf_event_open() {
-    let filter = [
-        // seccomp_data.arch
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
-        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, AUDIT_ARCH, 1, 0),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-        // seccomp_data.nr
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, libc::SYS_perf_event_open as u32, 0, 1),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA)),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: prctl with documented arguments; `prog` and `filter` outlive the call (the kernel copies them).
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(
-            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog),
-            0,
-            "seccomp: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    loopscope_probes::sandbox::deny_perf_event_open().expect("install the seccomp filter");
 }
 
 fn find<'a>(statuses: &'a [ProbeStatus], name: &str) -> &'a ProbeStatus {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 /// Runs this test binary again, running only `test`, with extra environment variables.
-fn rerun(test: &str, env: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn rerun(test: &str, env: &[(&str, &str)]) -> std::process::Output {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args([test, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"]);

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
 
 mod check;
+mod culprits;
 mod lifecycle;
 mod stalls;
 mod support;

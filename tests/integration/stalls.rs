@@ -210,8 +210,12 @@ fn rate_limit_suppresses_and_counts() {
         })
     };
     burst();
-    wait_until("every stall to be counted and closed", || {
-        agent.snapshot().totals.stall_count >= 20 && agent.stalls().iter().all(|s| s.ended)
+    // The watchdog counts a stall when it flags it; the agent thread reports (or suppresses) it later, and on
+    // a loaded machine it may still be working through the backlog: wait for every stall to be handled.
+    wait_until("every stall to be handled and closed", || {
+        let s = agent.snapshot();
+        let handled = agent.stalls().len() as u64 + s.dropped.stall_details + s.dropped.watchdog_messages;
+        s.totals.stall_count >= 20 && handled >= 20 && agent.stalls().iter().all(|s| s.ended)
     });
     let s = agent.snapshot();
     assert!(s.totals.suppressed_reports > 0, "{:#?}", s.totals);
@@ -221,8 +225,14 @@ fn rate_limit_suppresses_and_counts() {
     }
     // 3 per second with a burst of 3; the burst takes well under a second even on a loaded machine.
     assert!(started <= 6, "{started} stalls delivered despite the limit");
-    // Every stall is still remembered, whether or not its report was delivered.
-    assert!(agent.stalls().len() >= 20);
+    // Every stall is still remembered, whether or not its report was delivered (or, if more than four ended
+    // on one thread between two watchdog looks on a loaded machine, counted without details).
+    let s = agent.snapshot();
+    assert!(
+        agent.stalls().len() as u64 + s.dropped.stall_details + s.dropped.watchdog_messages >= 20,
+        "{:#?}",
+        s.dropped
+    );
     // Once the limit has refilled, the next report carries the count of what was suppressed.
     std::thread::sleep(ms(700)); // lets the token bucket refill; not a synchronization
     rt.block_on(async { tokio::spawn(async { std::thread::sleep(ms(4)) }).await.unwrap() });

@@ -240,6 +240,9 @@ pub struct CulpritSample {
     pub at_elapsed: Duration,
     /// The stack, innermost frame first. Empty when the capture failed (see `stack_error`).
     pub frames: Vec<Frame>,
+    /// False while the frames are raw addresses still waiting for symbols (the first report of a stall is
+    /// never delayed for symbolization; a later event of the same stall carries the names).
+    pub symbolized: bool,
     /// Why there is no stack, when there is none.
     pub stack_error: Option<String>,
     /// Scheduler state letter from `/proc` (`R` running, `S` sleeping, `D` disk sleep, ...).
@@ -259,6 +262,11 @@ pub struct Culprit {
     pub reason: String,
     /// Share of the measured wall time the thread spent on a CPU (0.0..=1.0), once two samples exist.
     pub on_cpu_ratio: Option<f64>,
+    /// Share of the measured wall time the thread was runnable but waiting for a CPU: a high value means the
+    /// OS (CPU contention, or the hypervisor) stalled the worker, not the task's code.
+    pub run_queue_ratio: Option<f64>,
+    /// Changes in the thread's perf counters over the measured part of the stall, where perf is available.
+    pub counters: Option<CounterDeltas>,
     /// Voluntary context switches during the measured part of the stall.
     pub voluntary_switches: Option<u64>,
     /// Involuntary context switches during the measured part of the stall.
@@ -279,6 +287,21 @@ impl Culprit {
     pub fn first_user_frame(&self) -> Option<&Frame> {
         self.frames().iter().find(|f| f.origin == FrameOrigin::User)
     }
+}
+
+/// Changes in one thread's perf counters. A counter that is unavailable (no PMU, not permitted) is `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterDeltas {
+    /// Time on a CPU (perf task-clock).
+    pub task_clock: Option<Duration>,
+    /// Page faults.
+    pub page_faults: Option<u64>,
+    /// Context switches.
+    pub context_switches: Option<u64>,
+    /// CPU cycles (needs a hardware PMU).
+    pub cycles: Option<u64>,
+    /// Instructions retired (needs a hardware PMU).
+    pub instructions: Option<u64>,
 }
 
 /// State of one probe, as reported to users.

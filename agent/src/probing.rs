@@ -1,0 +1,304 @@
+//! The bridge to `loopscope-probes`: one set of probes per process, and the conversion of what they see
+//! into the culprit of a stall report.
+//!
+//! The probes are process-wide because the stack sampler owns a signal handler. The first agent installed
+//! starts them, with its configuration. Starting is quick (install the handler, one warm-up unwind, check
+//! /proc and perf); loading debug information for symbols is slow (80 ms for a release binary, about half a
+//! second for a debug one) and happens on a background thread. Until it is done, stall reports carry raw
+//! stacks (`symbolized: false`) and a later event of the same stall carries the names: a report is never
+//! held back waiting for symbols.
+
+use crate::config::Config;
+use loopscope_probes::classify::{Classification as ProbeClass, classify};
+use loopscope_probes::stack::{Frame as ProbeFrame, FrameOrigin as ProbeOrigin, RawStack, SamplerConfig, Unwinder};
+use loopscope_probes::thread::RunState;
+use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
+use loopscope_wire::{
+    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, ProbeStatus as WireStatus,
+};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::time::{Duration, Instant};
+
+static PROBES: OnceLock<Probes> = OnceLock::new();
+static DISABLED: OnceLock<String> = OnceLock::new();
+static SYMBOLS_READY: AtomicBool = AtomicBool::new(false);
+
+/// How long the watchdog waits for a stack capture. A thread that doesn't take the signal in time (in
+/// uninterruptible sleep, stopped) gets a report without a stack rather than a late one.
+pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Stack captures per stall: at 1×, 2×, 4× and 8× the threshold. Later re-reports sample /proc only: each
+/// capture interrupts the thread, and interrupting a sleeping thread too often keeps it from ever waking.
+pub(crate) const MAX_CAPTURES: usize = 4;
+
+/// Starts the process-wide probes once. Later calls (other agents) do nothing.
+pub(crate) fn start(config: &Config) {
+    if PROBES.get().is_some() || DISABLED.get().is_some() {
+        return;
+    }
+    if !config.probes {
+        let _ = DISABLED.set("disabled by configuration (LOOPSCOPE_PROBES=0)".into());
+        return;
+    }
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    if PROBES.get().is_some() {
+        return;
+    }
+    let probes = Probes::new(ProbeConfig {
+        stacks: config.stacks,
+        perf: config.perf,
+        sampler: SamplerConfig { unwinder: config.unwinder, ..SamplerConfig::default() },
+        warm_symbolizer: false,
+    });
+    let stacks = probes.sampler().is_some();
+    let _ = PROBES.set(probes);
+    if !stacks {
+        SYMBOLS_READY.store(true, Release);
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("loopscope-symbols".into()).spawn(|| {
+        if let Some(p) = PROBES.get() {
+            let took = p.warm_symbolizer();
+            tracing::debug!(target: "loopscope", "debug info for stack symbols loaded in {took:?}");
+        }
+        SYMBOLS_READY.store(true, Release);
+    });
+    if spawned.is_err() {
+        // No thread: symbols load on first use instead.
+        SYMBOLS_READY.store(true, Release);
+    }
+}
+
+/// Whether stacks can be captured and symbolized without delay.
+pub(crate) fn ready() -> bool {
+    DISABLED.get().is_some() || (PROBES.get().is_some() && SYMBOLS_READY.load(Acquire))
+}
+
+/// The probes' status, as users see it.
+pub(crate) fn status() -> Vec<WireStatus> {
+    if let Some(why) = DISABLED.get() {
+        return vec![WireStatus { name: "probes".into(), active: false, detail: why.clone() }];
+    }
+    let Some(p) = PROBES.get() else {
+        return vec![WireStatus { name: "probes".into(), active: false, detail: "not started yet".into() }];
+    };
+    p.status()
+        .into_iter()
+        .map(|s| {
+            let detail = if s.name == "symbolizer" && !SYMBOLS_READY.load(Acquire) {
+                "loading debug info in the background".to_string()
+            } else {
+                s.detail
+            };
+            WireStatus { name: s.name, active: s.active, detail }
+        })
+        .collect()
+}
+
+/// Registers a thread the watchdog watches (opens its perf counters, reserves its stack slot).
+pub(crate) fn prepare(tid: Tid) {
+    if let Some(p) = PROBES.get() {
+        let _ = p.prepare_thread(tid);
+    }
+}
+
+pub(crate) fn forget(tid: Tid) {
+    if let Some(p) = PROBES.get() {
+        p.forget_thread(tid);
+    }
+}
+
+/// Looks at thread `tid` now: /proc state first, then perf counters, then (if `stack`) its stack. Works
+/// without the probes too (no /proc access gives an error sample, which classifies as unknown).
+pub(crate) fn look(tid: Tid, stack: bool) -> StallSnapshot {
+    match PROBES.get() {
+        Some(p) => p.snapshot(tid, stack.then_some(CAPTURE_TIMEOUT)),
+        None => StallSnapshot {
+            tid,
+            at: Instant::now(),
+            sample: loopscope_probes::thread::sample(tid),
+            perf: None,
+            stack: None,
+        },
+    }
+}
+
+/// One look at a stalled thread, with how far into the stall it was taken.
+#[derive(Debug)]
+pub(crate) struct Look {
+    pub(crate) at_elapsed: Duration,
+    pub(crate) snapshot: StallSnapshot,
+}
+
+/// Builds the culprit of a stall from its looks (the first taken when it was flagged). With `wait` false,
+/// stacks are symbolized only if the symbolizer is free; otherwise they are sent as raw addresses.
+pub(crate) fn culprit(looks: &[Look], wait: bool) -> Option<Culprit> {
+    let first = looks.first()?;
+    let last = looks.last()?;
+    let mut samples: Vec<CulpritSample> = looks.iter().map(|l| sample(l, wait)).collect();
+    let frames_of = |s: &CulpritSample| s.frames.clone();
+    let newest_frames: Vec<ProbeFrame> = looks
+        .iter()
+        .rev()
+        .find_map(|l| l.snapshot.stack.as_ref().and_then(|s| s.as_ref().ok()))
+        .and_then(|raw| symbolize(raw, wait))
+        .unwrap_or_default();
+    let verdict = match (&first.snapshot.sample, &last.snapshot.sample) {
+        (Ok(a), Ok(b)) => Some(classify(a, b, (!newest_frames.is_empty()).then_some(&newest_frames[..]))),
+        (Ok(a), Err(_)) | (Err(_), Ok(a)) => {
+            Some(classify(a, a, (!newest_frames.is_empty()).then_some(&newest_frames[..])))
+        }
+        (Err(_), Err(_)) => None,
+    };
+    let counters = match (&first.snapshot.perf, &last.snapshot.perf) {
+        (Some(Ok(a)), Some(Ok(b))) if looks.len() > 1 => {
+            let d = b.delta(a);
+            Some(CounterDeltas {
+                task_clock: d.task_clock,
+                page_faults: d.page_faults,
+                context_switches: d.context_switches,
+                cycles: d.cycles,
+                instructions: d.instructions,
+            })
+        }
+        _ => None,
+    };
+    // Did the user's part of the stack change between the first and the latest capture?
+    let with_frames: Vec<&CulpritSample> = samples.iter().filter(|s| s.symbolized && !s.frames.is_empty()).collect();
+    let stack_moved = match (with_frames.first(), with_frames.last()) {
+        (Some(a), Some(b)) if with_frames.len() > 1 => Some(user_part(&frames_of(a)) != user_part(&frames_of(b))),
+        _ => None,
+    };
+    // Keep payloads small: only the samples with stacks carry frames; the rest keep their state.
+    for s in samples.iter_mut() {
+        s.frames.truncate(64);
+    }
+    let (classification, reason, on_cpu_ratio, run_queue_ratio, vol, invol) = match verdict {
+        Some(v) => {
+            let multi = looks.len() > 1;
+            (
+                class(v.classification),
+                v.reason,
+                v.on_cpu_ratio,
+                v.run_queue_ratio,
+                multi.then_some(v.voluntary_switches),
+                multi.then_some(v.involuntary_switches),
+            )
+        }
+        None => (Classification::Unknown, "the thread's /proc files could not be read".into(), None, None, None, None),
+    };
+    Some(Culprit {
+        classification,
+        reason,
+        on_cpu_ratio,
+        run_queue_ratio,
+        counters,
+        voluntary_switches: vol,
+        involuntary_switches: invol,
+        samples,
+        stack_moved,
+    })
+}
+
+fn user_part(frames: &[Frame]) -> Vec<Option<String>> {
+    frames.iter().filter(|f| f.origin == FrameOrigin::User).map(|f| f.function.clone()).collect()
+}
+
+fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<ProbeFrame>> {
+    let p = PROBES.get()?;
+    if wait || SYMBOLS_READY.load(Acquire) { Some(p.symbolize(raw)) } else { p.try_symbolize(raw) }
+}
+
+fn sample(l: &Look, wait: bool) -> CulpritSample {
+    let (state, syscall, fd_target) = match &l.snapshot.sample {
+        Ok(s) => (
+            Some(state_letter(&s.state)),
+            s.syscall.as_ref().map(|c| c.name.to_string()),
+            s.syscall.as_ref().and_then(|c| c.fd_target.clone()),
+        ),
+        Err(_) => (None, None, None),
+    };
+    let (frames, symbolized, stack_error) = match &l.snapshot.stack {
+        None => (Vec::new(), true, None),
+        Some(Err(e)) => (Vec::new(), true, Some(error_chain(e))),
+        Some(Ok(raw)) => match symbolize(raw, wait) {
+            Some(frames) => {
+                (frames.into_iter().filter(|f| f.origin != ProbeOrigin::Probe).map(frame).collect(), true, None)
+            }
+            None => (
+                raw.thread_ips()
+                    .iter()
+                    .map(|&ip| Frame {
+                        ip: ip as u64,
+                        function: None,
+                        file: None,
+                        line: None,
+                        origin: FrameOrigin::Unknown,
+                    })
+                    .collect(),
+                false,
+                None,
+            ),
+        },
+    };
+    CulpritSample { at_elapsed: l.at_elapsed, frames, symbolized, stack_error, state, syscall, fd_target }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn state_letter(s: &RunState) -> char {
+    match s {
+        RunState::Running => 'R',
+        RunState::Sleeping => 'S',
+        RunState::DiskSleep => 'D',
+        RunState::Stopped => 'T',
+        RunState::Zombie => 'Z',
+        RunState::Idle => 'I',
+        RunState::Other(c) => *c,
+    }
+}
+
+fn frame(f: ProbeFrame) -> Frame {
+    Frame {
+        ip: f.ip as u64,
+        function: f.function,
+        file: f.file,
+        line: f.line,
+        origin: match f.origin {
+            ProbeOrigin::User => FrameOrigin::User,
+            ProbeOrigin::Runtime => FrameOrigin::Runtime,
+            ProbeOrigin::Std => FrameOrigin::Std,
+            ProbeOrigin::Probe => FrameOrigin::Probe,
+            ProbeOrigin::Unknown => FrameOrigin::Unknown,
+        },
+    }
+}
+
+fn class(c: ProbeClass) -> Classification {
+    match c {
+        ProbeClass::CpuBound => Classification::CpuBound,
+        ProbeClass::Syscall { name, fd_target } => Classification::Syscall { name, fd_target },
+        ProbeClass::LockWait { detail } => Classification::LockWait { detail },
+        ProbeClass::PageFault => Classification::PageFault,
+        ProbeClass::Unknown => Classification::Unknown,
+    }
+}
+
+/// The unwinder named by `LOOPSCOPE_UNWINDER`.
+pub(crate) fn parse_unwinder(s: &str) -> Result<Unwinder, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "dwarf" => Ok(Unwinder::Dwarf),
+        "fp" | "frame-pointer" | "frame-pointers" | "framepointer" => Ok(Unwinder::FramePointer),
+        _ => Err("expected dwarf or frame-pointer".into()),
+    }
+}

@@ -1,11 +1,13 @@
 //! `loopscope`: the command-line tool for the loopscope agent.
 //!
-//! The live dashboard (`top`), `replay`, `record`, `demo` and the CI mode (`check`) arrive in later
-//! milestones; today the binary explains how to attach the agent.
+//! The live dashboard (`top`), `replay`, `record` and `demo` arrive with the dashboard milestone; `check`
+//! runs a program in CI mode.
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+mod check;
+
+use clap::{Parser, Subcommand};
 
 /// See what is blocking your tokio event loop.
 ///
@@ -17,11 +19,25 @@ use clap::Parser;
 /// `agent.subscribe()`. Try it: cargo run --example blocking_sleep
 #[derive(Parser, Debug)]
 #[command(name = "loopscope", version, verbatim_doc_comment)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    // No subcommands yet: print the help, which says how to use the agent.
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    let _ = cmd.print_long_help();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a program with CI reporting on; fail if any poll blocked its worker.
+    Check(check::CheckArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => check::run(args),
+        None => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let _ = cmd.print_long_help();
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }

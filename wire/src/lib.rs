@@ -6,13 +6,22 @@
 //!
 //! All values are **cumulative** and carry timestamps. A client computes rates with a pure function of two
 //! snapshots ([`Snapshot::delta`]) rather than with hidden iterator state.
+//!
+//! The live stream between an agent and its clients: [`proto`] (the protocol, specified in `PROTOCOL.md`),
+//! [`client`] (a blocking client), [`state`] (the client-side picture of a runtime, kept from the stream) and
+//! [`record`] (recordings of a stream).
 
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod client;
 mod duration;
 mod histogram;
+pub mod proto;
+pub mod record;
 mod snapshot;
 mod stall;
+pub mod state;
 
 pub use duration::parse_duration;
 pub use histogram::LogHistogram;
@@ -21,6 +30,6 @@ pub use snapshot::{
     Totals, WorkerDelta, WorkerStats,
 };
 pub use stall::{
-    Classification, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus, StallEvent,
-    StallKind, StallPhase, StallSummary,
+    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
+    StallEvent, StallKind, StallPhase, StallSummary,
 };

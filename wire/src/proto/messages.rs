@@ -1,0 +1,585 @@
+//! The messages of the live stream.
+//!
+//! Everything a client learns arrives as a [`ServerMessage`]; the client only ever sends a [`ClientMessage`].
+//! The per-task and per-location samples are compact on purpose (ids instead of strings, `u64` nanoseconds
+//! instead of [`Duration`]s, varint-encoded by postcard), because a tick may carry tens of thousands of them.
+//!
+//! **All counters are cumulative** (since the agent started), and every sample carries its timestamps, so a
+//! client computes rates from two samples with a pure function (see [`crate::state::rates`]) and a lost frame
+//! loses resolution, never correctness.
+
+use crate::histogram::LogHistogram;
+use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, ThreadInfo, Totals};
+use crate::stall::{Location, ProbeStatus, StallEvent};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// A protocol version. Two sides can talk when their **majors are equal** (see
+/// [`ProtocolVersion::is_compatible_with`]); the minor only grows when new message kinds are added.
+///
+/// ```
+/// use loopscope_wire::proto::ProtocolVersion;
+/// let v1_0 = ProtocolVersion { major: 1, minor: 0 };
+/// let v1_3 = ProtocolVersion { major: 1, minor: 3 };
+/// let v2_0 = ProtocolVersion { major: 2, minor: 0 };
+/// assert!(v1_0.is_compatible_with(v1_3));
+/// assert!(!v1_3.is_compatible_with(v2_0));
+/// assert_eq!(v1_3.to_string(), "1.3");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProtocolVersion {
+    /// Changes whenever an existing message's encoding changes. Different majors cannot talk.
+    pub major: u16,
+    /// Grows when message kinds are *added* (new variants at the end of [`ServerMessage`] or
+    /// [`ClientMessage`]). A receiver skips kinds it does not know, so any two minors of one major can talk.
+    pub minor: u16,
+}
+
+impl ProtocolVersion {
+    /// Whether two sides speaking `self` and `other` can talk: same major.
+    pub const fn is_compatible_with(self, other: ProtocolVersion) -> bool {
+        self.major == other.major
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// The version of the protocol this crate speaks.
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+/// What the agent can measure in this build, so a client can show "n/a" rather than a misleading zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCapabilities {
+    /// Task polls are timed (the agent was built with `--cfg tokio_unstable`).
+    pub poll_timing: bool,
+    /// The watchdog flags stalls while they run.
+    pub stall_detection: bool,
+    /// tokio measures per-task wake→poll latency ([`TaskSample::schedule_latency`]).
+    pub schedule_latency: bool,
+    /// tokio's unstable runtime metrics are available: per-worker poll, steal, noop and overflow counts,
+    /// local queue depths, blocking-pool figures, I/O driver events. Without them those fields are 0.
+    pub runtime_metrics: bool,
+    /// Why something is missing, in words for the user.
+    pub missing: Vec<String>,
+}
+
+/// The agent introduces itself: the first frame a server sends, right after the preamble.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// The protocol version the agent speaks (also sent in the clear in the preamble).
+    pub protocol_version: ProtocolVersion,
+    /// The agent's crate version, e.g. `0.1.0`.
+    pub agent_version: String,
+    /// The runtime this stream describes.
+    pub runtime: RuntimeInfo,
+    /// The process id of the app.
+    pub pid: u32,
+    /// The app's program name (`argv[0]`'s file name), when known.
+    pub program: Option<String>,
+    /// Wall-clock time the agent was installed, in nanoseconds since the Unix epoch. Uptimes in ticks count
+    /// from here.
+    pub started_at_unix_nanos: u64,
+    /// How often the agent sends a [`Tick`].
+    pub sample_interval: Duration,
+    /// A poll running longer than this is a stall.
+    pub stall_threshold: Duration,
+    /// Polls at least this long count as slow.
+    pub slow_poll_threshold: Duration,
+    /// What the agent can measure.
+    pub capabilities: AgentCapabilities,
+}
+
+/// The agent refuses the connection. After this frame the server closes the socket.
+///
+/// Its encoding is **frozen across every protocol major** (it is always variant 1 of [`ServerMessage`] and
+/// holds a single string), so that any client can print why it was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Why, in words for the user (names both versions on a version mismatch).
+    pub reason: String,
+}
+
+/// The agent is going away (the runtime shut down, or the server stopped). The server closes the socket
+/// after this frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why, in words for the user.
+    pub reason: String,
+}
+
+/// A client introduces itself: the first frame a client sends, right after the preamble.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The protocol version the client speaks (also sent in the clear in the preamble).
+    pub protocol_version: ProtocolVersion,
+    /// What the client is, for the agent's logs and stats (e.g. `loopscope top 0.1.0`).
+    pub client_name: String,
+}
+
+/// A liveness check from the client; the server answers with a [`Pong`] carrying the same nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Any value; echoed back.
+    pub nonce: u64,
+}
+
+/// The answer to a [`Ping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+}
+
+/// A spawn location and the id the stream uses for it. Ids are assigned by the agent, are never reused
+/// within one agent, and stay valid for the whole connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationInfo {
+    /// The id that [`TaskSample::location`] and [`LocationSample::id`] refer to.
+    pub id: u32,
+    /// The source location.
+    pub location: Location,
+}
+
+/// Wake→poll latency counters, in compact form (all cumulative).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySample {
+    /// Number of measured polls.
+    pub count: u64,
+    /// Sum of the measured latencies, in nanoseconds.
+    pub total_nanos: u64,
+    /// The largest measured latency, in nanoseconds.
+    pub max_nanos: u64,
+    /// Distribution (power-of-two buckets, see [`LogHistogram`]).
+    pub histogram: LogHistogram,
+}
+
+impl LatencySample {
+    /// Mean latency, or zero when nothing was measured.
+    pub fn mean(&self) -> Duration {
+        Duration::from_nanos(self.total_nanos.checked_div(self.count).unwrap_or(0))
+    }
+}
+
+impl From<&crate::snapshot::ScheduleLatency> for LatencySample {
+    fn from(s: &crate::snapshot::ScheduleLatency) -> Self {
+        LatencySample {
+            count: s.count,
+            total_nanos: nanos(s.total),
+            max_nanos: nanos(s.max),
+            histogram: s.histogram.clone(),
+        }
+    }
+}
+
+/// One task's cumulative counters, as the stream carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSample {
+    /// tokio's task id.
+    pub id: u64,
+    /// Where it was spawned: an id from a [`LocationInfo`].
+    pub location: u32,
+    /// Live or finished.
+    pub state: TaskState,
+    /// **Definition:** the number of times the task was polled.
+    pub poll_count: u64,
+    /// **Definition:** total time spent polling the task ("busy" time), in nanoseconds.
+    pub busy_nanos: u64,
+    /// **Definition:** its longest poll, in nanoseconds.
+    pub max_poll_nanos: u64,
+    /// **Definition:** polls at or above the slow-poll threshold.
+    pub slow_poll_count: u64,
+    /// **Definition:** how many of its polls passed the stall threshold.
+    pub stall_count: u64,
+    /// Distribution of its poll durations.
+    pub poll_histogram: LogHistogram,
+    /// Wake→poll latency, when tokio measures it ([`AgentCapabilities::schedule_latency`]).
+    pub schedule_latency: Option<LatencySample>,
+}
+
+impl TaskSample {
+    /// A live task that has not been polled yet.
+    pub fn new(id: u64, location: u32) -> Self {
+        TaskSample {
+            id,
+            location,
+            state: TaskState::Live,
+            poll_count: 0,
+            busy_nanos: 0,
+            max_poll_nanos: 0,
+            slow_poll_count: 0,
+            stall_count: 0,
+            poll_histogram: LogHistogram::default(),
+            schedule_latency: None,
+        }
+    }
+
+    /// The compact form of a snapshot's [`TaskStats`], with `location` the id the stream uses for
+    /// `t.location`.
+    pub fn from_stats(t: &TaskStats, location: u32) -> Self {
+        TaskSample {
+            id: t.id,
+            location,
+            state: t.state,
+            poll_count: t.poll_count,
+            busy_nanos: nanos(t.total_poll_duration),
+            max_poll_nanos: nanos(t.max_poll_duration),
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram.clone(),
+            schedule_latency: t.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+
+    /// Total time spent polling the task.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos)
+    }
+
+    /// Mean poll duration, or zero before the first poll.
+    pub fn mean_poll(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos.checked_div(self.poll_count).unwrap_or(0))
+    }
+}
+
+/// Cumulative counters of every task spawned at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationSample {
+    /// The location's id (see [`LocationInfo`]).
+    pub id: u32,
+    /// Tasks spawned here that are still alive (a gauge).
+    pub live_tasks: u64,
+    /// Tasks spawned here (live and finished) that the agent tracked.
+    pub spawned_tasks: u64,
+    /// Total polls of those tasks.
+    pub poll_count: u64,
+    /// Total time polling them, in nanoseconds.
+    pub busy_nanos: u64,
+    /// The longest single poll, in nanoseconds.
+    pub max_poll_nanos: u64,
+    /// Polls at or above the slow-poll threshold.
+    pub slow_poll_count: u64,
+    /// Polls that passed the stall threshold.
+    pub stall_count: u64,
+    /// Distribution of poll durations.
+    pub poll_histogram: LogHistogram,
+    /// Wake→poll latency, when tracked.
+    pub schedule_latency: Option<LatencySample>,
+}
+
+impl LocationSample {
+    /// The compact form of a snapshot's [`LocationStats`], with `id` the id the stream uses for its location.
+    pub fn from_stats(l: &LocationStats, id: u32) -> Self {
+        LocationSample {
+            id,
+            live_tasks: l.live_tasks,
+            spawned_tasks: l.spawned_tasks,
+            poll_count: l.poll_count,
+            busy_nanos: nanos(l.total_poll_duration),
+            max_poll_nanos: nanos(l.max_poll_duration),
+            slow_poll_count: l.slow_poll_count,
+            stall_count: l.stall_count,
+            poll_histogram: l.poll_histogram.clone(),
+            schedule_latency: l.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+}
+
+/// The poll running on a worker at the moment of the sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentPoll {
+    /// The task being polled.
+    pub task_id: u64,
+    /// Its spawn location's id, when the agent knows it.
+    pub location: Option<u32>,
+    /// How long the poll had been running, in nanoseconds.
+    pub elapsed_nanos: u64,
+}
+
+/// One worker thread at one moment. Counters are cumulative since the runtime started (tokio's
+/// `RuntimeMetrics`, plus loopscope's own poll timing); gauges are marked as such.
+///
+/// Fields marked *(runtime metrics)* are 0 unless [`AgentCapabilities::runtime_metrics`] is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSample {
+    /// The worker index, as in tokio's `RuntimeMetrics` (0 for a current-thread runtime).
+    pub index: u32,
+    /// The OS thread running this worker right now (it changes when `block_in_place` hands the worker to
+    /// another thread).
+    pub thread: ThreadInfo,
+    /// **Definition:** total time the worker has been busy (not parked), in nanoseconds.
+    ///
+    /// **Interpretation:** its growth over an interval divided by the interval is the busy ratio; near 1.0
+    /// the worker is saturated or stalled.
+    pub busy_nanos: u64,
+    /// **Definition:** task polls completed by this worker.
+    pub poll_count: u64,
+    /// **Definition:** times the worker parked (went to sleep for lack of work).
+    pub park_count: u64,
+    /// **Definition:** times the worker woke up without finding work *(runtime metrics)*.
+    pub noop_count: u64,
+    /// **Definition:** tasks this worker stole from other workers *(runtime metrics)*.
+    pub steal_count: u64,
+    /// **Definition:** times the local queue overflowed and half of it moved to the global queue
+    /// *(runtime metrics)*.
+    pub overflow_count: u64,
+    /// **Definition:** tasks scheduled from this worker onto its own local queue *(runtime metrics)*.
+    pub local_schedule_count: u64,
+    /// **Gauge:** tasks waiting in this worker's local queue *(runtime metrics)*.
+    ///
+    /// **Interpretation:** a queue that grows while the worker is busy means tasks wait behind slow polls.
+    pub local_queue_depth: u64,
+    /// **Gauge:** tokio's moving average of this worker's poll durations, in nanoseconds *(runtime
+    /// metrics)*.
+    pub mean_poll_nanos: u64,
+    /// **Definition:** polls at or above the slow-poll threshold (loopscope's timing).
+    pub slow_poll_count: u64,
+    /// **Definition:** the longest single poll on this worker, in nanoseconds (loopscope's timing).
+    pub max_poll_nanos: u64,
+    /// The poll in progress at the moment of the sample, if any.
+    pub current_poll: Option<CurrentPoll>,
+}
+
+/// Whole-runtime figures from tokio's `RuntimeMetrics`. Fields marked *(runtime metrics)* are 0 unless
+/// [`AgentCapabilities::runtime_metrics`] is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalSample {
+    /// Number of worker threads.
+    pub workers: u32,
+    /// **Gauge:** tasks waiting in the global (injection) queue: tasks spawned or woken from outside the
+    /// runtime, and local-queue overflow.
+    pub global_queue_depth: u64,
+    /// **Gauge:** tasks alive (spawned, not yet finished).
+    pub alive_tasks: u64,
+    /// **Definition:** tasks spawned since the runtime started *(runtime metrics)*.
+    pub spawned_tasks: u64,
+    /// **Definition:** tasks scheduled from outside the runtime (remote schedules) *(runtime metrics)*.
+    pub remote_schedule_count: u64,
+    /// **Gauge:** threads in the blocking pool (`spawn_blocking`) *(runtime metrics)*.
+    pub blocking_threads: u64,
+    /// **Gauge:** of those, threads idle *(runtime metrics)*.
+    pub idle_blocking_threads: u64,
+    /// **Gauge:** `spawn_blocking` jobs waiting for a thread *(runtime metrics)*.
+    ///
+    /// **Interpretation:** non-zero for long means the blocking pool is saturated.
+    pub blocking_queue_depth: u64,
+    /// **Definition:** times a task was forced to yield because it used up its cooperative budget
+    /// *(runtime metrics)*.
+    pub budget_forced_yields: u64,
+    /// **Definition:** ready events the I/O driver has processed *(runtime metrics)*.
+    pub io_driver_ready_events: u64,
+}
+
+/// A wait-time distribution measured by one of the agent's lag probes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitHistogram {
+    /// **Definition:** measurements since the agent started (cumulative).
+    pub count: u64,
+    /// **Definition:** the largest wait since the agent started, in nanoseconds.
+    pub max_nanos: u64,
+    /// Distribution of every measurement since the agent started (cumulative; power-of-two buckets, see
+    /// [`LogHistogram`]). Subtract two samples' histograms ([`LogHistogram::delta`]) for an interval's.
+    pub histogram: LogHistogram,
+    /// The length of the agent's recent window that the `recent_*` fields cover, in nanoseconds.
+    pub recent_window_nanos: u64,
+    /// Median over the recent window (precise, not bucketed), when it has measurements.
+    pub recent_p50_nanos: Option<u64>,
+    /// 99th percentile over the recent window, when it has measurements.
+    pub recent_p99_nanos: Option<u64>,
+    /// Largest wait over the recent window, when it has measurements.
+    pub recent_max_nanos: Option<u64>,
+    /// **Gauge:** a probe still waiting at the moment of the sample, and for how long, in nanoseconds.
+    ///
+    /// **Interpretation:** a large value here is a stall happening right now, before any measurement
+    /// completes.
+    pub pending_nanos: Option<u64>,
+}
+
+/// How long work waits before it runs, measured from outside the tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitTimes {
+    /// **Definition:** the delay between spawning a tiny probe task from outside the runtime and its first
+    /// poll ("first-poll delay").
+    ///
+    /// **Interpretation:** what a new request waits before the runtime gets to it; it grows when workers
+    /// are stalled or saturated.
+    pub first_poll_delay: WaitHistogram,
+    /// **Definition:** how late a timer fires compared with its deadline ("timer lateness").
+    ///
+    /// **Interpretation:** lateness well above a millisecond means the timer driver's worker is blocked.
+    pub timer_lateness: WaitHistogram,
+}
+
+/// Everything a new client needs: the first message after the handshake (and after a resync, see
+/// PROTOCOL.md). The tasks follow in [`FullTasks`] frames, `task_count` in all, before any [`Tick`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FullState {
+    /// Wall-clock time of the state, nanoseconds since the Unix epoch.
+    pub at_unix_nanos: u64,
+    /// Monotonic time since the agent started, in nanoseconds. A client ignores any [`Tick`] whose
+    /// `uptime_nanos` is older: this state already includes it.
+    pub uptime_nanos: u64,
+    /// The sequence number of the last tick whose changes this state includes (0 before the first tick).
+    pub tick_seq: u64,
+    /// State of the OS probes.
+    pub probes: Vec<ProbeStatus>,
+    /// Every spawn location seen so far.
+    pub locations: Vec<LocationInfo>,
+    /// Counters of every location.
+    pub location_stats: Vec<LocationSample>,
+    /// Every worker.
+    pub workers: Vec<WorkerSample>,
+    /// Whole-runtime figures.
+    pub global: GlobalSample,
+    /// Wait-time distributions.
+    pub waits: WaitTimes,
+    /// Distribution of every poll's duration (live, finished and untracked tasks).
+    pub poll_histogram: LogHistogram,
+    /// Whole-runtime counters.
+    pub totals: Totals,
+    /// What the agent dropped to stay bounded.
+    pub dropped: Dropped,
+    /// Recent stalls, oldest first: the latest event of each.
+    pub recent_stalls: Vec<StallEvent>,
+    /// The number of tasks that follow in [`FullTasks`] frames.
+    pub task_count: u64,
+    /// Frames the server could not send to *this* client so far (it fell behind). Set by the server for
+    /// each client. Kept last so the server can patch it in without re-encoding the rest.
+    pub client_dropped_frames: u64,
+}
+
+/// A chunk of the live (and recently finished) tasks that follow a [`FullState`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullTasks {
+    /// Tasks, in no particular order.
+    pub tasks: Vec<TaskSample>,
+}
+
+/// How many tasks one [`FullTasks`] frame carries (see [`full_state_messages`]). 16,384 tasks with full
+/// histograms stay far below the frame limit.
+pub const FULL_TASKS_CHUNK: usize = 16_384;
+
+/// Splits a full state into the frames a server sends: the [`FullState`] (with `task_count` set) followed
+/// by [`FullTasks`] chunks of at most [`FULL_TASKS_CHUNK`] tasks, so that no frame comes near the frame
+/// limit even at a million tasks.
+///
+/// ```
+/// use loopscope_wire::proto::{full_state_messages, FullState, ServerMessage, TaskSample};
+/// let tasks: Vec<TaskSample> = (0..40_000).map(|id| TaskSample::new(id, 0)).collect();
+/// let msgs = full_state_messages(FullState::default(), tasks);
+/// assert_eq!(msgs.len(), 1 + 3);
+/// assert!(matches!(&msgs[0], ServerMessage::Full(f) if f.task_count == 40_000));
+/// ```
+pub fn full_state_messages(mut full: FullState, tasks: Vec<TaskSample>) -> Vec<ServerMessage> {
+    full.task_count = tasks.len() as u64;
+    let mut out = Vec::with_capacity(1 + tasks.len().div_ceil(FULL_TASKS_CHUNK));
+    out.push(ServerMessage::Full(Box::new(full)));
+    let mut tasks = tasks.into_iter().peekable();
+    while tasks.peek().is_some() {
+        out.push(ServerMessage::FullTasks(FullTasks { tasks: tasks.by_ref().take(FULL_TASKS_CHUNK).collect() }));
+    }
+    out
+}
+
+/// One sample of the runtime, sent every [`ServerHello::sample_interval`]. Counters are cumulative;
+/// per-task and per-location samples are sent only when they changed since the previous tick.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Increases by one per tick the agent produces (a gap means ticks were not delivered to this client).
+    pub seq: u64,
+    /// Wall-clock time of the sample, nanoseconds since the Unix epoch.
+    pub at_unix_nanos: u64,
+    /// Monotonic time since the agent started, in nanoseconds. Use this, not the wall clock, for rates.
+    pub uptime_nanos: u64,
+    /// Every worker.
+    pub workers: Vec<WorkerSample>,
+    /// Whole-runtime figures.
+    pub global: GlobalSample,
+    /// Wait-time distributions.
+    pub waits: WaitTimes,
+    /// Locations first seen since the previous tick. Sent before any sample that refers to them.
+    pub new_locations: Vec<LocationInfo>,
+    /// Locations whose counters changed since the previous tick.
+    pub locations: Vec<LocationSample>,
+    /// Tasks that are new or whose counters changed since the previous tick. A task that finished appears
+    /// here once more with state `Finished` and its final counters, when the agent has them.
+    pub tasks: Vec<TaskSample>,
+    /// Tasks that finished (or were forgotten) since the previous tick: drop them from the live set.
+    pub finished: Vec<u64>,
+    /// Distribution of every poll's duration (live, finished and untracked tasks).
+    pub poll_histogram: LogHistogram,
+    /// Whole-runtime counters.
+    pub totals: Totals,
+    /// What the agent dropped to stay bounded.
+    pub dropped: Dropped,
+    /// Frames the server could not send to *this* client so far (it fell behind: its queue was full).
+    /// Patched in by the server for each client; **must stay the last field** of `Tick`, because the server
+    /// encodes a tick once and appends this value per client.
+    pub client_dropped_frames: u64,
+}
+
+/// A message from the agent to a client.
+///
+/// Variants are only ever **added at the end** (with a minor version bump); a client skips kinds it does not
+/// know. `Hello` (0) and `Refused` (1) keep their places and encodings in every protocol major.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The agent introduces itself (first frame of a connection).
+    Hello(Box<ServerHello>),
+    /// The agent refuses the connection and closes it.
+    Refused(Refused),
+    /// Everything a new client needs; [`FullTasks`] frames follow.
+    Full(Box<FullState>),
+    /// Tasks that follow a [`FullState`].
+    FullTasks(FullTasks),
+    /// A periodic sample.
+    Tick(Box<Tick>),
+    /// A stall event (started, updated or ended).
+    Stall(Box<StallEvent>),
+    /// The answer to a [`Ping`].
+    Pong(Pong),
+    /// The agent is going away.
+    Goodbye(Goodbye),
+}
+
+/// Number of [`ServerMessage`] variants this version knows; a frame with a higher tag is skipped.
+pub(crate) const SERVER_MESSAGE_KINDS: u32 = 8;
+
+impl ServerMessage {
+    /// A short name of the message kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Hello(_) => "Hello",
+            ServerMessage::Refused(_) => "Refused",
+            ServerMessage::Full(_) => "Full",
+            ServerMessage::FullTasks(_) => "FullTasks",
+            ServerMessage::Tick(_) => "Tick",
+            ServerMessage::Stall(_) => "Stall",
+            ServerMessage::Pong(_) => "Pong",
+            ServerMessage::Goodbye(_) => "Goodbye",
+        }
+    }
+}
+
+/// A message from a client to the agent. Nothing else flows back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// The client introduces itself (first frame of a connection).
+    Hello(ClientHello),
+    /// A liveness check; the server answers with [`ServerMessage::Pong`].
+    Ping(Ping),
+}
+
+/// Number of [`ClientMessage`] variants this version knows.
+pub(crate) const CLIENT_MESSAGE_KINDS: u32 = 2;
+
+/// A duration as `u64` nanoseconds, saturating (584 years).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -88,6 +88,10 @@ struct AgentThread {
     summary_logged: bool,
     pending: Vec<u32>,
     last_sweep: Instant,
+    /// The stream: server, recording.
+    outputs: crate::feed::Outputs,
+    /// Ids of tasks reclaimed since the stream's last tick.
+    freed: Vec<u64>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<WatchMsg>) {
@@ -95,17 +99,20 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
     let per_sec = shared.config.max_reports_per_second;
     let mut me = AgentThread {
         limit: RateLimit { per_sec, tokens: f64::from(per_sec), last: Instant::now() },
-        shared,
         open: HashMap::new(),
         suppressed_since: 0,
         last_suppressed: None,
         summary_logged: false,
         pending: Vec::new(),
         last_sweep: Instant::now(),
+        outputs: crate::feed::Outputs::new(&shared),
+        freed: Vec::new(),
+        shared,
     };
     let mut sampler = None;
     if let Some(h) = &handle {
         me.refresh_facts(h);
+        me.outputs.refresh_hello(&me.shared);
         me.spawn_sentinel(h);
         sampler = Some(crate::sampler::Sampler::new(h.clone(), &me.shared));
     }
@@ -117,6 +124,8 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
             && Instant::now() >= next_sample
         {
             let sample = s.sample();
+            me.reclaim();
+            me.outputs.tick(&me.shared, Some(&sample), &mut me.freed);
             *lock(&me.shared.runtime_sample) = Some(sample);
             next_sample += sample_interval;
             if next_sample < Instant::now() {
@@ -134,6 +143,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         if Instant::now() >= next_tick {
             if let Some(h) = &handle {
                 me.refresh_facts(h);
+                me.outputs.refresh_hello(&me.shared);
             }
             me.reclaim();
             me.log_suppression_summary();
@@ -146,6 +156,9 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         }
     }
     me.reclaim();
+    let last = lock(&me.shared.runtime_sample).clone();
+    me.outputs.tick(&me.shared, last.as_ref(), &mut me.freed);
+    me.outputs.finish(&me.shared, "the runtime shut down");
     drop(sampler);
     drop(handle);
     me.shared.slots.mark_agent_gone();
@@ -299,12 +312,13 @@ impl AgentThread {
         }
     }
 
-    fn deliver(&self, ev: &StallEvent) {
+    fn deliver(&mut self, ev: &StallEvent) {
         self.shared.stall_reports.fetch_add(1, Relaxed);
         if self.shared.config.tracing {
             log(ev);
         }
         self.shared.publish(ev);
+        self.outputs.stall(&self.shared, ev);
     }
 
     /// Keeps the latest state of every stall (rate-limited or not) for [`Agent::stalls`](crate::Agent::stalls).
@@ -360,6 +374,9 @@ impl AgentThread {
                         agg.finished.push_back(stats);
                     }
                     shared.tasks.free(idx as usize);
+                    if c.id != sentinel {
+                        self.freed.push(c.id);
+                    }
                 }
                 // Its last poll is still running; look again next tick.
                 TERMINATING => self.pending.push(idx),

@@ -48,7 +48,7 @@ impl Default for Check {
             allow_fn: Vec::new(),
             max_stalls: 0,
             // A check must see every stall: no rate limit. The environment can't loosen a test's limit.
-            agent: Agent::builder().ignore_env().max_reports_per_second(0).tracing(false),
+            agent: Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! environment variables.
 
 use loopscope_wire::parse_duration;
+use loopscope_wire::proto::ServeAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Environment variables the agent reads. The environment overrides values set in code.
@@ -24,6 +26,9 @@ use std::time::Duration;
 /// | `LOOPSCOPE_UNWINDER` | `dwarf`, or `frame-pointer` for apps built with `-C force-frame-pointers=yes` | `dwarf` |
 /// | `LOOPSCOPE_SAMPLE_INTERVAL` | how often runtime metrics and lag probes are sampled (10ms..=60s) | `250ms` |
 /// | `LOOPSCOPE_NAME` | a name for this runtime in reports | none |
+/// | `LOOPSCOPE_ADDR` | where to serve the live stream: `HOST:PORT` (loopback by default), `unix:/path.sock` (mode 0600) or `off` | `127.0.0.1:6670` |
+/// | `LOOPSCOPE_RECORD` | also write the stream to this file (replay it with `loopscope replay FILE`) | none |
+/// | `LOOPSCOPE_CHECK_DIR` | CI mode: write every stall to a file in this directory (set by `loopscope check`) | none |
 ///
 /// Durations take a number and a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`; e.g. `250us`, `1.5ms`, `2s`.
 /// Booleans take `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`.
@@ -44,6 +49,9 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_PERF",
     "LOOPSCOPE_UNWINDER",
     "LOOPSCOPE_NAME",
+    "LOOPSCOPE_ADDR",
+    "LOOPSCOPE_RECORD",
+    "LOOPSCOPE_CHECK_DIR",
 ];
 
 /// The smallest stall threshold the watchdog supports.
@@ -111,6 +119,14 @@ pub struct Config {
     pub unwinder: loopscope_probes::stack::Unwinder,
     /// A name for the runtime.
     pub name: Option<String>,
+    /// Where the live stream is served; `None` serves nothing. If the default address is taken (another
+    /// agent got there first), the agent warns and runs without serving; any other address that can't be
+    /// bound fails [`install`](crate::AgentBuilder::install).
+    pub serve: Option<ServeAddr>,
+    /// Write the stream to this file as well.
+    pub record: Option<PathBuf>,
+    /// CI mode (`loopscope check`): write every stall into a file in this directory.
+    pub check_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -132,6 +148,9 @@ impl Default for Config {
             perf: true,
             unwinder: loopscope_probes::stack::Unwinder::Dwarf,
             name: None,
+            serve: Some(ServeAddr::default()),
+            record: None,
+            check_dir: None,
         }
     }
 }
@@ -167,6 +186,9 @@ impl Config {
                 "LOOPSCOPE_PERF" => self.perf = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_UNWINDER" => self.unwinder = crate::probing::parse_unwinder(v).map_err(err)?,
                 "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
+                "LOOPSCOPE_ADDR" => self.serve = ServeAddr::parse(v).map_err(|e| err(e.to_string()))?,
+                "LOOPSCOPE_RECORD" => self.record = (!v.is_empty()).then(|| PathBuf::from(v)),
+                "LOOPSCOPE_CHECK_DIR" => self.check_dir = (!v.is_empty()).then(|| PathBuf::from(v)),
                 _ if crate::EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {
                     unknown.push(var);

@@ -66,6 +66,7 @@
 mod aggregate;
 pub mod check;
 mod config;
+mod feed;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod os;
@@ -85,6 +86,7 @@ pub use loopscope_macros::{main, test};
 pub use loopscope_wire as wire;
 pub use loopscope_wire::parse_duration;
 pub use loopscope_wire::{Snapshot, SnapshotDelta, StallEvent, StallKind, StallPhase, StallSummary};
+pub use server::{ClientStats as StreamClientStats, ServerStats as StreamStats};
 
 use shared::{Shared, lock};
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -114,6 +116,10 @@ pub enum Error {
     /// A setting (in code or in a `LOOPSCOPE_*` variable) is invalid.
     #[error("loopscope configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The stream server could not listen on the configured address, or the recording could not be created.
+    /// (The *default* address being taken is not an error: the agent then runs without serving.)
+    #[error("{0}")]
+    Output(String),
 }
 
 /// What the installed agent can do in this build.
@@ -150,6 +156,8 @@ pub struct Capabilities {
 pub struct AgentBuilder {
     config: Config,
     use_env: bool,
+    /// A `serve` address that did not parse; reported by `install`.
+    bad_serve: Option<loopscope_wire::proto::AddrError>,
     #[cfg(tokio_unstable)]
     chain: hooks::Chain,
 }
@@ -158,6 +166,7 @@ impl Default for AgentBuilder {
     fn default() -> Self {
         AgentBuilder {
             config: Config::default(),
+            bad_serve: None,
             use_env: true,
             #[cfg(tokio_unstable)]
             chain: hooks::Chain::default(),
@@ -256,6 +265,35 @@ impl AgentBuilder {
         self
     }
 
+    /// Where to serve the live stream (default `127.0.0.1:6670`): `HOST:PORT` with an IP address (port 0
+    /// picks a free port; see [`Agent::serve_addr`]), `unix:/path/to.sock` (created with mode 0600), or
+    /// `off`. An address that does not parse makes [`install`](Self::install) fail.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), loopscope::Error> {
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("127.0.0.1:0").ignore_env().install(&mut builder)?;
+    /// assert!(agent.serve_addr().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve(mut self, addr: &str) -> Self {
+        match loopscope_wire::proto::ServeAddr::parse(addr) {
+            Ok(a) => {
+                self.config.serve = a;
+                self.bad_serve = None;
+            }
+            Err(e) => self.bad_serve = Some(e),
+        }
+        self
+    }
+
+    /// Also write the stream to `path`, a recording that `loopscope replay` plays back.
+    pub fn record(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.record = Some(path.into());
+        self
+    }
+
     /// A name for this runtime in reports.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
@@ -306,6 +344,13 @@ impl AgentBuilder {
     /// The configuration this builder would install: code settings with `LOOPSCOPE_*` variables applied.
     pub fn resolve(&self) -> Result<Config, Error> {
         let mut config = self.config.clone();
+        if let Some(e) = &self.bad_serve {
+            return Err(Error::Config(ConfigError::OutOfRange {
+                setting: "serve",
+                value: e.input.clone(),
+                reason: e.to_string(),
+            }));
+        }
         config.validate()?;
         if self.use_env {
             let unknown = config.apply_env(std::env::vars_os().filter_map(|(k, v)| {
@@ -333,6 +378,7 @@ impl AgentBuilder {
         }
         #[cfg(tokio_unstable)]
         probing::start(&shared.config);
+        feed::start_outputs(&shared, &agent.capabilities()).map_err(Error::Output)?;
         // The timer-lateness probe needs tokio's time driver; `sleep` would panic without it. Enabling it is
         // idempotent and costs nothing until a timer is used.
         builder.enable_time();
@@ -376,6 +422,29 @@ impl Agent {
         self.shared.id
     }
 
+    /// The address the live stream is served on (with the real port when configured with port 0), or `None`
+    /// when serving is off or failed (see [`Agent::serve_error`]). Connect with `loopscope top ADDR`.
+    pub fn serve_addr(&self) -> Option<loopscope_wire::proto::ServeAddr> {
+        self.shared.server.get().map(|s| s.local_addr().clone())
+    }
+
+    /// Why the stream is not served although it was configured: the default address was taken (usually by
+    /// another runtime or process with loopscope). Set another address with `LOOPSCOPE_ADDR`.
+    pub fn serve_error(&self) -> Option<String> {
+        self.shared.serve_error.get().cloned()
+    }
+
+    /// Clients connected to the live stream now.
+    pub fn stream_clients(&self) -> usize {
+        self.shared.server.get().map_or(0, |s| s.client_count())
+    }
+
+    /// Counters of the live-stream server: clients, bytes and frames sent, and frames dropped because a
+    /// client fell behind (`None` when not serving).
+    pub fn stream_stats(&self) -> Option<StreamStats> {
+        self.shared.server.get().map(|s| s.stats())
+    }
+
     /// The configuration in force (code settings with the environment applied).
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -383,9 +452,13 @@ impl Agent {
 
     /// What this build of the agent can observe, and why not.
     pub fn capabilities(&self) -> Capabilities {
-        let on = cfg!(tokio_unstable) && self.shared.config.enabled;
+        Agent::capabilities_of(&self.shared)
+    }
+
+    pub(crate) fn capabilities_of(shared: &Shared) -> Capabilities {
+        let on = cfg!(tokio_unstable) && shared.config.enabled;
         let mut missing = Vec::new();
-        if !self.shared.config.enabled {
+        if !shared.config.enabled {
             missing.push("the agent is disabled (LOOPSCOPE_ENABLED=0 or .enabled(false))".to_string());
         } else if !cfg!(tokio_unstable) {
             missing.push(
@@ -393,7 +466,7 @@ impl Agent {
                     .to_string(),
             );
         }
-        let sched = on && cfg!(feature = "schedule-latency") && self.shared.config.schedule_latency;
+        let sched = on && cfg!(feature = "schedule-latency") && shared.config.schedule_latency;
         if on && !sched {
             missing.push(
                 "per-task schedule latency is off (LOOPSCOPE_SCHEDULE_LATENCY=1 or .track_schedule_latency(true))"

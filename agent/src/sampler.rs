@@ -29,8 +29,6 @@ pub(crate) const TIMER_PERIOD: Duration = Duration::from_millis(20);
 pub(crate) const LAG_WINDOW: Duration = Duration::from_secs(10);
 
 /// One worker's cumulative counters, straight from tokio.
-// Read by the stream feed (issue 4), which lands next.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WorkerSample {
     pub(crate) index: usize,
@@ -62,8 +60,6 @@ pub(crate) struct GlobalSample {
 }
 
 /// One lag probe's measurements.
-// Read by the stream feed (issue 4), which lands next.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LagSample {
     /// Every measurement since the agent started.
@@ -78,8 +74,6 @@ pub(crate) struct LagSample {
     pub(crate) pending: Option<Duration>,
 }
 
-// Read by the stream feed (issue 4), which lands next.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RuntimeSample {
     pub(crate) workers: Vec<WorkerSample>,

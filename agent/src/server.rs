@@ -28,9 +28,6 @@
 //! A client that accepts no byte at all for `stuck_timeout` is disconnected; a client that hung up
 //! (EPIPE/ECONNRESET) is dropped at the next write. None of this blocks or panics the host app.
 
-// The feed that calls this module is wired up separately (issue 4); until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use crate::shared::lock;
 use loopscope_wire::proto::{
     self, ClientMessage, Decoded, FrameParts, Goodbye, MAX_HANDSHAKE_FRAME_LEN, PROTOCOL_VERSION, Pong, ProtoError,
@@ -115,52 +112,55 @@ pub(crate) enum ServeError {
     Spawn(#[source] io::Error),
 }
 
-/// Counters of one connected client.
+/// Counters of one client connected to the live stream ([`Agent::stream_stats`](crate::Agent::stream_stats)).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ClientStats {
+#[non_exhaustive]
+pub struct ClientStats {
     /// Server-assigned id, in connection order.
-    pub(crate) id: u64,
+    pub id: u64,
     /// The peer's address.
-    pub(crate) peer: String,
+    pub peer: String,
     /// The name the client gave in its hello.
-    pub(crate) name: String,
+    pub name: String,
     /// Time since the handshake.
-    pub(crate) connected_for: Duration,
+    pub connected_for: Duration,
     /// Frames written to it.
-    pub(crate) frames_sent: u64,
+    pub frames_sent: u64,
     /// Bytes written to it.
-    pub(crate) bytes_sent: u64,
+    pub bytes_sent: u64,
     /// Frames it missed because it fell behind.
-    pub(crate) dropped_frames: u64,
+    pub dropped_frames: u64,
     /// Full states sent to it after it fell behind.
-    pub(crate) resyncs: u64,
+    pub resyncs: u64,
     /// Frames waiting in its queue.
-    pub(crate) queued_frames: usize,
+    pub queued_frames: usize,
     /// Bytes waiting in its queue.
-    pub(crate) queued_bytes: usize,
+    pub queued_bytes: usize,
 }
 
-/// Counters of the whole server. Connected clients are listed; departed ones only counted.
+/// Counters of the live-stream server ([`Agent::stream_stats`](crate::Agent::stream_stats)). Connected
+/// clients are listed; departed ones only counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ServerStats {
+#[non_exhaustive]
+pub struct ServerStats {
     /// Clients connected now.
-    pub(crate) clients: Vec<ClientStats>,
+    pub clients: Vec<ClientStats>,
     /// Connections accepted (before the handshake).
-    pub(crate) accepted: u64,
+    pub accepted: u64,
     /// Clients that completed the handshake.
-    pub(crate) handshakes: u64,
+    pub handshakes: u64,
     /// Connections refused: version mismatch, too many clients.
-    pub(crate) refused: u64,
+    pub refused: u64,
     /// Connections closed for a bad handshake: not loopscope, garbage, oversized frames, silence.
-    pub(crate) bad_handshakes: u64,
+    pub bad_handshakes: u64,
     /// Connections closed at once because too many handshakes were in progress.
-    pub(crate) shed: u64,
+    pub shed: u64,
     /// Clients that left after a handshake (hung up, were too slow, sent garbage, or the server stopped).
-    pub(crate) disconnected: u64,
+    pub disconnected: u64,
     /// Frames dropped for slow clients, over all clients (departed ones included).
-    pub(crate) dropped_frames: u64,
+    pub dropped_frames: u64,
     /// Messages not sent to anyone because they exceeded the frame limit.
-    pub(crate) oversized: u64,
+    pub oversized: u64,
 }
 
 /// A connection, TCP or Unix.

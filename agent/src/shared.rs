@@ -78,6 +78,14 @@ pub(crate) struct Shared {
     pub(crate) threads: Mutex<Vec<std::thread::Thread>>,
     /// The latest runtime sample (tokio metrics and lag probes), refreshed every sample interval.
     pub(crate) runtime_sample: Mutex<Option<crate::sampler::RuntimeSample>>,
+    /// The stream server, when serving.
+    pub(crate) server: std::sync::OnceLock<crate::server::Server>,
+    /// Why the configured default address could not be served.
+    pub(crate) serve_error: std::sync::OnceLock<String>,
+    /// The agent-side recording, until the agent thread takes it.
+    pub(crate) recorder: Mutex<Option<crate::feed::FileRecorder>>,
+    /// What the stream feed shares with the server's full-state builder.
+    pub(crate) feed: Arc<crate::feed::FeedShared>,
 }
 
 /// How many stalls [`Agent::stalls`](crate::Agent::stalls) remembers.
@@ -118,6 +126,10 @@ impl Shared {
             agg: Mutex::new(crate::aggregate::AggState::default()),
             threads: Mutex::new(Vec::new()),
             runtime_sample: Mutex::new(None),
+            server: std::sync::OnceLock::new(),
+            serve_error: std::sync::OnceLock::new(),
+            recorder: Mutex::new(None),
+            feed: Arc::new(crate::feed::FeedShared::default()),
             config,
         })
     }

@@ -244,7 +244,7 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
             let __check = ::loopscope::check::Check::new()
                 #max_poll
                 #(#check)*
-                .agent(::loopscope::Agent::builder().ignore_env().max_reports_per_second(0).tracing(false) #(#agent)*);
+                .agent(::loopscope::Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false) #(#agent)*);
             let (__report, __output) = __check.run(__builder, async move #block);
             __report.assert_no_stalls();
             __output

@@ -8,4 +8,5 @@ mod check;
 mod culprits;
 mod lifecycle;
 mod stalls;
+mod stream;
 mod support;

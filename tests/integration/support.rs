@@ -14,7 +14,7 @@ pub fn ms(n: u64) -> Duration {
 /// An agent builder that ignores the environment, so a developer's `LOOPSCOPE_*` settings can't change a
 /// test's outcome.
 pub fn agent() -> AgentBuilder {
-    Agent::builder().ignore_env().tracing(false).max_reports_per_second(0)
+    Agent::builder().ignore_env().serve("off").tracing(false).max_reports_per_second(0)
 }
 
 pub fn multi_thread(workers: usize, agent: AgentBuilder) -> (tokio::runtime::Runtime, Agent) {

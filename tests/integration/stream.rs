@@ -1,0 +1,332 @@
+//! The live stream end to end: an app with the agent serving on an ephemeral port, and real clients on
+//! 127.0.0.1 — the blocking client library, raw sockets that misbehave, and an agent-side recording.
+
+use crate::support::*;
+use loopscope::wire::client::{Client, ClientError};
+use loopscope::wire::proto::{self, ServeAddr, ServerMessage};
+use loopscope::wire::record::RecordingReader;
+use loopscope::wire::state::State;
+use loopscope::wire::{Classification, StallPhase};
+use loopscope::{Agent, AgentBuilder};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+fn serving(b: AgentBuilder) -> AgentBuilder {
+    b.serve("127.0.0.1:0").sample_interval(ms(50))
+}
+
+/// The agent's threads start with the runtime's first task poll (`block_on` alone polls no task).
+fn start(rt: &tokio::runtime::Runtime) {
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+}
+
+fn addr(agent: &Agent) -> ServeAddr {
+    agent.serve_addr().expect("the agent serves on an ephemeral port")
+}
+
+fn tcp_addr(agent: &Agent) -> std::net::SocketAddr {
+    match addr(agent) {
+        ServeAddr::Tcp(a) => a,
+        other => panic!("expected a TCP address, got {other}"),
+    }
+}
+
+/// Receives messages into `state` until `pred` holds for one of them, failing after the deadline.
+fn recv_until(
+    client: &mut Client,
+    state: &mut State,
+    what: &str,
+    mut pred: impl FnMut(&ServerMessage, &State) -> bool,
+) -> ServerMessage {
+    let end = Instant::now() + DEADLINE;
+    let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
+    while Instant::now() < end {
+        match client.recv(ms(200)) {
+            Ok(Some(msg)) => {
+                state.apply(&msg);
+                *kinds.entry(msg.kind()).or_default() += 1;
+                if pred(&msg, state) {
+                    return msg;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => panic!("stream failed while waiting for {what}: {e}"),
+        }
+    }
+    panic!("timed out after {DEADLINE:?} waiting for {what}; received {kinds:?}");
+}
+
+#[inline(never)]
+fn planted_sleep() {
+    std::thread::sleep(ms(300));
+}
+
+#[test]
+fn a_client_sees_a_planted_stall_live_with_its_stack_and_classification() {
+    let (rt, agent) = multi_thread(2, serving(agent()).stall_threshold(ms(20)));
+    wait_until("the probes to be ready", || agent.probes_ready());
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    let mut client = Client::connect(&addr(&agent), ms(2000)).expect("connects");
+    assert_eq!(client.hello().runtime.pid, std::process::id());
+    let mut state = State::new();
+    state.apply_hello(&client.hello().clone());
+    recv_until(&mut client, &mut state, "the full state", |m, _| matches!(m, ServerMessage::Full(_)));
+    let t0 = Instant::now();
+    let h = rt.spawn(async { planted_sleep() });
+    // The stall is visible as it grows: a tick shows the poll in flight on a worker, before it ends.
+    let tick = recv_until(&mut client, &mut state, "a tick showing the poll in flight", |m, _| match m {
+        ServerMessage::Tick(t) => {
+            t.workers.iter().any(|w| w.current_poll.as_ref().is_some_and(|p| p.elapsed_nanos >= 20_000_000))
+        }
+        _ => false,
+    });
+    assert!(t0.elapsed() < ms(300), "the in-flight poll was only seen after {:?}", t0.elapsed());
+    let ServerMessage::Tick(tick) = tick else { unreachable!() };
+    let worker = tick.workers.iter().find(|w| w.current_poll.is_some()).expect("a worker in a poll");
+    let loc = worker.current_poll.as_ref().and_then(|p| p.location).expect("the poll's location id");
+    let location = state.location(loc).expect("the location was announced before it was referenced");
+    assert!(location.location.file.ends_with("tests/integration/stream.rs"), "{location:?}");
+    // The stall itself arrives with the culprit from the probes.
+    let ended = recv_until(
+        &mut client,
+        &mut state,
+        "the stall's Ended event",
+        |m, _| matches!(m, ServerMessage::Stall(e) if e.phase == StallPhase::Ended),
+    );
+    let ServerMessage::Stall(ev) = ended else { unreachable!() };
+    let c = ev.culprit.as_ref().expect("a culprit");
+    assert_eq!(c.classification, Classification::Syscall { name: "clock_nanosleep".into(), fd_target: None });
+    let first_user = c.first_user_frame().and_then(|f| f.function.clone()).unwrap_or_default();
+    assert!(first_user.contains("planted_sleep"), "first user frame {first_user:?}");
+    assert!(state.stalls().any(|s| s.latest.stall_id == ev.stall_id), "the client state keeps the stall");
+    rt.block_on(h).unwrap();
+    // Counters are cumulative: the next tick counts the stall.
+    recv_until(
+        &mut client,
+        &mut state,
+        "a tick counting the stall",
+        |m, _| matches!(m, ServerMessage::Tick(t) if t.totals.stall_count >= 1),
+    );
+}
+
+#[test]
+fn an_incompatible_client_is_refused_with_a_reason() {
+    let (rt, agent) = multi_thread(1, serving(agent()));
+    start(&rt);
+    let mut s = TcpStream::connect(tcp_addr(&agent)).unwrap();
+    s.set_read_timeout(Some(ms(5000))).unwrap();
+    let mut pre = [0u8; proto::PREAMBLE_LEN];
+    s.read_exact(&mut pre).unwrap();
+    let theirs = proto::parse_preamble(&pre).expect("the agent's preamble");
+    assert_eq!(theirs, proto::PROTOCOL_VERSION);
+    // A client from the future: a newer major version.
+    let future = proto::ProtocolVersion { major: proto::PROTOCOL_VERSION.major + 1, minor: 0 };
+    let hello =
+        proto::ClientMessage::Hello(proto::ClientHello { protocol_version: future, client_name: "future".into() });
+    proto::write_preamble(&mut s, future).unwrap();
+    proto::write_frame(&mut s, &hello).unwrap();
+    // The greeting first, then the refusal, then the connection closes.
+    let mut refused = None;
+    while let Ok(Some(payload)) = proto::read_frame(&mut s, proto::MAX_FRAME_LEN) {
+        if let Ok(proto::Decoded::Message(ServerMessage::Refused(r))) = proto::decode_server(&payload) {
+            refused = Some(r.reason);
+        }
+    }
+    let reason = refused.expect("a Refused message before the close");
+    assert!(reason.contains("version"), "{reason}");
+    wait_until("the refusal to be counted", || agent.stream_stats().is_some_and(|s| s.refused == 1));
+    // The app never noticed.
+    assert_eq!(rt.block_on(async { tokio::spawn(async { 7 }).await.unwrap() }), 7);
+}
+
+#[test]
+fn a_garbage_client_is_disconnected_and_the_app_keeps_running() {
+    let (rt, agent) = multi_thread(1, serving(agent()));
+    start(&rt);
+    // Not even a preamble.
+    let mut g = TcpStream::connect(tcp_addr(&agent)).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe garbage \x00\x01\x02").unwrap();
+    // A valid handshake, then a frame claiming 4 GiB.
+    let mut h = TcpStream::connect(tcp_addr(&agent)).unwrap();
+    proto::write_client_handshake(&mut h, "test").unwrap();
+    h.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    h.write_all(&[0xAB; 64]).unwrap();
+    for (name, mut s) in [("garbage", g), ("oversized frame", h)] {
+        s.set_read_timeout(Some(ms(5000))).unwrap();
+        let mut sink = Vec::new();
+        // The server closes the connection: read returns EOF (or a reset), not a timeout.
+        match s.read_to_end(&mut sink) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {}
+            Err(e) => panic!("{name}: the server did not close the connection: {e}"),
+        }
+    }
+    wait_until("both bad clients to be gone", || {
+        agent.stream_stats().is_some_and(|s| s.bad_handshakes + s.disconnected >= 2 && s.clients.is_empty())
+    });
+    // A well-behaved client still connects, and the app runs on.
+    let mut c = Client::connect(&addr(&agent), ms(2000)).expect("a good client connects after the bad ones");
+    let mut state = State::new();
+    recv_until(&mut c, &mut state, "a tick", |m, _| matches!(m, ServerMessage::Tick(_)));
+    assert_eq!(rt.block_on(async { tokio::spawn(async { 7 }).await.unwrap() }), 7);
+}
+
+#[test]
+fn a_stuck_then_killed_client_never_slows_the_app_or_grows_its_memory() {
+    let (rt, agent) = multi_thread(2, serving(agent()).sample_interval(ms(10)));
+    // Many tasks that change every tick, so ticks are large and a client that doesn't read falls behind.
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let r = running.clone();
+    let work = rt.spawn(async move {
+        let tasks: Vec<_> = (0..2_000)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    while r.load(std::sync::atomic::Ordering::Relaxed) {
+                        tokio::time::sleep(ms(1)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    // A client that handshakes and then never reads.
+    let mut stuck = TcpStream::connect(tcp_addr(&agent)).unwrap();
+    stuck.set_read_timeout(Some(ms(5000))).unwrap();
+    let mut pre = [0u8; proto::PREAMBLE_LEN];
+    stuck.read_exact(&mut pre).unwrap();
+    proto::write_client_handshake(&mut stuck, "stuck").unwrap();
+    wait_until("the stuck client to fall behind and lose frames", || {
+        agent.stream_stats().is_some_and(|s| s.clients.iter().any(|c| c.name == "stuck" && c.dropped_frames > 0))
+    });
+    // Its queue stays bounded whatever it does.
+    let st = agent.stream_stats().unwrap();
+    let c = st.clients.iter().find(|c| c.name == "stuck").unwrap();
+    assert!(c.queued_bytes <= 16 * 1024 * 1024 && c.queued_frames <= 64, "{c:?}");
+    // The app keeps polling meanwhile.
+    let before = agent.snapshot().totals.poll_count;
+    wait_until("the app to keep polling", || agent.snapshot().totals.poll_count > before + 1_000);
+    // Killed: closing a socket with unread data makes the kernel reset the connection, as when the client
+    // process dies.
+    drop(stuck);
+    wait_until("the killed client to be dropped", || agent.stream_stats().is_some_and(|s| s.clients.is_empty()));
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    rt.block_on(work).unwrap();
+}
+
+#[test]
+fn a_hundred_thousand_live_tasks_stream_as_a_full_state_then_small_ticks() {
+    const N: usize = 100_000;
+    let (rt, agent) = multi_thread(2, serving(agent()).max_tasks(131_072).sample_interval(ms(100)));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    rt.block_on(async {
+        for _ in 0..N {
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                let _ = rx.wait_for(|go| *go).await;
+            });
+        }
+    });
+    wait_until("every task to be polled once", || agent.snapshot().totals.poll_count >= N as u64);
+    let mut client = Client::connect(&addr(&agent), ms(2000)).expect("connects");
+    let mut state = State::new();
+    state.apply_hello(&client.hello().clone());
+    let t0 = Instant::now();
+    recv_until(&mut client, &mut state, "the full state with every task", |_, s| s.tasks().len() >= N);
+    eprintln!("full state of {N} tasks received in {:?} ({} bytes so far)", t0.elapsed(), client.bytes_received());
+    // Nothing changes: ticks carry no tasks.
+    let quiet =
+        recv_until(&mut client, &mut state, "a tick after the full state", |m, _| matches!(m, ServerMessage::Tick(_)));
+    let ServerMessage::Tick(quiet) = quiet else { unreachable!() };
+    assert!(quiet.tasks.len() < 100, "an idle tick carried {} tasks", quiet.tasks.len());
+    // Everyone finishes: the stream says so, and the client's live set empties.
+    tx.send(true).unwrap();
+    recv_until(&mut client, &mut state, "every task to be reported finished", |_, s| {
+        s.tasks().values().filter(|t| t.state == loopscope::wire::TaskState::Live).count() < 100
+    });
+    drop(rx);
+}
+
+#[test]
+fn an_agent_side_recording_replays_the_stall() {
+    let dir = tempdir();
+    let path = dir.join("app.lsrec");
+    {
+        let (rt, agent) = multi_thread(2, agent().sample_interval(ms(20)).stall_threshold(ms(20)).record(&path));
+        rt.block_on(async {
+            tokio::spawn(async { std::thread::sleep(ms(60)) }).await.unwrap();
+        });
+        wait_until("the stall to end", || agent.stalls().iter().any(|s| s.ended));
+        // Let a tick or two record the stall's counters.
+        let seen = agent.snapshot().totals.stall_count;
+        assert_eq!(seen, 1);
+        drop(rt);
+        wait_until("the agent to drain", || agent.is_drained());
+    }
+    let reader = RecordingReader::open(&path).expect("the recording opens");
+    assert_eq!(reader.header().hello.runtime.pid, std::process::id());
+    let mut state = State::new();
+    state.apply_hello(&reader.header().hello.clone());
+    let mut kinds = Vec::new();
+    for rec in reader {
+        let rec = rec.expect("every record reads back");
+        kinds.push(rec.message.kind());
+        state.apply(&rec.message);
+    }
+    assert_eq!(kinds.first(), Some(&"Full"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"Goodbye"), "{kinds:?}");
+    assert!(kinds.contains(&"Tick") && kinds.contains(&"Stall"), "{kinds:?}");
+    assert!(state.stalls().any(|s| s.ended && s.latest.phase == StallPhase::Ended), "the replayed state has the stall");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_bad_serve_address_is_a_clear_install_error() {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let err = agent().serve("example.com:80").install(&mut b).unwrap_err().to_string();
+    assert!(err.contains("serve") && err.contains("example.com:80"), "{err}");
+    // An address that can't be bound (not ours to listen on) fails install too, naming it.
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let err = agent().serve("unix:/nonexistent-dir/x.sock").install(&mut b).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent-dir/x.sock"), "{err}");
+}
+
+#[test]
+fn a_unix_socket_is_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let sock = dir.join("agent.sock");
+    let (rt, agent) = multi_thread(1, agent().serve(&format!("unix:{}", sock.display())));
+    start(&rt);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let c = Client::connect(&addr(&agent), ms(2000)).expect("connects over the Unix socket");
+    drop(c);
+    drop(rt);
+    wait_until("the socket file to be removed", || !sock.exists());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_client_reports_an_unreachable_agent_clearly() {
+    // A port nobody listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = Client::connect(&format!("127.0.0.1:{port}").parse().unwrap(), ms(500)).unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("loopscope-stream-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

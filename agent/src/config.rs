@@ -16,7 +16,7 @@ use std::time::Duration;
 /// | `LOOPSCOPE_WATCHDOG_INTERVAL` | how often the watchdog looks at running polls (100µs..=1s) | `1ms` |
 /// | `LOOPSCOPE_MAX_REPORTS_PER_SECOND` | stall reports per second before the rate limit suppresses (and counts) them | `10` |
 /// | `LOOPSCOPE_TRACING` | emit each stall as a `tracing` warning | on |
-/// | `LOOPSCOPE_MAX_TASKS` | tasks tracked individually (memory bound: about 192 bytes each) | `65536` |
+/// | `LOOPSCOPE_MAX_TASKS` | tasks tracked individually (memory bound: about 128 bytes each, 192 with schedule latency) | `65536` |
 /// | `LOOPSCOPE_MAX_LOCATIONS` | distinct spawn locations tracked | `4096` |
 /// | `LOOPSCOPE_RETAIN_FINISHED` | finished tasks kept for display | `256` |
 /// | `LOOPSCOPE_SCHEDULE_LATENCY` | ask tokio to measure wake→poll latency per task (costs two clock reads per wake) | off |

@@ -3,7 +3,7 @@
 //!
 //! It runs on the agent thread, once per sample interval, never on the hot path. A tick carries only the tasks
 //! whose poll count or state changed since the previous tick: the feed remembers, per task-table entry, the
-//! low 32 bits of the poll count it last sent (4 bytes per entry, so it stays small next to the 192-byte entry
+//! low 32 bits of the poll count it last sent (4 bytes per entry, so it stays small next to the 128-byte entry
 //! itself) and learns which tasks finished from the agent thread's reclaim pass.
 //!
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the

@@ -91,9 +91,9 @@ impl Shared {
         let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
         #[cfg(feature = "schedule-latency")]
         if let Some(latency) = meta.schedule_latency()
-            && let Some(e) = self.tasks.get(self.tasks.find(id))
+            && let Some(e) = self.tasks.sched(self.tasks.find(id))
         {
-            e.record_schedule_latency(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+            e.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
         }
         slots::with_slot(self.id, &self.slots, |slot| {
             // Read the clock last so the hook's own work is not charged to the task.

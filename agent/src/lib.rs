@@ -207,7 +207,7 @@ impl AgentBuilder {
         self
     }
 
-    /// Tasks tracked individually (default 65,536). Each costs 192 bytes once used. Tasks beyond this are
+    /// Tasks tracked individually (default 65,536). Each costs 128 bytes (192 with schedule latency on). Tasks beyond this are
     /// counted in `Dropped::untracked_tasks` but still timed per worker and watched for stalls.
     pub fn max_tasks(mut self, n: usize) -> Self {
         self.config.max_tasks = n;

@@ -96,7 +96,7 @@ impl Shared {
         let clock = crate::clock();
         let slow_ns = u64::try_from(config.slow_poll_threshold.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = u64::try_from(config.stall_threshold.as_nanos()).unwrap_or(u64::MAX);
-        let tasks = TaskTable::new(config.max_tasks);
+        let tasks = TaskTable::new(config.max_tasks, config.schedule_latency);
         let finished = ArrayQueue::new(tasks.capacity());
         Arc::new(Shared {
             id: NEXT_AGENT_ID.fetch_add(1, Relaxed),

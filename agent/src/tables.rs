@@ -15,6 +15,7 @@
 //! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
 //! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
 
+use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
 use std::sync::OnceLock;
@@ -35,7 +36,7 @@ pub(crate) const LIVE: u32 = 1;
 pub(crate) const TERMINATING: u32 = 2;
 pub(crate) const FINISHED: u32 = 3;
 
-/// One task's counters: exactly three cache lines.
+/// One task's counters: exactly two cache lines (the agent's memory per live task is dominated by this).
 #[repr(C, align(64))]
 #[derive(Debug, bytemuck::Zeroable)]
 pub(crate) struct TaskEntry {
@@ -46,17 +47,46 @@ pub(crate) struct TaskEntry {
     pub(crate) polls: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
     pub(crate) max_poll_ns: AtomicU64,
-    pub(crate) sched_total_ns: AtomicU64,
-    pub(crate) sched_max_ns: AtomicU64,
     pub(crate) slow_polls: AtomicU32,
     /// Written by the watchdog (rarely), never by the hooks.
     pub(crate) stalls: AtomicU32,
-    // The number of schedule-latency samples is the sum of `sched_hist`: not stored, to keep 3 cache lines.
     pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
-    pub(crate) sched_hist: [AtomicU32; TASK_BUCKETS],
 }
 
-const _: () = assert!(std::mem::size_of::<TaskEntry>() == 192);
+const _: () = assert!(std::mem::size_of::<TaskEntry>() == 128);
+
+/// One task's wake→poll latency, in a table parallel to the task table that exists only when schedule
+/// latency is tracked (it is off by default, and would otherwise cost every task another cache line).
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+pub(crate) struct SchedEntry {
+    pub(crate) total_ns: AtomicU64,
+    pub(crate) max_ns: AtomicU64,
+    // The number of samples is the sum of `hist`: not stored.
+    pub(crate) hist: [AtomicU32; TASK_BUCKETS],
+}
+
+impl SchedEntry {
+    /// Records the wake→poll latency tokio measured for the poll that is starting. Polling thread only.
+    #[inline]
+    pub(crate) fn record(&self, ns: u64) {
+        self.total_ns.store(self.total_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_ns.load(Relaxed) {
+            self.max_ns.store(ns, Relaxed);
+        }
+        if let Some(b) = self.hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump32(b);
+        }
+    }
+
+    fn clear(&self) {
+        self.total_ns.store(0, Relaxed);
+        self.max_ns.store(0, Relaxed);
+        for a in &self.hist {
+            a.store(0, Relaxed);
+        }
+    }
+}
 
 impl TaskEntry {
     /// Records one completed poll. Called only by the thread that is polling the task.
@@ -75,28 +105,16 @@ impl TaskEntry {
         }
     }
 
-    /// Records the wake→poll latency tokio measured for the poll that is starting.
-    #[inline]
-    pub(crate) fn record_schedule_latency(&self, ns: u64) {
-        self.sched_total_ns.store(self.sched_total_ns.load(Relaxed).wrapping_add(ns), Relaxed);
-        if ns > self.sched_max_ns.load(Relaxed) {
-            self.sched_max_ns.store(ns, Relaxed);
-        }
-        if let Some(b) = self.sched_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
-            bump32(b);
-        }
-    }
-
     /// Resets every counter. Only the aggregator calls this, on an entry in state FINISHED, before it frees
     /// the key; the `Release` store of the key publishes the zeroes to the next inserter.
     fn clear(&self) {
-        for a in [&self.polls, &self.busy_ns, &self.max_poll_ns, &self.sched_total_ns, &self.sched_max_ns] {
+        for a in [&self.polls, &self.busy_ns, &self.max_poll_ns] {
             a.store(0, Relaxed);
         }
         for a in [&self.slow_polls, &self.stalls] {
             a.store(0, Relaxed);
         }
-        for a in self.poll_hist.iter().chain(self.sched_hist.iter()) {
+        for a in &self.poll_hist {
             a.store(0, Relaxed);
         }
         self.location.store(0, Relaxed);
@@ -136,7 +154,9 @@ pub(crate) struct TaskCounts {
 /// The table of tracked tasks.
 #[derive(Debug)]
 pub(crate) struct TaskTable {
-    entries: Box<[TaskEntry]>,
+    entries: ZeroedSlice<TaskEntry>,
+    /// Parallel to `entries` when schedule latency is tracked; empty otherwise.
+    sched: ZeroedSlice<SchedEntry>,
     mask: u64,
     /// Tasks that could not be inserted (table full in their probe window).
     pub(crate) untracked: AtomicU64,
@@ -147,13 +167,15 @@ pub(crate) struct TaskTable {
 }
 
 impl TaskTable {
-    pub(crate) fn new(max_tasks: usize) -> Self {
+    pub(crate) fn new(max_tasks: usize, schedule_latency: bool) -> Self {
         let cap = max_tasks.max(PROBE as usize).next_power_of_two();
-        // Allocated zeroed (all-zero is a valid, free entry), so the OS backs a page only once a task uses it:
+        // Mapped zeroed (all-zero is a valid, free entry), so the OS backs a page only once a task uses it:
         // a large `max_tasks` costs address space, not resident memory, until that many tasks are alive.
-        let entries: Box<[TaskEntry]> = bytemuck::allocation::zeroed_slice_box(cap);
+        let entries = ZeroedSlice::<TaskEntry>::new(cap);
+        let sched = ZeroedSlice::<SchedEntry>::new(if schedule_latency { cap } else { 0 });
         TaskTable {
             entries,
+            sched,
             mask: cap as u64 - 1,
             untracked: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
@@ -167,6 +189,12 @@ impl TaskTable {
 
     pub(crate) fn get(&self, idx: u32) -> Option<&TaskEntry> {
         self.entries.get(idx as usize)
+    }
+
+    /// The schedule-latency counters of an entry, when tracked.
+    #[inline]
+    pub(crate) fn sched(&self, idx: u32) -> Option<&SchedEntry> {
+        self.sched.get(idx as usize)
     }
 
     /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
@@ -220,10 +248,10 @@ impl TaskTable {
             slow_polls: e.slow_polls.load(Relaxed) as u64,
             stalls: e.stalls.load(Relaxed) as u64,
             sched_count: 0,
-            sched_total_ns: e.sched_total_ns.load(Relaxed),
-            sched_max_ns: e.sched_max_ns.load(Relaxed),
+            sched_total_ns: self.sched.get(idx).map_or(0, |s| s.total_ns.load(Relaxed)),
+            sched_max_ns: self.sched.get(idx).map_or(0, |s| s.max_ns.load(Relaxed)),
             poll_hist: std::array::from_fn(|i| e.poll_hist[i].load(Relaxed)),
-            sched_hist: std::array::from_fn(|i| e.sched_hist[i].load(Relaxed)),
+            sched_hist: std::array::from_fn(|i| self.sched.get(idx).map_or(0, |s| s.hist[i].load(Relaxed))),
         })
         .map(|mut c| {
             c.sched_count = c.sched_hist.iter().map(|&n| u64::from(n)).sum();
@@ -237,6 +265,9 @@ impl TaskTable {
             && e.state.load(Acquire) == FINISHED
         {
             e.clear();
+            if let Some(s) = self.sched.get(idx) {
+                s.clear();
+            }
             e.key.store(0, Release);
         }
     }
@@ -334,7 +365,7 @@ mod tests {
 
     #[test]
     fn insert_find_free_cycle() {
-        let t = TaskTable::new(16);
+        let t = TaskTable::new(16, true);
         let a = t.insert(5, 0).unwrap();
         assert_eq!(t.find(5), a);
         assert_eq!(t.find(6), NONE);
@@ -359,7 +390,7 @@ mod tests {
 
     #[test]
     fn full_window_is_counted_not_lost() {
-        let t = TaskTable::new(8);
+        let t = TaskTable::new(8, false);
         for id in 1..=8 {
             assert!(t.insert(id, 0).is_some());
         }

@@ -35,6 +35,7 @@
 
 pub mod classify;
 mod error;
+pub mod mem;
 pub mod perf;
 mod probes;
 pub mod sandbox;

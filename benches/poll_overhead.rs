@@ -23,6 +23,8 @@ enum Setup {
     Bare,
     Loopscope,
     LoopscopeScheduleLatency,
+    /// Serving the stream (sampled every 50 ms, five times the default rate) to a connected client.
+    LoopscopeStreaming,
     TokioMetricsTaskMonitor,
 }
 
@@ -32,16 +34,21 @@ impl Setup {
             Setup::Bare => "bare tokio",
             Setup::Loopscope => "loopscope",
             Setup::LoopscopeScheduleLatency => "loopscope + schedule latency",
+            Setup::LoopscopeStreaming => "loopscope + stream client (50 ms ticks)",
             Setup::TokioMetricsTaskMonitor => "tokio-metrics TaskMonitor",
         }
     }
 }
 
-/// CPU time of every thread of this process, in ns.
+/// CPU time of every thread of this process, in ns, except the stream client's (a client runs in another
+/// process in real use: the dashboard).
 fn process_cpu_ns() -> u64 {
     let mut total = 0;
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for t in dir.flatten() {
+            if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "bench-client") {
+                continue;
+            }
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
                 total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             }
@@ -66,10 +73,12 @@ fn run(setup: Setup, workers: usize) -> Sample {
     };
     b.enable_all();
     let agent = match setup {
-        Setup::Loopscope | Setup::LoopscopeScheduleLatency => Some(
+        Setup::Loopscope | Setup::LoopscopeScheduleLatency | Setup::LoopscopeStreaming => Some(
             loopscope::Agent::builder()
                 .ignore_env()
                 .tracing(false)
+                .serve(if setup == Setup::LoopscopeStreaming { "127.0.0.1:0" } else { "off" })
+                .sample_interval(Duration::from_millis(if setup == Setup::LoopscopeStreaming { 50 } else { 250 }))
                 .track_schedule_latency(setup == Setup::LoopscopeScheduleLatency)
                 .install(&mut b)
                 .expect("valid config"),
@@ -81,6 +90,25 @@ fn run(setup: Setup, workers: usize) -> Sample {
     // Warm up: start the agent's threads and touch the code paths before timing.
     rt.block_on(async {
         tokio::spawn(async { tokio::task::yield_now().await }).await.expect("warmup");
+    });
+    // A client that reads the stream for the whole run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = agent.as_ref().and_then(|a| a.serve_addr()).map(|addr| {
+        let stop = stop.clone();
+        let mut c = loopscope::wire::client::Client::connect(&addr, Duration::from_secs(5)).expect("connects");
+        std::thread::Builder::new()
+            .name("bench-client".into())
+            .spawn(move || {
+                let mut ticks = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(Some(loopscope::wire::proto::ServerMessage::Tick(_))) = c.recv(Duration::from_millis(20))
+                    {
+                        ticks += 1;
+                    }
+                }
+                ticks
+            })
+            .expect("client thread")
     });
     let cpu0 = process_cpu_ns();
     let t0 = Instant::now();
@@ -103,6 +131,11 @@ fn run(setup: Setup, workers: usize) -> Sample {
     });
     let wall = t0.elapsed();
     let cpu_ns = process_cpu_ns().saturating_sub(cpu0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = reader {
+        let ticks = r.join().expect("reader");
+        assert!(ticks > 0 || wall < Duration::from_millis(100), "the client received no tick in {wall:?}");
+    }
     let polls = (TASKS * (YIELDS + 1)) as u64;
     if let Some(a) = &agent {
         // Sanity: the agent really saw the storm (minus at most the last few after-poll hooks in flight).
@@ -123,11 +156,16 @@ fn main() {
     let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(15);
     // `--only loopscope` runs one setup (for profiling with perf).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
-    let setups: Vec<Setup> =
-        [Setup::Bare, Setup::Loopscope, Setup::LoopscopeScheduleLatency, Setup::TokioMetricsTaskMonitor]
-            .into_iter()
-            .filter(|s| only.as_deref().is_none_or(|o| s.name() == o))
-            .collect();
+    let setups: Vec<Setup> = [
+        Setup::Bare,
+        Setup::Loopscope,
+        Setup::LoopscopeScheduleLatency,
+        Setup::LoopscopeStreaming,
+        Setup::TokioMetricsTaskMonitor,
+    ]
+    .into_iter()
+    .filter(|s| only.as_deref().is_none_or(|o| s.name() == o))
+    .collect();
     for workers in [2usize, 1] {
         let flavor = if workers == 1 { "current_thread" } else { "multi_thread, 2 workers" };
         println!("\n## yield storm: {TASKS} tasks x {YIELDS} yield_now, {flavor}, {rounds} rounds (medians)\n");

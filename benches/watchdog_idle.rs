@@ -30,26 +30,35 @@ fn cpu_ns_of(prefix: &str) -> u64 {
 fn main() {
     let secs: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
     println!("\n## loopscope threads' CPU while the app is idle ({secs} s per setting)\n");
-    println!("| watchdog interval | watchdog thread | agent thread | total, % of one core |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| watchdog interval | watchdog thread | agent thread | stream server (no client) | total, % of one core |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for interval in [Duration::from_millis(1), Duration::from_micros(250), Duration::from_millis(10)] {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(2).enable_all();
-        let _agent =
-            loopscope::Agent::builder().ignore_env().watchdog_interval(interval).install(&mut b).expect("valid config");
+        let _agent = loopscope::Agent::builder()
+            .ignore_env()
+            .serve("127.0.0.1:0")
+            .watchdog_interval(interval)
+            .install(&mut b)
+            .expect("valid config");
         let rt = b.build().expect("runtime");
         // One poll starts the agent's threads; then the app sleeps.
         rt.block_on(async { tokio::spawn(async {}).await.expect("task") });
         std::thread::sleep(Duration::from_millis(200));
-        let (w0, a0, t0) = (cpu_ns_of("loopscope-watch"), cpu_ns_of("loopscope-agent"), Instant::now());
+        let (w0, a0, s0, t0) =
+            (cpu_ns_of("loopscope-watch"), cpu_ns_of("loopscope-agent"), cpu_ns_of("loopscope-serve"), Instant::now());
         rt.block_on(async { tokio::time::sleep(Duration::from_secs(secs)).await });
         let wall = t0.elapsed().as_nanos() as f64;
-        let (w, a) = (cpu_ns_of("loopscope-watch") - w0, cpu_ns_of("loopscope-agent") - a0);
+        let (w, a, s) =
+            (cpu_ns_of("loopscope-watch") - w0, cpu_ns_of("loopscope-agent") - a0, cpu_ns_of("loopscope-serve") - s0);
         println!(
-            "| {interval:?} | {:.3}% | {:.3}% | {:.3}% |",
+            "| {interval:?} | {:.3}% | {:.3}% | {:.3}% | {:.3}% |",
             100.0 * w as f64 / wall,
             100.0 * a as f64 / wall,
-            100.0 * (w + a) as f64 / wall
+            100.0 * s as f64 / wall,
+            100.0 * (w + a + s) as f64 / wall
         );
         drop(rt);
     }

@@ -10,7 +10,7 @@
 //!
 //! It wakes on a watchdog message or every [`AGG_TICK`], never per event on the hot path.
 
-use crate::shared::{RECENT_STALLS, Shared, lock};
+use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared, lock};
 use crate::snapshot;
 use crate::tables::{FINISHED, LIVE, NONE, TERMINATING};
 use crate::watchdog::{Flag, WatchMsg};
@@ -193,6 +193,15 @@ impl AgentThread {
         impl Drop for Guard {
             fn drop(&mut self) {
                 self.0.stop();
+                // In CI mode the last records must reach the disk before `main` returns and the process exits
+                // under the agent thread's feet; wait for it, briefly. (Never otherwise: the app's shutdown is
+                // not ours to slow down.)
+                if self.0.config.check_dir.is_some() && !AGENT_THREAD.with(std::cell::Cell::get) {
+                    let end = Instant::now() + Duration::from_secs(2);
+                    while !self.0.drained.load(Acquire) && Instant::now() < end {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
             }
         }
         let guard = Guard(self.shared.clone());
@@ -322,7 +331,8 @@ impl AgentThread {
     }
 
     /// Keeps the latest state of every stall (rate-limited or not) for [`Agent::stalls`](crate::Agent::stalls).
-    fn remember(&self, ev: &StallEvent, ended: bool) {
+    fn remember(&mut self, ev: &StallEvent, ended: bool) {
+        self.outputs.check_stall(ev);
         let mut recent = lock(&self.shared.recent_stalls);
         if let Some(s) = recent.iter_mut().rev().find(|s| s.last.stall_id == ev.stall_id) {
             s.last = ev.clone();

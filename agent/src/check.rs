@@ -42,13 +42,16 @@ pub struct Check {
 
 impl Default for Check {
     fn default() -> Self {
+        // A check must see every stall: no rate limit. The environment can't loosen a test's limit, but under
+        // `loopscope check` its stalls are reported to the CLI as well.
+        let mut agent = Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false);
+        agent.config.check_dir = loopscope_wire::check::check_dir_from_env();
         Check {
             max_poll: Duration::from_millis(10),
             allow_spawn: Vec::new(),
             allow_fn: Vec::new(),
             max_stalls: 0,
-            // A check must see every stall: no rate limit. The environment can't loosen a test's limit.
-            agent: Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false),
+            agent,
         }
     }
 }
@@ -86,8 +89,12 @@ impl Check {
     }
 
     /// Replaces the agent settings (for example to log stalls with `tracing(true)`). The stall threshold is
-    /// always `max_poll`.
-    pub fn agent(mut self, agent: AgentBuilder) -> Self {
+    /// always `max_poll`. Under `loopscope check` (`LOOPSCOPE_CHECK_DIR` set) the runtime reports its stalls
+    /// to the CLI too, whatever the settings say.
+    pub fn agent(mut self, mut agent: AgentBuilder) -> Self {
+        if agent.config.check_dir.is_none() {
+            agent.config.check_dir = loopscope_wire::check::check_dir_from_env();
+        }
         self.agent = agent;
         self
     }

@@ -13,6 +13,7 @@ use crate::sampler::RuntimeSample;
 use crate::server::Server;
 use crate::shared::{Shared, lock};
 use crate::tables::{FINISHED, NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
+use loopscope_wire::check::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{
     self, AgentCapabilities, FullState, GlobalSample, Goodbye, LatencySample, LocationInfo, LocationSample,
     PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample,
@@ -537,6 +538,24 @@ pub(crate) fn start_outputs(shared: &Arc<Shared>, caps: &crate::Capabilities) ->
             }
         }
     }
+    if let Some(dir) = &shared.config.check_dir {
+        let mut info = AgentInfo::for_this_process(shared.id, shared.config.stall_threshold);
+        info.runtime_name = shared.config.name.clone();
+        info.probes = crate::probing::status();
+        info.missing = caps.missing.clone();
+        if !caps.stall_detection {
+            info.no_stall_detection = Some(caps.missing.join("; "));
+        }
+        match CheckWriter::create(dir, &info) {
+            Ok(w) => *lock(&shared.check) = Some(w),
+            // CI mode must not break the app, but the user must know why `loopscope check` saw nothing.
+            Err(e) => {
+                let msg = format!("loopscope: cannot write CI records to {}: {e}", dir.display());
+                tracing::error!(target: "loopscope", "{msg}");
+                eprintln!("{msg}");
+            }
+        }
+    }
     if let Some(path) = &shared.config.record {
         let rec = Recorder::create(path, &hello)
             .map_err(|e| format!("loopscope cannot record the stream to {}: {e}", path.display()))?;
@@ -556,6 +575,8 @@ fn warn_once(msg: &str) {
 pub(crate) struct Outputs {
     feed: Feed,
     recorder: Option<FileRecorder>,
+    /// CI records (`LOOPSCOPE_CHECK_DIR`).
+    check: Option<CheckWriter>,
     /// The recording starts with a full state, written at the first tick.
     recorder_primed: bool,
     hello_complete: bool,
@@ -566,6 +587,7 @@ impl Outputs {
         Outputs {
             feed: Feed::new(shared, shared.feed.clone()),
             recorder: lock(&shared.recorder).take(),
+            check: lock(&shared.check).take(),
             recorder_primed: false,
             hello_complete: false,
         }
@@ -616,6 +638,16 @@ impl Outputs {
         self.emit(shared, &tick);
     }
 
+    /// Every event of every stall, rate-limited or not, for CI mode.
+    pub(crate) fn check_stall(&mut self, ev: &StallEvent) {
+        if let Some(w) = &mut self.check
+            && let Err(e) = w.write_stall(ev)
+            && w.failed_writes() == 1
+        {
+            tracing::error!(target: "loopscope", "loopscope: cannot write a CI record to {}: {e}", w.path().display());
+        }
+    }
+
     /// A stall event, as delivered to subscribers.
     pub(crate) fn stall(&mut self, shared: &Shared, ev: &StallEvent) {
         self.emit(shared, &ServerMessage::Stall(Box::new(ev.clone())));
@@ -640,6 +672,9 @@ impl Outputs {
 
     /// The runtime is gone: say goodbye to clients and close the recording properly.
     pub(crate) fn finish(&mut self, shared: &Shared, reason: &str) {
+        if let Some(mut w) = self.check.take() {
+            finish_check(shared, &mut w);
+        }
         let bye = ServerMessage::Goodbye(Goodbye { reason: reason.to_string() });
         if let Some(mut rec) = self.recorder.take() {
             let done = if self.recorder_primed {
@@ -654,5 +689,19 @@ impl Outputs {
         if let Some(server) = shared.server.get() {
             server.shutdown_with(reason);
         }
+    }
+}
+
+/// The last CI record: the agent's totals.
+pub(crate) fn finish_check(shared: &Shared, w: &mut CheckWriter) {
+    let snap = crate::snapshot::build(shared);
+    let summary = CheckSummary {
+        finished_at_unix_nanos: crate::os::unix_nanos(),
+        totals: snap.totals,
+        dropped: snap.dropped,
+        failed_writes: 0,
+    };
+    if let Err(e) = w.finish(&summary) {
+        tracing::error!(target: "loopscope", "loopscope: cannot finish the CI record {}: {e}", w.path().display());
     }
 }

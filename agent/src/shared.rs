@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) serve_error: std::sync::OnceLock<String>,
     /// The agent-side recording, until the agent thread takes it.
     pub(crate) recorder: Mutex<Option<crate::feed::FileRecorder>>,
+    /// CI records, until the agent thread takes them.
+    pub(crate) check: Mutex<Option<loopscope_wire::check::CheckWriter>>,
     /// What the stream feed shares with the server's full-state builder.
     pub(crate) feed: Arc<crate::feed::FeedShared>,
 }
@@ -129,6 +131,7 @@ impl Shared {
             server: std::sync::OnceLock::new(),
             serve_error: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
+            check: Mutex::new(None),
             feed: Arc::new(crate::feed::FeedShared::default()),
             config,
         })
@@ -193,6 +196,16 @@ impl Shared {
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
+    }
+}
+
+impl Drop for Shared {
+    /// A runtime that never polled a task never started the agent thread, which finishes the CI records;
+    /// finish them here so `loopscope check` sees a clean end rather than a crash.
+    fn drop(&mut self) {
+        if let Some(mut w) = lock(&self.check).take() {
+            crate::feed::finish_check(self, &mut w);
+        }
     }
 }
 

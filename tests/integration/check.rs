@@ -34,6 +34,28 @@ async fn the_failure_names_the_spawn_location() {
     tokio::spawn(async { blocking_sleep_handler() }).await.unwrap();
 }
 
+#[inline(never)]
+fn cpu_spinning_handler() -> u64 {
+    let end = std::time::Instant::now() + ms(100);
+    let mut x = 0u64;
+    while std::time::Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    x
+}
+
+#[loopscope::test(max_poll = "30ms", flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "blocking_sleep_handler")]
+async fn the_failure_names_the_sleeping_function() {
+    tokio::spawn(async { blocking_sleep_handler() }).await.unwrap();
+}
+
+#[loopscope::test(max_poll = "30ms", flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "cpu_spinning_handler")]
+async fn the_failure_names_the_spinning_function() {
+    tokio::spawn(async { cpu_spinning_handler() }).await.unwrap();
+}
+
 #[loopscope::test(max_poll = "30ms", allow_spawn = ["tests/integration/check.rs"])]
 async fn the_allow_list_exempts_a_location() {
     tokio::spawn(async { blocking_sleep_handler() }).await.unwrap();

@@ -255,13 +255,18 @@ impl Sampler {
         g.workers = m.num_workers();
         g.alive_tasks = m.num_alive_tasks();
         g.global_queue_depth = m.global_queue_depth();
+        // tokio-metrics offers these only under `--cfg tokio_unstable`; without it the stream carries zeros.
+        #[cfg_attr(not(tokio_unstable), allow(unused_variables))]
         if let Some(iv) = self.intervals.next() {
-            g.budget_forced_yields += iv.budget_forced_yield_count;
-            g.io_ready_events += iv.io_driver_ready_count;
-            g.remote_schedules += iv.num_remote_schedules;
-            g.blocking_threads = iv.blocking_threads_count;
-            g.idle_blocking_threads = iv.idle_blocking_threads_count;
-            g.blocking_queue_depth = iv.blocking_queue_depth;
+            #[cfg(tokio_unstable)]
+            {
+                g.budget_forced_yields += iv.budget_forced_yield_count;
+                g.io_ready_events += iv.io_driver_ready_count;
+                g.remote_schedules += iv.num_remote_schedules;
+                g.blocking_threads = iv.blocking_threads_count;
+                g.idle_blocking_threads = iv.idle_blocking_threads_count;
+                g.blocking_queue_depth = iv.blocking_queue_depth;
+            }
         }
         #[cfg(tokio_unstable)]
         {

@@ -41,13 +41,14 @@ fn assert_flagged_in_flight(block: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn thread_sleep_in_a_task_is_flagged_while_it_sleeps() {
-    assert_flagged_in_flight(|| std::thread::sleep(ms(100)));
+    // 250 ms: flagged at 10 ms, the event has 240 ms to reach the subscriber even on a loaded machine.
+    assert_flagged_in_flight(|| std::thread::sleep(ms(250)));
 }
 
 #[test]
 fn cpu_spin_in_a_task_is_flagged_while_it_spins() {
     assert_flagged_in_flight(|| {
-        cpu_spin(ms(100));
+        cpu_spin(ms(250));
     });
 }
 

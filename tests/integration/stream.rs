@@ -199,7 +199,9 @@ fn a_stuck_then_killed_client_never_slows_the_app_or_grows_its_memory() {
     let mut pre = [0u8; proto::PREAMBLE_LEN];
     stuck.read_exact(&mut pre).unwrap();
     proto::write_client_handshake(&mut stuck, "stuck").unwrap();
-    wait_until("the stuck client to fall behind and lose frames", || {
+    // The kernel's socket buffers absorb a few MB before the server's queue (64 frames) even starts to fill;
+    // at this rate that takes several seconds, more on a loaded machine.
+    wait_until_within(ms(40_000), "the stuck client to fall behind and lose frames", || {
         agent.stream_stats().is_some_and(|s| s.clients.iter().any(|c| c.name == "stuck" && c.dropped_frames > 0))
     });
     // Its queue stays bounded whatever it does.

@@ -47,15 +47,20 @@ pub fn wait_event(sub: &StallSubscription, what: &str, pred: impl Fn(&StallEvent
 }
 
 /// Polls `cond` until it holds or the deadline passes.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(DEADLINE, what, cond)
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+pub fn wait_until_within(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
     while Instant::now() < end {
         if cond() {
             return;
         }
         std::thread::sleep(ms(5));
     }
-    panic!("timed out after {DEADLINE:?} waiting for {what}");
+    panic!("timed out after {deadline:?} waiting for {what}");
 }
 
 /// What a stall event should look like. Unset fields are not checked.

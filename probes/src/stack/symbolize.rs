@@ -270,7 +270,11 @@ const RUNTIME_PREFIXES: &[&str] = &[
     "futures_executor::",
     "futures_task::",
     "mio::",
-    "loopscope",
+    // The agent's own crates, but not apps that happen to share the prefix (`loopscope_tui::demo`).
+    "loopscope::",
+    "loopscope_probes::",
+    "loopscope_wire::",
+    "loopscope_macros::",
     "tracing::",
     "tracing_core::",
 ];

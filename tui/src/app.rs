@@ -1,0 +1,212 @@
+//! The interactive loop: terminal setup and restore, input, feeding the state, drawing.
+//!
+//! Input is read with a short poll timeout and handled before any data, and data is applied within a time
+//! budget per frame, so the dashboard answers keys even while a large app floods it.
+
+use crate::source::{LiveFeed, NetEvent, Replay};
+use crate::ui::{self, Connection, ReplayPosition, Status};
+use crate::view::{Action, ReplayCommand, ViewState};
+use loopscope_wire::state::State;
+use ratatui::crossterm::event::{self, Event};
+use ratatui::crossterm::{cursor, execute};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the dashboard's data comes from.
+#[derive(Debug)]
+pub enum Driver {
+    /// A running app.
+    Live(LiveFeed),
+    /// A recording.
+    Replay(Box<Replay>),
+}
+
+/// Restores the terminal when dropped, whichever way the dashboard ends (return, error, or panic: the
+/// panic hook that `ratatui::try_init` installs restores it before the message is printed).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+        let _ = execute!(std::io::stdout(), cursor::Show);
+    }
+}
+
+/// Sets the returned flag when the process gets SIGINT, SIGTERM or SIGHUP, so that the dashboard (and
+/// `record`) stop cleanly and restore the terminal instead of dying in raw mode.
+pub fn termination_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    // A tiny runtime of its own: the demo's runtime is the app being watched and must not run our tasks.
+    let spawned = std::thread::Builder::new().name("loopscope-signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_io().build() else { return };
+        rt.block_on(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()];
+                let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+                for mut s in streams.drain(..) {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        s.recv().await;
+                        let _ = tx.send(()).await;
+                    });
+                }
+                rx.recv().await;
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            set.store(true, Ordering::Relaxed);
+        });
+    });
+    if spawned.is_err() {
+        // Without the thread, signals keep their default action; the dashboard still works.
+    }
+    flag
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// How long applying data may hold up one frame.
+const DATA_BUDGET: Duration = Duration::from_millis(30);
+/// Redraw at least this often, so that live stall timers tick.
+const REDRAW_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs the dashboard until the user quits. `source` names what is watched (address or file).
+pub fn run(driver: Driver, source: String) -> anyhow::Result<()> {
+    let stop = termination_flag();
+    let mut terminal = ratatui::try_init()?;
+    let _guard = TerminalGuard;
+    let mut driver = driver;
+    let mut view = match driver {
+        Driver::Live(_) => ViewState::new(),
+        Driver::Replay(_) => ViewState::for_replay(),
+    };
+    let mut state = match &mut driver {
+        Driver::Live(_) => State::new(),
+        Driver::Replay(r) => r.start(),
+    };
+    let mut connection = match driver {
+        Driver::Live(_) => Connection::Connecting,
+        Driver::Replay(_) => Connection::Replay,
+    };
+    // Live pause: the state on screen is a frozen copy while the real one keeps up with the stream.
+    let mut frozen: Option<(State, u64)> = None;
+    // When the app went away, stall timers stop at the last moment we heard from it.
+    let mut last_heard = unix_now();
+    let mut last_draw: Option<Instant> = None;
+    let mut last_clock = Instant::now();
+    let mut dirty = true;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if dirty || last_draw.is_none_or(|t| t.elapsed() >= REDRAW_EVERY) {
+            let (shown, now) = match &frozen {
+                Some((s, at)) => (s, *at),
+                None => {
+                    let now = match (&driver, &connection) {
+                        (Driver::Replay(r), _) => r.now_unix_nanos(),
+                        (Driver::Live(_), Connection::Connected) => unix_now(),
+                        (Driver::Live(_), _) => last_heard,
+                    };
+                    (&state, now)
+                }
+            };
+            let status = Status {
+                source: source.clone(),
+                connection: connection.clone(),
+                replay: match &driver {
+                    Driver::Replay(r) => {
+                        Some(ReplayPosition { at: r.position(), total: r.total(), speed: r.speed(), ended: r.ended() })
+                    }
+                    Driver::Live(_) => None,
+                },
+                now_unix_nanos: now,
+                note: match &driver {
+                    Driver::Replay(r) => r.note().map(str::to_string),
+                    Driver::Live(_) => None,
+                },
+            };
+            let mut counts = None;
+            terminal.draw(|f| counts = Some(ui::draw(f, shown, &view, &status)))?;
+            if let Some(c) = counts {
+                view.clamp(c);
+            }
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        // Input first, and never blocked by data: wait at most a short while for a key.
+        if event::poll(Duration::from_millis(50))? {
+            while event::poll(Duration::ZERO)? {
+                match event::read()? {
+                    Event::Key(k) => {
+                        dirty = true;
+                        match view.handle_key(k) {
+                            Action::None => {}
+                            Action::Quit => return Ok(()),
+                            Action::TogglePause => {
+                                view.paused = !view.paused;
+                                if let Driver::Live(_) = driver {
+                                    frozen = view.paused.then(|| (state.clone(), unix_now()));
+                                }
+                            }
+                            Action::Replay(cmd) => {
+                                if let Driver::Replay(r) = &mut driver {
+                                    match cmd {
+                                        ReplayCommand::Step => {
+                                            view.paused = true;
+                                            r.step(&mut state);
+                                        }
+                                        ReplayCommand::Seek(s) => r.seek(&mut state, s),
+                                        ReplayCommand::Faster => r.change_speed(true),
+                                        ReplayCommand::Slower => r.change_speed(false),
+                                        ReplayCommand::Restart => r.restart(&mut state),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Event::Resize(..) => dirty = true,
+                    _ => {}
+                }
+            }
+        }
+        // Then data.
+        let elapsed = last_clock.elapsed();
+        last_clock = Instant::now();
+        match &mut driver {
+            Driver::Live(feed) => {
+                let budget = Instant::now() + DATA_BUDGET;
+                while Instant::now() < budget {
+                    let Some(ev) = feed.try_recv() else { break };
+                    dirty = true;
+                    match ev {
+                        NetEvent::Connected(hello) => {
+                            state.apply_hello(&hello);
+                            connection = Connection::Connected;
+                        }
+                        NetEvent::Message(m) => {
+                            state.apply(&m);
+                            last_heard = unix_now();
+                        }
+                        NetEvent::Disconnected(why) => connection = Connection::Disconnected(why),
+                    }
+                }
+            }
+            Driver::Replay(r) => {
+                if !view.paused && !r.ended() {
+                    dirty |= r.advance(&mut state, elapsed);
+                }
+            }
+        }
+    }
+    Ok(())
+}

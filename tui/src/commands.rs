@@ -1,0 +1,138 @@
+//! The subcommands `top`, `replay`, `record` and `demo`. Each returns an error with a message for the user;
+//! `main` prints it on one line and exits non-zero. Every check that can fail on bad input (address,
+//! connection, handshake, recording) happens *before* the terminal switches to the dashboard, so an error
+//! never lands on a garbled screen.
+
+use crate::app::{self, Driver};
+use crate::demo::{DemoApp, DemoOptions};
+use crate::source::{CONNECT_TIMEOUT, LiveFeed, Replay};
+use anyhow::Context as _;
+use loopscope_wire::client::Client;
+use loopscope_wire::proto::{DEFAULT_ADDR, ServeAddr};
+use loopscope_wire::record::{Recorder, StreamEnd, record_stream};
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The name this client gives the agent.
+const CLIENT_NAME: &str = concat!("loopscope ", env!("CARGO_PKG_VERSION"));
+
+/// Parses an address argument, defaulting to the agent's default address.
+pub fn parse_addr(addr: Option<&str>) -> anyhow::Result<ServeAddr> {
+    let text = addr.unwrap_or(DEFAULT_ADDR);
+    match ServeAddr::parse(text)? {
+        Some(a) => Ok(a),
+        None => anyhow::bail!("{text:?} means \"do not serve\"; give the address the app's agent serves on"),
+    }
+}
+
+fn require_terminal() -> anyhow::Result<()> {
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the dashboard needs a terminal (standard output is not one); to save the stream instead, use \
+             `loopscope record ADDR FILE`"
+        );
+    }
+    Ok(())
+}
+
+fn connect(addr: &ServeAddr) -> anyhow::Result<Client> {
+    Ok(Client::connect_named(addr, CLIENT_NAME, CONNECT_TIMEOUT)?)
+}
+
+/// `loopscope top [ADDR]`: the dashboard on a running app.
+pub fn top(addr: Option<&str>) -> anyhow::Result<()> {
+    let addr = parse_addr(addr)?;
+    let client = connect(&addr)?;
+    require_terminal()?;
+    let feed = LiveFeed::start(client).context("starting the network thread")?;
+    app::run(Driver::Live(feed), addr.to_string())
+}
+
+/// `loopscope replay FILE`: the dashboard over a recording.
+pub fn replay(file: &Path, allow_damaged: bool) -> anyhow::Result<()> {
+    let replay = Replay::load(file, allow_damaged)?;
+    require_terminal()?;
+    let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    app::run(Driver::Replay(Box::new(replay)), name)
+}
+
+/// `loopscope record [ADDR] FILE`: saves the stream until the app goes away, `duration` passes, or Ctrl-C.
+pub fn record(addr: Option<&str>, file: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
+    let addr = parse_addr(addr)?;
+    let mut client = connect(&addr)?;
+    let mut recorder = Recorder::with_name(
+        std::io::BufWriter::new(
+            std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?,
+        ),
+        client.hello(),
+        unix_now(),
+        CLIENT_NAME,
+    )
+    .with_context(|| format!("cannot write {}", file.display()))?;
+    let stop = app::termination_flag();
+    eprintln!(
+        "loopscope: recording {addr} ({}) to {}{}; Ctrl-C stops",
+        client.hello().program.as_deref().unwrap_or("app"),
+        file.display(),
+        duration.map_or(String::new(), |d| format!(" for {d:?}")),
+    );
+    let started = Instant::now();
+    let summary =
+        record_stream(&mut client, &mut recorder, duration.map(|d| started + d), || stop.load(Ordering::Relaxed))
+            .with_context(|| format!("recording to {}", file.display()))?;
+    recorder.finish().with_context(|| format!("finishing {}", file.display()))?;
+    let why = match summary.end {
+        StreamEnd::Goodbye(reason) => format!("the app said goodbye: {reason}"),
+        StreamEnd::Closed => "the app closed the connection".into(),
+        StreamEnd::Deadline => "time is up".into(),
+        StreamEnd::Stopped => "stopped".into(),
+    };
+    eprintln!(
+        "loopscope: recorded {} messages ({} KiB) in {:.1}s to {} ({why}); replay with `loopscope replay {}`",
+        summary.messages,
+        summary.bytes / 1024,
+        started.elapsed().as_secs_f64(),
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `loopscope demo`: starts the demo app and opens the dashboard on it (or, with `no_ui`, serves until
+/// Ctrl-C or `seconds`).
+pub fn demo(opts: &DemoOptions, no_ui: bool, seconds: Option<u64>) -> anyhow::Result<()> {
+    if !no_ui {
+        require_terminal()?;
+    }
+    let app = DemoApp::start(opts)?;
+    let addr = app.agent_addr()?;
+    for m in app.missing_capabilities() {
+        eprintln!("loopscope demo: note: {m}");
+    }
+    if no_ui {
+        eprintln!(
+            "loopscope demo: app serving on {} (HTTP-like); loopscope agent on {addr}\n  watch it with: \
+             loopscope top {addr}\n  Ctrl-C stops",
+            app.http_addr()
+        );
+        let stop = app::termination_flag();
+        let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+        while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
+    }
+    let client = connect(&addr).context("connecting to the demo's own agent")?;
+    let feed = LiveFeed::start(client).context("starting the network thread")?;
+    let result = app::run(Driver::Live(feed), format!("demo agent {addr}"));
+    drop(app);
+    result
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

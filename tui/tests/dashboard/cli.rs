@@ -1,0 +1,234 @@
+//! The real `loopscope` binary: bad input gives one clear line and a non-zero exit; the dashboard, in a
+//! pseudo-terminal against a real app, shows a stall as it happens, survives the app restarting, and
+//! restores the terminal when it quits.
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopscope");
+
+/// Runs the binary to completion; returns (exit code, stderr).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().expect("the binary runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_one_clear_line(code: i32, stderr: &str, expected: &str) {
+    assert_ne!(code, 0, "must fail: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, not a panic or a backtrace: {stderr}");
+    assert!(stderr.starts_with("loopscope: "), "{stderr}");
+    assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn unreachable_address_is_one_line_and_exit_1() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let (code, err) = run(&["top", &format!("127.0.0.1:{port}")]);
+    assert_one_clear_line(code, &err, "nothing is listening there");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn a_server_speaking_another_protocol_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let (code, err) = run(&["top", &addr.to_string()]);
+    assert_one_clear_line(code, &err, "is not a loopscope agent: it answered like an HTTP server");
+    let _ = server.join();
+}
+
+#[test]
+fn a_bad_address_and_a_non_recording_are_one_line() {
+    let (code, err) = run(&["top", "example.com:80"]);
+    assert_one_clear_line(code, &err, "invalid loopscope address");
+    let (code, err) = run(&["replay", "Cargo.toml"]);
+    assert_one_clear_line(code, &err, "not a loopscope recording");
+}
+
+#[test]
+fn a_truncated_recording_is_refused_with_where_it_breaks() {
+    let fixture = std::fs::read(super::fixture()).expect("fixture");
+    let dir = std::env::temp_dir().join(format!("loopscope-tui-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let cut = dir.join("truncated.lsrec");
+    std::fs::write(&cut, &fixture[..fixture.len() * 2 / 3]).expect("write");
+    let (code, err) = run(&["replay", cut.to_str().expect("utf-8 path")]);
+    assert_one_clear_line(code, &err, "the recording is truncated in record");
+    assert!(err.contains("--allow-damaged"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real app in this process: the agent serving on `addr`, and a task that blocks its worker with
+/// `std::thread::sleep` every half second.
+struct App {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: String,
+}
+
+#[inline(never)]
+fn e2e_blocking_sleep() {
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+impl App {
+    fn start(addr: &str) -> App {
+        App::try_start(addr).expect("agent installs")
+    }
+
+    /// Starts the app again on `addr`, as soon as the previous one's listener has let go of the port (its
+    /// server thread closes it shortly after the runtime shuts down).
+    fn restart(addr: &str) -> App {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match App::try_start(addr) {
+                Ok(app) => return app,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(e.to_string().contains("in use"), "{e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("the app could not restart on {addr}: {e}"),
+            }
+        }
+    }
+
+    fn try_start(addr: &str) -> Result<App, loopscope::Error> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2).enable_all();
+        let agent = loopscope::Agent::builder()
+            .serve(addr)
+            .ignore_env()
+            .sample_interval(Duration::from_millis(100))
+            .install(&mut builder)?;
+        let runtime = builder.build().expect("runtime");
+        let addr = agent.serve_addr().expect("agent serves").to_string();
+        runtime.spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = tokio::spawn(async { e2e_blocking_sleep() }).await;
+            }
+        });
+        Ok(App { runtime: Some(runtime), addr })
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The dashboard in a pseudo-terminal, its screen parsed by a terminal emulator.
+struct Dashboard {
+    screen: Arc<Mutex<vt100::Parser>>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl Dashboard {
+    fn start(args: &[&str], cols: u16, rows: u16) -> Dashboard {
+        let pty = native_pty_system()
+            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .expect("a pseudo-terminal");
+        let mut cmd = CommandBuilder::new(BIN);
+        cmd.args(args);
+        cmd.env("TERM", "xterm-256color");
+        let child = pty.slave.spawn_command(cmd).expect("spawn the dashboard");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("reader");
+        let writer = pty.master.take_writer().expect("writer");
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let feed = screen.clone();
+        std::thread::spawn(move || {
+            // Keep the master alive as long as we read from it.
+            let _master = pty.master;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                feed.lock().expect("parser").process(&buf[..n]);
+            }
+        });
+        Dashboard { screen, child, writer }
+    }
+
+    fn text(&self) -> String {
+        self.screen.lock().expect("parser").screen().contents()
+    }
+
+    /// Waits until the screen contains `needle`, failing with the screen after `within`.
+    fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} did not appear within {within:?}; screen:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn keys(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).expect("type");
+        self.writer.flush().expect("flush");
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn the_dashboard_shows_a_stall_live_reconnects_and_restores_the_terminal() {
+    let app = App::start("127.0.0.1:0");
+    let addr = app.addr.clone();
+    let mut ui = Dashboard::start(&["top", &addr], 100, 30);
+    let screen = ui.wait_for("STALLED", Duration::from_secs(15));
+    assert!(screen.contains("Workers"), "{screen}");
+
+    // The stall log names the blocking task's spawn location (this file).
+    ui.keys("3");
+    ui.wait_for("cli.rs", Duration::from_secs(10));
+
+    // The app goes away: the dashboard says so and keeps the last data.
+    drop(app);
+    let screen = ui.wait_for("disconnected", Duration::from_secs(10));
+    assert!(screen.contains("cli.rs"), "the last data stays on screen:\n{screen}");
+
+    // The app comes back on the same address: the dashboard reconnects by itself.
+    let _again = App::restart(&addr);
+    ui.wait_for("● live", Duration::from_secs(10));
+
+    // Quit restores the terminal: the alternate screen is left and the process exits cleanly.
+    ui.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = ui.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the dashboard did not quit on q");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let parser = ui.screen.lock().expect("parser");
+    assert!(!parser.screen().alternate_screen(), "the terminal was left on the alternate screen");
+    assert!(!parser.screen().hide_cursor(), "the cursor was left hidden");
+}

@@ -112,16 +112,29 @@ pub fn demo(opts: &DemoOptions, no_ui: bool, seconds: Option<u64>) -> anyhow::Re
         eprintln!("loopscope demo: note: {m}");
     }
     if no_ui {
+        let stalls = app.subscribe();
         eprintln!(
             "loopscope demo: app serving on {} (HTTP-like); loopscope agent on {addr}\n  watch it with: \
-             loopscope top {addr}\n  Ctrl-C stops",
+             loopscope top {addr}\n  stall reports follow, one line per stall when it ends; Ctrl-C stops",
             app.http_addr()
         );
         let stop = app::termination_flag();
-        let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+        let started = Instant::now();
+        let deadline = seconds.map(|s| started + Duration::from_secs(s));
+        let mut reported = 0u64;
         while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-            std::thread::sleep(Duration::from_millis(50));
+            // Waiting on the subscription (not sleeping) prints each report as soon as the stall ends.
+            if let Some(ev) = stalls.recv_timeout(Duration::from_millis(50))
+                && ev.phase == loopscope::StallPhase::Ended
+            {
+                reported += 1;
+                println!("{:>7.2}s  stall #{reported}: {}", started.elapsed().as_secs_f64(), ev.summary());
+            }
         }
+        let lost = stalls.dropped();
+        let lost =
+            if lost > 0 { format!(" ({lost} more dropped: this terminal could not keep up)") } else { String::new() };
+        eprintln!("loopscope demo: {reported} stalls reported in {:.1}s{lost}", started.elapsed().as_secs_f64());
         return Ok(());
     }
     let client = connect(&addr).context("connecting to the demo's own agent")?;

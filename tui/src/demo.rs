@@ -280,6 +280,11 @@ impl DemoApp {
         self.http
     }
 
+    /// Stall events of the demo app as the agent reports them (bounded; the app never waits on the reader).
+    pub fn subscribe(&self) -> loopscope::StallSubscription {
+        self.agent.subscribe()
+    }
+
     /// What the agent cannot measure in this build, in words.
     pub fn missing_capabilities(&self) -> Vec<String> {
         self.agent.capabilities().missing

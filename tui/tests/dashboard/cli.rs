@@ -71,6 +71,56 @@ fn a_truncated_recording_is_refused_with_where_it_breaks() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn the_demo_without_a_terminal_prints_each_stall_with_its_culprit() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(BIN)
+        .args(["demo", "--no-ui", "--seconds", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The demo's handlers block now and then (about one stall every two or three seconds); a stall whose
+    // report names the handler's own function must arrive well within this deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let named = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains("in loopscope_tui::demo::");
+                lines.push(line.clone());
+                if found {
+                    break Some(line);
+                }
+            }
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("app serving on 127.0.0.1:"), "the banner names the addresses: {stderr}");
+    let named = named.unwrap_or_else(|| panic!("no stall named its culprit within 60s; stdout: {lines:#?}"));
+    for line in &lines {
+        assert!(line.contains(" stall #"), "every stdout line is a stall report: {line}");
+        assert!(line.contains("spawned at tui/src/demo.rs:"), "with the handler's spawn location: {line}");
+    }
+    assert!(
+        ["CPU-bound", "blocked in syscall", "waiting on a lock"].iter().any(|c| named.contains(c)),
+        "the report classifies the stall: {named}"
+    );
+}
+
 /// A real app in this process: the agent serving on `addr`, and a task that blocks its worker with
 /// `std::thread::sleep` every half second.
 struct App {

@@ -230,7 +230,9 @@ pub fn classify(first: &ThreadSample, last: &ThreadSample, frames: Option<&[Fram
                 }
                 Some(sc) if sc.number >= 0 => (
                     Classification::Syscall { name: sc.name.to_string(), fd_target: sc.fd_target.clone() },
-                    format!("blocked in {}", describe_syscall(sc)),
+                    // The classification already says "blocked in X"; the reason adds the thread state and
+                    // the call's arguments.
+                    format!("sleeping (S) in {}", describe_syscall(sc)),
                 ),
                 _ if lock.is_some() => (
                     Classification::LockWait { detail: lock.map(str::to_owned) },

@@ -386,33 +386,52 @@ fn draw_workers(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState, 
 
 fn draw_queues(f: &mut Frame<'_>, area: Rect, state: &State) {
     let label_w = 16usize;
-    let spark_w = usize::from(area.width).saturating_sub(label_w + 8).clamp(4, 120);
     let g = state.global();
-    let line = |label: &'static str, vals: Vec<f64>, latest: String| {
+    let rows: [(&str, Vec<f64>, String); 3] = [
+        (
+            "global queue",
+            state.global_queue_history().iter().map(|&v| v as f64).collect(),
+            g.global_queue_depth.to_string(),
+        ),
+        (
+            "blocking queue",
+            state.blocking_queue_history().iter().map(|&v| v as f64).collect(),
+            format!("{} ({}/{} threads idle)", g.blocking_queue_depth, g.idle_blocking_threads, g.blocking_threads),
+        ),
+        ("alive tasks", state.alive_tasks_history().iter().map(|&v| v as f64).collect(), g.alive_tasks.to_string()),
+    ];
+    // The latest values get the room they need first (a cut-off count misleads); the sparklines take the rest.
+    let value_w = rows.iter().map(|(_, _, v)| v.chars().count()).max().unwrap_or(0) + 1;
+    let spark_w = usize::from(area.width).saturating_sub(label_w + value_w).clamp(4, 120);
+    let mut lines = vec![Line::from(Span::styled("Queues", TITLE))];
+    lines.extend(rows.into_iter().map(|(label, vals, latest)| {
         Line::from(vec![
             Span::styled(format!("{label:<label_w$}"), DIM),
             Span::styled(sparkline(vals.into_iter(), spark_w, 4.0), Style::new().fg(Color::Cyan)),
             Span::raw(format!(" {latest}")),
         ])
-    };
-    let lines = vec![
-        Line::from(Span::styled("Queues", TITLE)),
-        line(
-            "global queue",
-            state.global_queue_history().iter().map(|&v| v as f64).collect(),
-            g.global_queue_depth.to_string(),
-        ),
-        line(
-            "blocking queue",
-            state.blocking_queue_history().iter().map(|&v| v as f64).collect(),
-            format!("{} ({}/{} threads idle)", g.blocking_queue_depth, g.idle_blocking_threads, g.blocking_threads),
-        ),
-        line("alive tasks", state.alive_tasks_history().iter().map(|&v| v as f64).collect(), g.alive_tasks.to_string()),
-    ];
+    }));
     f.render_widget(Paragraph::new(lines), area);
 }
 
 // ---- Tasks ----
+
+/// The Tasks screen's title: both tables as tabs (`←→` switches), the shown one highlighted, then `tail`.
+fn task_tabs(shown: TaskTable, tail: String) -> Line<'static> {
+    let tab = |name: &'static str, table: TaskTable| {
+        if table == shown {
+            Span::styled(name, TITLE.add_modifier(Modifier::REVERSED))
+        } else {
+            Span::styled(name, DIM)
+        }
+    };
+    Line::from(vec![
+        Span::styled(" Tasks ", TITLE),
+        tab(" by task ", TaskTable::ByTask),
+        tab(" by location ", TaskTable::ByLocation),
+        Span::raw(tail),
+    ])
+}
 
 fn sort_marker(view: &ViewState, key: SortKey) -> &'static str {
     match (view.sort == key, view.descending) {
@@ -491,11 +510,7 @@ fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState) ->
         TaskTable::ByTask => {
             let mut order = TaskOrder::new(state, &view.filter, view.sort, view.descending);
             let total = order.len();
-            let title = Line::from(vec![
-                Span::styled(" Tasks ", TITLE.add_modifier(Modifier::REVERSED)),
-                Span::styled(" by location ", DIM),
-                Span::raw(format!(" {total} live{filter} ")),
-            ]);
+            let title = task_tabs(TaskTable::ByTask, format!(" {total} live{filter} "));
             let block = Block::new().borders(Borders::TOP).title(title);
             let inner = block.inner(table_area);
             let height = usize::from(inner.height.saturating_sub(1));
@@ -534,11 +549,7 @@ fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState) ->
         TaskTable::ByLocation => {
             let rows_all = model::location_rows(state, &view.filter, view.sort, view.descending);
             let total = rows_all.len();
-            let title = Line::from(vec![
-                Span::styled(" Tasks ", DIM),
-                Span::styled(" by location ", TITLE.add_modifier(Modifier::REVERSED)),
-                Span::raw(format!(" {total} locations{filter} ")),
-            ]);
+            let title = task_tabs(TaskTable::ByLocation, format!(" {total} locations{filter} "));
             let block = Block::new().borders(Borders::TOP).title(title);
             let inner = block.inner(table_area);
             let height = usize::from(inner.height.saturating_sub(1));
@@ -669,7 +680,13 @@ fn stall_widths(width: u16) -> Vec<Constraint> {
             Constraint::Min(10),
         ]
     } else {
-        vec![Constraint::Length(9), Constraint::Length(7), Constraint::Length(3), Constraint::Min(10)]
+        vec![
+            Constraint::Length(9),
+            Constraint::Length(7),
+            Constraint::Length(3),
+            Constraint::Fill(3),
+            Constraint::Fill(2),
+        ]
     }
 }
 
@@ -699,7 +716,7 @@ fn stall_row<'a>(e: &StallEntry, now: u64, wide: bool) -> Row<'a> {
     let loc = ev.location.as_ref().map_or_else(|| "unknown location".to_string(), short_location);
     let class = e.culprit.as_ref().map_or_else(
         || if ev.caught_in_flight { "…".to_string() } else { "found after it ended".to_string() },
-        |c| c.classification.to_string(),
+        |c| if wide { c.classification.to_string() } else { short_classification(&c.classification) },
     );
     if wide {
         Row::new(vec![
@@ -716,7 +733,19 @@ fn stall_row<'a>(e: &StallEntry, now: u64, wide: bool) -> Row<'a> {
             Cell::from(dur),
             Cell::from(worker),
             Cell::from(loc),
+            Cell::from(class),
         ])
+    }
+}
+
+/// The classification in a few cells, for 80-column lists; the detail pane has the full one.
+fn short_classification(c: &Classification) -> String {
+    match c {
+        Classification::CpuBound => "CPU-bound".into(),
+        Classification::Syscall { name, .. } => format!("in {name}"),
+        Classification::LockWait { .. } => "lock wait".into(),
+        Classification::PageFault => "page faults".into(),
+        Classification::Unknown => "unclassified".into(),
     }
 }
 
@@ -765,7 +794,7 @@ fn draw_stalls(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState, s
     let header = if wide {
         Row::new(vec!["when", "lasted", "wkr", "   task", "task spawned at", "classification"])
     } else {
-        Row::new(vec!["when", "lasted", "wkr", "task spawned at"])
+        Row::new(vec!["when", "lasted", "wkr", "task spawned at", "blocked by"])
     };
     f.render_widget(Table::new(rows, stall_widths(inner.width)).header(header.style(DIM)), inner);
     if let Some(e) = rows_all.get(view.stalls.shown(total)) {
@@ -889,7 +918,7 @@ fn draw_histogram(f: &mut Frame<'_>, area: Rect, title: &str, subtitle: String, 
     let block = Block::bordered().title(Span::styled(format!(" {title} "), TITLE));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let mut lines = vec![Line::from(Span::styled(subtitle, DIM))];
+    let mut lines = vec![Line::from(Span::styled(fit_parts(&subtitle, usize::from(inner.width)), DIM))];
     let rows = usize::from(inner.height).saturating_sub(2);
     let mut range = model::shown_buckets(h, rows.min(8));
     // Too many buckets for the height: keep the slow end, it is what matters here.
@@ -913,6 +942,23 @@ fn draw_histogram(f: &mut Frame<'_>, area: Rect, title: &str, subtitle: String, 
     }
     lines.push(Line::from(Span::styled("log-scale bars; each row ×2", DIM)));
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The leading `"  "`-separated parts of `s` that fit in `width` cells: a narrow pane drops whole figures
+/// (p99.9 first) rather than cutting one in half.
+fn fit_parts(s: &str, width: usize) -> String {
+    let mut out = String::new();
+    for part in s.split("  ") {
+        let sep = if out.is_empty() { 0 } else { 2 };
+        if out.chars().count() + sep + part.chars().count() > width {
+            break;
+        }
+        if sep > 0 {
+            out.push_str("  ");
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 fn quantiles(h: &LogHistogram) -> String {
@@ -979,5 +1025,13 @@ mod tests {
         assert_eq!(log_bar(100, 100, 4), "████");
         assert_eq!(log_bar(1, 1_000_000, 4).chars().count(), 4);
         assert!(!log_bar(1, 1_000_000, 4).trim().is_empty(), "one count among a million stays visible");
+    }
+
+    #[test]
+    fn narrow_panes_drop_whole_figures() {
+        let s = "n 3493  p50 ≤32.8µs  p99 ≤262µs  p99.9 ≤2.10ms";
+        assert_eq!(fit_parts(s, 80), s);
+        assert_eq!(fit_parts(s, 38), "n 3493  p50 ≤32.8µs  p99 ≤262µs");
+        assert_eq!(fit_parts(s, 5), "");
     }
 }

@@ -36,7 +36,9 @@ fn arg(name: &str, default: u64) -> Result<u64, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: CI logs and `loopscope check` output stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
     let seconds = arg("--seconds", 3)?;
     let sleep = Duration::from_millis(arg("--sleep-ms", 120)?);
 

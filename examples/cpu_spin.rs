@@ -48,7 +48,9 @@ fn arg(name: &str, default: u64) -> Result<u64, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: CI logs and `loopscope check` output stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
     let seconds = arg("--seconds", 3)?;
     let spin = Duration::from_millis(arg("--spin-ms", 120)?);
 

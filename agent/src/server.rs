@@ -31,7 +31,7 @@
 use crate::shared::lock;
 use loopscope_wire::proto::{
     self, ClientMessage, Decoded, FrameParts, Goodbye, MAX_HANDSHAKE_FRAME_LEN, PROTOCOL_VERSION, Pong, ProtoError,
-    Refused, ServeAddr, ServerFrame, ServerHello, ServerMessage,
+    ProtocolVersion, Refused, ServeAddr, ServerFrame, ServerHello, ServerMessage,
 };
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -284,6 +284,8 @@ struct ClientSlot {
     id: u64,
     peer: String,
     name: String,
+    /// The protocol the client speaks (same major as ours): a 1.0 client gets stall events uncompressed.
+    version: ProtocolVersion,
     connected_at: Instant,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -758,12 +760,13 @@ fn write_all_parts(conn: &mut Conn, parts: &FrameParts) -> io::Result<()> {
 fn serve_client(inner: &Arc<Inner>, id: u64, mut conn: Conn, peer: String) {
     let handshake = handshake(inner, &mut conn, &peer);
     inner.pending.fetch_sub(1, AcqRel);
-    let Some(name) = handshake else { return };
+    let Some((name, version)) = handshake else { return };
     let (Ok(reader_conn), Ok(control_conn)) = (conn.try_clone(), conn.try_clone()) else { return };
     let slot = Arc::new(ClientSlot {
         id,
         peer: peer.clone(),
         name,
+        version,
         connected_at: Instant::now(),
         queue: Mutex::new(Queue {
             frames: VecDeque::new(),
@@ -810,7 +813,7 @@ fn serve_client(inner: &Arc<Inner>, id: u64, mut conn: Conn, peer: String) {
 }
 
 /// Greets the client and reads its hello. Returns the client's name, or `None` after refusing or dropping it.
-fn handshake(inner: &Inner, conn: &mut Conn, peer: &str) -> Option<String> {
+fn handshake(inner: &Inner, conn: &mut Conn, peer: &str) -> Option<(String, ProtocolVersion)> {
     let cfg = &inner.config;
     let until = Instant::now() + cfg.handshake_timeout;
     if conn.set_write_timeout(Some(cfg.handshake_timeout)).is_err() {
@@ -833,7 +836,7 @@ fn handshake(inner: &Inner, conn: &mut Conn, peer: &str) -> Option<String> {
             // Bounded: the hello frame is at most MAX_HANDSHAKE_FRAME_LEN, but a name is for logs.
             let name: String = hello.client_name.chars().take(200).collect();
             tracing::trace!(target: "loopscope::server", peer, %version, "handshake");
-            Some(name)
+            Some((name, version))
         }
         Err(ProtoError::VersionMismatch { local, remote }) => {
             inner.counters.refused.fetch_add(1, Relaxed);
@@ -985,7 +988,7 @@ fn send_full(inner: &Inner, slot: &ClientSlot, conn: &mut Conn) -> Result<(), St
 /// Writes one frame, with the client's current drop count patched in. Gives up when the client hung up,
 /// was closed, accepted nothing for `stuck_timeout`, or the server is stopping and the grace period passed.
 fn send(inner: &Inner, slot: &ClientSlot, conn: &mut Conn, frame: &ServerFrame) -> Result<(), String> {
-    let parts = frame.parts(slot.dropped.load(Relaxed));
+    let parts = frame.parts_for(slot.version, slot.dropped.load(Relaxed));
     let total = parts.len();
     let mut done = 0;
     let mut last_progress = Instant::now();
@@ -1205,6 +1208,96 @@ mod tests {
         assert!(matches!(e, ServeError::NotASocket { .. }), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stall event as big as real ones: a 60-frame stack of long names, sampled three times.
+    fn big_stall() -> ServerMessage {
+        use loopscope_wire::{Culprit, CulpritSample, Frame, FrameOrigin, StallEvent, StallKind, StallPhase};
+        let frames: Vec<Frame> = (0..60u64)
+            .map(|i| Frame {
+                ip: 0x1000 + i,
+                function: Some(format!("tokio::runtime::task::harness::Harness<app::Handler{i}>::poll_inner")),
+                file: Some("/rustc/0123456789abcdef/library/core/src/future/mod.rs".into()),
+                line: Some(10),
+                origin: FrameOrigin::Runtime,
+            })
+            .collect();
+        let sample = CulpritSample {
+            at_elapsed: Duration::from_millis(10),
+            frames,
+            symbolized: true,
+            stack_error: None,
+            state: Some('R'),
+            syscall: None,
+            fd_target: None,
+        };
+        ServerMessage::Stall(Box::new(StallEvent {
+            stall_id: 1,
+            phase: StallPhase::Ended,
+            kind: StallKind::WorkerBlocked,
+            runtime_id: 1,
+            worker: Some(0),
+            thread: loopscope_wire::ThreadInfo { tid: 1, name: None },
+            task_id: 1,
+            location: Some(Location::new("src/main.rs", 1, 1)),
+            elapsed: Duration::from_millis(50),
+            threshold: Duration::from_millis(10),
+            at_unix_nanos: 1,
+            suppressed: 0,
+            caught_in_flight: true,
+            culprit: Some(Culprit {
+                classification: loopscope_wire::Classification::CpuBound,
+                reason: "on CPU".into(),
+                on_cpu_ratio: Some(1.0),
+                run_queue_ratio: Some(0.0),
+                counters: None,
+                voluntary_switches: None,
+                involuntary_switches: None,
+                samples: vec![sample; 3],
+                stack_moved: Some(false),
+            }),
+        }))
+    }
+
+    #[test]
+    fn stall_events_are_compressed_except_for_protocol_1_0_clients() {
+        let server = start(config());
+        let mut new = connect(&server, "1.1");
+        // A 1.0 client, by hand: its preamble and hello name minor 0.
+        let ServeAddr::Tcp(sa) = *server.local_addr() else { unreachable!() };
+        let mut old = TcpStream::connect(sa).unwrap();
+        let v1_0 = ProtocolVersion { major: PROTOCOL_VERSION.major, minor: 0 };
+        old.write_all(&proto::preamble(v1_0)).unwrap();
+        let hello = ClientMessage::Hello(loopscope_wire::proto::ClientHello {
+            protocol_version: v1_0,
+            client_name: "1.0".into(),
+        });
+        proto::write_frame(&mut old, &hello).unwrap();
+        old.set_read_timeout(Some(DEADLINE)).unwrap();
+        proto::read_preamble(&mut old).unwrap();
+        let mut next_old = || proto::read_frame(&mut old, MAX_FRAME_LEN).unwrap().expect("a frame");
+        // Once the old client has its full state, every broadcast reaches it.
+        while !matches!(proto::decode_server(&next_old()).unwrap(), Decoded::Message(ServerMessage::FullTasks(_))) {}
+
+        let stall = big_stall();
+        assert_eq!(server.broadcast(&stall), 2);
+        let plain = loop {
+            let p = next_old();
+            if matches!(proto::decode_server(&p).unwrap(), Decoded::Message(ServerMessage::Stall(_))) {
+                break p;
+            }
+        };
+        assert_eq!(u32::from(plain[0]), 5, "the 1.0 client gets a plain Stall (kind 5)");
+        let packed = loop {
+            match new.recv_raw(DEADLINE).unwrap() {
+                Some((m @ ServerMessage::Stall(_), p)) => break (m, p),
+                Some(_) => {}
+                None => panic!("no stall within the deadline"),
+            }
+        };
+        assert_eq!(u32::from(packed.1[0]), proto::COMPRESSED_KIND, "the 1.1 client gets the envelope");
+        assert!(packed.1.len() * 4 < plain.len(), "{} vs {} bytes", packed.1.len(), plain.len());
+        assert_eq!(packed.0, stall, "and decodes the same event");
     }
 
     #[test]

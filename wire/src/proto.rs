@@ -38,10 +38,10 @@ mod messages;
 
 pub use addr::{AddrError, DEFAULT_ADDR, DEFAULT_PORT, ServeAddr};
 pub use frame::{
-    CodecError, Decoded, FRAME_HEADER_LEN, FrameDecoder, FrameParts, Kind, MAGIC, MAX_FRAME_LEN,
-    MAX_HANDSHAKE_FRAME_LEN, PREAMBLE_LEN, ProtoError, ServerFrame, check_magic_prefix, decode_client, decode_server,
-    encode_frame, encode_payload, is_timeout, parse_preamble, preamble, read_client_handshake, read_frame,
-    read_preamble, write_client_handshake, write_frame, write_preamble,
+    COMPRESS_MIN_LEN, COMPRESSED_KIND, CodecError, Decoded, FRAME_HEADER_LEN, FrameDecoder, FrameParts, Kind, MAGIC,
+    MAX_FRAME_LEN, MAX_HANDSHAKE_FRAME_LEN, PREAMBLE_LEN, ProtoError, ServerFrame, check_magic_prefix, decode_client,
+    decode_server, encode_frame, encode_payload, encode_server_payload, is_timeout, parse_preamble, preamble,
+    read_client_handshake, read_frame, read_preamble, write_client_handshake, write_frame, write_preamble,
 };
 pub use messages::{
     AgentCapabilities, ClientHello, ClientMessage, CurrentPoll, FULL_TASKS_CHUNK, FullState, FullTasks, GlobalSample,

@@ -258,7 +258,7 @@ impl<W: Write> Recorder<W> {
 
     /// Records a message with an explicit offset from the start.
     pub fn write_at(&mut self, offset: Duration, msg: &ServerMessage) -> Result<(), RecordError> {
-        let payload = proto::encode_payload(msg, msg.kind()).map_err(RecordError::Encode)?;
+        let payload = proto::encode_server_payload(msg).map_err(RecordError::Encode)?;
         self.write_payload_at(offset, &payload)?;
         if matches!(msg, ServerMessage::Stall(_) | ServerMessage::Goodbye(_)) {
             self.flush()?;

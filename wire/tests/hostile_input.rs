@@ -220,7 +220,7 @@ fn classification() -> impl Strategy<Value = Classification> {
 }
 
 fn culprit() -> impl Strategy<Value = Culprit> {
-    let sample = (duration(), vec(frame(), 0..3), option::of(text()), option::of(any::<char>()), option::of(text()))
+    let sample = (duration(), vec(frame(), 0..24), option::of(text()), option::of(any::<char>()), option::of(text()))
         .prop_map(|(at_elapsed, frames, stack_error, state, syscall)| CulpritSample {
             at_elapsed,
             frames,
@@ -419,6 +419,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 /// Feeds bytes to every decoder. Results don't matter; panics and runaway allocations do.
 fn decode_everything(bytes: &[u8]) {
     let _ = proto::decode_server(bytes);
+    // The same bytes as a compressed envelope's body, and as valid DEFLATE data of arbitrary content.
+    let tag = proto::COMPRESSED_KIND as u8;
+    let _ = proto::decode_server(&[&[tag][..], bytes].concat());
+    let _ = proto::decode_server(&[&[tag][..], &miniz_oxide::deflate::compress_to_vec(bytes, 1)[..]].concat());
     let _ = proto::decode_client(bytes);
     let mut r = bytes;
     while let Ok(Some(p)) = proto::read_frame(&mut r, MAX_FRAME_LEN) {
@@ -500,6 +504,8 @@ proptest! {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let mut bytes = preamble();
         bytes.extend(proto::encode_frame(&msg, MAX_FRAME_LEN).unwrap());
+        // As sent: a large stall event is a compressed envelope.
+        bytes.extend(ServerFrame::encode(&msg).unwrap().parts(0).to_vec());
         for (i, b) in flips {
             let at = i.index(bytes.len());
             bytes[at] ^= b;
@@ -523,6 +529,12 @@ proptest! {
             ServerMessage::Full(f) => f.client_dropped_frames = dropped,
             _ => {}
         }
+        prop_assert_eq!(&got, &want);
+        // The same for a client of protocol 1.0, which gets no compressed envelope.
+        let v1_0 = ProtocolVersion { major: PROTOCOL_VERSION.major, minor: 0 };
+        let old = ServerFrame::encode(&msg).unwrap().parts_for(v1_0, dropped).to_vec();
+        prop_assert_ne!(u32::from(old[4]), proto::COMPRESSED_KIND);
+        let Decoded::Message(got) = proto::decode_server(&old[4..]).unwrap() else { panic!("unknown kind") };
         prop_assert_eq!(got, want);
 
         // Through a recording.

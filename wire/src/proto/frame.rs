@@ -221,6 +221,49 @@ pub fn encode_payload<M: Serialize>(msg: &M, what: &'static str) -> Result<Vec<u
     postcard::to_allocvec(msg).map_err(|e| ProtoError::Encode { what, source: CodecError(e) })
 }
 
+/// The kind tag of a compressed envelope (protocol 1.1): the payload is this varint followed by the raw
+/// DEFLATE compression of another server message's payload. It is not a [`ServerMessage`] variant: decoding
+/// unwraps it ([`decode_server`]), so receivers only ever see the message inside.
+pub const COMPRESSED_KIND: u32 = SERVER_MESSAGE_KINDS;
+
+/// Payloads at least this long are worth compressing. Only stall events are compressed: their stacks (tens of
+/// frames of long, generic function names, several samples per stall) are most of the stream's bytes, and
+/// they repeat within an event. Ticks and full states carry a per-client suffix and compress less.
+pub const COMPRESS_MIN_LEN: usize = 1024;
+
+/// DEFLATE level 1: at ~50 KB per stall event it costs well under a millisecond on the agent's thread (never on
+/// the app's threads) and already removes most of the repetition; higher levels gain little on this data.
+const COMPRESS_LEVEL: u8 = 1;
+
+/// Encodes a server message's payload the way it is sent and recorded: a large [`ServerMessage::Stall`] is
+/// wrapped in a compressed envelope ([`COMPRESSED_KIND`]), everything else is plain postcard. Decode either
+/// with [`decode_server`].
+///
+/// ```
+/// use loopscope_wire::proto::{decode_server, encode_server_payload, Decoded, Goodbye, ServerMessage};
+/// let msg = ServerMessage::Goodbye(Goodbye { reason: "done".into() });
+/// let payload = encode_server_payload(&msg).unwrap();
+/// assert_eq!(decode_server(&payload).unwrap(), Decoded::Message(msg));
+/// ```
+pub fn encode_server_payload(msg: &ServerMessage) -> Result<Vec<u8>, ProtoError> {
+    let plain = encode_payload(msg, msg.kind())?;
+    Ok(compress_stall(msg, &plain).unwrap_or(plain))
+}
+
+/// The compressed envelope of `plain` (the payload of `msg`), when `msg` is a stall event big enough to gain.
+fn compress_stall(msg: &ServerMessage, plain: &[u8]) -> Option<Vec<u8>> {
+    if !matches!(msg, ServerMessage::Stall(_)) || plain.len() < COMPRESS_MIN_LEN {
+        return None;
+    }
+    let packed = miniz_oxide::deflate::compress_to_vec(plain, COMPRESS_LEVEL);
+    let (tag, tag_len) = varint(u64::from(COMPRESSED_KIND));
+    let mut out = Vec::with_capacity(tag_len + packed.len());
+    out.extend_from_slice(&tag[..tag_len]);
+    out.extend_from_slice(&packed);
+    // Stacks nearly always shrink several times over; keep the plain form in the rare case they do not.
+    (out.len() < plain.len()).then_some(out)
+}
+
 /// Encodes a message as a whole frame: length prefix and payload. Fails with [`ProtoError::FrameTooLarge`]
 /// when the payload exceeds `max`.
 ///
@@ -342,9 +385,28 @@ fn decode_enum<M: DeserializeOwned>(payload: &[u8], known: u32, what: &'static s
     Ok(Decoded::Message(msg))
 }
 
-/// Decodes a frame payload sent by a server.
+/// Decodes a frame payload sent by a server (or stored in a recording), unwrapping a compressed envelope
+/// ([`COMPRESSED_KIND`]). The inflated message may be at most [`MAX_FRAME_LEN`] bytes: a small payload that
+/// claims to inflate to more is an error, never a large allocation. An envelope inside an envelope is a kind
+/// this version does not know, and skipped.
 pub fn decode_server(payload: &[u8]) -> Result<Decoded<ServerMessage>, ProtoError> {
-    decode_enum(payload, SERVER_MESSAGE_KINDS, "ServerMessage")
+    let what = "ServerMessage";
+    let err = |source| ProtoError::Decode { what, len: payload.len(), source: CodecError(source) };
+    let (tag, rest) = postcard::take_from_bytes::<u32>(payload).map_err(err)?;
+    if tag != COMPRESSED_KIND {
+        return decode_enum(payload, SERVER_MESSAGE_KINDS, what);
+    }
+    let inner = miniz_oxide::inflate::decompress_to_vec_with_limit(rest, MAX_FRAME_LEN as usize).map_err(|e| {
+        ProtoError::Decode {
+            what: "a compressed ServerMessage",
+            len: payload.len(),
+            source: CodecError(match e.status {
+                miniz_oxide::inflate::TINFLStatus::HasMoreOutput => postcard::Error::DeserializeUnexpectedEnd,
+                _ => postcard::Error::DeserializeBadEncoding,
+            }),
+        }
+    })?;
+    decode_enum(&inner, SERVER_MESSAGE_KINDS, what)
 }
 
 /// Decodes a frame payload sent by a client.
@@ -501,6 +563,9 @@ impl FrameDecoder {
 #[derive(Clone, Debug)]
 pub struct ServerFrame {
     body: Arc<[u8]>,
+    /// When `body` is a compressed envelope: the plain payload, for clients of protocol 1.0, which would skip
+    /// the envelope as an unknown kind.
+    plain: Option<Arc<[u8]>>,
     kind: &'static str,
     per_client: bool,
 }
@@ -522,7 +587,16 @@ impl ServerFrame {
             body.truncate(body.len().saturating_sub(n));
         }
         check_len(body.len() + if per_client_value.is_some() { MAX_VARINT_LEN } else { 0 }, MAX_FRAME_LEN)?;
-        Ok(ServerFrame { body: body.into(), kind: msg.kind(), per_client: per_client_value.is_some() })
+        let (body, plain) = match compress_stall(msg, &body) {
+            Some(packed) => (packed.into(), Some(body.into())),
+            None => (body.into(), None),
+        };
+        Ok(ServerFrame { body, plain, kind: msg.kind(), per_client: per_client_value.is_some() })
+    }
+
+    /// Whether the frame is sent as a compressed envelope to clients that read it (protocol 1.1 and later).
+    pub fn is_compressed(&self) -> bool {
+        self.plain.is_some()
     }
 
     /// The message kind, for logs.
@@ -535,18 +609,30 @@ impl ServerFrame {
         self.per_client
     }
 
-    /// Bytes this frame occupies on the wire (for a zero per-client value; at most 9 more otherwise).
+    /// Bytes this frame occupies on the wire (for a zero per-client value; at most 9 more otherwise), in the
+    /// larger of its two forms when it has two.
     pub fn wire_len(&self) -> usize {
-        FRAME_HEADER_LEN + self.body.len() + usize::from(self.per_client)
+        let body = self.plain.as_ref().map_or(self.body.len(), |p| p.len().max(self.body.len()));
+        FRAME_HEADER_LEN + body + usize::from(self.per_client)
     }
 
     /// The frame as written for a client that has lost `client_dropped_frames` frames so far: a length
     /// prefix, the shared body and the client's own suffix.
     pub fn parts(&self, client_dropped_frames: u64) -> FrameParts {
+        self.parts_for(PROTOCOL_VERSION, client_dropped_frames)
+    }
+
+    /// [`ServerFrame::parts`] for a client that speaks `client` (same major): a 1.0 client gets the plain
+    /// form of a compressed frame.
+    pub fn parts_for(&self, client: ProtocolVersion, client_dropped_frames: u64) -> FrameParts {
+        let body = match &self.plain {
+            Some(plain) if client.minor < 1 => plain.clone(),
+            _ => self.body.clone(),
+        };
         let (suffix, suffix_len) = if self.per_client { varint(client_dropped_frames) } else { ([0; 10], 0) };
         // `encode` checked that the body plus the largest suffix fits in MAX_FRAME_LEN (a u32).
-        let len = u32::try_from(self.body.len() + suffix_len).unwrap_or(u32::MAX);
-        FrameParts { header: len.to_le_bytes(), body: self.body.clone(), suffix, suffix_len: suffix_len as u8 }
+        let len = u32::try_from(body.len() + suffix_len).unwrap_or(u32::MAX);
+        FrameParts { header: len.to_le_bytes(), body, suffix, suffix_len: suffix_len as u8 }
     }
 }
 
@@ -634,6 +720,104 @@ mod tests {
             pong.parts(99).to_vec(),
             encode_frame(&ServerMessage::Pong(Pong { nonce: 3 }), MAX_FRAME_LEN).unwrap()
         );
+    }
+
+    /// A stall event shaped like a real one: four samples of a 60-frame stack with long generic names.
+    fn realistic_stall() -> ServerMessage {
+        use crate::{Classification, Culprit, CulpritSample, Frame, FrameOrigin, Location, StallEvent};
+        use crate::{StallKind, StallPhase, snapshot::ThreadInfo};
+        use std::time::Duration;
+        let frames: Vec<Frame> = (0..60u64)
+            .map(|i| Frame {
+                ip: 0x5555_0000_0000 + i * 0x1234,
+                function: Some(format!(
+                    "tokio::runtime::task::core::Core<T,S>::poll::{{{{closure}}}}<app::handlers::Handler{i}<\
+                     alloc::sync::Arc<tokio::runtime::scheduler::multi_thread::handle::Handle>>>"
+                )),
+                file: Some(format!("/rustc/abcdef0123456789/library/core/src/module{}.rs", i % 7)),
+                line: Some(100 + i as u32),
+                origin: if i == 5 { FrameOrigin::User } else { FrameOrigin::Runtime },
+            })
+            .collect();
+        let sample = |n: u64| CulpritSample {
+            at_elapsed: Duration::from_millis(10 << n),
+            frames: frames.clone(),
+            symbolized: true,
+            stack_error: None,
+            state: Some('S'),
+            syscall: Some("clock_nanosleep".into()),
+            fd_target: None,
+        };
+        ServerMessage::Stall(Box::new(StallEvent {
+            stall_id: 7,
+            phase: StallPhase::Ended,
+            kind: StallKind::WorkerBlocked,
+            runtime_id: 1,
+            worker: Some(0),
+            thread: ThreadInfo { tid: 4242, name: Some("tokio-runtime-worker".into()) },
+            task_id: 99,
+            location: Some(Location::new("src/handlers.rs", 42, 9)),
+            elapsed: Duration::from_millis(120),
+            threshold: Duration::from_millis(10),
+            at_unix_nanos: 1_700_000_000_000_000_000,
+            suppressed: 0,
+            caught_in_flight: true,
+            culprit: Some(Culprit {
+                classification: Classification::Syscall { name: "clock_nanosleep".into(), fd_target: None },
+                reason: "sleeping (S) in clock_nanosleep()".into(),
+                on_cpu_ratio: Some(0.0),
+                run_queue_ratio: Some(0.0),
+                counters: None,
+                voluntary_switches: Some(1),
+                involuntary_switches: Some(0),
+                samples: (0..4).map(sample).collect(),
+                stack_moved: Some(false),
+            }),
+        }))
+    }
+
+    #[test]
+    fn stall_events_travel_compressed_and_decode_the_same() {
+        let msg = realistic_stall();
+        let plain = encode_payload(&msg, "Stall").unwrap();
+        let packed = encode_server_payload(&msg).unwrap();
+        assert_eq!(packed[0], COMPRESSED_KIND as u8, "a compressed envelope");
+        assert!(packed.len() * 5 < plain.len(), "{} bytes compressed to {}", plain.len(), packed.len());
+        assert_eq!(decode_server(&packed).unwrap(), Decoded::Message(msg.clone()));
+
+        // Shared frames: 1.1 clients get the envelope, 1.0 clients the plain message.
+        let frame = ServerFrame::encode(&msg).unwrap();
+        assert!(frame.is_compressed());
+        assert_eq!(frame.parts(0).to_vec()[4..], packed[..]);
+        let old = frame.parts_for(ProtocolVersion { major: 1, minor: 0 }, 0).to_vec();
+        assert_eq!(old[4..], plain[..]);
+        assert_eq!(frame.wire_len(), FRAME_HEADER_LEN + plain.len());
+
+        // Small messages and other kinds stay plain.
+        let pong = ServerMessage::Pong(Pong { nonce: 1 });
+        assert_eq!(encode_server_payload(&pong).unwrap(), encode_payload(&pong, "Pong").unwrap());
+        assert!(!ServerFrame::encode(&pong).unwrap().is_compressed());
+    }
+
+    #[test]
+    fn bad_envelopes_are_errors_and_nested_ones_are_skipped() {
+        let tag = COMPRESSED_KIND as u8;
+        // Not DEFLATE data.
+        let e = decode_server(&[tag, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
+        assert!(e.to_string().contains("compressed"), "{e}");
+        // Cut short.
+        let packed = encode_server_payload(&realistic_stall()).unwrap();
+        assert!(decode_server(&packed[..packed.len() / 2]).is_err());
+        // Inflates past the frame limit: refused, without holding more than the limit.
+        let bomb = miniz_oxide::deflate::compress_to_vec(&vec![0u8; MAX_FRAME_LEN as usize + 1], 9);
+        let mut env = vec![tag];
+        env.extend(bomb);
+        assert!(env.len() < 256 * 1024, "a small payload: {} bytes", env.len());
+        assert!(decode_server(&env).is_err());
+        // An envelope in an envelope is no message this version knows.
+        let mut nested = vec![tag];
+        nested.extend(miniz_oxide::deflate::compress_to_vec(&packed, 1));
+        assert_eq!(decode_server(&nested).unwrap(), Decoded::Unknown { kind: COMPRESSED_KIND });
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl fmt::Display for ProtocolVersion {
 }
 
 /// The version of the protocol this crate speaks.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
 
 /// What the agent can measure in this build, so a client can show "n/a" rather than a misleading zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

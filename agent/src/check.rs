@@ -20,6 +20,7 @@
 //! ```
 
 use crate::{Agent, AgentBuilder};
+use loopscope_wire::check::{AllowList, Exemption};
 use loopscope_wire::{FrameOrigin, StallEvent, StallKind, StallPhase, StallSummary};
 use std::fmt;
 use std::future::Future;
@@ -34,8 +35,7 @@ pub const CHECK_DIR_ENV: &str = "LOOPSCOPE_CHECK_DIR";
 #[must_use]
 pub struct Check {
     max_poll: Duration,
-    allow_spawn: Vec<String>,
-    allow_fn: Vec<String>,
+    allow: AllowList,
     max_stalls: usize,
     agent: AgentBuilder,
 }
@@ -46,13 +46,7 @@ impl Default for Check {
         // `loopscope check` its stalls are reported to the CLI as well.
         let mut agent = Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false);
         agent.config.check_dir = loopscope_wire::check::check_dir_from_env();
-        Check {
-            max_poll: Duration::from_millis(10),
-            allow_spawn: Vec::new(),
-            allow_fn: Vec::new(),
-            max_stalls: 0,
-            agent,
-        }
+        Check { max_poll: Duration::from_millis(10), allow: AllowList::default(), max_stalls: 0, agent }
     }
 }
 
@@ -71,14 +65,14 @@ impl Check {
     /// Exempts stalls of tasks spawned at a location: `"src/legacy.rs"` (a path suffix) or
     /// `"src/legacy.rs:42"` (a line).
     pub fn allow_spawn(mut self, location: impl Into<String>) -> Self {
-        self.allow_spawn.push(location.into());
+        self.allow.spawn.push(location.into());
         self
     }
 
     /// Exempts stalls whose captured stack contains a function whose name contains `function`, e.g.
     /// `"my_crate::legacy::load_config"`. Needs the stack probe (on by default on Linux).
     pub fn allow_fn(mut self, function: impl Into<String>) -> Self {
-        self.allow_fn.push(function.into());
+        self.allow.functions.push(function.into());
         self
     }
 
@@ -206,7 +200,7 @@ impl Report {
         let stalls: Vec<CheckedStall> = summaries
             .into_iter()
             .map(|StallSummary { last, .. }| {
-                let allowed_by = allowed_by(&last, &check.allow_spawn, &check.allow_fn);
+                let allowed_by = allowed_by(&last, &check.allow);
                 CheckedStall { event: last, allowed_by }
             })
             .collect();
@@ -248,29 +242,11 @@ impl Report {
     }
 }
 
-fn allowed_by(ev: &StallEvent, spawn: &[String], functions: &[String]) -> Option<String> {
-    if let Some(loc) = &ev.location {
-        for a in spawn {
-            let matches = match a.rsplit_once(':') {
-                Some((file, line)) if line.parse::<u32>().is_ok() => {
-                    loc.file.ends_with(file) && line.parse() == Ok(loc.line)
-                }
-                _ => loc.file.ends_with(a.as_str()),
-            };
-            if matches {
-                return Some(format!("allow_spawn {a:?}"));
-            }
-        }
-    }
-    if let Some(c) = &ev.culprit {
-        for f in functions {
-            if c.samples.iter().flat_map(|s| &s.frames).any(|fr| fr.function.as_deref().is_some_and(|n| n.contains(f)))
-            {
-                return Some(format!("allow_fn {f:?}"));
-            }
-        }
-    }
-    None
+fn allowed_by(ev: &StallEvent, allow: &AllowList) -> Option<String> {
+    allow.exempts(ev).map(|e| match e {
+        Exemption::Spawn(a) => format!("allow_spawn {a:?}"),
+        Exemption::Function(f) => format!("allow_fn {f:?}"),
+    })
 }
 
 impl fmt::Display for Report {
@@ -375,10 +351,11 @@ mod tests {
     #[test]
     fn allow_list_by_spawn_location() {
         let e = ev("/home/x/src/legacy.rs", 42);
-        assert!(allowed_by(&e, &["src/legacy.rs".into()], &[]).is_some());
-        assert!(allowed_by(&e, &["src/legacy.rs:42".into()], &[]).is_some());
-        assert!(allowed_by(&e, &["src/legacy.rs:43".into()], &[]).is_none());
-        assert!(allowed_by(&e, &["src/other.rs".into()], &[]).is_none());
+        let spawn = |a: &str| AllowList { spawn: vec![a.into()], functions: vec![] };
+        assert_eq!(allowed_by(&e, &spawn("src/legacy.rs")).as_deref(), Some("allow_spawn \"src/legacy.rs\""));
+        assert!(allowed_by(&e, &spawn("src/legacy.rs:42")).is_some());
+        assert!(allowed_by(&e, &spawn("src/legacy.rs:43")).is_none());
+        assert!(allowed_by(&e, &spawn("src/other.rs")).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 mod report;
 mod summary;
 
-use loopscope_wire::check::{CHECK_DIR_ENV, read_dir};
+use loopscope_wire::check::{AllowList, CHECK_DIR_ENV, read_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -34,11 +34,22 @@ Exit status: 1 if any poll held its thread longer than --max-poll; otherwise the
 
 Examples:
   loopscope check -- cargo run --example blocking_sleep
-  loopscope check --max-poll 5ms --junit report.xml -- cargo test")]
+  loopscope check --max-poll 5ms --junit report.xml -- cargo test
+  loopscope check --allow-fn legacy::load_config --allow-spawn src/migrations.rs -- cargo test")]
 pub(crate) struct CheckArgs {
     /// The longest a single task poll may hold its thread, e.g. 10ms, 500us, 1.5s (at least 100us).
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_max_poll)]
     pub(crate) max_poll: Duration,
+
+    /// Exempt stalls of tasks spawned at LOCATION: a path suffix (`src/legacy.rs`) or one line of it
+    /// (`src/legacy.rs:42`). Repeatable. Exempt stalls are listed in a note, and don't fail the check.
+    #[arg(long = "allow-spawn", value_name = "LOCATION")]
+    pub(crate) allow_spawn: Vec<String>,
+
+    /// Exempt stalls whose captured stack passes through a function whose name contains FUNCTION, e.g.
+    /// `my_crate::legacy::load_config`, or a test that blocks on purpose. Repeatable.
+    #[arg(long = "allow-fn", value_name = "FUNCTION")]
+    pub(crate) allow_fn: Vec<String>,
 
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -110,7 +121,8 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
 
     let agents = read_dir(dir.path()).map_err(|e| anyhow::anyhow!("reading the agents' records failed: {e}"))?;
-    let outcome = Outcome::new(args.max_poll, args.command.clone(), ChildEnd::from(status), agents, elapsed);
+    let allow = AllowList { spawn: args.allow_spawn.clone(), functions: args.allow_fn.clone() };
+    let outcome = Outcome::new(args.max_poll, args.command.clone(), ChildEnd::from(status), agents, elapsed, &allow);
     eprint!("{}", outcome.render_text());
 
     let mut failed_output = false;

@@ -196,6 +196,28 @@ fn a_higher_limit_lets_the_same_program_pass() {
 }
 
 #[test]
+fn the_allow_list_exempts_a_known_culprit() {
+    // The same program and limit that fail above; exempting its blocking function (or its spawn location)
+    // makes it pass, and the exemption is reported.
+    let run = loopscope(
+        &["check", "--allow-fn", "blocking_sleep::blocking_sleep", "--", &example("blocking_sleep"), "--seconds", "1"],
+        &[],
+    );
+    run.assert_code(0).assert_stderr("exempted by --allow-fn \"blocking_sleep::blocking_sleep\"");
+    let run = loopscope(
+        &["check", "--allow-spawn", "examples/blocking_sleep.rs", "--", &example("blocking_sleep"), "--seconds", "1"],
+        &[],
+    );
+    run.assert_code(0).assert_stderr("exempted by --allow-spawn \"examples/blocking_sleep.rs\"");
+    // An entry that matches nothing exempts nothing.
+    let run = loopscope(
+        &["check", "--allow-fn", "no_such_function", "--", &example("blocking_sleep"), "--seconds", "1"],
+        &[],
+    );
+    run.assert_code(1);
+}
+
+#[test]
 fn json_report_has_the_culprit_groups() {
     let dir = scratch_dir("json");
     let path = dir.join("report.json");

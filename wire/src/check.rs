@@ -54,6 +54,81 @@ pub const CHECK_DIR_ENV: &str = "LOOPSCOPE_CHECK_DIR";
 /// know, so a newer agent's file still reads.
 pub const CHECK_FORMAT: u32 = 1;
 
+/// Which stalls a check exempts: tasks spawned at some locations, or stacks that pass through some functions.
+/// The same rules serve `#[loopscope::test(allow_spawn = ..., allow_fn = ...)]`, `loopscope::Check` and
+/// `loopscope check --allow-spawn ... --allow-fn ...`.
+///
+/// # Examples
+/// ```
+/// use loopscope_wire::check::{AllowList, Exemption};
+/// use loopscope_wire::{Location, StallEvent, StallKind, StallPhase, ThreadInfo};
+/// # use std::time::Duration;
+/// let allow = AllowList { spawn: vec!["src/legacy.rs".into()], functions: vec![] };
+/// let mut ev = StallEvent {
+///     location: Some(Location::new("crates/app/src/legacy.rs", 12, 5)),
+/// #   stall_id: 1, phase: StallPhase::Ended, kind: StallKind::WorkerBlocked, runtime_id: 1, worker: Some(0),
+/// #   thread: ThreadInfo { tid: 1, name: None }, task_id: 3, elapsed: Duration::from_millis(30),
+/// #   threshold: Duration::from_millis(10), at_unix_nanos: 0, suppressed: 0, caught_in_flight: true,
+/// #   culprit: None,
+///     // ...
+/// };
+/// assert_eq!(allow.exempts(&ev), Some(Exemption::Spawn("src/legacy.rs")));
+/// ev.location = Some(Location::new("src/main.rs", 3, 1));
+/// assert_eq!(allow.exempts(&ev), None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowList {
+    /// Spawn locations: a path suffix (`src/legacy.rs`) or a path suffix and a line (`src/legacy.rs:42`).
+    pub spawn: Vec<String>,
+    /// Function names, or parts of them (`legacy::load_config`), matched against every frame of every
+    /// captured sample of the stall. Needs the stack probe.
+    pub functions: Vec<String>,
+}
+
+/// Why an [`AllowList`] exempts a stall: the entry that matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exemption<'a> {
+    /// The task was spawned at this location entry.
+    Spawn(&'a str),
+    /// The stack passes through a function matching this entry.
+    Function(&'a str),
+}
+
+impl AllowList {
+    /// Whether nothing is exempt.
+    pub fn is_empty(&self) -> bool {
+        self.spawn.is_empty() && self.functions.is_empty()
+    }
+
+    /// The first entry that exempts `ev`, if any: spawn locations first, then functions.
+    pub fn exempts(&self, ev: &StallEvent) -> Option<Exemption<'_>> {
+        if let Some(loc) = &ev.location {
+            for a in &self.spawn {
+                let matches = match a.rsplit_once(':') {
+                    Some((file, line)) if line.parse::<u32>().is_ok() => {
+                        loc.file.ends_with(file) && line.parse() == Ok(loc.line)
+                    }
+                    _ => loc.file.ends_with(a.as_str()),
+                };
+                if matches {
+                    return Some(Exemption::Spawn(a));
+                }
+            }
+        }
+        let culprit = ev.culprit.as_ref()?;
+        self.functions
+            .iter()
+            .find(|f| {
+                culprit
+                    .samples
+                    .iter()
+                    .flat_map(|s| &s.frames)
+                    .any(|fr| fr.function.as_deref().is_some_and(|n| n.contains(f.as_str())))
+            })
+            .map(|f| Exemption::Function(f))
+    }
+}
+
 /// The prefix of every agent's file name in a check directory.
 const FILE_PREFIX: &str = "agent-";
 

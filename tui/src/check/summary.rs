@@ -1,7 +1,7 @@
 //! What a check found: the stalls of every agent grouped by culprit, notes about the run, the exit code, and
 //! the text summary printed at the end.
 
-use loopscope_wire::check::AgentReport;
+use loopscope_wire::check::{AgentReport, AllowList, Exemption};
 use loopscope_wire::{Frame, FrameOrigin, Location, StallEvent, StallKind, StallSummary};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -222,6 +222,9 @@ pub(crate) struct Outcome {
     /// Stalls shorter than `max_poll`, from agents whose own threshold is lower (set in code, ignoring the
     /// environment); they don't count.
     pub(crate) below_limit: u64,
+    /// Stalls past `max_poll` that the allow-list exempts, by the option that matched (`--allow-fn "x"`),
+    /// in the order they first matched; they don't count.
+    pub(crate) allowed: Vec<(String, u64)>,
     /// How long the command ran.
     pub(crate) elapsed: Duration,
 }
@@ -234,11 +237,13 @@ impl Outcome {
         child: ChildEnd,
         agents: Vec<AgentReport>,
         elapsed: Duration,
+        allow: &AllowList,
     ) -> Outcome {
         type Key = (bool, Option<Location>, Option<String>);
         let mut groups: BTreeMap<Key, CulpritGroup> = BTreeMap::new();
         let mut unlisted = 0;
         let mut below_limit = 0;
+        let mut allowed: Vec<(String, u64)> = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
             if agent.info.stall_threshold() >= max_poll || agent.info.stall_threshold_nanos == 0 {
                 unlisted += agent.unlisted_stalls();
@@ -246,6 +251,17 @@ impl Outcome {
             for s in &agent.stalls {
                 if s.last.elapsed < max_poll {
                     below_limit += 1;
+                    continue;
+                }
+                if let Some(e) = allow.exempts(&s.last) {
+                    let by = match e {
+                        Exemption::Spawn(a) => format!("--allow-spawn {a:?}"),
+                        Exemption::Function(f) => format!("--allow-fn {f:?}"),
+                    };
+                    match allowed.iter_mut().find(|(b, _)| *b == by) {
+                        Some((_, n)) => *n += 1,
+                        None => allowed.push((by, 1)),
+                    }
                     continue;
                 }
                 let function = s
@@ -272,7 +288,7 @@ impl Outcome {
             g.stalls.sort_by_key(|s| std::cmp::Reverse(s.stall.last.elapsed));
         }
         groups.sort_by(|a, b| b.worst().elapsed.cmp(&a.worst().elapsed).then_with(|| b.count().cmp(&a.count())));
-        Outcome { max_poll, command, child, agents, groups, unlisted, below_limit, elapsed }
+        Outcome { max_poll, command, child, agents, groups, unlisted, below_limit, allowed, elapsed }
     }
 
     /// Stalls that count against the check.
@@ -384,6 +400,11 @@ impl Outcome {
                 "{} stall(s) were counted without details (suppressed by the agent's rate limit or dropped)",
                 self.unlisted
             ));
+        }
+        if !self.allowed.is_empty() {
+            let total: u64 = self.allowed.iter().map(|(_, n)| n).sum();
+            let by: Vec<String> = self.allowed.iter().map(|(b, n)| format!("{b} ({n})")).collect();
+            notes.push(format!("{total} stall(s) past --max-poll were exempted by {}; they don't count", list(&by)));
         }
         if self.below_limit > 0 {
             notes.push(format!(
@@ -587,7 +608,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn outcome(files: &[(u32, Vec<StallEvent>, bool)], child: ChildEnd) -> Outcome {
-        Outcome::new(Duration::from_millis(10), vec!["app".into()], child, agents(files), Duration::from_secs(1))
+        outcome_with(files, child, &AllowList::default())
+    }
+
+    pub(crate) fn outcome_with(files: &[(u32, Vec<StallEvent>, bool)], child: ChildEnd, allow: &AllowList) -> Outcome {
+        Outcome::new(Duration::from_millis(10), vec!["app".into()], child, agents(files), Duration::from_secs(1), allow)
     }
 
     #[test]
@@ -624,6 +649,42 @@ pub(crate) mod tests {
         assert!(text.contains("2. app::spin: 3 stalls, worst 50.0ms"), "{text}");
         assert!(text.contains("CPU-bound (99% on CPU)"), "{text}");
         assert!(text.contains("FAILED"), "{text}");
+    }
+
+    #[test]
+    fn the_allow_list_exempts_by_function_and_spawn_location() {
+        let files = [(
+            1,
+            vec![
+                stall(1, "src/a.rs", Some("app::spin"), 30),
+                stall(2, "src/a.rs", Some("app::spin"), 40),
+                stall(3, "src/legacy.rs", Some("app::load"), 50),
+                stall(4, "src/b.rs", Some("app::sleep"), 60),
+            ],
+            true,
+        )];
+        let allow = AllowList { spawn: vec!["src/legacy.rs".into()], functions: vec!["app::spin".into()] };
+        let o = outcome_with(&files, ChildEnd::Exited(0), &allow);
+        assert_eq!(o.violations(), 1, "only app::sleep counts");
+        assert_eq!(o.groups.len(), 1);
+        assert_eq!(o.groups[0].function.as_deref(), Some("app::sleep"));
+        assert_eq!(
+            o.allowed,
+            [("--allow-fn \"app::spin\"".to_string(), 2), ("--allow-spawn \"src/legacy.rs\"".to_string(), 1)]
+        );
+        let text = o.render_text();
+        assert!(
+            text.contains(
+                "3 stall(s) past --max-poll were exempted by --allow-fn \"app::spin\" (2), \
+                 --allow-spawn \"src/legacy.rs\" (1)"
+            ),
+            "{text}"
+        );
+        // Everything exempt: the check passes.
+        let all = AllowList { spawn: vec![], functions: vec!["app::".into()] };
+        let o = outcome_with(&files, ChildEnd::Exited(0), &all);
+        assert!(o.passed());
+        assert_eq!(o.exit_code(), 0);
     }
 
     #[test]

@@ -90,6 +90,14 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
              or `loopscope check --max-poll 10ms -- ./my-server --port 8080`"
         );
     };
+    if program.starts_with('-') && program.len() > 1 {
+        // Without `--`, clap hands an option it does not know to the command, which would then fail to start
+        // with a puzzling "not found".
+        anyhow::bail!(
+            "unknown option `{program}` (see `loopscope check --help`); put the command after `--`, e.g. \
+             `loopscope check --max-poll 10ms -- cargo test`"
+        );
+    }
     let dir = TempDir::create()?;
     let started = Instant::now();
 

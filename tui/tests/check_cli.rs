@@ -320,6 +320,12 @@ fn a_test_binary_with_many_runtimes_is_checked_as_a_whole() {
 // ---------------------------------------------------------------------------------------------------------
 
 #[test]
+fn a_misspelt_option_is_named_not_run() {
+    let run = loopscope(&["check", "--alow-fn", "x", "--", "true"], &[]);
+    run.assert_code(2).assert_stderr("unknown option `--alow-fn`");
+}
+
+#[test]
 fn a_missing_command_is_an_error() {
     loopscope(&["check"], &[]).assert_code(2).assert_stderr("missing command");
     loopscope(&["check", "--max-poll", "5ms", "--"], &[]).assert_code(2).assert_stderr("missing command");

@@ -267,6 +267,30 @@ impl FullStateSource {
     }
 }
 
+/// Encoded bytes of stall events a full state carries at most. A frame holds at most 16 MiB
+/// (`MAX_FRAME_LEN`), and a stall event with four samples of a deep stack can take a few hundred KB, so the
+/// agent's 256 recent stalls may not fit: a full state that cannot be encoded would leave a new client with
+/// nothing at all. A quarter of the frame leaves room for the locations and workers.
+const FULL_STALLS_BUDGET: usize = 4 << 20;
+
+/// The newest of `events` (given oldest first) whose encodings fit in `budget` bytes, oldest first. Older
+/// stalls that do not fit are left out: the totals still count them, and a client that was connected saw
+/// them live.
+fn newest_within<'a>(events: impl DoubleEndedIterator<Item = &'a StallEvent>, budget: usize) -> Vec<StallEvent> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for ev in events.rev() {
+        let Ok(bytes) = proto::encode_payload(ev, "StallEvent") else { continue };
+        if used + bytes.len() > budget {
+            break;
+        }
+        used += bytes.len();
+        out.push(ev.clone());
+    }
+    out.reverse();
+    out
+}
+
 fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>) {
     let latest = lock(&feed.latest).clone();
     let mut ids = lock(&feed.ids);
@@ -276,8 +300,8 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
     location_stats.sort_by_key(|l| l.id);
     let locations = ids.infos.clone();
     drop(ids);
-    // The latest event of each recent stall, oldest first.
-    let recent_stalls = lock(&shared.recent_stalls).iter().map(|s| s.last.clone()).collect();
+    // The latest event of each recent stall, oldest first, as many as fit the budget.
+    let recent_stalls = newest_within(lock(&shared.recent_stalls).iter().map(|s| &s.last), FULL_STALLS_BUDGET);
     let full = FullState {
         at_unix_nanos: crate::os::unix_nanos(),
         uptime_nanos: proto_nanos(uptime),
@@ -703,5 +727,82 @@ pub(crate) fn finish_check(shared: &Shared, w: &mut CheckWriter) {
     };
     if let Err(e) = w.finish(&summary) {
         tracing::error!(target: "loopscope", "loopscope: cannot finish the CI record {}: {e}", w.path().display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopscope_wire::proto::{MAX_FRAME_LEN, ServerFrame};
+    use loopscope_wire::{Classification, Culprit, CulpritSample, Frame, FrameOrigin, StallKind, StallPhase};
+
+    /// A stall as deep as the probes capture: four samples of 128 frames with long generic names.
+    fn deep_stall(id: u64) -> StallEvent {
+        let frames: Vec<Frame> = (0..128u64)
+            .map(|i| Frame {
+                ip: i,
+                function: Some(format!(
+                    "tokio::runtime::task::harness::Harness<app::handlers::Handler{i}<alloc::sync::Arc<\
+                     tokio::runtime::scheduler::multi_thread::handle::Handle>>, S>::poll_inner::{{{{closure}}}}"
+                )),
+                file: Some("/rustc/0123456789abcdef/library/core/src/future/future.rs".into()),
+                line: Some(124),
+                origin: FrameOrigin::Runtime,
+            })
+            .collect();
+        let sample = CulpritSample {
+            at_elapsed: Duration::from_millis(10),
+            frames,
+            symbolized: true,
+            stack_error: None,
+            state: Some('R'),
+            syscall: None,
+            fd_target: None,
+        };
+        StallEvent {
+            stall_id: id,
+            phase: StallPhase::Ended,
+            kind: StallKind::WorkerBlocked,
+            runtime_id: 1,
+            worker: Some(0),
+            thread: ThreadInfo { tid: 1, name: None },
+            task_id: id,
+            location: Some(Location::new("src/main.rs", 1, 1)),
+            elapsed: Duration::from_millis(80),
+            threshold: Duration::from_millis(10),
+            at_unix_nanos: 0,
+            suppressed: 0,
+            caught_in_flight: true,
+            culprit: Some(Culprit {
+                classification: Classification::CpuBound,
+                reason: "on CPU".into(),
+                on_cpu_ratio: Some(1.0),
+                run_queue_ratio: Some(0.0),
+                counters: None,
+                voluntary_switches: None,
+                involuntary_switches: None,
+                samples: vec![sample; 4],
+                stack_moved: Some(false),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_full_state_with_many_deep_stalls_still_fits_in_a_frame() {
+        let recent: Vec<StallEvent> = (0..crate::shared::RECENT_STALLS as u64).map(deep_stall).collect();
+        let full = |recent_stalls| ServerMessage::Full(Box::new(FullState { recent_stalls, ..FullState::default() }));
+        // All of them would not fit: the full state could not be sent at all.
+        assert!(ServerFrame::encode(&full(recent.clone())).is_err(), "the test needs more than a frame of stalls");
+
+        let kept = newest_within(recent.iter(), FULL_STALLS_BUDGET);
+        assert!(!kept.is_empty() && kept.len() < recent.len(), "kept {}", kept.len());
+        let ids: Vec<u64> = kept.iter().map(|e| e.stall_id).collect();
+        let newest: Vec<u64> = (recent.len() - kept.len()..recent.len()).map(|i| i as u64).collect();
+        assert_eq!(ids, newest, "the newest stalls, oldest first");
+        let frame = ServerFrame::encode(&full(kept)).expect("fits");
+        assert!(frame.wire_len() <= FULL_STALLS_BUDGET + 1024 && frame.wire_len() < MAX_FRAME_LEN as usize);
+        // Small stalls all fit.
+        let small: Vec<StallEvent> = (0..10).map(|i| StallEvent { culprit: None, ..deep_stall(i) }).collect();
+        assert_eq!(newest_within(small.iter(), FULL_STALLS_BUDGET).len(), 10);
     }
 }

@@ -734,57 +734,10 @@ pub(crate) fn finish_check(shared: &Shared, w: &mut CheckWriter) {
 mod tests {
     use super::*;
     use loopscope_wire::proto::{MAX_FRAME_LEN, ServerFrame};
-    use loopscope_wire::{Classification, Culprit, CulpritSample, Frame, FrameOrigin, StallKind, StallPhase};
 
     /// A stall as deep as the probes capture: four samples of 128 frames with long generic names.
     fn deep_stall(id: u64) -> StallEvent {
-        let frames: Vec<Frame> = (0..128u64)
-            .map(|i| Frame {
-                ip: i,
-                function: Some(format!(
-                    "tokio::runtime::task::harness::Harness<app::handlers::Handler{i}<alloc::sync::Arc<\
-                     tokio::runtime::scheduler::multi_thread::handle::Handle>>, S>::poll_inner::{{{{closure}}}}"
-                )),
-                file: Some("/rustc/0123456789abcdef/library/core/src/future/future.rs".into()),
-                line: Some(124),
-                origin: FrameOrigin::Runtime,
-            })
-            .collect();
-        let sample = CulpritSample {
-            at_elapsed: Duration::from_millis(10),
-            frames,
-            symbolized: true,
-            stack_error: None,
-            state: Some('R'),
-            syscall: None,
-            fd_target: None,
-        };
-        StallEvent {
-            stall_id: id,
-            phase: StallPhase::Ended,
-            kind: StallKind::WorkerBlocked,
-            runtime_id: 1,
-            worker: Some(0),
-            thread: ThreadInfo { tid: 1, name: None },
-            task_id: id,
-            location: Some(Location::new("src/main.rs", 1, 1)),
-            elapsed: Duration::from_millis(80),
-            threshold: Duration::from_millis(10),
-            at_unix_nanos: 0,
-            suppressed: 0,
-            caught_in_flight: true,
-            culprit: Some(Culprit {
-                classification: Classification::CpuBound,
-                reason: "on CPU".into(),
-                on_cpu_ratio: Some(1.0),
-                run_queue_ratio: Some(0.0),
-                counters: None,
-                voluntary_switches: None,
-                involuntary_switches: None,
-                samples: vec![sample; 4],
-                stack_moved: Some(false),
-            }),
-        }
+        loopscope_wire::example_stall(id, 128, 4)
     }
 
     #[test]

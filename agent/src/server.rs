@@ -1212,51 +1212,7 @@ mod tests {
 
     /// A stall event as big as real ones: a 60-frame stack of long names, sampled three times.
     fn big_stall() -> ServerMessage {
-        use loopscope_wire::{Culprit, CulpritSample, Frame, FrameOrigin, StallEvent, StallKind, StallPhase};
-        let frames: Vec<Frame> = (0..60u64)
-            .map(|i| Frame {
-                ip: 0x1000 + i,
-                function: Some(format!("tokio::runtime::task::harness::Harness<app::Handler{i}>::poll_inner")),
-                file: Some("/rustc/0123456789abcdef/library/core/src/future/mod.rs".into()),
-                line: Some(10),
-                origin: FrameOrigin::Runtime,
-            })
-            .collect();
-        let sample = CulpritSample {
-            at_elapsed: Duration::from_millis(10),
-            frames,
-            symbolized: true,
-            stack_error: None,
-            state: Some('R'),
-            syscall: None,
-            fd_target: None,
-        };
-        ServerMessage::Stall(Box::new(StallEvent {
-            stall_id: 1,
-            phase: StallPhase::Ended,
-            kind: StallKind::WorkerBlocked,
-            runtime_id: 1,
-            worker: Some(0),
-            thread: loopscope_wire::ThreadInfo { tid: 1, name: None },
-            task_id: 1,
-            location: Some(Location::new("src/main.rs", 1, 1)),
-            elapsed: Duration::from_millis(50),
-            threshold: Duration::from_millis(10),
-            at_unix_nanos: 1,
-            suppressed: 0,
-            caught_in_flight: true,
-            culprit: Some(Culprit {
-                classification: loopscope_wire::Classification::CpuBound,
-                reason: "on CPU".into(),
-                on_cpu_ratio: Some(1.0),
-                run_queue_ratio: Some(0.0),
-                counters: None,
-                voluntary_switches: None,
-                involuntary_switches: None,
-                samples: vec![sample; 3],
-                stack_moved: Some(false),
-            }),
-        }))
+        ServerMessage::Stall(Box::new(loopscope_wire::example_stall(1, 60, 3)))
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub use snapshot::{
     Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, ThreadInfo,
     Totals, WorkerDelta, WorkerStats,
 };
+#[doc(hidden)]
+pub use stall::example_stall;
 pub use stall::{
     Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
     StallEvent, StallKind, StallPhase, StallSummary,

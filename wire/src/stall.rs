@@ -323,3 +323,56 @@ pub struct StallSummary {
     /// Whether the poll has returned.
     pub ended: bool,
 }
+
+/// A stall as deep as real ones, for tests and benchmarks of sizes and encodings: `samples` samples of a
+/// `depth`-frame stack of long, distinct generic function names (the shape of a tokio stack).
+#[doc(hidden)]
+pub fn example_stall(stall_id: u64, depth: u64, samples: usize) -> StallEvent {
+    let frames: Vec<Frame> = (0..depth)
+        .map(|i| Frame {
+            ip: 0x5555_0000_0000 + i * 0x40,
+            function: Some(format!(
+                "tokio::runtime::task::harness::Harness<app::handlers::Handler{i}<alloc::sync::Arc<\
+                 tokio::runtime::scheduler::multi_thread::handle::Handle>>, S>::poll_inner::{{{{closure}}}}"
+            )),
+            file: Some(format!("/rustc/0123456789abcdef/library/core/src/future/module{}.rs", i % 7)),
+            line: Some(100 + (i % 1000) as u32),
+            origin: if i == 5 { FrameOrigin::User } else { FrameOrigin::Runtime },
+        })
+        .collect();
+    let sample = CulpritSample {
+        at_elapsed: Duration::from_millis(10),
+        frames,
+        symbolized: true,
+        stack_error: None,
+        state: Some('R'),
+        syscall: None,
+        fd_target: None,
+    };
+    StallEvent {
+        stall_id,
+        phase: StallPhase::Ended,
+        kind: StallKind::WorkerBlocked,
+        runtime_id: 1,
+        worker: Some(0),
+        thread: ThreadInfo { tid: 4242, name: Some("tokio-runtime-worker".into()) },
+        task_id: stall_id,
+        location: Some(Location::new("src/handlers.rs", 42, 9)),
+        elapsed: Duration::from_millis(120),
+        threshold: Duration::from_millis(10),
+        at_unix_nanos: 1_700_000_000_000_000_000,
+        suppressed: 0,
+        caught_in_flight: true,
+        culprit: Some(Culprit {
+            classification: Classification::CpuBound,
+            reason: "on CPU 99% of the time over 110ms".into(),
+            on_cpu_ratio: Some(0.99),
+            run_queue_ratio: Some(0.0),
+            counters: None,
+            voluntary_switches: Some(0),
+            involuntary_switches: Some(1),
+            samples: vec![sample; samples],
+            stack_moved: Some(false),
+        }),
+    }
+}

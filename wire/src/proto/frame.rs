@@ -724,56 +724,7 @@ mod tests {
 
     /// A stall event shaped like a real one: four samples of a 60-frame stack with long generic names.
     fn realistic_stall() -> ServerMessage {
-        use crate::{Classification, Culprit, CulpritSample, Frame, FrameOrigin, Location, StallEvent};
-        use crate::{StallKind, StallPhase, snapshot::ThreadInfo};
-        use std::time::Duration;
-        let frames: Vec<Frame> = (0..60u64)
-            .map(|i| Frame {
-                ip: 0x5555_0000_0000 + i * 0x1234,
-                function: Some(format!(
-                    "tokio::runtime::task::core::Core<T,S>::poll::{{{{closure}}}}<app::handlers::Handler{i}<\
-                     alloc::sync::Arc<tokio::runtime::scheduler::multi_thread::handle::Handle>>>"
-                )),
-                file: Some(format!("/rustc/abcdef0123456789/library/core/src/module{}.rs", i % 7)),
-                line: Some(100 + i as u32),
-                origin: if i == 5 { FrameOrigin::User } else { FrameOrigin::Runtime },
-            })
-            .collect();
-        let sample = |n: u64| CulpritSample {
-            at_elapsed: Duration::from_millis(10 << n),
-            frames: frames.clone(),
-            symbolized: true,
-            stack_error: None,
-            state: Some('S'),
-            syscall: Some("clock_nanosleep".into()),
-            fd_target: None,
-        };
-        ServerMessage::Stall(Box::new(StallEvent {
-            stall_id: 7,
-            phase: StallPhase::Ended,
-            kind: StallKind::WorkerBlocked,
-            runtime_id: 1,
-            worker: Some(0),
-            thread: ThreadInfo { tid: 4242, name: Some("tokio-runtime-worker".into()) },
-            task_id: 99,
-            location: Some(Location::new("src/handlers.rs", 42, 9)),
-            elapsed: Duration::from_millis(120),
-            threshold: Duration::from_millis(10),
-            at_unix_nanos: 1_700_000_000_000_000_000,
-            suppressed: 0,
-            caught_in_flight: true,
-            culprit: Some(Culprit {
-                classification: Classification::Syscall { name: "clock_nanosleep".into(), fd_target: None },
-                reason: "sleeping (S) in clock_nanosleep()".into(),
-                on_cpu_ratio: Some(0.0),
-                run_queue_ratio: Some(0.0),
-                counters: None,
-                voluntary_switches: Some(1),
-                involuntary_switches: Some(0),
-                samples: (0..4).map(sample).collect(),
-                stack_moved: Some(false),
-            }),
-        }))
+        ServerMessage::Stall(Box::new(crate::stall::example_stall(7, 60, 4)))
     }
 
     #[test]

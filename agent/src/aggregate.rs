@@ -123,7 +123,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         if let Some(s) = &mut sampler
             && Instant::now() >= next_sample
         {
-            let sample = s.sample();
+            let sample = s.sample(&me.shared);
             me.reclaim();
             me.outputs.tick(&me.shared, Some(&sample), &mut me.freed);
             *lock(&me.shared.runtime_sample) = Some(sample);
@@ -216,32 +216,42 @@ impl AgentThread {
         match msg {
             WatchMsg::Started(flag) => self.started(*flag),
             WatchMsg::Late(flag) => self.late(*flag),
-            WatchMsg::Sampled { stall_id, look } => {
+            WatchMsg::Sampled { stall_id, look, time } => {
                 if let Some(open) = self.open.get_mut(&stall_id) {
-                    open.looks.push(look);
+                    open.looks.extend(look);
+                    open.event.time = time.or(open.event.time.take());
                 }
             }
-            WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos, look } => {
+            WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos, look, time } => {
+                let threshold = self.shared.config.stall_threshold;
                 let Some(open) = self.open.get_mut(&stall_id) else { return };
-                open.looks.push(look);
+                open.looks.extend(look);
                 open.event.elapsed = Duration::from_nanos(elapsed_ns);
                 open.event.at_unix_nanos = at_unix_nanos;
+                open.event.time = time.or(open.event.time.take());
                 // The stall is still running: don't wait for symbols (see probing.rs).
-                open.event.culprit = crate::probing::culprit(&open.looks, false);
+                open.event.culprit = crate::probing::culprit(&open.looks, false, open.event.time.as_ref(), threshold);
                 // A stall whose start was rate-limited is still worth one report as it grows.
                 open.event.phase = if open.delivered { StallPhase::Updated } else { StallPhase::Started };
                 let ev = open.event.clone();
                 self.remember(&ev, false);
                 self.deliver_limited(stall_id, ev);
             }
-            WatchMsg::Ended { stall_id, elapsed_ns, at_unix_nanos } => {
+            WatchMsg::Ended { stall_id, elapsed_ns, at_unix_nanos, time } => {
                 let Some(mut open) = self.open.remove(&stall_id) else { return };
                 open.event.phase = StallPhase::Ended;
-                // The final word on the culprit, with every stack symbolized (waiting for symbols if needed).
-                if !open.looks.is_empty() {
-                    open.event.culprit = crate::probing::culprit(&open.looks, true);
-                }
                 open.event.elapsed = Duration::from_nanos(elapsed_ns).max(open.event.elapsed);
+                // The split of the whole poll, now that it ended; without a closing reading, the latest one.
+                open.event.time = time.or(open.event.time.take());
+                // The final word on the culprit, with every stack symbolized (waiting for symbols if needed).
+                let threshold = self.shared.config.stall_threshold;
+                if !open.looks.is_empty() {
+                    open.event.culprit =
+                        crate::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold);
+                } else if let Some(t) = &open.event.time {
+                    // Every look came after the poll ended (and was thrown away): the time split still tells.
+                    open.event.culprit = crate::probing::culprit_from_time(t, threshold);
+                }
                 open.event.at_unix_nanos = at_unix_nanos;
                 self.remember(&open.event, true);
                 if open.delivered {
@@ -256,7 +266,8 @@ impl AgentThread {
     fn started(&mut self, mut f: Flag) {
         let looks: Vec<_> = f.look.take().into_iter().collect();
         let mut event = self.event_from(&f, StallPhase::Started, true);
-        event.culprit = crate::probing::culprit(&looks, false);
+        let threshold = self.shared.config.stall_threshold;
+        event.culprit = crate::probing::culprit(&looks, false, event.time.as_ref(), threshold);
         self.remember(&event, false);
         self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
         self.deliver_limited(f.stall_id, event);
@@ -264,7 +275,9 @@ impl AgentThread {
 
     /// A stall found only after it ended: one `Ended` event.
     fn late(&mut self, f: Flag) {
-        let event = self.event_from(&f, StallPhase::Ended, false);
+        let mut event = self.event_from(&f, StallPhase::Ended, false);
+        event.culprit =
+            event.time.as_ref().and_then(|t| crate::probing::culprit_from_time(t, self.shared.config.stall_threshold));
         self.remember(&event, true);
         self.deliver_limited(f.stall_id, event);
     }
@@ -286,6 +299,8 @@ impl AgentThread {
             suppressed: 0,
             caught_in_flight,
             culprit: None,
+            time: f.time.clone(),
+            agent_task: f.agent_task.map(str::to_string),
         }
     }
 

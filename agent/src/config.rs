@@ -14,6 +14,7 @@ use std::time::Duration;
 /// | `LOOPSCOPE_STALL_THRESHOLD` | a poll running longer than this is a stall (≥ 100µs) | `10ms` |
 /// | `LOOPSCOPE_SLOW_POLL_THRESHOLD` | polls at least this long count as slow | `50us` |
 /// | `LOOPSCOPE_WATCHDOG_INTERVAL` | how often the watchdog looks at running polls (100µs..=1s) | `1ms` |
+/// | `LOOPSCOPE_REALTIME_WATCHDOG` | run the watchdog thread at `SCHED_FIFO` priority 1 where permitted (else nice -10), so it runs on time on a busy machine | on |
 /// | `LOOPSCOPE_MAX_REPORTS_PER_SECOND` | stall reports per second before the rate limit suppresses (and counts) them | `10` |
 /// | `LOOPSCOPE_TRACING` | emit each stall as a `tracing` warning | on |
 /// | `LOOPSCOPE_MAX_TASKS` | tasks tracked individually (memory bound: about 128 bytes each, 192 with schedule latency) | `65536` |
@@ -37,6 +38,7 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_STALL_THRESHOLD",
     "LOOPSCOPE_SLOW_POLL_THRESHOLD",
     "LOOPSCOPE_WATCHDOG_INTERVAL",
+    "LOOPSCOPE_REALTIME_WATCHDOG",
     "LOOPSCOPE_MAX_REPORTS_PER_SECOND",
     "LOOPSCOPE_TRACING",
     "LOOPSCOPE_MAX_TASKS",
@@ -95,6 +97,10 @@ pub struct Config {
     pub slow_poll_threshold: Duration,
     /// How often the watchdog checks running polls.
     pub watchdog_interval: Duration,
+    /// Ask for real-time scheduling (`SCHED_FIFO` priority 1) for the watchdog thread, where permitted; else
+    /// (or when off) nice -10 where permitted. It wakes for microseconds at a time, and a late watchdog means
+    /// late reports and late readings on a busy machine.
+    pub realtime_watchdog: bool,
     /// Rate limit for stall reports; 0 means unlimited.
     pub max_reports_per_second: u32,
     /// Emit `tracing` warnings for stalls.
@@ -136,6 +142,7 @@ impl Default for Config {
             stall_threshold: Duration::from_millis(10),
             slow_poll_threshold: Duration::from_micros(50),
             watchdog_interval: Duration::from_millis(1),
+            realtime_watchdog: true,
             max_reports_per_second: 10,
             tracing: true,
             max_tasks: 65_536,
@@ -174,6 +181,7 @@ impl Config {
                 "LOOPSCOPE_STALL_THRESHOLD" => self.stall_threshold = parse_duration(v).map_err(err)?,
                 "LOOPSCOPE_SLOW_POLL_THRESHOLD" => self.slow_poll_threshold = parse_duration(v).map_err(err)?,
                 "LOOPSCOPE_WATCHDOG_INTERVAL" => self.watchdog_interval = parse_duration(v).map_err(err)?,
+                "LOOPSCOPE_REALTIME_WATCHDOG" => self.realtime_watchdog = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_MAX_REPORTS_PER_SECOND" => self.max_reports_per_second = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_TRACING" => self.tracing = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_MAX_TASKS" => self.max_tasks = parse_num(v).map_err(err)?,

@@ -63,6 +63,7 @@
 // without the flag get a clear message instead of a build failure.
 #![cfg_attr(not(tokio_unstable), allow(dead_code, unused_imports, unused_variables))]
 
+mod accounting;
 mod aggregate;
 pub mod check;
 mod config;
@@ -70,6 +71,7 @@ mod feed;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod os;
+mod prober;
 mod probing;
 mod sampler;
 mod server;
@@ -191,6 +193,16 @@ impl AgentBuilder {
     /// plus about one interval.
     pub fn watchdog_interval(mut self, d: Duration) -> Self {
         self.config.watchdog_interval = d;
+        self
+    }
+
+    /// Whether to ask for real-time scheduling (`SCHED_FIFO` priority 1) for the watchdog thread (default
+    /// on). Where it is refused (no root, `CAP_SYS_NICE` or `RLIMIT_RTPRIO`), or when off, the watchdog asks
+    /// for nice -10 instead, and runs unchanged if that is refused too; `probe_status()` says what it got.
+    /// It wakes for microseconds at a time; on a busy machine a watchdog at normal priority can be kept
+    /// waiting for milliseconds, which delays reports and the readings that tell preemption from blocking.
+    pub fn realtime_watchdog(mut self, on: bool) -> Self {
+        self.config.realtime_watchdog = on;
         self
     }
 
@@ -512,7 +524,15 @@ impl Agent {
     /// Which OS probes work in this process (stack capture, thread state, CPU time, each perf counter), and
     /// why the others don't.
     pub fn probe_status(&self) -> Vec<wire::ProbeStatus> {
-        probing::status()
+        let mut status = probing::status();
+        // This runtime's own: how its watchdog is scheduled (see `realtime_watchdog`).
+        let priority = self.shared.watchdog_priority.get();
+        status.push(wire::ProbeStatus {
+            name: "watchdog-priority".into(),
+            active: priority.is_some_and(|p| !p.starts_with("unchanged")),
+            detail: priority.cloned().unwrap_or_else(|| "the watchdog has not started yet".into()),
+        });
+        status
     }
 
     /// Whether the probes are started and stack symbols are loaded, so stall reports carry named stacks at

@@ -9,12 +9,12 @@
 //! held back waiting for symbols.
 
 use crate::config::Config;
-use loopscope_probes::classify::{Classification as ProbeClass, classify};
+use loopscope_probes::classify::{Classification as ProbeClass, PollTime, classify, classify_poll};
 use loopscope_probes::stack::{Frame as ProbeFrame, FrameOrigin as ProbeOrigin, RawStack, SamplerConfig, Unwinder};
 use loopscope_probes::thread::RunState;
 use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
 use loopscope_wire::{
-    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, ProbeStatus as WireStatus,
+    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, ProbeStatus as WireStatus, StallTime,
 };
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -27,6 +27,10 @@ static SYMBOLS_READY: AtomicBool = AtomicBool::new(false);
 /// How long the watchdog waits for a stack capture. A thread that doesn't take the signal in time (in
 /// uninterruptible sleep, stopped) gets a report without a stack rather than a late one.
 pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The same for a runnable thread, which takes the signal only once it gets a CPU: on a crowded CPU that
+/// can be many milliseconds, during which the watchdog would watch nothing else. A stall that goes on is
+/// captured again at its next doubling.
+pub(crate) const RUNNABLE_CAPTURE_TIMEOUT: Duration = Duration::from_millis(2);
 /// Stack captures per stall: at 1×, 2×, 4× and 8× the threshold. Later re-reports sample /proc only: each
 /// capture interrupts the thread, and interrupting a sleeping thread too often keeps it from ever waking.
 pub(crate) const MAX_CAPTURES: usize = 4;
@@ -109,11 +113,12 @@ pub(crate) fn forget(tid: Tid) {
     }
 }
 
-/// Looks at thread `tid` now: /proc state first, then perf counters, then (if `stack`) its stack. Works
+/// Looks at thread `tid` now: /proc state first, then perf counters, then (if `stack` gives a timeout) its
+/// stack. Works
 /// without the probes too (no /proc access gives an error sample, which classifies as unknown).
-pub(crate) fn look(tid: Tid, stack: bool) -> StallSnapshot {
+pub(crate) fn look(tid: Tid, stack: Option<Duration>) -> StallSnapshot {
     match PROBES.get() {
-        Some(p) => p.snapshot(tid, stack.then_some(CAPTURE_TIMEOUT)),
+        Some(p) => p.snapshot(tid, stack),
         None => StallSnapshot {
             tid,
             at: Instant::now(),
@@ -131,9 +136,10 @@ pub(crate) struct Look {
     pub(crate) snapshot: StallSnapshot,
 }
 
-/// Builds the culprit of a stall from its looks (the first taken when it was flagged). With `wait` false,
-/// stacks are symbolized only if the symbolizer is free; otherwise they are sent as raw addresses.
-pub(crate) fn culprit(looks: &[Look], wait: bool) -> Option<Culprit> {
+/// Builds the culprit of a stall from its looks (the first taken when it was flagged) and, when measured, where
+/// the poll's wall time went (`time`, judged against the stall `threshold`). With `wait` false, stacks are
+/// symbolized only if the symbolizer is free; otherwise they are sent as raw addresses.
+pub(crate) fn culprit(looks: &[Look], wait: bool, time: Option<&StallTime>, threshold: Duration) -> Option<Culprit> {
     let first = looks.first()?;
     let last = looks.last()?;
     let mut samples: Vec<CulpritSample> = looks.iter().map(|l| sample(l, wait)).collect();
@@ -144,11 +150,23 @@ pub(crate) fn culprit(looks: &[Look], wait: bool) -> Option<Culprit> {
         .find_map(|l| l.snapshot.stack.as_ref().and_then(|s| s.as_ref().ok()))
         .and_then(|raw| symbolize(raw, wait))
         .unwrap_or_default();
+    // Shares over the whole poll, when any of it was measured; else over the window between the looks.
+    let poll_time = time.filter(|t| !t.measured().is_zero()).map(|t| PollTime {
+        wall: t.wall,
+        on_cpu: t.on_cpu,
+        off_cpu: t.off_cpu,
+        run_queue: t.run_queue,
+        unmeasured: t.unmeasured,
+        threshold,
+    });
+    let frames = (!newest_frames.is_empty()).then_some(&newest_frames[..]);
+    let judge = |a, b| match &poll_time {
+        Some(t) => classify_poll(a, b, frames, t),
+        None => classify(a, b, frames),
+    };
     let verdict = match (&first.snapshot.sample, &last.snapshot.sample) {
-        (Ok(a), Ok(b)) => Some(classify(a, b, (!newest_frames.is_empty()).then_some(&newest_frames[..]))),
-        (Ok(a), Err(_)) | (Err(_), Ok(a)) => {
-            Some(classify(a, a, (!newest_frames.is_empty()).then_some(&newest_frames[..])))
-        }
+        (Ok(a), Ok(b)) => Some(judge(a, b)),
+        (Ok(a), Err(_)) | (Err(_), Ok(a)) => Some(judge(a, a)),
         (Err(_), Err(_)) => None,
     };
     let counters = match (&first.snapshot.perf, &last.snapshot.perf) {
@@ -199,6 +217,44 @@ pub(crate) fn culprit(looks: &[Look], wait: bool) -> Option<Culprit> {
         samples,
         stack_moved,
     })
+}
+
+/// The culprit of a stall that no look saw in flight (found after it ended), from its time split alone:
+/// whether the OS delayed it, or where its own time went. No stack, no thread state.
+pub(crate) fn culprit_from_time(time: &StallTime, threshold: Duration) -> Option<Culprit> {
+    let measured = time.measured();
+    if measured.is_zero() {
+        return None;
+    }
+    let (classification, reason) = if !time.run_queue.is_zero() && time.self_time() < threshold {
+        (
+            Classification::Preempted,
+            format!(
+                "the OS kept the thread waiting for a CPU {:.1?} of {:.1?}; the poll itself took {:.1?}, under the \
+                 {threshold:.1?} threshold (found after it ended)",
+                time.run_queue,
+                time.wall,
+                time.self_time()
+            ),
+        )
+    } else if time.on_cpu >= time.off_cpu && time.on_cpu * 2 >= measured.saturating_sub(time.run_queue) {
+        (Classification::CpuBound, format!("{} (found after it ended: no stack)", time.describe()))
+    } else {
+        (Classification::Unknown, format!("{} (found after it ended: no stack or state)", time.describe()))
+    };
+    let own = measured.saturating_sub(time.run_queue);
+    Some(Culprit {
+        classification,
+        reason,
+        on_cpu_ratio: Some(time.on_cpu.as_secs_f64() / measured.as_secs_f64()),
+        run_queue_ratio: Some(time.run_queue.as_secs_f64() / measured.as_secs_f64()),
+        counters: None,
+        voluntary_switches: None,
+        involuntary_switches: None,
+        samples: Vec::new(),
+        stack_moved: None,
+    })
+    .filter(|_| !own.is_zero() || !time.run_queue.is_zero())
 }
 
 fn user_part(frames: &[Frame]) -> Vec<Option<String>> {
@@ -291,6 +347,7 @@ fn class(c: ProbeClass) -> Classification {
         ProbeClass::LockWait { detail } => Classification::LockWait { detail },
         ProbeClass::PageFault => Classification::PageFault,
         ProbeClass::Unknown => Classification::Unknown,
+        ProbeClass::Preempted => Classification::Preempted,
     }
 }
 

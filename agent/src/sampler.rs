@@ -195,7 +195,8 @@ impl Sampler {
     fn start_timer_probe(&self, shared: &Arc<Shared>) {
         let q = self.timer_q.clone();
         let shared = shared.clone();
-        self.handle.spawn(async move {
+        let marks = shared.clone();
+        let j = self.handle.spawn(async move {
             while !shared.stopping.load(Relaxed) {
                 let deadline = tokio::time::Instant::now() + TIMER_PERIOD;
                 tokio::time::sleep_until(deadline).await;
@@ -204,10 +205,11 @@ impl Sampler {
                 let _ = q.push(u64::try_from(late.as_nanos()).unwrap_or(u64::MAX));
             }
         });
+        marks.timer_probe_task.store(crate::taskid::task_id(j.id()), Relaxed);
     }
 
     /// Hands a tiny task to the runtime from outside, unless the previous one hasn't run yet.
-    fn launch_first_poll_probe(&mut self) {
+    fn launch_first_poll_probe(&mut self, shared: &Shared) {
         if let Some((_, done)) = &self.outstanding
             && !done.load(Acquire)
         {
@@ -217,15 +219,16 @@ impl Sampler {
         let d = done.clone();
         let q = self.first_poll_q.clone();
         let t0 = Instant::now();
-        self.handle.spawn(async move {
+        let j = self.handle.spawn(async move {
             let _ = q.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
             d.store(true, Release);
         });
+        shared.first_poll_probe_task.store(crate::taskid::task_id(j.id()), Relaxed);
         self.outstanding = Some((t0, done));
     }
 
     /// Reads everything. Call once per sample interval.
-    pub(crate) fn sample(&mut self) -> RuntimeSample {
+    pub(crate) fn sample(&mut self, shared: &Shared) -> RuntimeSample {
         let m = self.handle.metrics();
         let workers = (0..m.num_workers())
             .map(|i| {
@@ -292,7 +295,7 @@ impl Sampler {
         };
         self.first_poll.rotate();
         self.timer.rotate();
-        self.launch_first_poll_probe();
+        self.launch_first_poll_probe(shared);
         sample
     }
 }

@@ -71,6 +71,14 @@ pub(crate) struct Shared {
     pub(crate) stalls_without_details: AtomicU64,
     /// Task id of the sentinel task, excluded from task tables.
     pub(crate) sentinel_task: AtomicU64,
+    /// Task ids of the lag probes (the timer probe, and the latest first-poll probe): loopscope's own tasks,
+    /// whose stalls are never the app's.
+    pub(crate) timer_probe_task: AtomicU64,
+    pub(crate) first_poll_probe_task: AtomicU64,
+    /// Looks at a stalled thread thrown away because the poll ended while they were taken.
+    pub(crate) discarded_looks: AtomicU64,
+    /// The watchdog thread's scheduling priority, as obtained.
+    pub(crate) watchdog_priority: std::sync::OnceLock<String>,
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
     pub(crate) recent_stalls: Mutex<VecDeque<StallSummary>>,
     pub(crate) facts: Mutex<RuntimeFacts>,
@@ -122,6 +130,10 @@ impl Shared {
             dropped_watchdog: AtomicU64::new(0),
             stalls_without_details: AtomicU64::new(0),
             sentinel_task: AtomicU64::new(0),
+            timer_probe_task: AtomicU64::new(0),
+            first_poll_probe_task: AtomicU64::new(0),
+            discarded_looks: AtomicU64::new(0),
+            watchdog_priority: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
             recent_stalls: Mutex::new(VecDeque::new()),
             facts: Mutex::new(RuntimeFacts::default()),
@@ -137,6 +149,21 @@ impl Shared {
         })
     }
 
+    /// Names the task if it is one of loopscope's own (ids are never 0).
+    pub(crate) fn agent_task_name(&self, task_id: u64) -> Option<&'static str> {
+        if task_id == 0 {
+            None
+        } else if task_id == self.timer_probe_task.load(Relaxed) {
+            Some("timer-lateness probe")
+        } else if task_id == self.first_poll_probe_task.load(Relaxed) {
+            Some("first-poll delay probe")
+        } else if task_id == self.sentinel_task.load(Relaxed) {
+            Some("shutdown sentinel")
+        } else {
+            None
+        }
+    }
+
     /// Starts the background threads. Runs once, from the first before-poll hook (inside the runtime).
     #[cold]
     #[inline(never)]
@@ -146,13 +173,21 @@ impl Shared {
         }
         let me = self;
         let handle = tokio::runtime::Handle::try_current().ok();
+        // watchdog -> prober (looks) -> agent thread: the watchdog never waits on a probe.
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let (probe_tx, probe_rx) = std::sync::mpsc::sync_channel(1024);
+        let prober = {
+            let me = me.clone();
+            std::thread::Builder::new()
+                .name("loopscope-prober".into())
+                .spawn(move || crate::prober::run(me, probe_rx, tx))
+        };
         let watchdog = {
             let me = me.clone();
             let handle = handle.clone();
             std::thread::Builder::new()
                 .name("loopscope-watchdog".into())
-                .spawn(move || crate::watchdog::run(me, handle, tx))
+                .spawn(move || crate::watchdog::run(me, handle, probe_tx))
         };
         let agent = {
             let me = me.clone();
@@ -161,7 +196,7 @@ impl Shared {
                 .spawn(move || crate::aggregate::run(me, handle, rx))
         };
         let mut threads = lock(&self.threads);
-        for t in [watchdog, agent] {
+        for t in [prober, watchdog, agent] {
             match t {
                 Ok(j) => threads.push(j.thread().clone()),
                 Err(e) => {

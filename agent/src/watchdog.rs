@@ -6,14 +6,16 @@
 //! latency stays within the threshold + one tick. A full channel loses the message and counts it
 //! (`Dropped::watchdog_messages`); the watchdog never blocks.
 
+use crate::accounting::{Reading, account};
+use crate::prober::{LookRequest, ProbeJob};
 use crate::probing::{self, Look};
 use crate::shared::Shared;
 use crate::slots::{LONG_POLLS, WorkerSlot};
 use crate::tables::NONE;
-use loopscope_wire::StallKind;
+use loopscope_wire::{StallKind, StallTime};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::*;
+use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -30,8 +32,13 @@ pub(crate) struct Flag {
     pub(crate) location: u32,
     pub(crate) elapsed_ns: u64,
     pub(crate) at_unix_nanos: u64,
-    /// What the thread was doing when the stall was flagged (none for stalls found after they ended).
+    /// What the thread was doing when the stall was flagged (none for stalls found after they ended, or when
+    /// the poll ended while the look was being taken).
     pub(crate) look: Option<Look>,
+    /// Where the poll's wall time went so far (final for a stall found after it ended).
+    pub(crate) time: Option<StallTime>,
+    /// The name of loopscope's own task, when the stalled task is one.
+    pub(crate) agent_task: Option<&'static str>,
 }
 
 /// What the watchdog tells the agent thread.
@@ -45,18 +52,23 @@ pub(crate) enum WatchMsg {
         stall_id: u64,
         elapsed_ns: u64,
         at_unix_nanos: u64,
-        look: Look,
+        /// None when the poll ended while the look was taken (the look would describe other code).
+        look: Option<Look>,
+        time: Option<StallTime>,
     },
-    /// Another look at a stalled thread, for the on-CPU share; produces no event by itself.
+    /// Another look at a stalled thread, for the on-CPU share; produces no event by itself. The prober fills
+    /// in the look, and drops the message if the poll ended first.
     Sampled {
         stall_id: u64,
-        look: Look,
+        look: Option<Look>,
+        time: Option<StallTime>,
     },
     /// `elapsed_ns` is exact when the thread's long-poll ring still had the poll, else the last value seen.
     Ended {
         stall_id: u64,
         elapsed_ns: u64,
         at_unix_nanos: u64,
+        time: Option<StallTime>,
     },
 }
 
@@ -70,9 +82,20 @@ struct Tracked {
     last_elapsed_ns: u64,
     /// Take a second /proc look at this point, so even a short stall gets an on-CPU share.
     next_sample_ns: u64,
-    /// Stack captures taken so far (capped at `MAX_CAPTURES`).
-    captures: usize,
+    /// Stacks captured so far (the prober counts; at most `MAX_CAPTURES` are asked for).
+    captured: Arc<AtomicUsize>,
     tid: i32,
+}
+
+/// Scheduler readings of the thread running one poll (see `accounting.rs`).
+#[derive(Debug, Clone, Copy)]
+struct PollReadings {
+    seq: u64,
+    start: u64,
+    /// Taken when the poll passed a quarter of the threshold (or when first seen, if later).
+    first: Reading,
+    /// The newest reading taken while the poll was still in flight.
+    latest: Option<Reading>,
 }
 
 /// The watchdog's view of one slot.
@@ -83,20 +106,40 @@ struct SlotWatch {
     seen_long: u64,
     /// Sequence numbers of polls recently flagged in flight, so the long-poll ring doesn't report them twice.
     flagged: VecDeque<u64>,
+    /// Readings of the poll in flight, once it passed a quarter of the threshold.
+    readings: Option<PollReadings>,
+    /// The slot's sequence number at the previous look: a change means the thread is polling.
+    last_seq: u64,
+    /// When the thread was last seen polling.
+    last_active: Option<Instant>,
 }
 
 struct Watchdog {
     shared: Arc<Shared>,
     handle: Option<Handle>,
-    tx: SyncSender<WatchMsg>,
+    tx: SyncSender<ProbeJob>,
     slots: Vec<Arc<WorkerSlot>>,
     generation: u64,
     watch: HashMap<usize, SlotWatch>,
     prepared: std::collections::HashSet<i32>,
+    /// Messages that must reach the agent thread (a stall's start and end) but found its queue full; sent
+    /// first at the next tick. A lost `Ended` would leave a stall open forever, with its stacks kept.
+    backlog: VecDeque<ProbeJob>,
 }
 
-pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<WatchMsg>) {
+/// The most messages the backlog holds while the agent thread is behind; past it they are dropped and
+/// counted, so a stuck agent thread can't grow the watchdog without bound.
+const BACKLOG: usize = 4096;
+
+pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<ProbeJob>) {
     let interval = shared.config.watchdog_interval;
+    // On an oversubscribed machine a late watchdog means late reports and late readings (which lean toward
+    // blaming the task). Ask for a better share of the CPU where the OS allows it; say what we got.
+    let priority = match loopscope_probes::thread::raise_priority(shared.config.realtime_watchdog, WATCHDOG_NICE) {
+        Ok(p) => p.to_string(),
+        Err(e) => format!("unchanged ({e})"),
+    };
+    let _ = shared.watchdog_priority.set(priority);
     let mut w = Watchdog {
         shared,
         handle,
@@ -105,6 +148,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
         generation: u64::MAX,
         watch: HashMap::new(),
         prepared: Default::default(),
+        backlog: VecDeque::new(),
     };
     while !w.shared.stopping.load(Acquire) {
         let started = Instant::now();
@@ -113,6 +157,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
         let wait = Duration::from_nanos(w.tick()).clamp(interval, MAX_WAIT);
         let deadline = started + wait;
         let now = Instant::now();
+
         if deadline > now {
             std::thread::park_timeout(deadline - now);
         }
@@ -122,11 +167,18 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
     // End any stall still open so subscribers see a closed record.
     let open: Vec<_> = w.watch.drain().filter_map(|(_, sw)| sw.tracked).collect();
     for t in open {
-        let _ = w.tx.try_send(WatchMsg::Ended {
+        w.send_msg(WatchMsg::Ended {
             stall_id: t.stall_id,
             elapsed_ns: t.last_elapsed_ns,
             at_unix_nanos: crate::os::unix_nanos(),
+            time: None,
         });
+    }
+    // The agent thread drains its queue until this thread exits, so waiting for room here ends.
+    for msg in w.backlog.drain(..) {
+        if w.tx.send(msg).is_err() {
+            break;
+        }
     }
 }
 
@@ -137,12 +189,24 @@ const CONFIRM_AFTER_NS: u64 = 2_000_000;
 /// The longest the watchdog sleeps, whatever the threshold.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// A poll's first scheduler reading is taken when it passes this fraction of the threshold: early enough that
+/// the unmeasured start of a stall is small, late enough that short polls cost nothing.
+const FIRST_READING_DIVISOR: u64 = 4;
+
+/// A thread that polled within this long is watched at the first-reading cadence even between polls.
+const ACTIVE_LINGER: Duration = Duration::from_secs(1);
+
+/// The watchdog's nice value where real-time scheduling is refused or off, where permitted (root,
+/// CAP_SYS_NICE or RLIMIT_NICE).
+const WATCHDOG_NICE: i32 = -10;
+
 impl Watchdog {
     /// Looks at every slot. Returns how many nanoseconds may pass before anything could need a look: a poll
     /// seen in flight since `start` can't become a stall before `start + threshold`, and a poll that has not
     /// started yet can't before `now + threshold`; an open stall is watched every interval so that its end is
     /// reported promptly.
     fn tick(&mut self) -> u64 {
+        self.flush_backlog();
         let mut wait = self.shared.stall_ns;
         let generation = self.shared.slots.generation.load(Acquire);
         if generation != self.generation {
@@ -160,82 +224,184 @@ impl Watchdog {
             }
             self.prepared = tids;
         }
-        let now = self.shared.clock.raw();
         for i in 0..self.slots.len() {
             let slot = self.slots[i].clone();
             let mut sw = self.watch.remove(&key(&slot)).unwrap_or_default();
-            wait = wait.min(self.look(&slot, &mut sw, now));
+            // The clock is read per slot: a look at one thread (a stack capture can take milliseconds) must
+            // not make the next thread's stall look younger than it is.
+            wait = wait.min(self.look(&slot, &mut sw));
             self.watch.insert(key(&slot), sw);
+        }
+        if !self.backlog.is_empty() {
+            // Come back soon for what the agent thread had no room for.
+            wait = 0;
         }
         wait
     }
 
     /// Looks at one slot; returns the nanoseconds until it could need another look.
-    fn look(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch, now: u64) -> u64 {
+    fn look(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch) -> u64 {
         let in_flight = slot.in_flight();
         // A stall we follow ended if its poll is no longer the one in flight.
         if let Some(t) = &sw.tracked
             && in_flight.is_none_or(|f| f.seq != t.seq)
             && let Some(t) = sw.tracked.take()
         {
-            self.end(slot, t);
+            self.end(slot, t, sw.readings.take());
         }
         self.late_stalls(slot, sw);
-        let Some(f) = in_flight else { return self.shared.stall_ns };
-        let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, now);
+        if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq)) {
+            sw.readings = None;
+        }
+        let seq_now = slot.seq.load(Acquire);
+        if seq_now != sw.last_seq {
+            sw.last_seq = seq_now;
+            sw.last_active = Some(Instant::now());
+        }
+        let first_reading_ns = self.shared.stall_ns / FIRST_READING_DIVISOR;
+        let Some(f) = in_flight else {
+            // Between two polls of a thread that was busy lately: the next one may start any moment, so come
+            // back in time for its first reading. A thread idle for a while lets the watchdog sleep a whole
+            // threshold (an idle app costs no more than before); the first poll after such a pause may get its
+            // first reading late, which leans its figures toward "blocked", never toward "preempted".
+            let lately = sw.last_active.is_some_and(|t| t.elapsed() < ACTIVE_LINGER);
+            return if lately && self.shared.config.probes { first_reading_ns } else { self.shared.stall_ns };
+        };
+        let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, self.shared.clock.raw());
+        let at_elapsed = Duration::from_nanos(elapsed_ns);
         match &mut sw.tracked {
             Some(t) => {
                 t.last_elapsed_ns = elapsed_ns;
-                if elapsed_ns >= t.next_report_ns {
-                    t.next_report_ns = t.next_report_ns.saturating_mul(2);
+                let report = elapsed_ns >= t.next_report_ns;
+                if report || elapsed_ns >= t.next_sample_ns {
+                    if report {
+                        t.next_report_ns = t.next_report_ns.saturating_mul(2);
+                    }
                     t.next_sample_ns = u64::MAX;
-                    let with_stack = t.captures < probing::MAX_CAPTURES;
-                    t.captures += usize::from(with_stack);
-                    let look = Look {
-                        at_elapsed: Duration::from_nanos(elapsed_ns),
-                        snapshot: probing::look(t.tid, with_stack),
+                    // Only stacks that arrived count: a thread waiting for a CPU may miss the capture's
+                    // deadline, and is tried again at the next doubling.
+                    let captured = t.captured.load(Relaxed);
+                    let with_stack = if report { captured < probing::MAX_CAPTURES } else { captured == 0 };
+                    let look = LookRequest {
+                        slot: slot.clone(),
+                        seq: f.seq,
+                        tid: t.tid,
+                        at_elapsed,
+                        with_stack,
+                        captured: t.captured.clone(),
                     };
-                    let msg = WatchMsg::Updated {
-                        stall_id: t.stall_id,
-                        elapsed_ns,
-                        at_unix_nanos: crate::os::unix_nanos(),
-                        look,
+                    let stall_id = t.stall_id;
+                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
+                    let time = self.time_so_far(elapsed_ns, sw.readings);
+                    let msg = if report {
+                        WatchMsg::Updated {
+                            stall_id,
+                            elapsed_ns,
+                            at_unix_nanos: crate::os::unix_nanos(),
+                            look: None,
+                            time,
+                        }
+                    } else {
+                        WatchMsg::Sampled { stall_id, look: None, time }
                     };
-                    self.send(msg);
-                } else if elapsed_ns >= t.next_sample_ns {
-                    t.next_sample_ns = u64::MAX;
-                    let look =
-                        Look { at_elapsed: Duration::from_nanos(elapsed_ns), snapshot: probing::look(t.tid, false) };
-                    self.send(WatchMsg::Sampled { stall_id: t.stall_id, look });
+                    self.send(ProbeJob { msg, look: Some(look) });
                 }
                 0
             }
             None if elapsed_ns >= self.shared.stall_ns => {
                 let location = self.shared.locations.find(f.location_addr);
                 let mut flag = self.flag(slot, f.task_id, self.shared.tasks.find(f.task_id), location, elapsed_ns);
-                // Look at the thread now, mid-stall: state and syscall first, then the stack.
-                flag.look = Some(Look {
-                    at_elapsed: Duration::from_nanos(elapsed_ns),
-                    snapshot: probing::look(slot.tid, true),
-                });
+                // Seen for the first time past the threshold (the watchdog was late, or the threshold is below
+                // its interval): the first reading is taken now.
+                if sw.readings.is_none()
+                    && let Some(first) = self.read(slot.tid, f.start)
+                    && slot.seq.load(Acquire) == f.seq
+                {
+                    sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
+                }
+                flag.time = self.time_so_far(elapsed_ns, sw.readings);
+                let captured = Arc::new(AtomicUsize::new(0));
+                // The prober looks at the thread now, mid-stall: state and syscall first, then the stack.
+                let look = LookRequest {
+                    slot: slot.clone(),
+                    seq: f.seq,
+                    tid: slot.tid,
+                    at_elapsed,
+                    with_stack: true,
+                    captured: captured.clone(),
+                };
                 sw.tracked = Some(Tracked {
                     seq: f.seq,
                     stall_id: flag.stall_id,
                     next_report_ns: self.shared.stall_ns.saturating_mul(2),
                     last_elapsed_ns: elapsed_ns,
                     next_sample_ns: elapsed_ns.saturating_add(CONFIRM_AFTER_NS.max(self.shared.stall_ns / 4)),
-                    captures: 1,
+                    captured,
                     tid: slot.tid,
                 });
                 if sw.flagged.len() >= LONG_POLLS {
                     sw.flagged.pop_front();
                 }
                 sw.flagged.push_back(f.seq);
-                self.send(WatchMsg::Started(Box::new(flag)));
+                self.send(ProbeJob { msg: WatchMsg::Started(Box::new(flag)), look: Some(look) });
                 0
             }
-            None => self.shared.stall_ns - elapsed_ns,
+            None => {
+                if !self.shared.config.probes {
+                    return self.shared.stall_ns - elapsed_ns;
+                }
+                if sw.readings.is_none() {
+                    if elapsed_ns < first_reading_ns {
+                        return first_reading_ns - elapsed_ns;
+                    }
+                    if let Some(first) = self.read(slot.tid, f.start)
+                        && slot.seq.load(Acquire) == f.seq
+                    {
+                        sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
+                    }
+                }
+                // The next poll on this thread may start any moment; come back in time for its first reading.
+                (self.shared.stall_ns - elapsed_ns).min(first_reading_ns)
+            }
         }
+    }
+
+    /// Takes a new reading of poll `seq` while it is still in flight, as its newest.
+    fn refresh_latest(&self, slot: &WorkerSlot, seq: u64, start: u64, readings: &mut Option<PollReadings>) {
+        if let Some(r) = readings.as_mut()
+            && r.seq == seq
+            && let Some(reading) = self.read(slot.tid, start)
+            && slot.seq.load(Acquire) == seq
+        {
+            r.latest = Some(reading);
+        }
+    }
+
+    /// A cheap scheduler reading of thread `tid`, for a poll that started at `start`.
+    fn read(&self, tid: i32, start: u64) -> Option<Reading> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let at_ns = self.shared.clock.delta_as_nanos(start, self.shared.clock.raw());
+        let t = loopscope_probes::thread::sched_times(tid).ok()?;
+        Some(Reading::new(at_ns, t.cpu, t.run_queue_wait))
+    }
+
+    /// The split of a poll still in flight, `elapsed_ns` into it.
+    fn time_so_far(&self, elapsed_ns: u64, readings: Option<PollReadings>) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        Some(account(elapsed_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
+    }
+
+    /// The split of a poll that ended after `wall_ns`, with a closing reading taken now.
+    fn final_time(&self, tid: i32, wall_ns: u64, readings: Option<PollReadings>) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let closing = readings.and_then(|r| self.read(tid, r.start));
+        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
     }
 
     /// Long polls that completed since the last look and were never seen in flight.
@@ -245,8 +411,11 @@ impl Watchdog {
             match slot.long_poll(n) {
                 Some(r) if sw.flagged.contains(&r.seq) => {}
                 Some(r) => {
-                    let flag = self.flag(slot, r.task_id, r.entry, r.location, r.ns);
-                    self.send(WatchMsg::Late(Box::new(flag)));
+                    let mut flag = self.flag(slot, r.task_id, r.entry, r.location, r.ns);
+                    // The watchdog may have taken the first reading before it was starved.
+                    let readings = sw.readings.filter(|p| p.seq == r.seq);
+                    flag.time = self.final_time(slot.tid, r.ns, readings);
+                    self.send_msg(WatchMsg::Late(Box::new(flag)));
                 }
                 None => {
                     // Overwritten before we looked: still a stall, but its details are gone.
@@ -284,12 +453,21 @@ impl Watchdog {
             elapsed_ns,
             at_unix_nanos: crate::os::unix_nanos(),
             look: None,
+            time: None,
+            agent_task: self.shared.agent_task_name(task_id),
         }
     }
 
-    fn end(&mut self, slot: &WorkerSlot, t: Tracked) {
+    fn end(&mut self, slot: &WorkerSlot, t: Tracked, readings: Option<PollReadings>) {
         let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
-        self.send(WatchMsg::Ended { stall_id: t.stall_id, elapsed_ns, at_unix_nanos: crate::os::unix_nanos() });
+        let readings = readings.filter(|r| r.seq == t.seq);
+        let time = self.final_time(t.tid, elapsed_ns, readings);
+        self.send_msg(WatchMsg::Ended {
+            stall_id: t.stall_id,
+            elapsed_ns,
+            at_unix_nanos: crate::os::unix_nanos(),
+            time,
+        });
     }
 
     /// Which worker the stalled thread is, and whether it still is one: after `block_in_place`, tokio gives
@@ -309,13 +487,51 @@ impl Watchdog {
         }
     }
 
-    fn send(&self, msg: WatchMsg) {
-        match self.tx.try_send(msg) {
+    fn send_msg(&mut self, msg: WatchMsg) {
+        self.send(ProbeJob { msg, look: None });
+    }
+
+    /// Hands a message to the prober without blocking. Looks in the middle of a stall (`Updated`, `Sampled`)
+    /// may be lost when the prober or the agent thread is behind (counted); a stall's start and end wait in
+    /// the backlog instead, in order.
+    fn send(&mut self, job: ProbeJob) {
+        let must_arrive = matches!(job.msg, WatchMsg::Started(_) | WatchMsg::Late(_) | WatchMsg::Ended { .. });
+        if must_arrive && !self.backlog.is_empty() {
+            self.queue(job);
+            return;
+        }
+        match self.tx.try_send(job) {
             Ok(()) => {}
+            Err(TrySendError::Full(job)) if must_arrive => self.queue(job),
             Err(TrySendError::Full(_)) => {
                 self.shared.dropped_watchdog.fetch_add(1, Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn queue(&mut self, job: ProbeJob) {
+        if self.backlog.len() < BACKLOG {
+            self.backlog.push_back(job);
+        } else {
+            self.shared.dropped_watchdog.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sends what the backlog holds, oldest first, until the queue is full again.
+    fn flush_backlog(&mut self) {
+        while let Some(msg) = self.backlog.pop_front() {
+            match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    self.backlog.push_front(msg);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
         }
     }
 }

@@ -174,7 +174,10 @@ fn string_list(e: &Expr, key: &str) -> syn::Result<Vec<String>> {
 ///   (default: current-thread);
 /// * `allow_spawn = ["src/legacy.rs", "src/cache.rs:42"]`: exempt tasks spawned there (path suffix, or line);
 /// * `allow_fn = ["my_crate::legacy::load"]`: exempt stalls whose captured stack contains that function;
-/// * `max_stalls = N`: tolerate up to N stalls (default 0).
+/// * `max_stalls = N`: tolerate up to N stalls (default 0);
+/// * `count_preemption = true`: judge polls by wall time. By default a poll fails only when its own time
+///   (wall time less the time its thread waited for a CPU) passes `max_poll`, so a machine busy with other
+///   work (parallel tests) can't fail a clean test; such polls are listed apart in the report.
 ///
 /// The test body runs as a spawned task, so it must be `Send` (most are) and its own polls are checked too.
 /// The failure message lists every culprit with its spawn location, duration, classification and stack,
@@ -215,6 +218,13 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
                     check.push(quote!(.max_stalls(#n)));
                 }
                 _ => return Err(syn::Error::new_spanned(v, "max_stalls takes a number")),
+            },
+            "count_preemption" => match v {
+                Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => {
+                    let b = b.value;
+                    check.push(quote!(.count_preemption(#b)));
+                }
+                _ => return Err(syn::Error::new_spanned(v, "count_preemption takes true or false")),
             },
             _ => return Ok(false),
         }

@@ -57,3 +57,38 @@ pub fn deny_perf_event_open() -> std::io::Result<()> {
 pub fn deny_perf_event_open() -> std::io::Result<()> {
     Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "seccomp is Linux-only"))
 }
+
+/// Pins the calling thread to one CPU: the first CPU it may run on now (its affinity mask can be narrower
+/// than the machine). Returns that CPU. Used to *make* a busy machine on purpose: several threads pinned to
+/// one CPU preempt each other for certain, so tests can check that loopscope tells the OS's preemption from
+/// the code's blocking.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let first = std::thread::spawn(|| loopscope_probes::sandbox::pin_to_first_cpu().unwrap()).join().unwrap();
+/// let again = std::thread::spawn(|| loopscope_probes::sandbox::pin_to_first_cpu().unwrap()).join().unwrap();
+/// assert_eq!(first, again);
+/// # }
+/// ```
+#[cfg(target_os = "linux")]
+pub fn pin_to_first_cpu() -> std::io::Result<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET only reads the set, and the index is below CPU_SETSIZE.
+    let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &set) }) else {
+        return Err(std::io::Error::other("the thread's CPU affinity mask is empty"));
+    };
+    // SAFETY: as above, an all-zero cpu_set_t is valid; CPU_SET writes one bit below CPU_SETSIZE.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE (found in the loop above).
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cpu)
+}

@@ -193,6 +193,8 @@ mod harness_tests {
             at_unix_nanos: 0,
             suppressed: 0,
             caught_in_flight: true,
+            time: None,
+            agent_task: None,
             culprit: None,
         }
     }

@@ -746,6 +746,7 @@ fn short_classification(c: &Classification) -> String {
         Classification::LockWait { .. } => "lock wait".into(),
         Classification::PageFault => "page faults".into(),
         Classification::Unknown => "unclassified".into(),
+        Classification::Preempted => "OS delay".into(),
     }
 }
 

@@ -404,6 +404,8 @@ fn fake_event(stall_id: u64, phase: StallPhase, ms: u64) -> StallEvent {
         at_unix_nanos: 0,
         suppressed: 0,
         caught_in_flight: true,
+        time: None,
+        agent_task: None,
         culprit: Some(Culprit {
             classification: Classification::CpuBound,
             reason: "on a CPU".into(),

@@ -69,7 +69,7 @@ pub const CHECK_FORMAT: u32 = 1;
 /// #   stall_id: 1, phase: StallPhase::Ended, kind: StallKind::WorkerBlocked, runtime_id: 1, worker: Some(0),
 /// #   thread: ThreadInfo { tid: 1, name: None }, task_id: 3, elapsed: Duration::from_millis(30),
 /// #   threshold: Duration::from_millis(10), at_unix_nanos: 0, suppressed: 0, caught_in_flight: true,
-/// #   culprit: None,
+/// #   culprit: None, time: None, agent_task: None,
 ///     // ...
 /// };
 /// assert_eq!(allow.exempts(&ev), Some(Exemption::Spawn("src/legacy.rs")));
@@ -152,7 +152,7 @@ pub enum CheckRecord {
     /// The first line: who is writing.
     Agent(AgentInfo),
     /// One event of a stall (any phase).
-    Stall(StallEvent),
+    Stall(Box<StallEvent>),
     /// The last line, written when the runtime shut down: the agent's totals.
     Finished(CheckSummary),
 }
@@ -310,7 +310,7 @@ impl CheckWriter {
     /// the reader keeps each stall's latest phase, and a stall whose process dies before it ends is still
     /// reported from its `Started` event.
     pub fn write_stall(&mut self, event: &StallEvent) -> io::Result<()> {
-        self.write_record(&CheckRecord::Stall(event.clone()))
+        self.write_record(&CheckRecord::Stall(Box::new(event.clone())))
     }
 
     /// Writes the last record, with the agent's totals. Call it once when the runtime has shut down and the
@@ -467,7 +467,7 @@ pub fn read_records(mut input: impl BufRead, path: &Path) -> Result<AgentReport,
         }
         match parse_line(text) {
             Ok(Some(CheckRecord::Agent(a))) => info = Some(a),
-            Ok(Some(CheckRecord::Stall(ev))) => merge_stall(&mut stalls, &mut index, ev),
+            Ok(Some(CheckRecord::Stall(ev))) => merge_stall(&mut stalls, &mut index, *ev),
             Ok(Some(CheckRecord::Finished(s))) => finished = Some(s),
             Ok(None) => unknown_records += 1,
             Err(error) => damage.push(DamagedLine { line: line_no, offset: here, torn: !complete, error }),

@@ -33,5 +33,5 @@ pub use snapshot::{
 pub use stall::example_stall;
 pub use stall::{
     Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
-    StallEvent, StallKind, StallPhase, StallSummary,
+    StallEvent, StallKind, StallPhase, StallSummary, StallTime,
 };

@@ -117,6 +117,16 @@ pub struct StallEvent {
     pub caught_in_flight: bool,
     /// What the thread was doing, from the OS probes, when available.
     pub culprit: Option<Culprit>,
+    /// Where the poll's wall time went: on a CPU, blocked, or runnable but waiting for a CPU (from the
+    /// kernel's accounting of the thread). `None` when the thread could not be measured (probes off, or a
+    /// stall found after it ended with no look during it); the poll's own time is then taken to be its wall
+    /// time.
+    #[serde(default)]
+    pub time: Option<StallTime>,
+    /// Set when the stalled task is one of loopscope's own (a lag probe, the shutdown sentinel): such a
+    /// stall is the OS or the app delaying loopscope, never the app's own code, and `check` never counts it.
+    #[serde(default)]
+    pub agent_task: Option<String>,
 }
 
 impl StallEvent {
@@ -137,17 +147,131 @@ impl StallEvent {
             StallKind::WorkerBlocked => String::new(),
             StallKind::BlockInPlace => " in block_in_place".to_string(),
         };
-        let mut s = format!(
-            "task {} spawned at {loc} {what} {worker} (tid {}){kind} for {:.1?}{still}",
-            self.task_id, self.thread.tid, self.elapsed
-        );
+        let task = match &self.agent_task {
+            Some(name) => format!("loopscope's own task {} ({name})", self.task_id),
+            None => format!("task {} spawned at {loc}", self.task_id),
+        };
+        let mut s = format!("{task} {what} {worker} (tid {}){kind} for {:.1?}{still}", self.thread.tid, self.elapsed);
         if let Some(c) = &self.culprit {
             s.push_str(&format!("; {}", c.classification));
-            if let Some(f) = c.first_user_frame() {
+            if let Some(t) = &self.time {
+                s.push_str(&format!(" ({})", t.describe()));
+            }
+            if c.classification != Classification::Preempted
+                && let Some(f) = c.first_user_frame()
+            {
                 s.push_str(&format!(" in {}", f.display_short()));
             }
+        } else if let Some(t) = &self.time {
+            s.push_str(&format!("; {}", t.describe()));
         }
         s
+    }
+
+    /// The poll's own time: its wall time less the time its thread spent runnable but waiting for a CPU.
+    /// This is what `check` holds against `max_poll`. Without measurements it is the wall time.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let mut ev = loopscope_wire::example_stall(1, 4, 1);
+    /// assert_eq!(ev.self_time(), ev.elapsed);
+    /// ev.time = Some(loopscope_wire::StallTime {
+    ///     wall: Duration::from_millis(12),
+    ///     on_cpu: Duration::from_millis(3),
+    ///     off_cpu: Duration::ZERO,
+    ///     run_queue: Duration::from_millis(9),
+    ///     unmeasured: Duration::ZERO,
+    ///     estimated: false,
+    /// });
+    /// assert_eq!(ev.self_time(), Duration::from_millis(3));
+    /// ```
+    pub fn self_time(&self) -> Duration {
+        self.time.as_ref().map_or(self.elapsed, StallTime::self_time)
+    }
+
+    /// Whether the OS, not the task's code, made this poll a stall at `limit`: its wall time passed the limit
+    /// but its own time ([`self_time`](Self::self_time)) did not, because its thread waited for a CPU.
+    /// Always false without measurements (an unmeasured stall is never explained away).
+    pub fn delayed_by_os(&self, limit: Duration) -> bool {
+        self.time.as_ref().is_some_and(|t| t.run_queue > Duration::ZERO && t.self_time() < limit)
+    }
+}
+
+/// Where a stalled poll's wall time went, from the kernel's scheduler accounting of its thread
+/// (`/proc/self/task/<tid>/schedstat` and the thread's CPU clock), read when the poll passed a fraction of the
+/// threshold, while it ran, and just after it ended.
+///
+/// `wall = on_cpu + off_cpu + run_queue + unmeasured`. The part before the first reading (and, for a poll
+/// still running, after the latest one) is `unmeasured` and counts as the poll's own time: an estimate errs
+/// only toward "blocked", never hides a real stall.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use loopscope_wire::StallTime;
+/// let t = StallTime {
+///     wall: Duration::from_millis(20),
+///     on_cpu: Duration::from_millis(2),
+///     off_cpu: Duration::ZERO,
+///     run_queue: Duration::from_millis(17),
+///     unmeasured: Duration::from_millis(1),
+///     estimated: false,
+/// };
+/// assert_eq!(t.self_time(), Duration::from_millis(3));
+/// assert_eq!(t.describe(), "waiting for a CPU 17.0ms of 20.0ms, own time 3.0ms, on CPU 2.0ms");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StallTime {
+    /// The poll's wall time that these figures split (the event's `elapsed` when they were computed).
+    pub wall: Duration,
+    /// On a CPU, running the poll (user and kernel time).
+    pub on_cpu: Duration,
+    /// Off the CPU and not runnable: blocked in a system call, on a lock, or paging in.
+    pub off_cpu: Duration,
+    /// Runnable but waiting for a CPU: other threads, or the hypervisor, kept the worker off the CPU.
+    pub run_queue: Duration,
+    /// Not covered by a reading (before the first, or after the latest while the poll still runs); counted
+    /// as the poll's own time.
+    pub unmeasured: Duration,
+    /// True when the readings cover too little of the poll to be exact (the first came late, e.g. because
+    /// the machine starved loopscope's watchdog): the figures then lean toward "blocked".
+    pub estimated: bool,
+}
+
+impl StallTime {
+    /// Wall time less run-queue wait: the time the poll itself took.
+    pub fn self_time(&self) -> Duration {
+        self.wall.saturating_sub(self.run_queue)
+    }
+
+    /// The part of the wall time that was measured.
+    pub fn measured(&self) -> Duration {
+        self.wall.saturating_sub(self.unmeasured)
+    }
+
+    /// `part` as a share of the wall time (0.0..=1.0).
+    pub fn share(&self, part: Duration) -> f64 {
+        if self.wall.is_zero() { 0.0 } else { (part.as_secs_f64() / self.wall.as_secs_f64()).min(1.0) }
+    }
+
+    /// One clause for logs and reports, e.g. `on CPU 29.8ms of 30.1ms` or
+    /// `waiting for a CPU 9.1ms of 12.4ms, own time 3.3ms, on CPU 3.0ms`.
+    pub fn describe(&self) -> String {
+        let est = if self.estimated { " (estimated)" } else { "" };
+        if self.run_queue * 5 >= self.wall {
+            format!(
+                "waiting for a CPU {:.1?} of {:.1?}, own time {:.1?}, on CPU {:.1?}{est}",
+                self.run_queue,
+                self.wall,
+                self.self_time(),
+                self.on_cpu
+            )
+        } else if self.off_cpu > self.on_cpu {
+            format!("off CPU {:.1?} of {:.1?}{est}", self.off_cpu, self.wall)
+        } else {
+            format!("on CPU {:.1?} of {:.1?}{est}", self.on_cpu, self.wall)
+        }
     }
 }
 
@@ -172,6 +296,9 @@ pub enum Classification {
     PageFault,
     /// The probes could not tell.
     Unknown,
+    /// The thread was runnable but the OS kept it off the CPU (other threads, CPU limits, the hypervisor):
+    /// the poll's own time stayed under the threshold, its wall time did not. Not the task's fault.
+    Preempted,
 }
 
 impl fmt::Display for Classification {
@@ -184,6 +311,7 @@ impl fmt::Display for Classification {
             Classification::LockWait { detail: None } => f.write_str("waiting on a lock"),
             Classification::PageFault => f.write_str("page-faulting"),
             Classification::Unknown => f.write_str("unclassified"),
+            Classification::Preempted => f.write_str("delayed by the OS (waiting for a CPU)"),
         }
     }
 }
@@ -363,6 +491,8 @@ pub fn example_stall(stall_id: u64, depth: u64, samples: usize) -> StallEvent {
         at_unix_nanos: 1_700_000_000_000_000_000,
         suppressed: 0,
         caught_in_flight: true,
+        time: None,
+        agent_task: None,
         culprit: Some(Culprit {
             classification: Classification::CpuBound,
             reason: "on CPU 99% of the time over 110ms".into(),

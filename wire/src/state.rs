@@ -812,6 +812,8 @@ mod tests {
             at_unix_nanos: elapsed_ms,
             suppressed: 0,
             caught_in_flight: true,
+            time: None,
+            agent_task: None,
             culprit: None,
         }
     }

@@ -106,6 +106,8 @@ fn event(runtime_id: u64, stall_id: u64, phase: StallPhase, elapsed_ms: u64) -> 
         at_unix_nanos: 1_700_000_000_123_000_000,
         suppressed: 0,
         caught_in_flight: true,
+        time: None,
+        agent_task: None,
         culprit: Some(culprit("blocking_sleep::blocking_sleep")),
     }
 }
@@ -177,7 +179,7 @@ fn a_process_killed_mid_line_keeps_everything_before_the_torn_line() {
     let path = w.path().to_path_buf();
     drop(w);
     // What a process killed in the middle of a write leaves: half a line, no newline.
-    let full = serde_json::to_string(&CheckRecord::Stall(event(1, 2, StallPhase::Updated, 20))).unwrap();
+    let full = serde_json::to_string(&CheckRecord::Stall(Box::new(event(1, 2, StallPhase::Updated, 20)))).unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)

@@ -281,6 +281,8 @@ fn stall() -> impl Strategy<Value = StallEvent> {
                 at_unix_nanos,
                 suppressed,
                 caught_in_flight,
+                time: None,
+                agent_task: None,
                 culprit,
             },
         )

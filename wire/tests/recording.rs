@@ -29,6 +29,8 @@ fn stall(id: u64) -> ServerMessage {
         at_unix_nanos: 1_700_000_000_123_000_000,
         suppressed: 0,
         caught_in_flight: true,
+        time: None,
+        agent_task: None,
         culprit: None,
     }))
 }

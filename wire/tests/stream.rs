@@ -296,6 +296,8 @@ fn state_stays_bounded_under_a_hostile_stream() {
             at_unix_nanos: seq,
             suppressed: 0,
             caught_in_flight: true,
+            time: None,
+            agent_task: None,
             culprit: None,
         })));
     }

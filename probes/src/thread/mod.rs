@@ -184,6 +184,106 @@ pub fn cpu_time(tid: Tid) -> Result<Duration, ProbeError> {
     }
 }
 
+/// A thread's scheduler clocks at one moment: what [`sched_times`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedTimes {
+    /// CPU time consumed so far (the thread's CPU clock, exact to the nanosecond even while it runs; the
+    /// schedstat figure if the clock is unavailable).
+    pub cpu: Option<Duration>,
+    /// Time spent runnable but waiting for a CPU so far (`run_delay`, the second field of
+    /// `/proc/self/task/<tid>/schedstat`). The kernel adds a wait when it *ends* (the thread gets a CPU), so a
+    /// wait in progress is not in it yet: a reading taken after the thread ran again includes every earlier
+    /// wait in full.
+    pub run_queue_wait: Option<Duration>,
+}
+
+/// Reads thread `tid`'s CPU time and run-queue wait: one `clock_gettime` and one small `/proc` read (a few
+/// microseconds), cheap enough for the watchdog to take at the start of every long poll. Errors only when
+/// neither figure can be read.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let t = loopscope_probes::thread::sched_times(loopscope_probes::current_tid()).unwrap();
+/// assert!(t.cpu.unwrap() > std::time::Duration::ZERO);
+/// # }
+/// ```
+pub fn sched_times(tid: Tid) -> Result<SchedTimes, ProbeError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::sched_times(tid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        Err(ProbeError::Unsupported { what: "per-thread scheduler times" })
+    }
+}
+
+/// The scheduling priority [`raise_priority`] obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// `SCHED_FIFO` at this real-time priority: the thread runs as soon as it wakes, ahead of every normal
+    /// thread (the kernel's real-time throttling still leaves others 5% of each CPU).
+    RealTime(i32),
+    /// The normal scheduler at this nice value.
+    Nice(i32),
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Priority::RealTime(p) => write!(f, "SCHED_FIFO priority {p}"),
+            Priority::Nice(n) => write!(f, "nice {n}"),
+        }
+    }
+}
+
+/// Raises the calling thread's scheduling priority, for a watchdog that must run promptly on a busy machine
+/// and does microseconds of work per wake-up: first `SCHED_FIFO` at priority 1 (needs root, `CAP_SYS_NICE`
+/// or `RLIMIT_RTPRIO`), else nice `nice` (lower is more favoured; needs the same, or `RLIMIT_NICE`). Linux
+/// gives each thread its own policy and nice value. The error says why neither was allowed; the thread then
+/// keeps its priority.
+///
+/// ```
+/// # #[cfg(target_os = "linux")]
+/// std::thread::spawn(|| {
+///     // Asking for the nice value a thread already has is always allowed, so this never fails.
+///     let got = loopscope_probes::thread::raise_priority(false, 0).unwrap();
+///     assert_eq!(got, loopscope_probes::thread::Priority::Nice(0));
+/// }).join().unwrap();
+/// ```
+pub fn raise_priority(realtime: bool, nice: i32) -> std::io::Result<Priority> {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = crate::current_tid();
+        let mut rt_error = None;
+        if realtime {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: `param` is a valid sched_param; pid 0 means the calling thread.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+                return Ok(Priority::RealTime(1));
+            }
+            rt_error = Some(std::io::Error::last_os_error());
+        }
+        // SAFETY: setpriority only reads its integer arguments; `tid` is this thread's id, so it changes the
+        // nice value of this thread alone.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+        if rc == 0 {
+            return Ok(Priority::Nice(nice));
+        }
+        let nice_error = std::io::Error::last_os_error();
+        Err(match rt_error {
+            Some(rt) => std::io::Error::new(nice_error.kind(), format!("SCHED_FIFO: {rt}; nice {nice}: {nice_error}")),
+            None => nice_error,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (realtime, nice);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
 /// Which source [`cpu_time`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuClockSource {
@@ -256,6 +356,25 @@ mod linux {
             wchan,
             processor: stat.processor,
         })
+    }
+
+    pub(super) fn sched_times(tid: Tid) -> Result<super::SchedTimes, ProbeError> {
+        if tid <= 0 {
+            return Err(ProbeError::NoSuchThread { tid, source: io::Error::from_raw_os_error(libc::ESRCH) });
+        }
+        let clock = cpu_time(tid).ok().filter(|(_, src)| *src == CpuClockSource::ThreadClock).map(|(d, _)| d);
+        let schedstat = read(tid, "schedstat").map(|text| parse::parse_schedstat(&text));
+        match (clock, schedstat) {
+            (cpu, Ok(Some((on_cpu, wait)))) => {
+                Ok(super::SchedTimes { cpu: cpu.or(Some(on_cpu)), run_queue_wait: Some(wait) })
+            }
+            (Some(cpu), _) => Ok(super::SchedTimes { cpu: Some(cpu), run_queue_wait: None }),
+            (None, Err(e)) => Err(e),
+            (None, Ok(None)) => Err(ProbeError::Parse {
+                path: task_path(tid, "schedstat"),
+                detail: "expected at least two numbers".into(),
+            }),
+        }
     }
 
     fn syscall_info(line: parse::SyscallLine) -> Option<SyscallInfo> {

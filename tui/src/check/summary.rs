@@ -551,6 +551,8 @@ pub(crate) mod tests {
             at_unix_nanos: 0,
             suppressed: 0,
             caught_in_flight: true,
+            time: None,
+            agent_task: None,
             culprit: function.map(|f| Culprit {
                 classification: Classification::CpuBound,
                 reason: "on CPU".into(),

@@ -50,7 +50,11 @@ impl fmt::Display for ProtocolVersion {
 }
 
 /// The version of the protocol this crate speaks.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+///
+/// 2.x added `time` and `agent_task` to `StallEvent` and the `Preempted` classification (a changed encoding, so
+/// a new major). The major bump kept the minor: 2.1 has the same message kinds as 1.1, and minor 1 still means
+/// "understands the compressed envelope".
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
 
 /// What the agent can measure in this build, so a client can show "n/a" rather than a misleading zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

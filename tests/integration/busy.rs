@@ -1,0 +1,280 @@
+//! Verdicts that hold on a busy machine: the OS's preemption is told apart from the code's blocking.
+//!
+//! The preemption here is made certain, not likely: the worker thread and several busy threads are pinned to
+//! the same CPU, so the worker waits for that CPU in the middle of its polls however quiet the rest of the
+//! machine is. loopscope's own threads stay unpinned (they start before the worker pins itself).
+
+use crate::support::*;
+use loopscope::check::Check;
+use loopscope::wire::{Classification, StallPhase};
+use loopscope_probes::sandbox::pin_to_first_cpu;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Threads that spin on the worker's CPU until dropped.
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn on_first_cpu(n: usize) -> Hogs {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let pinned = pin_to_first_cpu();
+                    let _ = tx.send(pinned.is_ok());
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..n {
+            assert!(rx.recv_timeout(DEADLINE).unwrap(), "a hog could not pin itself");
+        }
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Burns `cpu` of this thread's own CPU time, however long that takes in wall time.
+#[inline(never)]
+fn burn_cpu(cpu: Duration) {
+    let me = loopscope_probes::current_tid();
+    let start = loopscope_probes::thread::cpu_time(me).unwrap();
+    let mut x = 0u64;
+    while loopscope_probes::thread::cpu_time(me).unwrap() - start < cpu {
+        for i in 0..1_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    std::hint::black_box(x);
+}
+
+/// The probes are process-wide: an agent installed first loads their debug info, so a check on a crowded CPU
+/// doesn't wait for it.
+fn warm_probes() {
+    let (_rt, agent) = current_thread(agent());
+    wait_until("the probes to be ready", || agent.probes_ready());
+}
+
+/// Runs `body` on a one-worker runtime whose worker is pinned to the same CPU as `hogs` busy threads.
+fn check_on_a_crowded_cpu<F>(check: Check, hogs: usize, body: F) -> loopscope::check::Report
+where
+    F: FnOnce() + Send + 'static,
+{
+    warm_probes();
+    let _hogs = Hogs::on_first_cpu(hogs);
+    check.agent(agent()).run_multi_thread(1, async move {
+        // The first poll started the agent's threads unpinned; from here on the worker shares its CPU.
+        pin_to_first_cpu().expect("pin the worker");
+        tokio::time::sleep(ms(20)).await;
+        body();
+    })
+}
+
+#[test]
+fn polls_delayed_by_the_os_are_reported_apart_and_do_not_fail_the_check() {
+    warm_probes();
+    let crowded_polls = || async {
+        pin_to_first_cpu().expect("pin the worker");
+        // Let loopscope's threads (started by the first poll) get going before the measured polls.
+        tokio::time::sleep(ms(20)).await;
+        // 4 ms of code per poll; with two busy threads on its CPU each poll takes about 12 ms of wall time.
+        for _ in 0..30 {
+            burn_cpu(ms(4));
+            tokio::task::yield_now().await;
+        }
+    };
+    let report = {
+        let _hogs = Hogs::on_first_cpu(2);
+        Check::new().max_poll(ms(10)).agent(agent()).run_multi_thread(1, crowded_polls())
+    };
+    let delayed: Vec<_> = report.delayed_by_os().collect();
+    assert!(report.passed(), "clean code failed on a crowded CPU:\n{report}");
+    assert!(delayed.len() >= 5, "only {} of 30 polls were delayed past 10 ms:\n{report}", delayed.len());
+    for ev in &delayed {
+        let t = ev.time.as_ref().expect("measured");
+        assert!(t.self_time() < ms(10), "{t:?}");
+        let c = ev.culprit.as_ref().unwrap_or_else(|| panic!("no culprit: {} {:?}", ev.summary(), ev.time));
+        assert_eq!(c.classification, Classification::Preempted, "{}", ev.summary());
+        assert!(c.reason.contains("waiting for a CPU"), "{}", c.reason);
+    }
+    // The text lists them apart and says why.
+    let text = report.to_string();
+    assert!(text.contains("delayed by the OS, not by"), "{text}");
+
+    // Asked to, the same run judged by wall time fails.
+    let strict = {
+        let _hogs = Hogs::on_first_cpu(2);
+        Check::new().max_poll(ms(10)).count_preemption(true).agent(agent()).run_multi_thread(1, crowded_polls())
+    };
+    assert!(!strict.passed(), "count_preemption must restore wall-time verdicts:\n{strict}");
+}
+
+#[inline(never)]
+fn sleeps_on_a_crowded_cpu() {
+    std::thread::sleep(ms(50));
+}
+
+#[inline(never)]
+fn spins_on_a_crowded_cpu() {
+    burn_cpu(ms(50));
+}
+
+#[inline(never)]
+fn waits_for_a_mutex_on_a_crowded_cpu(m: &std::sync::Mutex<()>) {
+    drop(m.lock().unwrap());
+}
+
+#[test]
+fn real_blocking_still_fails_on_a_crowded_cpu_and_names_its_culprit() {
+    let first_user_function = |report: &loopscope::check::Report| {
+        let ev = report.stalls().max_by_key(|e| e.elapsed).expect("a stall");
+        let c = ev.culprit.clone().unwrap_or_else(|| panic!("no culprit: {} {:?}", ev.summary(), ev.time));
+        (c.classification.clone(), c.first_user_frame().and_then(|f| f.function.clone()).unwrap_or_default())
+    };
+
+    let sleep = check_on_a_crowded_cpu(Check::new().max_poll(ms(10)), 3, sleeps_on_a_crowded_cpu);
+    assert!(!sleep.passed(), "a 50 ms sleep passed:\n{sleep}");
+    let (class, func) = first_user_function(&sleep);
+    assert!(matches!(class, Classification::Syscall { ref name, .. } if name.contains("nanosleep")), "{sleep}");
+    assert!(func.contains("sleeps_on_a_crowded_cpu"), "{func}\n{sleep}");
+
+    let spin = check_on_a_crowded_cpu(Check::new().max_poll(ms(10)), 3, spins_on_a_crowded_cpu);
+    assert!(!spin.passed(), "50 ms of CPU passed:\n{spin}");
+    let (class, func) = first_user_function(&spin);
+    assert_eq!(class, Classification::CpuBound, "{spin}");
+    assert!(func.contains("spins_on_a_crowded_cpu") || func.contains("burn_cpu"), "{func}\n{spin}");
+
+    // The lock is held by a thread that is not on the crowded CPU, for 50 ms after the worker starts to wait.
+    let m = Arc::new(std::sync::Mutex::new(()));
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (waiting_tx, waiting_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let m = m.clone();
+        std::thread::spawn(move || {
+            let _g = m.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            waiting_rx.recv_timeout(DEADLINE).unwrap();
+            std::thread::sleep(ms(50));
+        })
+    };
+    locked_rx.recv_timeout(DEADLINE).unwrap();
+    let mutex = check_on_a_crowded_cpu(Check::new().max_poll(ms(10)), 3, move || {
+        waiting_tx.send(()).unwrap();
+        waits_for_a_mutex_on_a_crowded_cpu(&m)
+    });
+    holder.join().unwrap();
+    assert!(!mutex.passed(), "a 50 ms mutex wait passed:\n{mutex}");
+    let (class, func) = first_user_function(&mutex);
+    assert!(matches!(class, Classification::LockWait { .. }), "{mutex}");
+    assert!(func.contains("waits_for_a_mutex_on_a_crowded_cpu"), "{func}\n{mutex}");
+}
+
+#[test]
+fn every_stall_ends_even_when_the_agent_thread_falls_behind() {
+    let out = crate::lifecycle::rerun("busy::child_with_a_slow_log", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find_map(|l| l.split_once("STALLS ")).map(|(_, n)| n).unwrap_or_default();
+    let n: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n.len(), 2, "{stdout}");
+    assert!(n[0] >= 50, "too few stalls to fill the queue: {line}");
+    assert_eq!(n[1], 0, "stalls left open forever: {line}\n{stdout}");
+}
+
+/// A log writer as slow as a congested disk or a blocked pipe: the agent thread logs every report, so it
+/// falls far behind the watchdog.
+struct SlowWriter;
+
+impl std::io::Write for SlowWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(ms(3));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Child side of `every_stall_ends_even_when_the_agent_thread_falls_behind`: sets a global subscriber.
+#[test]
+#[ignore = "run by every_stall_ends_even_when_the_agent_thread_falls_behind in a child process"]
+fn child_with_a_slow_log() {
+    if std::env::var_os("LOOPSCOPE_TEST_CHILD").is_none() {
+        return;
+    }
+    tracing_subscriber::fmt().with_writer(|| SlowWriter).init();
+    let threshold = loopscope::MIN_STALL_THRESHOLD;
+    let (rt, agent) =
+        multi_thread(2, agent().tracing(true).probes(false).stall_threshold(threshold).watchdog_interval(threshold));
+    rt.block_on(async {
+        for chunk in 0..30 {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        let end = Instant::now() + ms(2);
+                        while Instant::now() < end {
+                            std::hint::spin_loop();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await.unwrap();
+            }
+            let _ = chunk;
+        }
+    });
+    drop(rt);
+    wait_until_within(Duration::from_secs(60), "the agent thread to drain", || agent.is_drained());
+    let stalls = agent.stalls();
+    let open = stalls.iter().filter(|s| !s.ended).count();
+    println!("STALLS {} {open}", stalls.len());
+    assert!(stalls.iter().all(|s| s.ended || s.last.phase != StallPhase::Ended));
+}
+
+#[test]
+fn a_sleep_that_ends_just_past_the_threshold_is_never_blamed_on_a_lock() {
+    // Polls that end just past the threshold: the watchdog's look often lands after the sleep, while the task
+    // completes (waking its join handle with FUTEX_WAKE) or after the poll returned (the worker parking on
+    // its condvar). Neither may turn into "a lock wait": a look that straddles the poll's end is thrown away,
+    // and a futex call that wakes others is not a wait.
+    let threshold = ms(2);
+    let (rt, agent) = multi_thread(1, agent().stall_threshold(threshold));
+    wait_until("the probes to be ready", || agent.probes_ready());
+    rt.block_on(async {
+        for _ in 0..60 {
+            tokio::spawn(async move { std::thread::sleep(threshold + Duration::from_micros(300)) }).await.unwrap();
+            tokio::time::sleep(ms(1)).await;
+        }
+    });
+    drop(rt);
+    wait_until("the agent thread to drain", || agent.is_drained());
+    let stalls = agent.stalls();
+    assert!(stalls.len() >= 30, "{} stalls", stalls.len());
+    for s in &stalls {
+        if let Some(c) = &s.last.culprit {
+            assert!(
+                !matches!(c.classification, Classification::LockWait { .. }),
+                "a sleep was blamed on the worker's own park: {}",
+                s.last.summary()
+            );
+        }
+    }
+}

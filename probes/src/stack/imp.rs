@@ -28,7 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, 
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{CaptureError, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, SamplerConfig, StackSampler, Unwinder};
+use super::restart::Interrupt;
+use super::{
+    CaptureError, CaptureMethod, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, SamplerConfig, StackSampler, Unwinder,
+};
+use crate::thread::SyscallLine;
 use crate::{ProbeError, Tid, sys};
 
 /// Number of threads the table can hold. A tokio runtime has one worker per core; the agent only registers
@@ -296,6 +300,8 @@ fn try_install(signal: i32) -> Result<bool, ProbeError> {
     ours.sa_sigaction = entry as libc::sighandler_t;
     // SA_SIGINFO: we need the ucontext (interrupted registers) and the sender's pid.
     // SA_RESTART: interrupted read/write/futex/... calls restart transparently instead of failing with EINTR.
+    // It does not cover poll, epoll_wait, nanosleep, timed socket calls, ...: threads blocked in those are never
+    // signalled (`capture_without_signal`).
     // No SA_ONSTACK: std threads have a small alternate stack for stack-overflow reporting; the unwinder needs
     // more room than that, and tokio workers run on ordinary 2 MiB stacks.
     // No SA_NODEFER: the signal stays blocked while the handler runs, so the handler never nests on one thread.
@@ -409,6 +415,10 @@ pub(super) fn capture(
         source => CaptureError::Prepare { tid, source },
     })?;
     let _guard = CaptureGuard::acquire(slot, deadline).ok_or(CaptureError::Busy { tid })?;
+    // Never interrupt a call that would not restart: a thread blocked in one is unwound from outside instead.
+    if let Some(outcome) = capture_without_signal(tid, deadline, options) {
+        return outcome;
+    }
     if slot.tid.load(Ordering::Acquire) != tid {
         // The slot was forgotten and reused while we waited for it.
         return Err(CaptureError::Busy { tid });
@@ -512,7 +522,155 @@ pub(super) fn capture(
         unwinder: options.unwinder,
         stack_pointer,
         latency,
+        method: CaptureMethod::Signal,
     })
+}
+
+/// How often an outside unwind is retried when the thread ran while it was being unwound.
+const OUTSIDE_ATTEMPTS: usize = 3;
+/// A thread `/proc` shows as running is signalled only once its CPU clock has advanced this much since it was
+/// first seen running (see [`capture_without_signal`]).
+const RUNNING_PROOF: Duration = Duration::from_micros(50);
+/// Pause between two looks at a thread that is running but has not yet proven it is on a CPU.
+const RUNNING_POLL: Duration = Duration::from_micros(20);
+
+/// Decides whether `tid` may be signalled (see `restart.rs`). Returns `None` if it may; otherwise the result of
+/// capturing its stack without a signal: unwound from outside while it sleeps in the kernel, or an error that
+/// says why not. Never sends a signal.
+///
+/// `/proc/self/task/<tid>/syscall` says `running` for any thread that is not asleep, including one that was
+/// just woken inside a call that does not restart (a `poll` whose timeout expired, waiting for a CPU to return
+/// 0): a signal arriving then turns the timeout into `EINTR` (the kernel checks for signals once more before
+/// returning). So a running thread is signalled only after its CPU clock advanced by [`RUNNING_PROOF`] while it
+/// kept showing `running` — longer than any system call's way out — i.e. once it is executing its own code.
+fn capture_without_signal(
+    tid: Tid,
+    deadline: Instant,
+    options: CaptureOptions,
+) -> Option<Result<RawStack, CaptureError>> {
+    if tid == sys::gettid() {
+        // Our own thread is running this code: the signal is taken as tgkill returns.
+        return None;
+    }
+    let start = Instant::now();
+    let mut attempts = 0;
+    let mut running_since: Option<Duration> = None;
+    loop {
+        // The CPU clock first: if it has not moved when we are done, the thread did not run in between, so the
+        // stack we copied was frozen (see `outside.rs`).
+        let cpu_before = crate::thread::cpu_time(tid).ok();
+        let text = match read_syscall_line(tid) {
+            Ok(text) => text,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+                return Some(Err(CaptureError::NoSuchThread { tid, source: e }));
+            }
+            Err(e) => {
+                // Without the syscall file we cannot tell which call a blocked thread is in: only a running
+                // thread may be signalled blind.
+                return match thread_state(tid) {
+                    Some('R') => None,
+                    state => Some(Err(CaptureError::NotInterruptible {
+                        tid,
+                        call: "an unknown system call".into(),
+                        reason: format!(
+                            "/proc/self/task/{tid}/syscall is unreadable ({e}) and the thread is not running \
+                             (state {state:?}), so it is never signalled"
+                        ),
+                    })),
+                };
+            }
+        };
+        let Ok(line) = crate::thread::parse_syscall(&text) else {
+            return Some(Err(CaptureError::NotInterruptible {
+                tid,
+                call: "an unknown system call".into(),
+                reason: format!("cannot parse /proc/self/task/{tid}/syscall: {text:?}"),
+            }));
+        };
+        let SyscallLine::Blocked { number, stack_pointer, instruction_pointer, .. } = line else {
+            // Running. Signal it only once it has proven to be on a CPU, executing its own code.
+            let cpu = cpu_before?;
+            match running_since {
+                Some(since) if cpu.saturating_sub(since) >= RUNNING_PROOF => return None,
+                Some(_) => {}
+                None => running_since = Some(cpu),
+            }
+            if Instant::now() + RUNNING_POLL >= deadline {
+                return Some(Err(CaptureError::NotInterruptible {
+                    tid,
+                    call: "no system call /proc can show (the thread is runnable)".into(),
+                    reason: format!(
+                        "it did not run for {RUNNING_PROOF:?} within the timeout: a runnable thread that is not on a \
+                         CPU may be on its way out of a call that a signal would turn into EINTR, so it is not \
+                         signalled"
+                    ),
+                }));
+            }
+            std::thread::sleep(RUNNING_POLL);
+            continue;
+        };
+        running_since = None;
+        let call = match super::restart::interrupt_safety(&line, super::restart::fd_kind) {
+            // A thread in uninterruptible sleep would take the signal only once it wakes: unwind it now instead.
+            Interrupt::Safe if thread_state(tid) == Some('D') => {
+                format!("{} in uninterruptible sleep (D)", crate::thread::syscall_name(number))
+            }
+            Interrupt::Safe => return None,
+            Interrupt::Unsafe(why) => why,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (stack_pointer, instruction_pointer, options, start, attempts);
+            return Some(Err(CaptureError::NotInterruptible {
+                tid,
+                call,
+                reason: "unwinding a blocked thread from outside is implemented for x86_64 only (elsewhere the \
+                         innermost return address is in a register /proc does not show)"
+                    .into(),
+            }));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let unwound = super::outside::unwind(instruction_pointer, stack_pointer, options.max_depth);
+            let text_after = read_syscall_line(tid).ok();
+            let cpu_after = crate::thread::cpu_time(tid).ok();
+            if text_after.as_deref() == Some(text.as_str()) && cpu_before.is_some() && cpu_after == cpu_before {
+                if unwound.ips.len() <= 1 {
+                    let why = unwound.stopped.unwrap_or_else(|| "no frame beyond the system call".into());
+                    return Some(Err(CaptureError::NotInterruptible {
+                        tid,
+                        call,
+                        reason: format!("the unwinder did not get past the system call's wrapper: {why}"),
+                    }));
+                }
+                return Some(Ok(RawStack {
+                    tid,
+                    incomplete: false,
+                    ips: unwound.ips,
+                    probe_frames: 0,
+                    truncated: unwound.truncated,
+                    unwinder: Unwinder::Dwarf,
+                    stack_pointer: stack_pointer as usize,
+                    latency: start.elapsed(),
+                    method: CaptureMethod::Outside,
+                }));
+            }
+            attempts += 1;
+            if attempts >= OUTSIDE_ATTEMPTS || Instant::now() >= deadline {
+                return Some(Err(CaptureError::NotInterruptible {
+                    tid,
+                    call,
+                    reason: format!(
+                        "the thread ran while it was being unwound ({attempts} attempts; stacks discarded)"
+                    ),
+                }));
+            }
+        }
+    }
+}
+
+fn read_syscall_line(tid: Tid) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
 }
 
 /// The `[start, end)` of the readable, writable mapping containing `addr`, from `/proc/self/maps`. Everything from

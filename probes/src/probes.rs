@@ -246,9 +246,17 @@ impl Probes {
         }
     }
 
-    /// One entry per probe, in a stable order.
+    /// One entry per probe, in a stable order. Reflects changes since construction: when the application took
+    /// the stack sampler's signal back, `"stack"` is inactive with the reason.
     pub fn status(&self) -> Vec<ProbeStatus> {
-        self.statuses.clone()
+        let mut statuses = self.statuses.clone();
+        if let Some(why) = self.sampler.as_ref().and_then(|s| s.disabled()) {
+            for s in statuses.iter_mut().filter(|s| s.name == "stack") {
+                s.active = false;
+                s.detail = format!("switched off: {why}");
+            }
+        }
+        statuses
     }
 
     /// The configuration this facade was built with.

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use super::restart::Interrupt;
@@ -249,6 +249,40 @@ pub(super) fn install(config: SamplerConfig) -> Result<Arc<StackSampler>, ProbeE
     Ok(sampler)
 }
 
+/// Why stack capture was switched off for the rest of the process (set once, never cleared).
+static DISABLED: OnceLock<String> = OnceLock::new();
+
+/// Checks that `signal` still has our handler. On a mismatch, switches stack capture off for good (the
+/// application owns the signal now; taking it back would change the application's behaviour) and returns why.
+/// One `sigaction` query: cheap enough for every capture.
+pub(super) fn check_disposition(signal: i32) -> Result<(), String> {
+    if let Some(reason) = DISABLED.get() {
+        return Err(reason.clone());
+    }
+    let mut current = zeroed_sigaction();
+    let reason = match sigaction(signal, None, Some(&mut current)) {
+        Err(e) => format!("cannot query the disposition of signal {signal}: {e}"),
+        Ok(()) if current.sa_sigaction == our_handler() && current.sa_flags & libc::SA_SIGINFO != 0 => return Ok(()),
+        Ok(()) if current.sa_sigaction == libc::SIG_DFL => format!(
+            "the application reset signal {signal} to SIG_DFL after install (a capture would have killed the process)"
+        ),
+        Ok(()) if current.sa_sigaction == libc::SIG_IGN => {
+            format!("the application set signal {signal} to SIG_IGN after install (captures would time out)")
+        }
+        Ok(()) => format!(
+            "the application installed its own handler for signal {signal} after install (captures would time out \
+             and its handler would run for each)"
+        ),
+    };
+    let _ = DISABLED.set(reason);
+    Err(DISABLED.get().cloned().unwrap_or_default())
+}
+
+fn our_handler() -> libc::sighandler_t {
+    let entry: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+    entry as libc::sighandler_t
+}
+
 /// The first realtime signal offset tried when none is configured. The lowest few realtime signals are the ones
 /// applications and libraries grab by convention (`SIGRTMIN`, `SIGRTMIN+1`, ...), so we leave them alone even
 /// when they are free at install time; they may be claimed later.
@@ -296,8 +330,7 @@ fn try_install(signal: i32) -> Result<bool, ProbeError> {
         return Ok(false);
     }
     let mut ours = zeroed_sigaction();
-    let entry: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
-    ours.sa_sigaction = entry as libc::sighandler_t;
+    ours.sa_sigaction = our_handler();
     // SA_SIGINFO: we need the ucontext (interrupted registers) and the sender's pid.
     // SA_RESTART: interrupted read/write/futex/... calls restart transparently instead of failing with EINTR.
     // It does not cover poll, epoll_wait, nanosleep, timed socket calls, ...: threads blocked in those are never
@@ -409,6 +442,9 @@ pub(super) fn capture(
     timeout: Duration,
     options: CaptureOptions,
 ) -> Result<RawStack, CaptureError> {
+    if let Some(reason) = DISABLED.get() {
+        return Err(CaptureError::Disabled(reason.clone()));
+    }
     let deadline = Instant::now() + timeout;
     let slot = prepare_slot(tid).map_err(|source| match source {
         ProbeError::NoSuchThread { tid, source } => CaptureError::NoSuchThread { tid, source },
@@ -442,6 +478,11 @@ pub(super) fn capture(
         Unwinder::Dwarf => MODE_DWARF,
         Unwinder::FramePointer => MODE_FRAME_POINTER,
     };
+    // The application may have changed our signal's disposition since install: with SIG_DFL the signal would
+    // kill the process, with its own handler the capture would time out. Checked right before every signal.
+    if let Err(reason) = check_disposition(signal) {
+        return Err(CaptureError::Disabled(reason));
+    }
     slot.mode.store(mode, Ordering::Relaxed);
     slot.max_depth.store(options.max_depth as u32, Ordering::Relaxed);
     if slot.request.compare_exchange(0, key, Ordering::Release, Ordering::Relaxed).is_err() {

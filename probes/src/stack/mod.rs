@@ -327,6 +327,21 @@ impl StackSampler {
         self.warm_up.as_ref().copied().map_err(|e| e.as_str())
     }
 
+    /// Why stack capture is switched off for the rest of the process, if it is: the application changed the
+    /// sampler's signal disposition after install (reset it to `SIG_DFL`, ignored it, or installed its own
+    /// handler). The disposition is checked before every signal and by this call, so the answer reflects
+    /// changes made since install; once off, captures fail with [`CaptureError::Disabled`].
+    pub fn disabled(&self) -> Option<String> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::check_disposition(self.signal).err()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            None
+        }
+    }
+
     /// Reserves the preallocated per-thread storage for `tid`. Callable from any thread, idempotent, and cheap
     /// after the first call for a slot (a lock-free lookup). Fails with [`ProbeError::TableFull`] when
     /// 1024 threads are registered.

@@ -128,6 +128,11 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Wa
             at_unix_nanos: crate::os::unix_nanos(),
         });
     }
+    // Release what this runtime's threads hold in the process-wide probes (perf fds, stack slots): they are
+    // reference-counted per agent, and the threads leave with the runtime without the watchdog seeing them go.
+    for tid in w.prepared.drain() {
+        probing::forget(tid);
+    }
 }
 
 /// A stalled thread gets a second /proc look this long after it was flagged (or a quarter of the threshold,

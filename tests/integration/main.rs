@@ -7,6 +7,7 @@
 mod check;
 mod culprits;
 mod lifecycle;
+mod probe_leaks;
 mod stalls;
 mod stream;
 mod support;

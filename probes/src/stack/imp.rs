@@ -219,6 +219,10 @@ pub(super) fn is_prepared(tid: Tid) -> bool {
     find(tid).is_some()
 }
 
+pub(super) fn prepared_tids() -> Vec<Tid> {
+    TABLE.slots.iter().map(|slot| slot.tid.load(Ordering::Acquire)).filter(|&tid| tid > 0).collect()
+}
+
 pub(super) fn prepared_count() -> usize {
     TABLE.count.load(Ordering::Relaxed)
 }

@@ -410,6 +410,18 @@ impl StackSampler {
         }
     }
 
+    /// The threads currently registered, in no particular order.
+    pub fn prepared_tids(&self) -> Vec<Tid> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::prepared_tids()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            Vec::new()
+        }
+    }
+
     /// The number of threads currently registered.
     pub fn prepared_threads(&self) -> usize {
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]

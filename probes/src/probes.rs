@@ -170,10 +170,16 @@ impl Probes {
                         "stack",
                         true,
                         format!(
-                            "signal {} (SIGRTMIN+{}), {:?} unwinder, {warm}",
+                            "signal {} (SIGRTMIN+{}), {:?} unwinder{}, {warm}",
                             sampler.signal(),
                             sampler.signal() - rtmin(),
-                            sampler.config().unwinder
+                            sampler.unwinder(),
+                            match sampler.dwarf_refused() {
+                                Some(why) if sampler.config().unwinder == crate::stack::Unwinder::Dwarf => {
+                                    format!(" (DWARF refused in the signal handler: {why})")
+                                }
+                                _ => String::new(),
+                            }
                         ),
                     ));
                     if config.warm_symbolizer {

@@ -247,8 +247,10 @@ pub(super) fn install(config: SamplerConfig) -> Result<Arc<StackSampler>, ProbeE
         };
     }
     let signal = install_handler(config.signal)?;
-    let warm_up = warm_up(signal, &config);
-    let sampler = Arc::new(StackSampler { config, signal, warm_up });
+    // DWARF unwinding in the handler only on the platform baseline that makes it safe; else frame pointers.
+    let dwarf_refused = super::baseline::dwarf_in_handler(&super::baseline::Platform::detect()).err();
+    let warm_up = warm_up(signal, &config, dwarf_refused.is_none());
+    let sampler = Arc::new(StackSampler { config, signal, warm_up, dwarf_refused });
     *installed = Some(Arc::clone(&sampler));
     Ok(sampler)
 }
@@ -358,7 +360,7 @@ fn try_install(signal: i32) -> Result<bool, ProbeError> {
 
 /// Runs one capture of each unwinder on a helper thread, so that the first real capture does not pay for
 /// libgcc's one-time initialization and for faulting in the unwind tables of std and libc.
-fn warm_up(signal: i32, config: &SamplerConfig) -> Result<Duration, String> {
+fn warm_up(signal: i32, config: &SamplerConfig, dwarf_allowed: bool) -> Result<Duration, String> {
     let (tid_tx, tid_rx) = mpsc::channel::<Tid>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let helper = std::thread::Builder::new()
@@ -373,18 +375,19 @@ fn warm_up(signal: i32, config: &SamplerConfig) -> Result<Duration, String> {
         let tid =
             tid_rx.recv_timeout(Duration::from_secs(5)).map_err(|e| format!("warm-up thread did not start: {e}"))?;
         prepare(tid).map_err(|e| e.to_string())?;
+        let (configured, other) = match (config.unwinder, dwarf_allowed) {
+            (_, false) => (Unwinder::FramePointer, Unwinder::FramePointer),
+            (Unwinder::Dwarf, true) => (Unwinder::Dwarf, Unwinder::FramePointer),
+            (Unwinder::FramePointer, true) => (Unwinder::FramePointer, Unwinder::Dwarf),
+        };
         let start = Instant::now();
         let first = capture(
             signal,
             tid,
             Duration::from_secs(5),
-            CaptureOptions { unwinder: config.unwinder, max_depth: config.max_depth },
+            CaptureOptions { unwinder: configured, max_depth: config.max_depth },
         );
         let elapsed = start.elapsed();
-        let other = match config.unwinder {
-            Unwinder::Dwarf => Unwinder::FramePointer,
-            Unwinder::FramePointer => Unwinder::Dwarf,
-        };
         let second = capture(
             signal,
             tid,

@@ -40,6 +40,8 @@
 //! ```
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod baseline;
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod imp;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod outside;
@@ -250,6 +252,8 @@ pub struct StackSampler {
     config: SamplerConfig,
     signal: i32,
     warm_up: Result<Duration, String>,
+    /// Why DWARF unwinding in the handler is refused on this system (then frame pointers are used instead).
+    dwarf_refused: Option<String>,
 }
 
 impl fmt::Debug for StackSampler {
@@ -258,6 +262,7 @@ impl fmt::Debug for StackSampler {
             .field("signal", &self.signal)
             .field("config", &self.config)
             .field("warm_up", &self.warm_up)
+            .field("dwarf_refused", &self.dwarf_refused)
             .finish()
     }
 }
@@ -316,9 +321,30 @@ impl StackSampler {
         self.signal
     }
 
-    /// The configuration in force.
+    /// The configuration in force (as requested; see [`unwinder`](Self::unwinder) for the unwinder used).
     pub fn config(&self) -> &SamplerConfig {
         &self.config
+    }
+
+    /// Why [`Unwinder::Dwarf`] is not used in the signal handler on this system, if it is not: it needs glibc >=
+    /// 2.35 (`_dl_find_object`) and libgcc >= 12, checked at install. Captures that ask for DWARF then walk frame
+    /// pointers instead (threads unwound from outside are not affected: that DWARF unwinder runs on the capturing
+    /// thread).
+    pub fn dwarf_refused(&self) -> Option<&str> {
+        self.dwarf_refused.as_deref()
+    }
+
+    /// The unwinder the signal handler really uses for the configured one (see
+    /// [`dwarf_refused`](Self::dwarf_refused)).
+    pub fn unwinder(&self) -> Unwinder {
+        self.effective(self.config.unwinder)
+    }
+
+    fn effective(&self, asked: Unwinder) -> Unwinder {
+        match asked {
+            Unwinder::Dwarf if self.dwarf_refused.is_some() => Unwinder::FramePointer,
+            other => other,
+        }
     }
 
     /// How long the warm-up capture at install took (the first DWARF unwind loads unwind tables and faults in
@@ -388,6 +414,7 @@ impl StackSampler {
         }
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
+            let options = CaptureOptions { unwinder: self.effective(options.unwinder), ..options };
             imp::capture(self.signal, tid, timeout, options)
         }
         #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]

@@ -174,11 +174,16 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
             time: None,
         });
     }
-    // The agent thread drains its queue until this thread exits, so waiting for room here ends.
+    // The prober drains its queue until this thread exits, so waiting for room here ends.
     for msg in w.backlog.drain(..) {
         if w.tx.send(msg).is_err() {
             break;
         }
+    }
+    // Release what this runtime's threads hold in the process-wide probes (perf fds, stack slots): they are
+    // reference-counted per agent, and the threads leave with the runtime without the watchdog seeing them go.
+    for tid in w.prepared.drain() {
+        probing::forget(tid);
     }
 }
 

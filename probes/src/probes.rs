@@ -108,6 +108,32 @@ pub struct Probes {
     perf_usable: bool,
     symbolizer: Mutex<Symbolizer>,
     counters: Mutex<HashMap<Tid, PerfCounters>>,
+    /// Prepared threads: how many callers prepared each (the probes are process-wide and every agent prepares
+    /// its own workers), and the thread's start time, which tells a reused tid from the thread that had it.
+    prepared: Mutex<HashMap<Tid, Prepared>>,
+    /// When [`Probes::sweep`] last ran from `prepare_thread` (rate limit while the stack table is nearly full).
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    refs: usize,
+    start_time: Option<u64>,
+}
+
+/// `prepare_thread` sweeps exited threads once this many stack slots are taken (of 1,024), at most once a second.
+const SWEEP_WHEN_PREPARED: usize = 768;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The start time of thread `tid` (field 22 of `/proc/self/task/<tid>/stat`, in clock ticks since boot), or
+/// `None` if the thread does not exist (any more). Together with the tid it names one thread for good: a tid
+/// reused by a new thread comes with a new start time.
+fn thread_start_time(tid: Tid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The name field may contain spaces and parentheses: the fields after it start after the last ')'. The
+    // first of them is field 3 (state), so field 22 is the 20th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,10 +170,16 @@ impl Probes {
                         "stack",
                         true,
                         format!(
-                            "signal {} (SIGRTMIN+{}), {:?} unwinder, {warm}",
+                            "signal {} (SIGRTMIN+{}), {:?} unwinder{}, {warm}",
                             sampler.signal(),
                             sampler.signal() - rtmin(),
-                            sampler.config().unwinder
+                            sampler.unwinder(),
+                            match sampler.dwarf_refused() {
+                                Some(why) if sampler.config().unwinder == crate::stack::Unwinder::Dwarf => {
+                                    format!(" (DWARF refused in the signal handler: {why})")
+                                }
+                                _ => String::new(),
+                            }
                         ),
                     ));
                     if config.warm_symbolizer {
@@ -243,12 +275,22 @@ impl Probes {
             perf_usable,
             symbolizer: Mutex::new(symbolizer),
             counters: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(None),
         }
     }
 
-    /// One entry per probe, in a stable order.
+    /// One entry per probe, in a stable order. Reflects changes since construction: when the application took
+    /// the stack sampler's signal back, `"stack"` is inactive with the reason.
     pub fn status(&self) -> Vec<ProbeStatus> {
-        self.statuses.clone()
+        let mut statuses = self.statuses.clone();
+        if let Some(why) = self.sampler.as_ref().and_then(|s| s.disabled()) {
+            for s in statuses.iter_mut().filter(|s| s.name == "stack") {
+                s.active = false;
+                s.detail = format!("switched off: {why}");
+            }
+        }
+        statuses
     }
 
     /// The configuration this facade was built with.
@@ -261,12 +303,49 @@ impl Probes {
         self.sampler.as_ref()
     }
 
-    /// Registers a thread the agent watches: reserves its stack slot and opens its perf counters. Idempotent.
-    /// Fails only if the thread does not exist or the stack table is full; perf problems are reported by
-    /// [`status`](Self::status), not here.
+    /// Registers a thread the agent watches: reserves its stack slot and opens its perf counters. Reference
+    /// counted: the probes are shared by every agent of the process, so each `prepare_thread` must be paired
+    /// with one [`forget_thread`](Self::forget_thread), and the thread's resources are released when the last
+    /// caller forgets it (or [`sweep`](Self::sweep) finds it exited). A tid that was reused by a new thread is
+    /// prepared afresh (the old thread's counters are closed) rather than inheriting the dead thread's.
+    ///
+    /// Fails only if the thread does not exist or the stack table is full even after a sweep; perf problems are
+    /// reported by [`status`](Self::status), not here.
     pub fn prepare_thread(&self, tid: Tid) -> Result<(), ProbeError> {
+        let start_time = thread_start_time(tid);
+        if let Some(sampler) = &self.sampler
+            && sampler.prepared_threads() >= SWEEP_WHEN_PREPARED
+        {
+            let mut last = lock(&self.last_sweep);
+            if last.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL) {
+                *last = Some(Instant::now());
+                drop(last);
+                self.sweep();
+            }
+        }
+        let mut prepared = lock(&self.prepared);
+        match prepared.get_mut(&tid) {
+            Some(p) if p.start_time == start_time => {
+                p.refs += 1;
+                return Ok(());
+            }
+            // The tid now names another thread: drop everything the old one had.
+            Some(_) => {
+                prepared.remove(&tid);
+                self.release(tid);
+            }
+            None => {}
+        }
         match &self.sampler {
-            Some(sampler) => sampler.prepare_thread(tid)?,
+            Some(sampler) => match sampler.prepare_thread(tid) {
+                Err(ProbeError::TableFull { .. }) => {
+                    drop(prepared);
+                    self.sweep();
+                    prepared = lock(&self.prepared);
+                    sampler.prepare_thread(tid)?;
+                }
+                other => other?,
+            },
             None => {
                 // Without the stack probe, still refuse threads that do not exist, as documented.
                 let task = format!("/proc/self/task/{tid}");
@@ -285,11 +364,68 @@ impl Probes {
                 slot.insert(c);
             }
         }
+        prepared.entry(tid).and_modify(|p| p.refs += 1).or_insert(Prepared { refs: 1, start_time });
         Ok(())
     }
 
-    /// Forgets a thread that exited: frees its stack slot and closes its perf counters.
+    /// Drops one reference to a prepared thread (see [`prepare_thread`](Self::prepare_thread)); the last one
+    /// frees its stack slot and closes its perf counters. Harmless for threads that are not prepared.
     pub fn forget_thread(&self, tid: Tid) {
+        let mut prepared = lock(&self.prepared);
+        match prepared.get_mut(&tid) {
+            Some(p) if p.refs > 1 => p.refs -= 1,
+            Some(_) => {
+                prepared.remove(&tid);
+                self.release(tid);
+            }
+            // Not prepared through the facade (e.g. captured directly, which prepares a slot): release anyway.
+            None => self.release(tid),
+        }
+    }
+
+    /// Forgets every thread whose `/proc/self/task/<tid>` is gone or now belongs to a newer thread (whatever
+    /// its reference count): frees stack slots, including those a capture prepared implicitly, and closes perf
+    /// counters. Called by [`prepare_thread`](Self::prepare_thread) when stack slots run low; callable any time
+    /// (agents call it when a runtime shuts down). Returns how many threads were forgotten.
+    pub fn sweep(&self) -> usize {
+        let mut gone: Vec<Tid> = Vec::new();
+        {
+            let mut prepared = lock(&self.prepared);
+            prepared.retain(|&tid, p| {
+                let alive = thread_start_time(tid).is_some_and(|t| Some(t) == p.start_time);
+                if !alive {
+                    gone.push(tid);
+                }
+                alive
+            });
+            if let Some(sampler) = &self.sampler {
+                for tid in sampler.prepared_tids() {
+                    if !prepared.contains_key(&tid) && thread_start_time(tid).is_none() {
+                        gone.push(tid);
+                    }
+                }
+            }
+            let counters: Vec<Tid> = lock(&self.counters).keys().copied().collect();
+            gone.extend(counters.into_iter().filter(|tid| !prepared.contains_key(tid)));
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        for &tid in &gone {
+            self.release(tid);
+        }
+        gone.len()
+    }
+
+    /// The number of threads holding a stack slot (when the stack probe is active) or prepared through this
+    /// facade (otherwise). Bounded by the stack table's 1,024 slots.
+    pub fn prepared_threads(&self) -> usize {
+        match &self.sampler {
+            Some(sampler) => sampler.prepared_threads(),
+            None => lock(&self.prepared).len(),
+        }
+    }
+
+    fn release(&self, tid: Tid) {
         if let Some(sampler) = &self.sampler {
             sampler.forget_thread(tid);
         }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loopscope_probes::classify::{Classification, classify};
-use loopscope_probes::stack::{CaptureError, CaptureOptions, FrameOrigin, Symbolizer, Unwinder, first_user_frame};
+use loopscope_probes::stack::{
+    CaptureError, CaptureMethod, CaptureOptions, FrameOrigin, Symbolizer, Unwinder, first_user_frame,
+};
 use loopscope_probes::thread::{self, RunState};
 use loopscope_probes::{ProbeConfig, Probes, current_tid};
 
@@ -71,10 +73,13 @@ fn sleeping_thread_is_in_clock_nanosleep() {
 
     let raw = sampler.capture(t.tid, CAPTURE_TIMEOUT).unwrap();
     assert_eq!(raw.tid, t.tid);
-    assert!(raw.probe_frames > 0, "DWARF capture records the handler frames: {raw:?}");
+    // A signal would make clock_nanosleep fail with EINTR: the sleeper is unwound from outside, no handler frames.
+    assert_eq!(raw.method, CaptureMethod::Outside, "{raw:?}");
+    assert_eq!(raw.probe_frames, 0);
     assert!(!raw.incomplete);
     let frames = Symbolizer::new().symbolize(&raw);
-    assert_eq!(frames[0].origin, FrameOrigin::Probe);
+    assert!(frames.iter().all(|f| f.origin != FrameOrigin::Probe), "stack: {:#?}", names(&frames));
+    assert!(names(&frames)[0].contains("clock_nanosleep"), "stack: {:#?}", names(&frames));
     assert!(has_function(&frames, "sleep_here"), "stack: {:#?}", names(&frames));
     let user = first_user_frame(&frames).unwrap();
     assert!(
@@ -208,11 +213,14 @@ fn capture_of_a_thread_that_blocks_the_signal_times_out_and_the_late_handler_wri
     let unblock = Arc::new(AtomicBool::new(false));
     let unblocked = Arc::new(AtomicBool::new(false));
     let (b, u, ud) = (Arc::clone(&blocked), Arc::clone(&unblock), Arc::clone(&unblocked));
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
     let t = Target::spawn("masked", move |stop| {
         set_signal_blocked(signal, true);
         b.store(true, Ordering::SeqCst);
+        // An untimed futex wait restarts after a handler, so the capture uses the signal (a sleep would be
+        // unwound from outside instead).
         while !u.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(2));
+            let _ = wake_rx.recv();
         }
         // The pending signal is delivered right here: the handler runs late, after its capture gave up.
         set_signal_blocked(signal, false);
@@ -220,6 +228,7 @@ fn capture_of_a_thread_that_blocks_the_signal_times_out_and_the_late_handler_wri
         sleep_here(stop);
     });
     wait_for("signal blocked", || blocked.load(Ordering::SeqCst).then_some(()));
+    wait_for_sample(t.tid, "masked thread in futex", |s| s.state == RunState::Sleeping && in_syscall(s, "futex"));
 
     let start = Instant::now();
     let err = sampler.capture(t.tid, Duration::from_millis(200)).unwrap_err();
@@ -236,6 +245,7 @@ fn capture_of_a_thread_that_blocks_the_signal_times_out_and_the_late_handler_wri
     assert!(err.to_string().contains("within"), "{err}");
 
     unblock.store(true, Ordering::SeqCst);
+    wake_tx.send(()).unwrap();
     wait_for("signal unblocked", || unblocked.load(Ordering::SeqCst).then_some(()));
     // The slot is usable again and yields this thread's real stack.
     let raw = sampler.capture(t.tid, CAPTURE_TIMEOUT).unwrap();
@@ -289,7 +299,7 @@ fn vfork_here() {
 }
 
 #[test]
-fn capture_of_a_thread_in_uninterruptible_sleep_times_out_clearly() {
+fn capture_of_a_thread_in_uninterruptible_sleep_unwinds_it_from_outside() {
     let sampler = sampler();
     let t = Target::spawn("vforker", |_| vfork_here());
     let Some(_) = (|| {
@@ -304,22 +314,23 @@ fn capture_of_a_thread_in_uninterruptible_sleep_times_out_clearly() {
     })() else {
         panic!("the vfork parent never showed up in D state");
     };
+    // A signal would wait until the child exits; the parent's stack is frozen meanwhile, so it is read now.
     let start = Instant::now();
-    let err = sampler.capture(t.tid, Duration::from_millis(150)).unwrap_err();
+    let raw = sampler.capture(t.tid, Duration::from_millis(150)).unwrap();
     assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
-    match &err {
-        CaptureError::Timeout { state, .. } => assert_eq!(*state, Some('D'), "{err}"),
-        other => panic!("expected a timeout: {other:?}"),
-    }
-    assert!(err.to_string().contains("uninterruptible"), "{err}");
+    assert_eq!(raw.method, CaptureMethod::Outside);
+    let frames = Symbolizer::new().symbolize(&raw);
+    assert!(has_function(&frames, "vfork_here"), "stack: {:#?}", names(&frames));
     t.stop();
 }
 
 #[test]
 fn frame_pointer_unwinder_on_a_sleeping_thread() {
     let sampler = sampler();
-    let t = Target::spawn("fp-sleeper", sleep_here);
-    wait_for_sample(t.tid, "sleeping", |s| s.state == RunState::Sleeping);
+    // Blocked in an untimed futex wait (restartable): the capture goes through the signal handler.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = Target::spawn("fp-sleeper", move |_| rx.recv());
+    wait_for_sample(t.tid, "waiting", |s| s.state == RunState::Sleeping && in_syscall(s, "futex"));
     let options = CaptureOptions { unwinder: Unwinder::FramePointer, max_depth: 64 };
     // First capture: no cached stack bounds, every read goes through process_vm_readv. Later: direct reads.
     for _ in 0..3 {
@@ -331,7 +342,8 @@ fn frame_pointer_unwinder_on_a_sleeping_thread() {
         let frames = Symbolizer::new().symbolize(&raw);
         assert!(frames.iter().all(|f| f.origin != FrameOrigin::Probe));
     }
-    t.stop();
+    tx.send(()).unwrap();
+    t.stop().unwrap();
 }
 
 #[cfg(target_arch = "x86_64")]

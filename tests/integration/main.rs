@@ -8,6 +8,7 @@ mod busy;
 mod check;
 mod culprits;
 mod lifecycle;
+mod probe_leaks;
 mod stalls;
 mod stream;
 mod support;

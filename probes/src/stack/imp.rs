@@ -25,10 +25,14 @@ use std::fmt;
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{CaptureError, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, SamplerConfig, StackSampler, Unwinder};
+use super::restart::Interrupt;
+use super::{
+    CaptureError, CaptureMethod, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, SamplerConfig, StackSampler, Unwinder,
+};
+use crate::thread::SyscallLine;
 use crate::{ProbeError, Tid, sys};
 
 /// Number of threads the table can hold. A tokio runtime has one worker per core; the agent only registers
@@ -215,6 +219,10 @@ pub(super) fn is_prepared(tid: Tid) -> bool {
     find(tid).is_some()
 }
 
+pub(super) fn prepared_tids() -> Vec<Tid> {
+    TABLE.slots.iter().map(|slot| slot.tid.load(Ordering::Acquire)).filter(|&tid| tid > 0).collect()
+}
+
 pub(super) fn prepared_count() -> usize {
     TABLE.count.load(Ordering::Relaxed)
 }
@@ -239,10 +247,46 @@ pub(super) fn install(config: SamplerConfig) -> Result<Arc<StackSampler>, ProbeE
         };
     }
     let signal = install_handler(config.signal)?;
-    let warm_up = warm_up(signal, &config);
-    let sampler = Arc::new(StackSampler { config, signal, warm_up });
+    // DWARF unwinding in the handler only on the platform baseline that makes it safe; else frame pointers.
+    let dwarf_refused = super::baseline::dwarf_in_handler(&super::baseline::Platform::detect()).err();
+    let warm_up = warm_up(signal, &config, dwarf_refused.is_none());
+    let sampler = Arc::new(StackSampler { config, signal, warm_up, dwarf_refused });
     *installed = Some(Arc::clone(&sampler));
     Ok(sampler)
+}
+
+/// Why stack capture was switched off for the rest of the process (set once, never cleared).
+static DISABLED: OnceLock<String> = OnceLock::new();
+
+/// Checks that `signal` still has our handler. On a mismatch, switches stack capture off for good (the
+/// application owns the signal now; taking it back would change the application's behaviour) and returns why.
+/// One `sigaction` query: cheap enough for every capture.
+pub(super) fn check_disposition(signal: i32) -> Result<(), String> {
+    if let Some(reason) = DISABLED.get() {
+        return Err(reason.clone());
+    }
+    let mut current = zeroed_sigaction();
+    let reason = match sigaction(signal, None, Some(&mut current)) {
+        Err(e) => format!("cannot query the disposition of signal {signal}: {e}"),
+        Ok(()) if current.sa_sigaction == our_handler() && current.sa_flags & libc::SA_SIGINFO != 0 => return Ok(()),
+        Ok(()) if current.sa_sigaction == libc::SIG_DFL => format!(
+            "the application reset signal {signal} to SIG_DFL after install (a capture would have killed the process)"
+        ),
+        Ok(()) if current.sa_sigaction == libc::SIG_IGN => {
+            format!("the application set signal {signal} to SIG_IGN after install (captures would time out)")
+        }
+        Ok(()) => format!(
+            "the application installed its own handler for signal {signal} after install (captures would time out \
+             and its handler would run for each)"
+        ),
+    };
+    let _ = DISABLED.set(reason);
+    Err(DISABLED.get().cloned().unwrap_or_default())
+}
+
+fn our_handler() -> libc::sighandler_t {
+    let entry: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+    entry as libc::sighandler_t
 }
 
 /// The first realtime signal offset tried when none is configured. The lowest few realtime signals are the ones
@@ -292,10 +336,11 @@ fn try_install(signal: i32) -> Result<bool, ProbeError> {
         return Ok(false);
     }
     let mut ours = zeroed_sigaction();
-    let entry: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
-    ours.sa_sigaction = entry as libc::sighandler_t;
+    ours.sa_sigaction = our_handler();
     // SA_SIGINFO: we need the ucontext (interrupted registers) and the sender's pid.
     // SA_RESTART: interrupted read/write/futex/... calls restart transparently instead of failing with EINTR.
+    // It does not cover poll, epoll_wait, nanosleep, timed socket calls, ...: threads blocked in those are never
+    // signalled (`capture_without_signal`).
     // No SA_ONSTACK: std threads have a small alternate stack for stack-overflow reporting; the unwinder needs
     // more room than that, and tokio workers run on ordinary 2 MiB stacks.
     // No SA_NODEFER: the signal stays blocked while the handler runs, so the handler never nests on one thread.
@@ -315,7 +360,7 @@ fn try_install(signal: i32) -> Result<bool, ProbeError> {
 
 /// Runs one capture of each unwinder on a helper thread, so that the first real capture does not pay for
 /// libgcc's one-time initialization and for faulting in the unwind tables of std and libc.
-fn warm_up(signal: i32, config: &SamplerConfig) -> Result<Duration, String> {
+fn warm_up(signal: i32, config: &SamplerConfig, dwarf_allowed: bool) -> Result<Duration, String> {
     let (tid_tx, tid_rx) = mpsc::channel::<Tid>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let helper = std::thread::Builder::new()
@@ -330,18 +375,19 @@ fn warm_up(signal: i32, config: &SamplerConfig) -> Result<Duration, String> {
         let tid =
             tid_rx.recv_timeout(Duration::from_secs(5)).map_err(|e| format!("warm-up thread did not start: {e}"))?;
         prepare(tid).map_err(|e| e.to_string())?;
+        let (configured, other) = match (config.unwinder, dwarf_allowed) {
+            (_, false) => (Unwinder::FramePointer, Unwinder::FramePointer),
+            (Unwinder::Dwarf, true) => (Unwinder::Dwarf, Unwinder::FramePointer),
+            (Unwinder::FramePointer, true) => (Unwinder::FramePointer, Unwinder::Dwarf),
+        };
         let start = Instant::now();
         let first = capture(
             signal,
             tid,
             Duration::from_secs(5),
-            CaptureOptions { unwinder: config.unwinder, max_depth: config.max_depth },
+            CaptureOptions { unwinder: configured, max_depth: config.max_depth },
         );
         let elapsed = start.elapsed();
-        let other = match config.unwinder {
-            Unwinder::Dwarf => Unwinder::FramePointer,
-            Unwinder::FramePointer => Unwinder::Dwarf,
-        };
         let second = capture(
             signal,
             tid,
@@ -403,12 +449,19 @@ pub(super) fn capture(
     timeout: Duration,
     options: CaptureOptions,
 ) -> Result<RawStack, CaptureError> {
+    if let Some(reason) = DISABLED.get() {
+        return Err(CaptureError::Disabled(reason.clone()));
+    }
     let deadline = Instant::now() + timeout;
     let slot = prepare_slot(tid).map_err(|source| match source {
         ProbeError::NoSuchThread { tid, source } => CaptureError::NoSuchThread { tid, source },
         source => CaptureError::Prepare { tid, source },
     })?;
     let _guard = CaptureGuard::acquire(slot, deadline).ok_or(CaptureError::Busy { tid })?;
+    // Never interrupt a call that would not restart: a thread blocked in one is unwound from outside instead.
+    if let Some(outcome) = capture_without_signal(tid, deadline, options) {
+        return outcome;
+    }
     if slot.tid.load(Ordering::Acquire) != tid {
         // The slot was forgotten and reused while we waited for it.
         return Err(CaptureError::Busy { tid });
@@ -432,6 +485,11 @@ pub(super) fn capture(
         Unwinder::Dwarf => MODE_DWARF,
         Unwinder::FramePointer => MODE_FRAME_POINTER,
     };
+    // The application may have changed our signal's disposition since install: with SIG_DFL the signal would
+    // kill the process, with its own handler the capture would time out. Checked right before every signal.
+    if let Err(reason) = check_disposition(signal) {
+        return Err(CaptureError::Disabled(reason));
+    }
     slot.mode.store(mode, Ordering::Relaxed);
     slot.max_depth.store(options.max_depth as u32, Ordering::Relaxed);
     if slot.request.compare_exchange(0, key, Ordering::Release, Ordering::Relaxed).is_err() {
@@ -512,7 +570,155 @@ pub(super) fn capture(
         unwinder: options.unwinder,
         stack_pointer,
         latency,
+        method: CaptureMethod::Signal,
     })
+}
+
+/// How often an outside unwind is retried when the thread ran while it was being unwound.
+const OUTSIDE_ATTEMPTS: usize = 3;
+/// A thread `/proc` shows as running is signalled only once its CPU clock has advanced this much since it was
+/// first seen running (see [`capture_without_signal`]).
+const RUNNING_PROOF: Duration = Duration::from_micros(50);
+/// Pause between two looks at a thread that is running but has not yet proven it is on a CPU.
+const RUNNING_POLL: Duration = Duration::from_micros(20);
+
+/// Decides whether `tid` may be signalled (see `restart.rs`). Returns `None` if it may; otherwise the result of
+/// capturing its stack without a signal: unwound from outside while it sleeps in the kernel, or an error that
+/// says why not. Never sends a signal.
+///
+/// `/proc/self/task/<tid>/syscall` says `running` for any thread that is not asleep, including one that was
+/// just woken inside a call that does not restart (a `poll` whose timeout expired, waiting for a CPU to return
+/// 0): a signal arriving then turns the timeout into `EINTR` (the kernel checks for signals once more before
+/// returning). So a running thread is signalled only after its CPU clock advanced by [`RUNNING_PROOF`] while it
+/// kept showing `running` — longer than any system call's way out — i.e. once it is executing its own code.
+fn capture_without_signal(
+    tid: Tid,
+    deadline: Instant,
+    options: CaptureOptions,
+) -> Option<Result<RawStack, CaptureError>> {
+    if tid == sys::gettid() {
+        // Our own thread is running this code: the signal is taken as tgkill returns.
+        return None;
+    }
+    let start = Instant::now();
+    let mut attempts = 0;
+    let mut running_since: Option<Duration> = None;
+    loop {
+        // The CPU clock first: if it has not moved when we are done, the thread did not run in between, so the
+        // stack we copied was frozen (see `outside.rs`).
+        let cpu_before = crate::thread::cpu_time(tid).ok();
+        let text = match read_syscall_line(tid) {
+            Ok(text) => text,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+                return Some(Err(CaptureError::NoSuchThread { tid, source: e }));
+            }
+            Err(e) => {
+                // Without the syscall file we cannot tell which call a blocked thread is in: only a running
+                // thread may be signalled blind.
+                return match thread_state(tid) {
+                    Some('R') => None,
+                    state => Some(Err(CaptureError::NotInterruptible {
+                        tid,
+                        call: "an unknown system call".into(),
+                        reason: format!(
+                            "/proc/self/task/{tid}/syscall is unreadable ({e}) and the thread is not running \
+                             (state {state:?}), so it is never signalled"
+                        ),
+                    })),
+                };
+            }
+        };
+        let Ok(line) = crate::thread::parse_syscall(&text) else {
+            return Some(Err(CaptureError::NotInterruptible {
+                tid,
+                call: "an unknown system call".into(),
+                reason: format!("cannot parse /proc/self/task/{tid}/syscall: {text:?}"),
+            }));
+        };
+        let SyscallLine::Blocked { number, stack_pointer, instruction_pointer, .. } = line else {
+            // Running. Signal it only once it has proven to be on a CPU, executing its own code.
+            let cpu = cpu_before?;
+            match running_since {
+                Some(since) if cpu.saturating_sub(since) >= RUNNING_PROOF => return None,
+                Some(_) => {}
+                None => running_since = Some(cpu),
+            }
+            if Instant::now() + RUNNING_POLL >= deadline {
+                return Some(Err(CaptureError::NotInterruptible {
+                    tid,
+                    call: "no system call /proc can show (the thread is runnable)".into(),
+                    reason: format!(
+                        "it did not run for {RUNNING_PROOF:?} within the timeout: a runnable thread that is not on a \
+                         CPU may be on its way out of a call that a signal would turn into EINTR, so it is not \
+                         signalled"
+                    ),
+                }));
+            }
+            std::thread::sleep(RUNNING_POLL);
+            continue;
+        };
+        running_since = None;
+        let call = match super::restart::interrupt_safety(&line, super::restart::fd_kind) {
+            // A thread in uninterruptible sleep would take the signal only once it wakes: unwind it now instead.
+            Interrupt::Safe if thread_state(tid) == Some('D') => {
+                format!("{} in uninterruptible sleep (D)", crate::thread::syscall_name(number))
+            }
+            Interrupt::Safe => return None,
+            Interrupt::Unsafe(why) => why,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (stack_pointer, instruction_pointer, options, start, attempts);
+            return Some(Err(CaptureError::NotInterruptible {
+                tid,
+                call,
+                reason: "unwinding a blocked thread from outside is implemented for x86_64 only (elsewhere the \
+                         innermost return address is in a register /proc does not show)"
+                    .into(),
+            }));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let unwound = super::outside::unwind(instruction_pointer, stack_pointer, options.max_depth);
+            let text_after = read_syscall_line(tid).ok();
+            let cpu_after = crate::thread::cpu_time(tid).ok();
+            if text_after.as_deref() == Some(text.as_str()) && cpu_before.is_some() && cpu_after == cpu_before {
+                if unwound.ips.len() <= 1 {
+                    let why = unwound.stopped.unwrap_or_else(|| "no frame beyond the system call".into());
+                    return Some(Err(CaptureError::NotInterruptible {
+                        tid,
+                        call,
+                        reason: format!("the unwinder did not get past the system call's wrapper: {why}"),
+                    }));
+                }
+                return Some(Ok(RawStack {
+                    tid,
+                    incomplete: false,
+                    ips: unwound.ips,
+                    probe_frames: 0,
+                    truncated: unwound.truncated,
+                    unwinder: Unwinder::Dwarf,
+                    stack_pointer: stack_pointer as usize,
+                    latency: start.elapsed(),
+                    method: CaptureMethod::Outside,
+                }));
+            }
+            attempts += 1;
+            if attempts >= OUTSIDE_ATTEMPTS || Instant::now() >= deadline {
+                return Some(Err(CaptureError::NotInterruptible {
+                    tid,
+                    call,
+                    reason: format!(
+                        "the thread ran while it was being unwound ({attempts} attempts; stacks discarded)"
+                    ),
+                }));
+            }
+        }
+    }
+}
+
+fn read_syscall_line(tid: Tid) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
 }
 
 /// The `[start, end)` of the readable, writable mapping containing `addr`, from `/proc/self/maps`. Everything from

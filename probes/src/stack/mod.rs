@@ -7,7 +7,11 @@
 //!    warms the unwinder with one capture on a helper thread.
 //! 2. [`StackSampler::prepare_thread`] reserves, for a thread id, a slot in a fixed table with a preallocated
 //!    buffer of instruction pointers.
-//! 3. [`StackSampler::capture`] arms the slot with a fresh request number, sends the signal with
+//! 3. [`StackSampler::capture`] first reads `/proc/self/task/<tid>/syscall`. A thread blocked in a system call
+//!    that would fail with `EINTR` after a handler (`poll`, `epoll_wait`, `nanosleep`, socket calls with a
+//!    timeout, ...; see `restart.rs`) or in uninterruptible sleep is **never signalled**: its frozen stack is
+//!    unwound from outside ([`CaptureMethod::Outside`], `outside.rs`). Otherwise the capture arms the slot with a
+//!    fresh request number, sends the signal with
 //!    `tgkill(getpid(), tid, sig)` and waits on a futex until the handler reports completion or the timeout
 //!    expires.
 //! 4. The handler, running on the target thread, finds its slot by `gettid()` with a lock-free scan, claims the
@@ -36,7 +40,13 @@
 //! ```
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod baseline;
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod imp;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod outside;
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod restart;
 mod symbolize;
 
 use std::fmt;
@@ -92,7 +102,19 @@ pub struct CaptureOptions {
     pub max_depth: usize,
 }
 
-/// A stack captured by the signal handler: raw instruction pointers, innermost first.
+/// How a stack was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CaptureMethod {
+    /// The thread ran the sampler's signal handler, which unwound its own stack. Used for running threads and
+    /// threads blocked in a system call that restarts transparently after a handler (`SA_RESTART`).
+    Signal,
+    /// The thread was blocked in a system call that a signal would have interrupted with `EINTR` (or in
+    /// uninterruptible sleep): it was not signalled, and its stack was unwound from outside, from the stack and
+    /// instruction pointers `/proc/self/task/<tid>/syscall` shows, while it slept.
+    Outside,
+}
+
+/// A captured stack: raw instruction pointers, innermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawStack {
     /// The thread the stack belongs to.
@@ -112,17 +134,21 @@ pub struct RawStack {
     pub unwinder: Unwinder,
     /// The stack pointer of the thread when it was interrupted.
     pub stack_pointer: usize,
-    /// From sending the signal to seeing the handler's result.
+    /// From sending the signal to seeing the handler's result (for [`CaptureMethod::Outside`]: the whole
+    /// outside unwind).
     pub latency: Duration,
+    /// How the stack was captured. For [`CaptureMethod::Outside`], `probe_frames` is 0, `ips[0]` is the
+    /// instruction after the system call (inside libc's wrapper) and `unwinder` is [`Unwinder::Dwarf`].
+    pub method: CaptureMethod,
 }
 
 impl RawStack {
     /// The thread's own frames: `ips` without the probe's handler frames.
     ///
     /// ```
-    /// use loopscope_probes::stack::{RawStack, Unwinder};
+    /// use loopscope_probes::stack::{CaptureMethod, RawStack, Unwinder};
     /// let raw = RawStack { tid: 1, ips: vec![1, 2, 3], probe_frames: 1, truncated: false, incomplete: false,
-    ///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default() };
+    ///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default(), method: CaptureMethod::Signal };
     /// assert_eq!(raw.thread_ips(), &[2, 3]);
     /// ```
     pub fn thread_ips(&self) -> &[usize] {
@@ -182,6 +208,24 @@ pub enum CaptureError {
         /// The thread.
         tid: Tid,
     },
+    /// The thread is blocked in a system call that a signal would interrupt with `EINTR` (signal(7): `poll`,
+    /// `epoll_wait`, `nanosleep`, socket calls with a timeout, ...), so it was not signalled, and unwinding it from
+    /// outside did not work.
+    #[error(
+        "thread {tid} is blocked in {call}; it was not signalled (that would make the call fail with EINTR) and unwinding it from outside failed: {reason}"
+    )]
+    NotInterruptible {
+        /// The thread.
+        tid: Tid,
+        /// The system call, and why it must not be interrupted.
+        call: String,
+        /// Why the outside unwind failed.
+        reason: String,
+    },
+    /// Stack capture was switched off for the rest of the process (for example because the application changed
+    /// the sampler's signal disposition); the string says why.
+    #[error("stack capture is off: {0}")]
+    Disabled(String),
     /// Stack capture is not supported on this platform, or the sampler is not installed.
     #[error("stack capture is not supported here: {0}")]
     Unsupported(&'static str),
@@ -208,6 +252,8 @@ pub struct StackSampler {
     config: SamplerConfig,
     signal: i32,
     warm_up: Result<Duration, String>,
+    /// Why DWARF unwinding in the handler is refused on this system (then frame pointers are used instead).
+    dwarf_refused: Option<String>,
 }
 
 impl fmt::Debug for StackSampler {
@@ -216,6 +262,7 @@ impl fmt::Debug for StackSampler {
             .field("signal", &self.signal)
             .field("config", &self.config)
             .field("warm_up", &self.warm_up)
+            .field("dwarf_refused", &self.dwarf_refused)
             .finish()
     }
 }
@@ -274,15 +321,51 @@ impl StackSampler {
         self.signal
     }
 
-    /// The configuration in force.
+    /// The configuration in force (as requested; see [`unwinder`](Self::unwinder) for the unwinder used).
     pub fn config(&self) -> &SamplerConfig {
         &self.config
+    }
+
+    /// Why [`Unwinder::Dwarf`] is not used in the signal handler on this system, if it is not: it needs glibc >=
+    /// 2.35 (`_dl_find_object`) and libgcc >= 12, checked at install. Captures that ask for DWARF then walk frame
+    /// pointers instead (threads unwound from outside are not affected: that DWARF unwinder runs on the capturing
+    /// thread).
+    pub fn dwarf_refused(&self) -> Option<&str> {
+        self.dwarf_refused.as_deref()
+    }
+
+    /// The unwinder the signal handler really uses for the configured one (see
+    /// [`dwarf_refused`](Self::dwarf_refused)).
+    pub fn unwinder(&self) -> Unwinder {
+        self.effective(self.config.unwinder)
+    }
+
+    fn effective(&self, asked: Unwinder) -> Unwinder {
+        match asked {
+            Unwinder::Dwarf if self.dwarf_refused.is_some() => Unwinder::FramePointer,
+            other => other,
+        }
     }
 
     /// How long the warm-up capture at install took (the first DWARF unwind loads unwind tables and faults in
     /// their pages), or why it failed. A failed warm-up does not disable the sampler.
     pub fn warm_up(&self) -> Result<Duration, &str> {
         self.warm_up.as_ref().copied().map_err(|e| e.as_str())
+    }
+
+    /// Why stack capture is switched off for the rest of the process, if it is: the application changed the
+    /// sampler's signal disposition after install (reset it to `SIG_DFL`, ignored it, or installed its own
+    /// handler). The disposition is checked before every signal and by this call, so the answer reflects
+    /// changes made since install; once off, captures fail with [`CaptureError::Disabled`].
+    pub fn disabled(&self) -> Option<String> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::check_disposition(self.signal).err()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            None
+        }
     }
 
     /// Reserves the preallocated per-thread storage for `tid`. Callable from any thread, idempotent, and cheap
@@ -331,6 +414,7 @@ impl StackSampler {
         }
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
+            let options = CaptureOptions { unwinder: self.effective(options.unwinder), ..options };
             imp::capture(self.signal, tid, timeout, options)
         }
         #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
@@ -350,6 +434,18 @@ impl StackSampler {
         {
             let _ = tid;
             false
+        }
+    }
+
+    /// The threads currently registered, in no particular order.
+    pub fn prepared_tids(&self) -> Vec<Tid> {
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            imp::prepared_tids()
+        }
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            Vec::new()
         }
     }
 

@@ -61,7 +61,7 @@ impl Frame {
 /// addresses still in use are promoted back, so memory stays bounded and hot addresses stay cached.
 ///
 /// ```
-/// use loopscope_probes::stack::{RawStack, Symbolizer, Unwinder, FrameOrigin};
+/// use loopscope_probes::stack::{CaptureMethod, RawStack, Symbolizer, Unwinder, FrameOrigin};
 ///
 /// #[inline(never)]
 /// fn here() -> usize { here as *const () as usize }
@@ -70,7 +70,7 @@ impl Frame {
 /// symbolizer.warm();
 /// // Pretend `here` was the interrupted instruction of some thread.
 /// let raw = RawStack { tid: 1, ips: vec![here()], probe_frames: 0, truncated: false, incomplete: false,
-///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default() };
+///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default(), method: CaptureMethod::Signal };
 /// let frames = symbolizer.symbolize(&raw);
 /// assert!(frames[0].function.as_deref().unwrap_or("").ends_with("here"));
 /// ```
@@ -479,6 +479,7 @@ mod tests {
             unwinder: super::super::Unwinder::Dwarf,
             stack_pointer: 0,
             latency: Default::default(),
+            method: super::super::CaptureMethod::Signal,
         };
         let mut s = Symbolizer::with_capacity(4);
         let frames = s.symbolize(&raw);
@@ -511,6 +512,7 @@ mod tests {
             unwinder: super::super::Unwinder::Dwarf,
             stack_pointer: 0,
             latency: Default::default(),
+            method: super::super::CaptureMethod::Signal,
         };
         let frames = Symbolizer::new().symbolize(&raw);
         assert_eq!(frames.first().unwrap().origin, FrameOrigin::Probe);

@@ -233,7 +233,9 @@ fn a_storm_of_captures_neither_crashes_nor_corrupts() {
     // (at 1×, 2×, 4× and 8× the threshold when it gets the CPU) while the tasks do checkable work. The probes
     // crate's own storm test fires tens of thousands of captures at one thread; this one checks the agent's
     // whole path under the same kind of pressure.
-    let threshold = loopscope::MIN_STALL_THRESHOLD;
+    // A quarter of each task's 2 ms, so every task is a stall with several looks. (At the minimum threshold
+    // most looks would come after their poll ended, and be thrown away as not describing it.)
+    let threshold = ms(1) / 2;
     let (rt, agent) = multi_thread(2, agent().stall_threshold(threshold).watchdog_interval(threshold));
     wait_until("the probes to be ready", || agent.probes_ready());
     let sub = agent.subscribe_with_capacity(1 << 16);
@@ -266,9 +268,10 @@ fn a_storm_of_captures_neither_crashes_nor_corrupts() {
     println!("{captures} stack captures in {ended} stalls");
     assert_eq!(sub.dropped(), 0);
     assert!(ended >= 500, "{ended} stalls ended");
-    // On 2 busy cores the watchdog thread is often descheduled for a whole 2 ms stall, which it then finds
-    // afterwards (correctly, without a stack); hundreds are still captured mid-stall.
-    assert!(captures >= 300, "only {captures} stacks captured in {ended} stalls");
+    // On 2 busy cores the prober is often descheduled for a whole 2 ms stall, whose looks then come after the
+    // poll ended and are thrown away (a stack must describe its poll); 200 to 470 of 600 were captured
+    // mid-stall in runs beside a parallel build.
+    assert!(captures >= 120, "only {captures} stacks captured in {ended} stalls");
 }
 
 /// Child side of `perf_refused_still_reports_the_stall`: runs with perf_event_open denied by seccomp.

@@ -29,6 +29,10 @@ The program needs the loopscope agent installed in its runtime(s), e.g.
 reporting through environment variables, so no other change is needed. Every runtime of every process under
 CMD reports, so `loopscope check -- cargo test` checks a whole test suite.
 
+A poll counts when its own time passes --max-poll: its wall time less the time its thread waited for a CPU
+(measured from the kernel's accounting). Polls that passed the limit only because the machine was
+oversubscribed are listed apart; --count-preemption counts them too.
+
 Exit status: 1 if any poll held its thread longer than --max-poll; otherwise the command's own exit status
 (128+N if a signal N killed it); 2 if check itself could not run or no agent reported.
 
@@ -50,6 +54,12 @@ pub(crate) struct CheckArgs {
     /// `my_crate::legacy::load_config`, or a test that blocks on purpose. Repeatable.
     #[arg(long = "allow-fn", value_name = "FUNCTION")]
     pub(crate) allow_fn: Vec<String>,
+
+    /// Judge polls by wall time. By default a poll fails only when its own time (wall time less the time its
+    /// thread was runnable but waiting for a CPU) passes --max-poll, so a busy machine (parallel tests, other
+    /// jobs) can't fail clean code; such polls are listed apart.
+    #[arg(long)]
+    pub(crate) count_preemption: bool,
 
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -130,7 +140,15 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
     let agents = read_dir(dir.path()).map_err(|e| anyhow::anyhow!("reading the agents' records failed: {e}"))?;
     let allow = AllowList { spawn: args.allow_spawn.clone(), functions: args.allow_fn.clone() };
-    let outcome = Outcome::new(args.max_poll, args.command.clone(), ChildEnd::from(status), agents, elapsed, &allow);
+    let outcome = Outcome::new(
+        args.max_poll,
+        args.command.clone(),
+        ChildEnd::from(status),
+        agents,
+        elapsed,
+        &allow,
+        args.count_preemption,
+    );
     eprint!("{}", outcome.render_text());
 
     let mut failed_output = false;

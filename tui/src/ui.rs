@@ -713,7 +713,10 @@ fn stall_row<'a>(e: &StallEntry, now: u64, wide: bool) -> Row<'a> {
         (_, Some(w)) => format!("w{w}"),
         (_, None) => "-".to_string(),
     };
-    let loc = ev.location.as_ref().map_or_else(|| "unknown location".to_string(), short_location);
+    let loc = match &ev.agent_task {
+        Some(name) => format!("loopscope's {name}"),
+        None => ev.location.as_ref().map_or_else(|| "unknown location".to_string(), short_location),
+    };
     let class = e.culprit.as_ref().map_or_else(
         || if ev.caught_in_flight { "…".to_string() } else { "found after it ended".to_string() },
         |c| if wide { c.classification.to_string() } else { short_classification(&c.classification) },
@@ -825,6 +828,10 @@ fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, now: u64) {
     };
     let thread =
         format!("tid {}{}", ev.thread.tid, ev.thread.name.as_ref().map_or(String::new(), |n| format!(" ({n})")));
+    let loc = match &ev.agent_task {
+        Some(name) => format!("loopscope's own {name} (not the app's code; the OS or the app delayed it)"),
+        None => loc,
+    };
     let mut lines = vec![
         Line::from(vec![label("task spawned at"), Span::styled(loc, TITLE)]),
         Line::from(vec![label("task"), Span::raw(format!("{}  {worker}, {thread}", ev.task_id))]),
@@ -845,13 +852,31 @@ fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, now: u64) {
                 Span::styled(c.classification.to_string(), WARN.add_modifier(Modifier::BOLD)),
                 Span::styled(format!("  {}", c.reason), DIM),
             ]));
-            let pct = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
-            lines.push(Line::from(vec![
-                label("on CPU"),
-                Span::raw(pct(c.on_cpu_ratio)),
-                Span::styled("   waiting for a CPU ", DIM),
-                Span::raw(pct(c.run_queue_ratio)),
-            ]));
+            match &ev.time {
+                // Where the wall time went: the poll's own time (what `check` judges) and the OS's share.
+                Some(t) => lines.push(Line::from(vec![
+                    label("own time"),
+                    Span::styled(fmt_duration(t.self_time()), TITLE),
+                    Span::styled("  waiting for a CPU ", DIM),
+                    Span::raw(fmt_duration(t.run_queue)),
+                    Span::styled(" · on CPU ", DIM),
+                    Span::raw(fmt_duration(t.on_cpu)),
+                    Span::styled("  blocked ", DIM),
+                    Span::raw(fmt_duration(t.off_cpu)),
+                    Span::styled("  unmeasured ", DIM),
+                    Span::raw(fmt_duration(t.unmeasured)),
+                    Span::styled(if t.estimated { "  (estimated)" } else { "" }, DIM),
+                ])),
+                None => {
+                    let pct = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
+                    lines.push(Line::from(vec![
+                        label("on CPU"),
+                        Span::raw(pct(c.on_cpu_ratio)),
+                        Span::styled("   waiting for a CPU ", DIM),
+                        Span::raw(pct(c.run_queue_ratio)),
+                    ]));
+                }
+            }
             let latest = c.samples.last();
             let syscall = match &c.classification {
                 Classification::Syscall { name, fd_target } => Some((name.clone(), fd_target.clone())),

@@ -225,12 +225,20 @@ pub(crate) struct Outcome {
     /// Stalls past `max_poll` that the allow-list exempts, by the option that matched (`--allow-fn "x"`),
     /// in the order they first matched; they don't count.
     pub(crate) allowed: Vec<(String, u64)>,
+    /// Polls whose wall time passed `max_poll` only because the OS kept their thread waiting for a CPU (their
+    /// own time stayed under it), longest first; they don't count unless `--count-preemption`.
+    pub(crate) delayed_by_os: Vec<GroupedStall>,
+    /// Stalls of loopscope's own tasks (its lag probes): never the app's, never counted.
+    pub(crate) agent_tasks: u64,
+    /// `--count-preemption`: judge by wall time, counting the OS's delays as stalls.
+    pub(crate) count_preemption: bool,
     /// How long the command ran.
     pub(crate) elapsed: Duration,
 }
 
 impl Outcome {
     /// Groups every agent's stalls by culprit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         max_poll: Duration,
         command: Vec<String>,
@@ -238,12 +246,15 @@ impl Outcome {
         agents: Vec<AgentReport>,
         elapsed: Duration,
         allow: &AllowList,
+        count_preemption: bool,
     ) -> Outcome {
         type Key = (bool, Option<Location>, Option<String>);
         let mut groups: BTreeMap<Key, CulpritGroup> = BTreeMap::new();
         let mut unlisted = 0;
         let mut below_limit = 0;
         let mut allowed: Vec<(String, u64)> = Vec::new();
+        let mut delayed_by_os = Vec::new();
+        let mut agent_tasks = 0;
         for (i, agent) in agents.iter().enumerate() {
             if agent.info.stall_threshold() >= max_poll || agent.info.stall_threshold_nanos == 0 {
                 unlisted += agent.unlisted_stalls();
@@ -251,6 +262,14 @@ impl Outcome {
             for s in &agent.stalls {
                 if s.last.elapsed < max_poll {
                     below_limit += 1;
+                    continue;
+                }
+                if s.last.agent_task.is_some() {
+                    agent_tasks += 1;
+                    continue;
+                }
+                if !count_preemption && s.last.delayed_by_os(max_poll) {
+                    delayed_by_os.push(GroupedStall { agent: i, stall: s.clone() });
                     continue;
                 }
                 if let Some(e) = allow.exempts(&s.last) {
@@ -288,7 +307,21 @@ impl Outcome {
             g.stalls.sort_by_key(|s| std::cmp::Reverse(s.stall.last.elapsed));
         }
         groups.sort_by(|a, b| b.worst().elapsed.cmp(&a.worst().elapsed).then_with(|| b.count().cmp(&a.count())));
-        Outcome { max_poll, command, child, agents, groups, unlisted, below_limit, allowed, elapsed }
+        delayed_by_os.sort_by_key(|s| std::cmp::Reverse(s.stall.last.elapsed));
+        Outcome {
+            max_poll,
+            command,
+            child,
+            agents,
+            groups,
+            unlisted,
+            below_limit,
+            allowed,
+            delayed_by_os,
+            agent_tasks,
+            count_preemption,
+            elapsed,
+        }
     }
 
     /// Stalls that count against the check.
@@ -406,6 +439,13 @@ impl Outcome {
             let by: Vec<String> = self.allowed.iter().map(|(b, n)| format!("{b} ({n})")).collect();
             notes.push(format!("{total} stall(s) past --max-poll were exempted by {}; they don't count", list(&by)));
         }
+        if self.agent_tasks > 0 {
+            notes.push(format!(
+                "{} stall(s) of loopscope's own tasks (its lag probes) were seen; they are never the app's, and \
+                 don't count",
+                self.agent_tasks
+            ));
+        }
         if self.below_limit > 0 {
             notes.push(format!(
                 "{} stall(s) shorter than --max-poll {:?} were reported by agents with a lower threshold; \
@@ -450,6 +490,28 @@ impl Outcome {
             let _ = writeln!(out);
             self.render_group(&mut out, n + 1, g);
         }
+        if !self.delayed_by_os.is_empty() {
+            let n = self.delayed_by_os.len();
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "  {n} poll{} delayed by the OS, not by {} code: {} own time stayed under --max-poll while the \
+                 thread waited for a CPU (the machine was oversubscribed). Not counted; --count-preemption counts \
+                 them.",
+                if n == 1 { " was" } else { "s were" },
+                if n == 1 { "its" } else { "their" },
+                if n == 1 { "its" } else { "their" }
+            );
+            for s in self.delayed_by_os.iter().take(DELAYED_SHOWN) {
+                let ev = &s.stall.last;
+                let loc = ev.location.as_ref().map_or_else(|| "an unknown location".to_string(), ToString::to_string);
+                let how = ev.time.as_ref().map(|t| t.describe()).unwrap_or_default();
+                let _ = writeln!(out, "     {:.1?}, task spawned at {loc}: {how}", ev.elapsed);
+            }
+            if n > DELAYED_SHOWN {
+                let _ = writeln!(out, "     ... and {} more", n - DELAYED_SHOWN);
+            }
+        }
         let notes = self.notes();
         if !notes.is_empty() {
             let _ = writeln!(out);
@@ -484,8 +546,15 @@ impl Outcome {
         let loc = g.location.as_ref().map_or_else(|| "an unknown location".to_string(), ToString::to_string);
         let _ = writeln!(out, "     task spawned at {loc}");
         let mut how = g.classifications().join("; ");
-        if let Some(r) = worst.culprit.as_ref().and_then(|c| c.on_cpu_ratio) {
-            let _ = write!(how, " ({:.0}% on CPU)", r * 100.0);
+        match &worst.time {
+            Some(t) => {
+                let _ = write!(how, " ({} in the worst)", t.describe());
+            }
+            None => {
+                if let Some(r) = worst.culprit.as_ref().and_then(|c| c.on_cpu_ratio) {
+                    let _ = write!(how, " ({:.0}% on CPU)", r * 100.0);
+                }
+            }
         }
         let _ = writeln!(out, "     {how}");
         let _ = writeln!(out, "     in {}", list(&self.group_places(g)));
@@ -506,6 +575,9 @@ impl Outcome {
         }
     }
 }
+
+/// How many OS-delayed polls the summary lists (the JSON report has them all).
+const DELAYED_SHOWN: usize = 5;
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
@@ -614,7 +686,15 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn outcome_with(files: &[(u32, Vec<StallEvent>, bool)], child: ChildEnd, allow: &AllowList) -> Outcome {
-        Outcome::new(Duration::from_millis(10), vec!["app".into()], child, agents(files), Duration::from_secs(1), allow)
+        Outcome::new(
+            Duration::from_millis(10),
+            vec!["app".into()],
+            child,
+            agents(files),
+            Duration::from_secs(1),
+            allow,
+            false,
+        )
     }
 
     #[test]
@@ -727,6 +807,44 @@ pub(crate) mod tests {
         assert!(text.contains("nothing was checked"), "{text}");
         o.agents[0].info.no_stall_detection = None;
         assert_eq!(o.exit_code(), 0);
+    }
+
+    #[test]
+    fn polls_delayed_by_the_os_are_listed_apart_and_counted_only_when_asked() {
+        let ms = Duration::from_millis;
+        let mut delayed = stall(1, "src/busy.rs", Some("app::handler"), 22);
+        delayed.time = Some(loopscope_wire::StallTime {
+            wall: ms(22),
+            on_cpu: ms(2),
+            off_cpu: Duration::ZERO,
+            run_queue: ms(19),
+            unmeasured: ms(1),
+            estimated: false,
+        });
+        let mut own = stall(2, "src/sampler.rs", None, 30);
+        own.agent_task = Some("timer-lateness probe".into());
+        let files = [(1, vec![delayed.clone(), own.clone()], true)];
+        let o = outcome(&files, ChildEnd::Exited(0));
+        assert!(o.passed(), "{}", o.render_text());
+        assert_eq!(o.delayed_by_os.len(), 1);
+        assert_eq!(o.agent_tasks, 1);
+        let text = o.render_text();
+        assert!(text.contains("1 poll was delayed by the OS, not by its code"), "{text}");
+        assert!(text.contains("waiting for a CPU 19.0ms of 22.0ms, own time 3.0ms"), "{text}");
+        assert!(text.contains("1 stall(s) of loopscope's own tasks"), "{text}");
+        let strict = Outcome::new(
+            ms(10),
+            vec!["app".into()],
+            ChildEnd::Exited(0),
+            agents(&files),
+            Duration::from_secs(1),
+            &AllowList::default(),
+            true,
+        );
+        assert_eq!(strict.violations(), 1, "the OS's delay counts, loopscope's own task never does");
+        // An unmeasured stall is never explained away.
+        let bare = stall(3, "src/busy.rs", Some("app::handler"), 22);
+        assert!(!outcome(&[(1, vec![bare], true)], ChildEnd::Exited(0)).passed());
     }
 
     #[test]

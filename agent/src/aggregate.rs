@@ -22,6 +22,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
+/// The note about where stall reports went is printed once per process, not per runtime.
+static STDERR_NOTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How often finished tasks are reclaimed.
 pub(crate) const AGG_TICK: Duration = Duration::from_millis(100);
 /// How often the whole task table is swept for finished entries the queue missed.
@@ -324,14 +327,16 @@ impl AgentThread {
     fn log_suppression_summary(&mut self) {
         let quiet = self.last_suppressed.is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
         if quiet && !self.summary_logged && self.suppressed_since > 0 && self.shared.config.tracing {
-            tracing::warn!(
-                target: "loopscope::stall",
-                suppressed = self.suppressed_since,
+            let line = format!(
                 "{} stall reports were suppressed by the rate limit ({} per second); stall counts in snapshots \
                  are exact",
-                self.suppressed_since,
-                self.shared.config.max_reports_per_second
+                self.suppressed_since, self.shared.config.max_reports_per_second
             );
+            if self.reports_to_stderr() {
+                eprintln!("loopscope: {line}");
+            } else {
+                tracing::warn!(target: "loopscope::stall", suppressed = self.suppressed_since, "{line}");
+            }
             self.summary_logged = true;
         }
     }
@@ -339,10 +344,37 @@ impl AgentThread {
     fn deliver(&mut self, ev: &StallEvent) {
         self.shared.stall_reports.fetch_add(1, Relaxed);
         if self.shared.config.tracing {
-            log(ev);
+            if self.reports_to_stderr() {
+                let suppressed = if ev.suppressed > 0 {
+                    format!(" ({} similar reports suppressed)", ev.suppressed)
+                } else {
+                    String::new()
+                };
+                eprintln!("loopscope: {}{suppressed}", ev.summary());
+            } else {
+                log(ev);
+            }
         }
         self.shared.publish(ev);
         self.outputs.stall(&self.shared, ev);
+    }
+
+    /// Whether reports go to stderr: asked for, or (`auto`) no `tracing` subscriber would show them. Asked per
+    /// report, so a subscriber installed later (or a filter changed at run time) takes over.
+    fn reports_to_stderr(&self) -> bool {
+        let stderr = match self.shared.config.report {
+            crate::ReportTo::Stderr => true,
+            crate::ReportTo::Tracing => false,
+            crate::ReportTo::Auto => !tracing::enabled!(target: "loopscope::stall", tracing::Level::WARN),
+        };
+        if stderr && self.shared.config.report == crate::ReportTo::Auto && !STDERR_NOTE.swap(true, Relaxed) {
+            eprintln!(
+                "loopscope: stall reports go to stderr because no tracing subscriber shows target \
+                 `loopscope::stall` at WARN; enable it (e.g. RUST_LOG=warn,loopscope=warn) to get them as tracing \
+                 events, or set LOOPSCOPE_REPORT=tracing|stderr|off"
+            );
+        }
+        stderr
     }
 
     /// Keeps the latest state of every stall (rate-limited or not) for [`Agent::stalls`](crate::Agent::stalls).

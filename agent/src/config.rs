@@ -16,7 +16,8 @@ use std::time::Duration;
 /// | `LOOPSCOPE_WATCHDOG_INTERVAL` | how often the watchdog looks at running polls (100µs..=1s) | `1ms` |
 /// | `LOOPSCOPE_REALTIME_WATCHDOG` | run the watchdog thread at `SCHED_FIFO` priority 1 where permitted (else nice -10), so it runs on time on a busy machine | on |
 /// | `LOOPSCOPE_MAX_REPORTS_PER_SECOND` | stall reports per second before the rate limit suppresses (and counts) them | `10` |
-/// | `LOOPSCOPE_TRACING` | emit each stall as a `tracing` warning | on |
+/// | `LOOPSCOPE_TRACING` | report each stall at all (`0` is the same as `LOOPSCOPE_REPORT=off`) | on |
+/// | `LOOPSCOPE_REPORT` | where stall reports go: `auto` (a `tracing` warning when a subscriber enables target `loopscope::stall` at WARN, else a line on stderr), `tracing`, `stderr` or `off` | `auto` |
 /// | `LOOPSCOPE_MAX_TASKS` | tasks tracked individually (memory bound: about 128 bytes each, 192 with schedule latency) | `65536` |
 /// | `LOOPSCOPE_MAX_LOCATIONS` | distinct spawn locations tracked | `4096` |
 /// | `LOOPSCOPE_RETAIN_FINISHED` | finished tasks kept for display | `256` |
@@ -41,6 +42,7 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_REALTIME_WATCHDOG",
     "LOOPSCOPE_MAX_REPORTS_PER_SECOND",
     "LOOPSCOPE_TRACING",
+    "LOOPSCOPE_REPORT",
     "LOOPSCOPE_MAX_TASKS",
     "LOOPSCOPE_MAX_LOCATIONS",
     "LOOPSCOPE_RETAIN_FINISHED",
@@ -85,6 +87,41 @@ pub enum ConfigError {
     },
 }
 
+/// Where stall reports go ([`Config::report`], `LOOPSCOPE_REPORT`).
+///
+/// # Examples
+/// ```
+/// use loopscope::ReportTo;
+/// // Apps whose logging drops WARN from other crates still see their stalls on stderr:
+/// let agent = loopscope::Agent::builder().report(ReportTo::Auto);
+/// # let _ = agent;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportTo {
+    /// A `tracing` warning (target `loopscope::stall`) when the app's subscriber enables that target at WARN;
+    /// otherwise one line on stderr, and a one-time note saying how to route reports to `tracing` instead. A
+    /// stall report nobody sees is worse than none: the user concludes that nothing blocks.
+    #[default]
+    Auto,
+    /// Always a `tracing` warning, even if no subscriber shows it.
+    Tracing,
+    /// Always one line on stderr.
+    Stderr,
+}
+
+impl ReportTo {
+    /// `auto`, `tracing`, `stderr`; `off` gives `None` (no reports).
+    fn parse(s: &str) -> Result<Option<ReportTo>, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Some(ReportTo::Auto)),
+            "tracing" => Ok(Some(ReportTo::Tracing)),
+            "stderr" => Ok(Some(ReportTo::Stderr)),
+            "off" | "0" | "false" | "no" => Ok(None),
+            _ => Err("expected auto, tracing, stderr or off".into()),
+        }
+    }
+}
+
 /// The agent's settings after code and environment are combined. Read it back with
 /// [`Agent::config`](crate::Agent::config).
 #[derive(Debug, Clone, PartialEq)]
@@ -103,8 +140,10 @@ pub struct Config {
     pub realtime_watchdog: bool,
     /// Rate limit for stall reports; 0 means unlimited.
     pub max_reports_per_second: u32,
-    /// Emit `tracing` warnings for stalls.
+    /// Report stalls at all (as `tracing` warnings or on stderr, see `report`).
     pub tracing: bool,
+    /// Where stall reports go when `tracing` is on.
+    pub report: ReportTo,
     /// Task table capacity (rounded up to a power of two).
     pub max_tasks: usize,
     /// Location table capacity.
@@ -145,6 +184,7 @@ impl Default for Config {
             realtime_watchdog: true,
             max_reports_per_second: 10,
             tracing: true,
+            report: ReportTo::Auto,
             max_tasks: 65_536,
             max_locations: 4_096,
             retain_finished: 256,
@@ -184,6 +224,13 @@ impl Config {
                 "LOOPSCOPE_REALTIME_WATCHDOG" => self.realtime_watchdog = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_MAX_REPORTS_PER_SECOND" => self.max_reports_per_second = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_TRACING" => self.tracing = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_REPORT" => match ReportTo::parse(v).map_err(err)? {
+                    Some(to) => {
+                        self.tracing = true;
+                        self.report = to;
+                    }
+                    None => self.tracing = false,
+                },
                 "LOOPSCOPE_MAX_TASKS" => self.max_tasks = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_MAX_LOCATIONS" => self.max_locations = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_RETAIN_FINISHED" => self.retain_finished = parse_num(v).map_err(err)?,

@@ -82,7 +82,7 @@ mod tables;
 mod taskid;
 mod watchdog;
 
-pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD};
+pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, ReportTo};
 pub use loopscope_macros::{main, test};
 /// The data types of snapshots and stall events (the `loopscope-wire` crate).
 pub use loopscope_wire as wire;
@@ -213,9 +213,18 @@ impl AgentBuilder {
         self
     }
 
-    /// Log each stall as a `tracing` warning (target `loopscope::stall`; default on).
+    /// Report each stall (default on): where, [`report`](Self::report) says. `false` silences reports (the
+    /// stalls are still counted, kept in [`Agent::stalls`] and sent to subscribers).
     pub fn tracing(mut self, on: bool) -> Self {
         self.config.tracing = on;
+        self
+    }
+
+    /// Where stall reports go (default [`ReportTo::Auto`]: a `tracing` warning if the app's subscriber shows
+    /// target `loopscope::stall` at WARN, else a line on stderr). `LOOPSCOPE_REPORT` overrides it.
+    pub fn report(mut self, to: ReportTo) -> Self {
+        self.config.tracing = true;
+        self.config.report = to;
         self
     }
 

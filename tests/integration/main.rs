@@ -9,6 +9,7 @@ mod check;
 mod culprits;
 mod lifecycle;
 mod probe_leaks;
+mod reporting;
 mod stalls;
 mod stream;
 mod support;

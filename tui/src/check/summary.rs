@@ -248,7 +248,7 @@ impl Outcome {
         allow: &AllowList,
         count_preemption: bool,
     ) -> Outcome {
-        type Key = (bool, Option<Location>, Option<String>);
+        type Key = (bool, Option<Location>, Option<String>, Option<String>);
         let mut groups: BTreeMap<Key, CulpritGroup> = BTreeMap::new();
         let mut unlisted = 0;
         let mut below_limit = 0;
@@ -283,13 +283,12 @@ impl Outcome {
                     }
                     continue;
                 }
-                let function = s
-                    .last
-                    .culprit
-                    .as_ref()
-                    .and_then(|c| c.first_user_frame())
-                    .map(|f| f.function.clone().unwrap_or_else(|| format!("{:#x}", f.ip)));
-                let key = (s.last.kind == StallKind::BlockInPlace, s.last.location.clone(), function.clone());
+                let first_user = s.last.culprit.as_ref().and_then(|c| c.first_user_frame());
+                let function = first_user.map(|f| f.function.clone().unwrap_or_else(|| format!("{:#x}", f.ip)));
+                // The call site too: two places that block under one short name (`{async_block#0}`, a closure)
+                // are two culprits, never one.
+                let site = first_user.and_then(|f| Some(format!("{}:{}", f.file.as_deref()?, f.line?)));
+                let key = (s.last.kind == StallKind::BlockInPlace, s.last.location.clone(), function.clone(), site);
                 groups
                     .entry(key)
                     .or_insert_with(|| CulpritGroup {
@@ -731,6 +730,26 @@ pub(crate) mod tests {
         assert!(text.contains("2. app::spin: 3 stalls, worst 50.0ms"), "{text}");
         assert!(text.contains("CPU-bound (99% on CPU)"), "{text}");
         assert!(text.contains("FAILED"), "{text}");
+    }
+
+    #[test]
+    fn two_call_sites_with_one_short_name_are_two_culprits() {
+        // Release builds name async blocks `{async_block#0}` wherever they are: the call site tells them apart.
+        let at = |id, file: &str, line| {
+            let mut ev = stall(id, "src/server.rs", Some("{async_block#0}"), 30);
+            let c = ev.culprit.as_mut().expect("culprit");
+            let user = c.samples[0].frames.iter_mut().find(|f| f.origin == FrameOrigin::User).expect("user frame");
+            user.file = Some(file.into());
+            user.line = Some(line);
+            ev
+        };
+        let files =
+            [(1, vec![at(1, "src/cmd/set.rs", 131), at(2, "src/cmd/get.rs", 67), at(3, "src/cmd/get.rs", 67)], true)];
+        let o = outcome(&files, ChildEnd::Exited(0));
+        assert_eq!(o.groups.len(), 2, "{}", o.render_text());
+        assert_eq!(o.groups.iter().map(CulpritGroup::count).sum::<usize>(), 3);
+        let text = o.render_text();
+        assert!(text.contains("set.rs:131") && text.contains("get.rs:67"), "{text}");
     }
 
     #[test]

@@ -323,6 +323,9 @@ impl Watchdog {
                     && slot.seq.load(Acquire) == f.seq
                 {
                     sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
+                } else {
+                    // The first report's figures cover the poll up to now.
+                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
                 }
                 flag.time = self.time_so_far(elapsed_ns, sw.readings);
                 let captured = Arc::new(AtomicUsize::new(0));

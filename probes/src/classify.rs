@@ -403,9 +403,12 @@ fn classify_inner(
                         ),
                     ),
                     (Some(r), _) => (Classification::CpuBound, format!("running (R), on CPU {} {window}", pct(r))),
-                    (None, _) => {
-                        (Classification::CpuBound, "runnable (R) at the only look; no CPU share measured".to_owned())
-                    }
+                    // One look at a runnable thread can't tell running from waiting for a CPU.
+                    (None, _) => (
+                        Classification::Unknown,
+                        "runnable (R) at the only look: on a CPU or waiting for one; no CPU share measured yet"
+                            .to_owned(),
+                    ),
                 }
             }
             RunState::Sleeping | RunState::Idle => match blocked(last) {
@@ -703,7 +706,7 @@ mod tests {
         first.state = RunState::Running;
         first.cpu_time = None;
         let v = classify(&first, &later(&first, 10, 0), None);
-        assert_eq!(v.classification, Classification::CpuBound);
+        assert_eq!(v.classification, Classification::Unknown, "runnable, but on a CPU or waiting for one?");
         assert_eq!(v.on_cpu_ratio, None);
         // Counters going backwards (a recycled tid) must not underflow.
         let mut last = later(&first, 10, 0);

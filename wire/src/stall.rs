@@ -259,7 +259,9 @@ impl StallTime {
     /// `waiting for a CPU 9.1ms of 12.4ms, own time 3.3ms, on CPU 3.0ms`.
     pub fn describe(&self) -> String {
         let est = if self.estimated { " (estimated)" } else { "" };
-        if self.run_queue * 5 >= self.wall {
+        if self.measured().is_zero() {
+            format!("not measured yet at {:.1?}", self.wall)
+        } else if self.run_queue * 5 >= self.wall {
             format!(
                 "waiting for a CPU {:.1?} of {:.1?}, own time {:.1?}, on CPU {:.1?}{est}",
                 self.run_queue,

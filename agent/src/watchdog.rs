@@ -400,7 +400,11 @@ impl Watchdog {
         if !self.shared.config.probes {
             return None;
         }
-        Some(account(elapsed_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
+        // A reading taken during this look is a little newer than `elapsed_ns`: the poll has run at least that long.
+        let wall_ns = readings
+            .map(|r| r.latest.map_or(r.first.at_ns, |l| l.at_ns.max(r.first.at_ns)))
+            .map_or(elapsed_ns, |at| at.max(elapsed_ns));
+        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
     }
 
     /// The split of a poll that ended after `wall_ns`, with a closing reading taken now.

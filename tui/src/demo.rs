@@ -234,6 +234,8 @@ impl DemoApp {
             .serve(&opts.serve)
             .name("loopscope-demo")
             .track_schedule_latency(true)
+            // The dashboard (or `--no-ui`'s own lines) shows every stall; a report on stderr would draw over it.
+            .tracing(false)
             .install(&mut builder)
             .context("installing the loopscope agent in the demo app")?;
         let runtime = builder.build().context("building the demo app's runtime")?;

@@ -200,7 +200,9 @@ impl AgentThread {
                 // under the agent thread's feet; wait for it, briefly. (Never otherwise: the app's shutdown is
                 // not ours to slow down.)
                 if self.0.config.check_dir.is_some() && !AGENT_THREAD.with(std::cell::Cell::get) {
-                    let end = Instant::now() + Duration::from_secs(2);
+                    // Generous: on a loaded CI machine the last stacks may still be waiting for their names,
+                    // and a record cut short fails the check with less to go on.
+                    let end = Instant::now() + Duration::from_secs(10);
                     while !self.0.drained.load(Acquire) && Instant::now() < end {
                         std::thread::sleep(Duration::from_millis(1));
                     }

@@ -285,9 +285,9 @@ impl Outcome {
                 }
                 let first_user = s.last.culprit.as_ref().and_then(|c| c.first_user_frame());
                 let function = first_user.map(|f| f.function.clone().unwrap_or_else(|| format!("{:#x}", f.ip)));
-                // The call site too: two places that block under one short name (`{async_block#0}`, a closure)
-                // are two culprits, never one.
-                let site = first_user.and_then(|f| Some(format!("{}:{}", f.file.as_deref()?, f.line?)));
+                // The file too: two places that block under one short name (`{async_block#0}`, a closure) are
+                // two culprits, never one. Not the line: a spinning function is caught on different lines.
+                let site = first_user.and_then(|f| f.file.clone());
                 let key = (s.last.kind == StallKind::BlockInPlace, s.last.location.clone(), function.clone(), site);
                 groups
                     .entry(key)

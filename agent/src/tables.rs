@@ -4,8 +4,11 @@
 //! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
 //! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
 //!
-//! * tokio task ids come from one process-wide counter, so `id & mask` spreads live tasks almost perfectly
-//!   over a power-of-two table (a short bounded probe window handles the rest);
+//! * tokio task ids come from one process-wide counter, and a multiplicative (Fibonacci) hash spreads any run
+//!   of consecutive ids evenly over a power-of-two table, so a lookup nearly always hits on its first probe
+//!   (a short bounded probe window handles the rest). Not `id & mask`: that places a block of long-lived tasks
+//!   (connections accepted at startup) in one contiguous run, and every later id whose slot falls in that
+//!   run finds its whole probe window taken, for as long as those tasks live;
 //! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
 //!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
 //!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
@@ -23,8 +26,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
 pub(crate) const TASK_BUCKETS: usize = 16;
-/// How many slots past `id & mask` an insert or lookup tries.
+/// How many slots, from a task's home slot on, an insert or lookup tries.
 const PROBE: u64 = 8;
+/// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
+/// (the three-distance theorem), and the top bits of the product are the best mixed.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Marks "no entry" in `u32` indexes.
 pub(crate) const NONE: u32 = u32::MAX;
 /// The location index used when the location table is full.
@@ -158,6 +164,8 @@ pub(crate) struct TaskTable {
     /// Parallel to `entries` when schedule latency is tracked; empty otherwise.
     sched: ZeroedSlice<SchedEntry>,
     mask: u64,
+    /// `64 - log2(capacity)`: the home slot is the top bits of the id's Fibonacci hash.
+    shift: u32,
     /// Tasks that could not be inserted (table full in their probe window).
     pub(crate) untracked: AtomicU64,
     /// All spawns seen by the hook, tracked or not.
@@ -177,6 +185,7 @@ impl TaskTable {
             entries,
             sched,
             mask: cap as u64 - 1,
+            shift: 64 - cap.trailing_zeros(),
             untracked: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             terminated: AtomicU64::new(0),
@@ -197,11 +206,19 @@ impl TaskTable {
         self.sched.get(idx as usize)
     }
 
+    /// The first slot `id` may occupy.
+    #[inline(always)]
+    fn home(&self, id: u64) -> u64 {
+        // `shift` is at most 61 (capacity >= PROBE), so the shift never overflows.
+        id.wrapping_mul(FIBONACCI) >> self.shift
+    }
+
     /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
     pub(crate) fn insert(&self, id: u64, location: u32) -> Option<u32> {
         self.spawned.fetch_add(1, Relaxed);
+        let home = self.home(id);
         for i in 0..PROBE {
-            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
             let Some(e) = self.entries.get(idx) else { continue };
             if e.key.load(Relaxed) == 0 && e.key.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
                 e.location.store(location, Relaxed);
@@ -213,11 +230,12 @@ impl TaskTable {
         None
     }
 
-    /// Finds a live task's entry. Usually the first probe hits, because ids are sequential.
+    /// Finds a live task's entry. Usually the first probe hits: the hash spreads live tasks evenly.
     #[inline]
     pub(crate) fn find(&self, id: u64) -> u32 {
+        let home = self.home(id);
         for i in 0..PROBE {
-            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
             if let Some(e) = self.entries.get(idx)
                 && e.key.load(Relaxed) == id
             {
@@ -382,8 +400,9 @@ mod tests {
         t.free(a as usize);
         assert_eq!(t.find(5), NONE);
         assert!(t.read(a as usize).is_none());
-        // A new task reusing the slot starts from zero.
-        let b = t.insert(5 + 16, 1).unwrap();
+        // A new task reusing the slot (the first later id with the same home slot) starts from zero.
+        let same_home = (6..).find(|&id| t.home(id) == t.home(5)).unwrap();
+        let b = t.insert(same_home, 1).unwrap();
         assert_eq!(b, a);
         assert_eq!(t.read(b as usize).unwrap().polls, 0);
     }
@@ -397,6 +416,43 @@ mod tests {
         assert!(t.insert(9, 0).is_none());
         assert_eq!(t.untracked.load(Relaxed), 1);
         assert_eq!(t.spawned.load(Relaxed), 9);
+    }
+
+    /// Issue 11 #8: a block of long-lived tasks (say, connections accepted at startup) must not leave later
+    /// tasks without an entry. With `id & mask` as the home slot, 30k consecutive ids filled a contiguous run
+    /// of the default table for good, and about half of all later tasks found their probe window full.
+    #[test]
+    fn long_lived_block_leaves_room_for_later_tasks() {
+        let t = TaskTable::new(crate::Config::default().max_tasks, false);
+        let mut id = 1;
+        for _ in 0..30_000 {
+            assert!(t.insert(id, 0).is_some(), "task {id} of the long-lived block");
+            id += 1;
+        }
+        // A million short-lived tasks after them, a few alive at a time, each freed once it finishes.
+        let mut live = std::collections::VecDeque::new();
+        for _ in 0..1_000_000 {
+            if let Some(idx) = t.insert(id, 0) {
+                live.push_back(idx);
+            }
+            id += 1;
+            if live.len() > 64
+                && let Some(idx) = live.pop_front()
+                && let Some(e) = t.get(idx)
+            {
+                e.state.store(FINISHED, Release);
+                t.free(idx as usize);
+            }
+        }
+        assert_eq!(t.untracked.load(Relaxed), 0, "later tasks left untracked");
+        // And lookups stay one probe in the common case: most live tasks sit in their home slot.
+        let mut at_home = 0;
+        for i in t.indexes() {
+            if let Some(c) = t.read(i) {
+                at_home += usize::from(t.home(c.id) & t.mask == i as u64);
+            }
+        }
+        assert!(at_home * 10 >= 30_000 * 9, "only {at_home} of ~30k live tasks in their home slot");
     }
 
     #[test]

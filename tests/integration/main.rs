@@ -10,3 +10,4 @@ mod lifecycle;
 mod stalls;
 mod stream;
 mod support;
+mod task_table;

@@ -216,8 +216,7 @@ fn scan(shared: &Shared, ids: &mut LocationIds, mut keep: impl FnMut(usize, Opti
             poll_histogram.merge(h);
         }
     }
-    totals.spawned_tasks = shared.tasks.spawned.load(Relaxed);
-    totals.finished_tasks = shared.tasks.terminated.load(Relaxed);
+    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
     totals.stall_count = shared.stall_count.load(Relaxed);
     totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
     totals.stall_reports = shared.stall_reports.load(Relaxed);

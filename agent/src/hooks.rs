@@ -139,9 +139,11 @@ impl Shared {
 
     fn on_terminate(&self, meta: &TaskMeta<'_>) {
         let id = task_id(meta.id());
-        self.tasks.terminated.fetch_add(1, Relaxed);
         let idx = self.tasks.find(id);
-        let Some(e) = self.tasks.get(idx) else { return };
+        let e = self.tasks.get(idx);
+        // Also fires for tasks the spawn hook never saw (`spawn_blocking`); see `count_termination`.
+        self.tasks.count_termination(e.is_some());
+        let Some(e) = e else { return };
         if e.state.load(Relaxed) != LIVE {
             return;
         }

@@ -170,8 +170,12 @@ pub(crate) struct TaskTable {
     pub(crate) untracked: AtomicU64,
     /// All spawns seen by the hook, tracked or not.
     pub(crate) spawned: AtomicU64,
-    /// All terminations seen by the hook.
-    pub(crate) terminated: AtomicU64,
+    /// Terminations of the tasks counted in `spawned` (see [`TaskTable::count_termination`]); read through
+    /// [`TaskTable::spawn_counts`].
+    terminated: AtomicU64,
+    /// Untracked tasks whose termination was not counted yet: how many terminations without an entry may
+    /// still be counted.
+    untracked_unfinished: AtomicU64,
 }
 
 impl TaskTable {
@@ -189,6 +193,7 @@ impl TaskTable {
             untracked: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             terminated: AtomicU64::new(0),
+            untracked_unfinished: AtomicU64::new(0),
         }
     }
 
@@ -227,7 +232,33 @@ impl TaskTable {
             }
         }
         self.untracked.fetch_add(1, Relaxed);
+        self.untracked_unfinished.fetch_add(1, Relaxed);
         None
+    }
+
+    /// Counts a task's termination, from the terminate hook; `tracked` when the task has an entry.
+    ///
+    /// Only tasks the spawn hook counted may count here, or finished could exceed spawned. tokio fires the
+    /// terminate hook, but never the spawn hook, for `spawn_blocking` tasks, and the agent's own probe tasks
+    /// are spawned from its thread, where the spawn hook ignores them. A task with an entry was counted at
+    /// spawn. One without is either untracked (counted at spawn, but the table was full) or one of those: the
+    /// hook can't tell which, so it counts it only while some untracked task's termination is outstanding.
+    /// Exact while the table has room (no untracked tasks: nothing without an entry counts); when it was full,
+    /// a blocking task may use up an untracked task's turn, and finished stays at most spawned either way.
+    pub(crate) fn count_termination(&self, tracked: bool) {
+        if tracked || self.untracked_unfinished.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+            // Release: a reader that sees this count also sees the spawn it pairs with (`spawn_counts`).
+            self.terminated.fetch_add(1, Release);
+        }
+    }
+
+    /// Tasks spawned and finished so far, read so that finished never exceeds spawned: the spawn of every
+    /// counted termination happened before it (tokio runs a task only after its spawn hook), and reading the
+    /// terminations first (`Acquire`) makes those spawns visible to the second read.
+    pub(crate) fn spawn_counts(&self) -> (u64, u64) {
+        let finished = self.terminated.load(Acquire);
+        let spawned = self.spawned.load(Relaxed);
+        (spawned, finished)
     }
 
     /// Finds a live task's entry. Usually the first probe hits: the hash spreads live tasks evenly.
@@ -453,6 +484,24 @@ mod tests {
             }
         }
         assert!(at_home * 10 >= 30_000 * 9, "only {at_home} of ~30k live tasks in their home slot");
+    }
+
+    #[test]
+    fn terminations_without_an_entry_count_only_against_untracked_spawns() {
+        let t = TaskTable::new(8, false);
+        for id in 1..=8 {
+            assert!(t.insert(id, 0).is_some());
+        }
+        assert!(t.insert(9, 0).is_none(), "table full: task 9 is untracked");
+        // Task 9 and two tasks the spawn hook never saw (spawn_blocking) terminate without an entry.
+        for _ in 0..3 {
+            t.count_termination(false);
+        }
+        assert_eq!(t.spawn_counts(), (9, 1));
+        for _ in 1..=8 {
+            t.count_termination(true);
+        }
+        assert_eq!(t.spawn_counts(), (9, 9));
     }
 
     #[test]

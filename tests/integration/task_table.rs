@@ -52,3 +52,29 @@ fn long_lived_block_leaves_room_for_later_tasks() {
         }
     });
 }
+
+/// Issue 11 #10: tokio fires the terminate hook for `spawn_blocking` tasks but not the spawn hook, so they
+/// were counted as finished without ever being counted as spawned: finished ran ahead of spawned.
+#[test]
+fn spawn_blocking_keeps_finished_at_most_spawned() {
+    const TASKS: u64 = 50;
+    let (rt, agent) = multi_thread(2, agent());
+    rt.block_on(async {
+        for _ in 0..TASKS {
+            tokio::spawn(async {}).await.unwrap();
+        }
+        for i in 0..500_u64 {
+            assert_eq!(tokio::task::spawn_blocking(move || i * 2).await.unwrap(), i * 2);
+        }
+    });
+    // A JoinHandle can resolve just before the terminate hook runs: wait for the hooks to catch up.
+    wait_until("the spawned tasks to be counted as finished", || agent.snapshot().totals.finished_tasks >= TASKS);
+    let s = agent.snapshot();
+    assert!(
+        s.totals.finished_tasks <= s.totals.spawned_tasks,
+        "finished {} > spawned {}",
+        s.totals.finished_tasks,
+        s.totals.spawned_tasks
+    );
+    assert_eq!((s.totals.spawned_tasks, s.totals.finished_tasks), (TASKS, TASKS));
+}

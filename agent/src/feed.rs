@@ -2,8 +2,8 @@
 //! and hands them to the server, the agent-side recorder and CI reporting.
 //!
 //! It runs on the agent thread, once per sample interval, never on the hot path. A tick carries only the tasks
-//! whose poll count or state changed since the previous tick: the feed remembers, per task-table entry, the
-//! low 32 bits of the poll count it last sent (4 bytes per entry, so it stays small next to the 128-byte entry
+//! whose poll count or state changed since the previous tick: the feed remembers, per task-table entry in use,
+//! the low 32 bits of the poll count it last sent (8 bytes per live task, small next to the 128-byte entry
 //! itself) and learns which tasks finished from the agent thread's reclaim pass.
 //!
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the
@@ -326,9 +326,8 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
 pub(crate) struct Feed {
     shared_feed: Arc<FeedShared>,
     seq: u64,
-    /// Per task-table entry: the low 32 bits of the poll count last sent, plus one (0 = nothing sent), with
-    /// the top bit set once the task was sent as finished.
-    sent: Vec<u32>,
+    /// What was last sent of each task-table entry in use.
+    marks: Marks,
     /// Location ids announced in ticks so far.
     announced: usize,
     /// Poll count and live tasks last sent per location id.
@@ -344,32 +343,81 @@ fn mark(polls: u64, state: u32) -> u32 {
         | if state == FINISHED { FINISHED_BIT } else { 0 }
 }
 
-impl Feed {
-    pub(crate) fn new(shared: &Shared, shared_feed: Arc<FeedShared>) -> Feed {
-        Feed {
-            shared_feed,
-            seq: 0,
-            sent: vec![0; shared.tasks.capacity()],
-            announced: 0,
-            location_sent: HashMap::new(),
+/// The feed's [`mark`] per task-table entry in use, as `(entry index, mark)` in ascending index order; an
+/// entry without one was never sent (or is empty).
+///
+/// Only entries in use have a mark, so this follows the live tasks, not the table's capacity: a mark per
+/// entry, rewritten every tick, made the whole array resident (256 KiB at defaults) even for an idle runtime.
+/// Each tick's pass over the table visits entries in index order, so it merges the previous marks with one
+/// cursor and writes the new ones into a second vector that then takes their place: no hashing, and two
+/// reused allocations of 8 bytes per live task.
+#[derive(Debug, Default)]
+struct Marks {
+    sent: Vec<(u32, u32)>,
+    next: Vec<(u32, u32)>,
+    cursor: usize,
+}
+
+impl Marks {
+    /// Starts a pass over the table.
+    fn begin(&mut self) {
+        self.next.clear();
+        self.cursor = 0;
+    }
+
+    /// The mark last sent for entry `i` (0: none). Within a pass, call it in ascending `i`.
+    fn last(&mut self, i: u32) -> u32 {
+        while let Some(&(j, m)) = self.sent.get(self.cursor) {
+            if j > i {
+                break;
+            }
+            self.cursor += 1;
+            if j == i {
+                return m;
+            }
         }
+        0
+    }
+
+    /// Records entry `i`'s mark for the next pass. Within a pass, call it in ascending `i`.
+    fn set(&mut self, i: u32, m: u32) {
+        self.next.push((i, m));
+    }
+
+    /// Ends a pass: the marks it recorded replace the old ones, whose vector the next pass reuses.
+    fn finish(&mut self) {
+        std::mem::swap(&mut self.sent, &mut self.next);
+        // Give memory back after a burst of tasks has gone, with slack so steady churn does not reallocate.
+        let keep = (2 * self.sent.len()).max(64);
+        for v in [&mut self.sent, &mut self.next] {
+            if v.capacity() > 2 * keep {
+                v.shrink_to(keep);
+            }
+        }
+    }
+}
+
+impl Feed {
+    pub(crate) fn new(shared_feed: Arc<FeedShared>) -> Feed {
+        Feed { shared_feed, seq: 0, marks: Marks::default(), announced: 0, location_sent: HashMap::new() }
     }
 
     /// Records every task's current poll count as sent, without building anything: a pass over the table
-    /// that reads two words per entry and allocates nothing.
+    /// that reads two words per entry (never writing to it) and stores a mark only for entries in use.
     fn mark_all(&mut self, shared: &Shared) {
-        for (i, s) in self.sent.iter_mut().enumerate() {
-            *s = shared.tasks.get(i as u32).map_or(0, |e| {
-                if e.key.load(Acquire) == 0 {
-                    return 0;
-                }
-                let state = e.state.load(Acquire);
-                if state == crate::tables::FREE {
-                    return 0;
-                }
-                mark(e.polls.load(Relaxed), state)
-            });
+        self.marks.begin();
+        for i in shared.tasks.indexes() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let Some(e) = shared.tasks.get(i) else { continue };
+            if e.key.load(Acquire) == 0 {
+                continue;
+            }
+            let state = e.state.load(Acquire);
+            if state != crate::tables::FREE {
+                self.marks.set(i, mark(e.polls.load(Relaxed), state));
+            }
         }
+        self.marks.finish();
     }
 
     /// Builds the next tick. `finished` are the ids of tasks whose entries the agent thread's reclaim pass
@@ -382,22 +430,19 @@ impl Feed {
     ) -> Tick {
         self.seq += 1;
         let uptime = shared.uptime();
-        let sent = &mut self.sent;
+        let marks = &mut self.marks;
+        marks.begin();
         let mut ids = lock(&self.shared_feed.ids);
         let mut scan = scan(shared, &mut ids, |i, c| {
-            let Some(s) = sent.get_mut(i) else { return false };
-            let Some(c) = c else {
-                // Empty now: whatever was sent from this entry has finished (and is in `finished`).
-                *s = 0;
-                return false;
-            };
+            let Ok(i) = u32::try_from(i) else { return false };
+            let last = marks.last(i);
+            // Empty now: whatever was sent from this entry has finished (and is in `finished`); no mark.
+            let Some(c) = c else { return false };
             let m = mark(c.polls, c.state);
-            if *s == m {
-                return false;
-            }
-            *s = m;
-            true
+            marks.set(i, m);
+            m != last
         });
+        marks.finish();
         let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
         let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();
         self.announced = ids.infos.len();
@@ -608,7 +653,7 @@ pub(crate) struct Outputs {
 impl Outputs {
     pub(crate) fn new(shared: &Arc<Shared>) -> Outputs {
         Outputs {
-            feed: Feed::new(shared, shared.feed.clone()),
+            feed: Feed::new(shared.feed.clone()),
             recorder: lock(&shared.recorder).take(),
             check: lock(&shared.check).take(),
             recorder_primed: false,
@@ -737,6 +782,41 @@ mod tests {
     /// A stall as deep as the probes capture: four samples of 128 frames with long generic names.
     fn deep_stall(id: u64) -> StallEvent {
         loopscope_wire::example_stall(id, 128, 4)
+    }
+
+    /// One pass of the feed over the table: `(entry, mark)` of each entry in use, ascending; returns the
+    /// entries whose mark changed since the previous pass (what a tick would carry).
+    fn pass(marks: &mut Marks, in_use: &[(u32, u32)]) -> Vec<u32> {
+        marks.begin();
+        let mut changed = Vec::new();
+        for &(i, m) in in_use {
+            if marks.last(i) != m {
+                changed.push(i);
+            }
+            marks.set(i, m);
+        }
+        marks.finish();
+        changed
+    }
+
+    #[test]
+    fn marks_follow_the_entries_in_use() {
+        let mut marks = Marks::default();
+        assert_eq!(pass(&mut marks, &[(3, 1), (9, 1), (40_000, 1)]), [3, 9, 40_000]);
+        assert_eq!(pass(&mut marks, &[(3, 1), (9, 1), (40_000, 1)]), [] as [u32; 0], "nothing changed");
+        // Entry 9 emptied, entry 5 and 60_000 filled, entry 40_000 polled again.
+        assert_eq!(pass(&mut marks, &[(3, 1), (5, 1), (40_000, 2), (60_000, 1)]), [5, 40_000, 60_000]);
+        // Entry 9 reused: its old mark was dropped when it emptied, so the new task is sent.
+        assert_eq!(pass(&mut marks, &[(3, 1), (5, 1), (9, 1), (40_000, 2), (60_000, 1)]), [9]);
+        // Memory follows the entries in use, not the largest index.
+        assert_eq!(marks.sent.len(), 5);
+        // A burst comes and goes: the vectors give most of it back.
+        let burst: Vec<(u32, u32)> = (0..100_000).map(|i| (i, 1)).collect();
+        pass(&mut marks, &burst);
+        pass(&mut marks, &burst);
+        pass(&mut marks, &[(3, 1)]);
+        pass(&mut marks, &[(3, 1)]);
+        assert!(marks.sent.capacity() <= 128 && marks.next.capacity() <= 128, "{}", marks.sent.capacity());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
 //! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
 
+use crossbeam_queue::SegQueue;
 use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
@@ -327,6 +328,43 @@ impl TaskTable {
     }
 }
 
+/// Indexes of task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms).
+///
+/// Memory follows the backlog, not the table: the queue grows in blocks of 31 indexes while terminations
+/// outpace the agent thread and hands each block back once drained, so an idle runtime holds nothing. (It was
+/// an `ArrayQueue` sized to the table, 16 bytes per entry written up front: 1 MiB per runtime at defaults.)
+/// The price is one small allocation per 31 terminations, in the terminate hook, never in the poll hooks.
+/// Bounded by the table's capacity, more than there can be finished entries at once, so it never grows
+/// without bound even if the agent thread is gone; past that a push fails and the agent thread's periodic
+/// sweep of the table finds the entry instead.
+#[derive(Debug)]
+pub(crate) struct FinishedQueue {
+    queue: SegQueue<u32>,
+    capacity: usize,
+}
+
+impl FinishedQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        FinishedQueue { queue: SegQueue::new(), capacity }
+    }
+
+    /// Queues an entry index; gives it back when the queue is full.
+    pub(crate) fn push(&self, idx: u32) -> Result<(), u32> {
+        // Several threads may pass this check at once, so the bound can be exceeded by at most one index per
+        // terminating thread: still bounded.
+        if self.queue.len() >= self.capacity {
+            return Err(idx);
+        }
+        self.queue.push(idx);
+        Ok(())
+    }
+
+    /// The next queued index, oldest first.
+    pub(crate) fn pop(&self) -> Option<u32> {
+        self.queue.pop()
+    }
+}
+
 /// One interned spawn location.
 #[derive(Debug)]
 struct LocationEntry {
@@ -502,6 +540,19 @@ mod tests {
             t.count_termination(true);
         }
         assert_eq!(t.spawn_counts(), (9, 9));
+    }
+
+    #[test]
+    fn finished_queue_is_bounded_and_fifo() {
+        let q = FinishedQueue::new(100);
+        for i in 0..100 {
+            assert_eq!(q.push(i), Ok(()));
+        }
+        assert_eq!(q.push(100), Err(100), "full: the sweep finds it instead");
+        assert_eq!(q.pop(), Some(0));
+        assert_eq!(q.push(100), Ok(()));
+        let drained: Vec<u32> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(drained, (1..=100).collect::<Vec<_>>());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! and hands them to the server, the agent-side recorder and CI reporting.
 //!
 //! It runs on the agent thread, once per sample interval, never on the hot path. A tick carries only the tasks
-//! whose poll count or state changed since the previous tick: the feed remembers, per task-table entry in use,
-//! the low 32 bits of the poll count it last sent (8 bytes per live task, small next to the 128-byte entry
-//! itself) and learns which tasks finished from the agent thread's reclaim pass.
+//! whose poll count or state changed since the previous tick: the feed remembers, in each task-table entry in
+//! use, the low 32 bits of the poll count it last sent (in the entry's padding, so it costs no memory) and
+//! learns which tasks finished from the agent thread's reclaim pass.
 //!
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the
 //! same tables.
@@ -12,7 +12,7 @@
 use crate::sampler::RuntimeSample;
 use crate::server::Server;
 use crate::shared::{Shared, lock};
-use crate::tables::{FINISHED, NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
+use crate::tables::{FINISHED, NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts, TaskEntry};
 use loopscope_wire::check::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{
     self, AgentCapabilities, FullState, GlobalSample, Goodbye, LatencySample, LocationInfo, LocationSample,
@@ -326,8 +326,6 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
 pub(crate) struct Feed {
     shared_feed: Arc<FeedShared>,
     seq: u64,
-    /// What was last sent of each task-table entry in use.
-    marks: Marks,
     /// Location ids announced in ticks so far.
     announced: usize,
     /// Poll count and live tasks last sent per location id.
@@ -343,81 +341,35 @@ fn mark(polls: u64, state: u32) -> u32 {
         | if state == FINISHED { FINISHED_BIT } else { 0 }
 }
 
-/// The feed's [`mark`] per task-table entry in use, as `(entry index, mark)` in ascending index order; an
-/// entry without one was never sent (or is empty).
-///
-/// Only entries in use have a mark, so this follows the live tasks, not the table's capacity: a mark per
-/// entry, rewritten every tick, made the whole array resident (256 KiB at defaults) even for an idle runtime.
-/// Each tick's pass over the table visits entries in index order, so it merges the previous marks with one
-/// cursor and writes the new ones into a second vector that then takes their place: no hashing, and two
-/// reused allocations of 8 bytes per live task.
-#[derive(Debug, Default)]
-struct Marks {
-    sent: Vec<(u32, u32)>,
-    next: Vec<(u32, u32)>,
-    cursor: usize,
-}
-
-impl Marks {
-    /// Starts a pass over the table.
-    fn begin(&mut self) {
-        self.next.clear();
-        self.cursor = 0;
+/// Stores `m` as what the feed sent of an entry's task; whether it differs from the last one. Agent thread
+/// only (see `TaskEntry::feed_mark`), so a plain load and store.
+fn update_mark(e: &TaskEntry, m: u32) -> bool {
+    if e.feed_mark.load(Relaxed) == m {
+        return false;
     }
-
-    /// The mark last sent for entry `i` (0: none). Within a pass, call it in ascending `i`.
-    fn last(&mut self, i: u32) -> u32 {
-        while let Some(&(j, m)) = self.sent.get(self.cursor) {
-            if j > i {
-                break;
-            }
-            self.cursor += 1;
-            if j == i {
-                return m;
-            }
-        }
-        0
-    }
-
-    /// Records entry `i`'s mark for the next pass. Within a pass, call it in ascending `i`.
-    fn set(&mut self, i: u32, m: u32) {
-        self.next.push((i, m));
-    }
-
-    /// Ends a pass: the marks it recorded replace the old ones, whose vector the next pass reuses.
-    fn finish(&mut self) {
-        std::mem::swap(&mut self.sent, &mut self.next);
-        // Give memory back after a burst of tasks has gone, with slack so steady churn does not reallocate.
-        let keep = (2 * self.sent.len()).max(64);
-        for v in [&mut self.sent, &mut self.next] {
-            if v.capacity() > 2 * keep {
-                v.shrink_to(keep);
-            }
-        }
-    }
+    e.feed_mark.store(m, Relaxed);
+    true
 }
 
 impl Feed {
     pub(crate) fn new(shared_feed: Arc<FeedShared>) -> Feed {
-        Feed { shared_feed, seq: 0, marks: Marks::default(), announced: 0, location_sent: HashMap::new() }
+        Feed { shared_feed, seq: 0, announced: 0, location_sent: HashMap::new() }
     }
 
     /// Records every task's current poll count as sent, without building anything: a pass over the table
-    /// that reads two words per entry (never writing to it) and stores a mark only for entries in use.
+    /// that reads two words per entry and writes a mark only into entries in use, and only when it changed
+    /// (so it never touches a page the tasks left alone).
     fn mark_all(&mut self, shared: &Shared) {
-        self.marks.begin();
         for i in shared.tasks.indexes() {
-            let Ok(i) = u32::try_from(i) else { break };
-            let Some(e) = shared.tasks.get(i) else { continue };
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { break };
             if e.key.load(Acquire) == 0 {
                 continue;
             }
             let state = e.state.load(Acquire);
             if state != crate::tables::FREE {
-                self.marks.set(i, mark(e.polls.load(Relaxed), state));
+                update_mark(e, mark(e.polls.load(Relaxed), state));
             }
         }
-        self.marks.finish();
     }
 
     /// Builds the next tick. `finished` are the ids of tasks whose entries the agent thread's reclaim pass
@@ -430,19 +382,14 @@ impl Feed {
     ) -> Tick {
         self.seq += 1;
         let uptime = shared.uptime();
-        let marks = &mut self.marks;
-        marks.begin();
         let mut ids = lock(&self.shared_feed.ids);
         let mut scan = scan(shared, &mut ids, |i, c| {
-            let Ok(i) = u32::try_from(i) else { return false };
-            let last = marks.last(i);
-            // Empty now: whatever was sent from this entry has finished (and is in `finished`); no mark.
+            // An empty entry has no mark: the reclaim that freed it cleared it, and put the task it held in
+            // `finished`.
             let Some(c) = c else { return false };
-            let m = mark(c.polls, c.state);
-            marks.set(i, m);
-            m != last
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
+            update_mark(e, mark(c.polls, c.state))
         });
-        marks.finish();
         let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
         let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();
         self.announced = ids.infos.len();
@@ -782,41 +729,6 @@ mod tests {
     /// A stall as deep as the probes capture: four samples of 128 frames with long generic names.
     fn deep_stall(id: u64) -> StallEvent {
         loopscope_wire::example_stall(id, 128, 4)
-    }
-
-    /// One pass of the feed over the table: `(entry, mark)` of each entry in use, ascending; returns the
-    /// entries whose mark changed since the previous pass (what a tick would carry).
-    fn pass(marks: &mut Marks, in_use: &[(u32, u32)]) -> Vec<u32> {
-        marks.begin();
-        let mut changed = Vec::new();
-        for &(i, m) in in_use {
-            if marks.last(i) != m {
-                changed.push(i);
-            }
-            marks.set(i, m);
-        }
-        marks.finish();
-        changed
-    }
-
-    #[test]
-    fn marks_follow_the_entries_in_use() {
-        let mut marks = Marks::default();
-        assert_eq!(pass(&mut marks, &[(3, 1), (9, 1), (40_000, 1)]), [3, 9, 40_000]);
-        assert_eq!(pass(&mut marks, &[(3, 1), (9, 1), (40_000, 1)]), [] as [u32; 0], "nothing changed");
-        // Entry 9 emptied, entry 5 and 60_000 filled, entry 40_000 polled again.
-        assert_eq!(pass(&mut marks, &[(3, 1), (5, 1), (40_000, 2), (60_000, 1)]), [5, 40_000, 60_000]);
-        // Entry 9 reused: its old mark was dropped when it emptied, so the new task is sent.
-        assert_eq!(pass(&mut marks, &[(3, 1), (5, 1), (9, 1), (40_000, 2), (60_000, 1)]), [9]);
-        // Memory follows the entries in use, not the largest index.
-        assert_eq!(marks.sent.len(), 5);
-        // A burst comes and goes: the vectors give most of it back.
-        let burst: Vec<(u32, u32)> = (0..100_000).map(|i| (i, 1)).collect();
-        pass(&mut marks, &burst);
-        pass(&mut marks, &burst);
-        pass(&mut marks, &[(3, 1)]);
-        pass(&mut marks, &[(3, 1)]);
-        assert!(marks.sent.capacity() <= 128 && marks.next.capacity() <= 128, "{}", marks.sent.capacity());
     }
 
     #[test]

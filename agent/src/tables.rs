@@ -58,6 +58,10 @@ pub(crate) struct TaskEntry {
     /// Written by the watchdog (rarely), never by the hooks.
     pub(crate) stalls: AtomicU32,
     pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    /// What the stream feed last sent of this task (`feed::mark`; 0: nothing). Read and written only by the
+    /// agent thread, which is also the only one to clear the entry: it lives in the entry's padding, so the
+    /// feed's memory follows the entries in use at no cost.
+    pub(crate) feed_mark: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<TaskEntry>() == 128);
@@ -125,6 +129,7 @@ impl TaskEntry {
             a.store(0, Relaxed);
         }
         self.location.store(0, Relaxed);
+        self.feed_mark.store(0, Relaxed);
         self.state.store(FREE, Relaxed);
     }
 }
@@ -465,6 +470,7 @@ mod tests {
         // Not finished yet: free() refuses.
         t.free(a as usize);
         assert_eq!(t.find(5), a);
+        e.feed_mark.store(3, Relaxed);
         e.state.store(FINISHED, Release);
         t.free(a as usize);
         assert_eq!(t.find(5), NONE);
@@ -474,6 +480,7 @@ mod tests {
         let b = t.insert(same_home, 1).unwrap();
         assert_eq!(b, a);
         assert_eq!(t.read(b as usize).unwrap().polls, 0);
+        assert_eq!(t.get(b).unwrap().feed_mark.load(Relaxed), 0, "the feed sends the new task");
     }
 
     #[test]

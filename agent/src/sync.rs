@@ -16,7 +16,7 @@
 //! compiles out `Builder::on_task_spawn` and `on_task_terminate`, so the agent builds as it does without
 //! `tokio_unstable` (no hooks), which the slots' model does not need. `-p loopscope` because the dashboard
 //! needs tokio's `net` and `signal`, which `cfg(loom)` also removes; the separate target directory keeps the
-//! ordinary build cached. About a minute to build, ten seconds to run.
+//! ordinary build cached. A few minutes to build the first time, about ten seconds to run.
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};

@@ -2,9 +2,9 @@
 //! and hands them to the server, the agent-side recorder and CI reporting.
 //!
 //! It runs on the agent thread, once per sample interval, never on the hot path. A tick carries only the tasks
-//! whose poll count or state changed since the previous tick: the feed remembers, per task-table entry, the
-//! low 32 bits of the poll count it last sent (4 bytes per entry, so it stays small next to the 128-byte entry
-//! itself) and learns which tasks finished from the agent thread's reclaim pass.
+//! whose poll count or state changed since the previous tick: the feed remembers, in each task-table entry in
+//! use, the low 32 bits of the poll count it last sent (in the entry's padding, so it costs no memory) and
+//! learns which tasks finished from the agent thread's reclaim pass.
 //!
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the
 //! same tables.
@@ -12,7 +12,7 @@
 use crate::sampler::RuntimeSample;
 use crate::server::Server;
 use crate::shared::{Shared, lock};
-use crate::tables::{FINISHED, NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
+use crate::tables::{FINISHED, NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts, TaskEntry};
 use loopscope_wire::check::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{
     self, AgentCapabilities, FullState, GlobalSample, Goodbye, LatencySample, LocationInfo, LocationSample,
@@ -216,8 +216,7 @@ fn scan(shared: &Shared, ids: &mut LocationIds, mut keep: impl FnMut(usize, Opti
             poll_histogram.merge(h);
         }
     }
-    totals.spawned_tasks = shared.tasks.spawned.load(Relaxed);
-    totals.finished_tasks = shared.tasks.terminated.load(Relaxed);
+    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
     totals.stall_count = shared.stall_count.load(Relaxed);
     totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
     totals.stall_reports = shared.stall_reports.load(Relaxed);
@@ -327,9 +326,6 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
 pub(crate) struct Feed {
     shared_feed: Arc<FeedShared>,
     seq: u64,
-    /// Per task-table entry: the low 32 bits of the poll count last sent, plus one (0 = nothing sent), with
-    /// the top bit set once the task was sent as finished.
-    sent: Vec<u32>,
     /// Location ids announced in ticks so far.
     announced: usize,
     /// Poll count and live tasks last sent per location id.
@@ -345,31 +341,34 @@ fn mark(polls: u64, state: u32) -> u32 {
         | if state == FINISHED { FINISHED_BIT } else { 0 }
 }
 
+/// Stores `m` as what the feed sent of an entry's task; whether it differs from the last one. Agent thread
+/// only (see `TaskEntry::feed_mark`), so a plain load and store.
+fn update_mark(e: &TaskEntry, m: u32) -> bool {
+    if e.feed_mark.load(Relaxed) == m {
+        return false;
+    }
+    e.feed_mark.store(m, Relaxed);
+    true
+}
+
 impl Feed {
-    pub(crate) fn new(shared: &Shared, shared_feed: Arc<FeedShared>) -> Feed {
-        Feed {
-            shared_feed,
-            seq: 0,
-            sent: vec![0; shared.tasks.capacity()],
-            announced: 0,
-            location_sent: HashMap::new(),
-        }
+    pub(crate) fn new(shared_feed: Arc<FeedShared>) -> Feed {
+        Feed { shared_feed, seq: 0, announced: 0, location_sent: HashMap::new() }
     }
 
     /// Records every task's current poll count as sent, without building anything: a pass over the table
-    /// that reads two words per entry and allocates nothing.
+    /// that reads two words per entry and writes a mark only into entries in use, and only when it changed
+    /// (so it never touches a page the tasks left alone).
     fn mark_all(&mut self, shared: &Shared) {
-        for (i, s) in self.sent.iter_mut().enumerate() {
-            *s = shared.tasks.get(i as u32).map_or(0, |e| {
-                if e.key.load(Acquire) == 0 {
-                    return 0;
-                }
-                let state = e.state.load(Acquire);
-                if state == crate::tables::FREE {
-                    return 0;
-                }
-                mark(e.polls.load(Relaxed), state)
-            });
+        for i in shared.tasks.indexes() {
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { break };
+            if e.key.load(Acquire) == 0 {
+                continue;
+            }
+            let state = e.state.load(Acquire);
+            if state != crate::tables::FREE {
+                update_mark(e, mark(e.polls.load(Relaxed), state));
+            }
         }
     }
 
@@ -383,21 +382,13 @@ impl Feed {
     ) -> Tick {
         self.seq += 1;
         let uptime = shared.uptime();
-        let sent = &mut self.sent;
         let mut ids = lock(&self.shared_feed.ids);
         let mut scan = scan(shared, &mut ids, |i, c| {
-            let Some(s) = sent.get_mut(i) else { return false };
-            let Some(c) = c else {
-                // Empty now: whatever was sent from this entry has finished (and is in `finished`).
-                *s = 0;
-                return false;
-            };
-            let m = mark(c.polls, c.state);
-            if *s == m {
-                return false;
-            }
-            *s = m;
-            true
+            // An empty entry has no mark: the reclaim that freed it cleared it, and put the task it held in
+            // `finished`.
+            let Some(c) = c else { return false };
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
+            update_mark(e, mark(c.polls, c.state))
         });
         let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
         let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();
@@ -609,7 +600,7 @@ pub(crate) struct Outputs {
 impl Outputs {
     pub(crate) fn new(shared: &Arc<Shared>) -> Outputs {
         Outputs {
-            feed: Feed::new(shared, shared.feed.clone()),
+            feed: Feed::new(shared.feed.clone()),
             recorder: lock(&shared.recorder).take(),
             check: lock(&shared.check).take(),
             recorder_primed: false,

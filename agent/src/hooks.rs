@@ -110,35 +110,40 @@ impl Shared {
             let slow = ns >= self.slow_ns;
             let Some(id) = slot.end(ns, slow) else { return };
             let entry = self.tasks.find(id);
+            let long = ns >= self.stall_ns;
             // Untracked tasks (table full) still count in this thread's totals above.
-            let e = self.tasks.get(entry);
-            match e {
+            match self.tasks.get(entry) {
                 Some(e) => {
                     e.record_poll(ns, slow);
+                    if long {
+                        // Rare: remember the location now, while the entry is certainly this task's.
+                        slot.record_long(ns, entry, e.location.load(Relaxed));
+                    }
                     // tokio runs the terminate hook inside the final poll, before this hook: finish the entry
-                    // only now, so the aggregator never frees an entry this poll is still writing.
+                    // only now, so the aggregator never frees an entry this poll is still writing. Nothing
+                    // reads the entry after this store: from then on the agent thread may free and reuse it.
                     if e.state.load(Relaxed) == TERMINATING {
                         e.state.store(FINISHED, Release);
                     }
                 }
-                None => slot.record_untracked(ns),
-            }
-            if ns >= self.stall_ns {
-                // Rare: resolve the location now, while the task is certainly alive.
-                let location = match e {
-                    Some(e) => e.location.load(Relaxed),
-                    None => self.locations.find(slot.task_location.load(Relaxed)),
-                };
-                slot.record_long(ns, entry, location);
+                None => {
+                    slot.record_untracked(ns);
+                    if long {
+                        let location = self.locations.find(slot.task_location.load(Relaxed));
+                        slot.record_long(ns, entry, location);
+                    }
+                }
             }
         });
     }
 
     fn on_terminate(&self, meta: &TaskMeta<'_>) {
         let id = task_id(meta.id());
-        self.tasks.terminated.fetch_add(1, Relaxed);
         let idx = self.tasks.find(id);
-        let Some(e) = self.tasks.get(idx) else { return };
+        let e = self.tasks.get(idx);
+        // Also fires for tasks the spawn hook never saw (`spawn_blocking`); see `count_termination`.
+        self.tasks.count_termination(e.is_some());
+        let Some(e) = e else { return };
         if e.state.load(Relaxed) != LIVE {
             return;
         }

@@ -78,6 +78,7 @@ mod server;
 mod shared;
 mod slots;
 mod snapshot;
+mod sync;
 mod tables;
 mod taskid;
 mod watchdog;

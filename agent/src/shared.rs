@@ -10,8 +10,7 @@
 
 use crate::config::Config;
 use crate::slots::SlotRegistry;
-use crate::tables::{LocationTable, TaskTable};
-use crossbeam_queue::ArrayQueue;
+use crate::tables::{FinishedQueue, LocationTable, TaskTable};
 use loopscope_wire::{StallEvent, StallSummary};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -54,7 +53,7 @@ pub(crate) struct Shared {
     pub(crate) locations: LocationTable,
     pub(crate) slots: SlotRegistry,
     /// Indexes of entries the terminate hook finished; drained by the agent thread.
-    pub(crate) finished: ArrayQueue<u32>,
+    pub(crate) finished: FinishedQueue,
     /// The first poll happened and the background threads were started.
     pub(crate) started: AtomicBool,
     /// The runtime was dropped (or the agent is shutting down): background threads exit.
@@ -107,7 +106,7 @@ impl Shared {
         let slow_ns = u64::try_from(config.slow_poll_threshold.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = u64::try_from(config.stall_threshold.as_nanos()).unwrap_or(u64::MAX);
         let tasks = TaskTable::new(config.max_tasks, config.schedule_latency);
-        let finished = ArrayQueue::new(tasks.capacity());
+        let finished = FinishedQueue::new(tasks.capacity());
         Arc::new(Shared {
             id: NEXT_AGENT_ID.fetch_add(1, Relaxed),
             locations: LocationTable::new(config.max_locations),

@@ -7,27 +7,50 @@
 //!
 //! Slots are keyed by OS thread, not by tokio worker index: `block_in_place` moves a worker's core to another
 //! thread while the original thread is still inside a poll, so two threads can briefly both claim one index.
+//!
+//! The poll in flight and the long-poll ring are seqlocks (one writer, readers that retry or give up, never
+//! block it). The writer side is: mark the record as changing (the poll sequence even, or a ring entry's
+//! generation 0), a `Release` fence, the fields with `Relaxed` stores, then the new sequence with a `Release`
+//! store. The reader side: the sequence with `Acquire`, the fields, an `Acquire` fence, the sequence again. The
+//! fence pair is what makes a reader that saw *any* new field also see the "changing" mark when it re-reads, so
+//! it never pairs one poll's fields with another poll's sequence (Boehm, "Can seqlocks get along with
+//! programming language memory models?", 2012). A `Release` store alone orders only what comes before it, and
+//! on aarch64 the next poll's fields could otherwise become visible before the previous poll's end. On x86 both
+//! fences compile to nothing. The `loom` tests at the bottom check both seqlocks (see `sync.rs` for how to run
+//! them).
 
-use crate::tables::{TASK_BUCKETS, bump};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+use crate::tables::TASK_BUCKETS;
 use loopscope_wire::LogHistogram;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
+
+/// Single-writer increment: a load and a store, not a locked read-modify-write. The same as `tables::bump`,
+/// but on the slot's own atomic type, which the loom tests swap.
+#[inline(always)]
+fn bump(a: &AtomicU64) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
 
 /// Completed long polls remembered per thread, so the watchdog learns a stall's exact final duration even if
 /// the thread completed more polls before the watchdog's next look.
 pub(crate) const LONG_POLLS: usize = 4;
 
-/// A completed poll that passed the stall threshold. Written only on that (rare) path.
+/// A completed poll that passed the stall threshold. Written only on that (rare) path, as a seqlock.
 #[derive(Debug, Default)]
 pub(crate) struct LongPoll {
-    /// The poll's (odd) sequence number; written last, with `Release`.
-    pub(crate) seq: AtomicU64,
-    pub(crate) ns: AtomicU64,
-    pub(crate) task_id: AtomicU64,
-    pub(crate) entry: AtomicU32,
-    pub(crate) location: AtomicU32,
+    /// Which long poll of this thread this is, plus one (`n + 1` for the `n`th): 0 while being written,
+    /// set last with `Release`. Readers ask for a given `n`, so an entry already overwritten by a later lap
+    /// of the ring reads as missing, never as the wrong poll.
+    generation: AtomicU64,
+    /// The poll's (odd) sequence number.
+    seq: AtomicU64,
+    ns: AtomicU64,
+    task_id: AtomicU64,
+    entry: AtomicU32,
+    location: AtomicU32,
 }
 
 /// A plain copy of a [`LongPoll`].
@@ -53,7 +76,8 @@ pub(crate) struct InFlight {
 #[derive(Debug)]
 pub(crate) struct WorkerSlot {
     // --- written by the owning thread on every poll ---
-    /// Odd while a poll is in flight. Written last (Release) on poll start and first on poll end.
+    /// Odd while a poll is in flight: the seqlock's sequence for the three fields below (module docs). Stored
+    /// with `Release` last on poll start and first on poll end.
     pub(crate) seq: AtomicU64,
     pub(crate) poll_start: AtomicU64,
     pub(crate) task_id: AtomicU64,
@@ -107,18 +131,22 @@ impl WorkerSlot {
     /// Publishes a poll start. Owner thread only.
     #[inline]
     pub(crate) fn begin(&self, task_id: u64, location_addr: usize, start: u64) {
-        let seq = self.seq.load(Relaxed);
-        let seq = if seq & 1 == 1 {
-            // A before-hook without an after-hook on this thread; see `nested`.
+        let mut seq = self.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            // A before-hook without an after-hook on this thread; see `nested`. End that poll first, so that
+            // the fence below orders its end before the new fields, as it does for an `end`.
             bump(&self.nested);
-            seq + 1
-        } else {
-            seq
-        };
+            seq = seq.wrapping_add(1);
+            self.seq.store(seq, Relaxed);
+        }
+        // Seqlock writer (module docs): the even sequence stored by `end` (or just above) must be visible to a
+        // reader before any field of this new poll is, or the reader could pair these fields with the previous
+        // poll's odd sequence and charge that poll's stall to this task.
+        fence(Release);
         self.task_id.store(task_id, Relaxed);
         self.task_location.store(location_addr, Relaxed);
         self.poll_start.store(start, Relaxed);
-        self.seq.store(seq + 1, Release);
+        self.seq.store(seq.wrapping_add(1), Release);
     }
 
     /// Publishes a poll end and records it. Returns the id of the task polled, or `None` when no poll was in
@@ -148,14 +176,17 @@ impl WorkerSlot {
         let seq = self.seq.load(Relaxed).wrapping_sub(1); // the (odd) sequence number of the poll that ended
         let n = self.long_count.load(Relaxed);
         if let Some(lp) = self.long_polls.get((n % LONG_POLLS as u64) as usize) {
-            lp.seq.store(0, Relaxed);
+            // Seqlock writer (module docs): "being written" must be visible before any new field is.
+            lp.generation.store(0, Relaxed);
+            fence(Release);
+            lp.seq.store(seq, Relaxed);
             lp.ns.store(ns, Relaxed);
             lp.task_id.store(self.task_id.load(Relaxed), Relaxed);
             lp.entry.store(entry, Relaxed);
             lp.location.store(location, Relaxed);
-            lp.seq.store(seq, Release);
+            lp.generation.store(n.wrapping_add(1), Release);
         }
-        self.long_count.store(n + 1, Release);
+        self.long_count.store(n.wrapping_add(1), Release);
     }
 
     /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
@@ -174,7 +205,7 @@ impl WorkerSlot {
         let start = self.poll_start.load(Relaxed);
         let task_id = self.task_id.load(Relaxed);
         let location_addr = self.task_location.load(Relaxed);
-        std::sync::atomic::fence(Acquire);
+        fence(Acquire);
         if self.seq.load(Relaxed) != seq {
             return None;
         }
@@ -183,23 +214,36 @@ impl WorkerSlot {
 
     /// The final duration of the long poll that had sequence number `seq`, if remembered.
     pub(crate) fn long_poll_ns(&self, seq: u64) -> Option<u64> {
-        self.long_polls.iter().find(|lp| lp.seq.load(Acquire) == seq).map(|lp| lp.ns.load(Relaxed))
+        self.long_polls.iter().find_map(|lp| {
+            let generation = lp.generation.load(Acquire);
+            if generation == 0 {
+                return None;
+            }
+            let (s, ns) = (lp.seq.load(Relaxed), lp.ns.load(Relaxed));
+            fence(Acquire);
+            (s == seq && lp.generation.load(Relaxed) == generation).then_some(ns)
+        })
     }
 
-    /// The `n`th long poll this thread completed, if it is still in the ring and was read consistently.
+    /// The `n`th long poll this thread completed (counting from 0; the caller saw `long_count > n`), if it is
+    /// still in the ring and was read consistently.
     pub(crate) fn long_poll(&self, n: u64) -> Option<LongPollRecord> {
         let lp = self.long_polls.get((n % LONG_POLLS as u64) as usize)?;
-        let seq = lp.seq.load(Acquire);
+        let generation = n.wrapping_add(1);
+        // Anything else: overwritten by a later lap (the thread completed LONG_POLLS more long polls), or
+        // being overwritten right now. Either way the caller reports it as missed.
+        if lp.generation.load(Acquire) != generation {
+            return None;
+        }
         let r = LongPollRecord {
-            seq,
+            seq: lp.seq.load(Relaxed),
             ns: lp.ns.load(Relaxed),
             task_id: lp.task_id.load(Relaxed),
             entry: lp.entry.load(Relaxed),
             location: lp.location.load(Relaxed),
         };
-        std::sync::atomic::fence(Acquire);
-        // Overwritten meanwhile (the thread completed LONG_POLLS more long polls): report it as missed.
-        (seq != 0 && lp.seq.load(Relaxed) == seq && self.long_count.load(Acquire) <= n + LONG_POLLS as u64).then_some(r)
+        fence(Acquire);
+        (lp.generation.load(Relaxed) == generation).then_some(r)
     }
 
     /// Records an untracked task's poll. Owner thread only; rare (task table full).
@@ -324,4 +368,155 @@ pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> 
         })
         .ok()
         .flatten()
+}
+
+/// Model checks of the two seqlocks under every interleaving and every visibility the C++/Rust memory model
+/// allows (which is more than x86 ever shows). Each fails if either `fence(Release)` above is removed. They
+/// need `--cfg loom` (see `sync.rs` for why exactly this command):
+///
+/// ```text
+/// RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib slots::loom
+/// ```
+#[cfg(all(test, loom))]
+mod loom {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use ::loom::sync::Arc;
+    use ::loom::thread;
+
+    /// What `begin` published for a poll of `task`: distinct per task, so a mixed read shows.
+    fn fields_of(task: u64) -> (usize, u64) {
+        (0x1000 * task as usize, 100 * task)
+    }
+
+    /// A consistent read of the poll in flight is exactly one poll's sequence and fields.
+    fn check(f: InFlight, polls: &[(u64, u64)]) {
+        let (location_addr, start) = fields_of(f.task_id);
+        assert!(polls.contains(&(f.seq, f.task_id)), "poll {} read with sequence {}", f.task_id, f.seq);
+        assert_eq!((f.location_addr, f.start), (location_addr, start), "fields of two polls mixed");
+    }
+
+    fn begin(slot: &WorkerSlot, task: u64) {
+        let (location_addr, start) = fields_of(task);
+        slot.begin(task, location_addr, start);
+    }
+
+    /// The watchdog reads the poll in flight while its thread ends one poll and starts the next.
+    #[test]
+    fn in_flight_is_one_poll() {
+        ::loom::model(|| {
+            let slot = Arc::new(WorkerSlot::new());
+            begin(&slot, 1);
+            let reader = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    if let Some(f) = slot.in_flight() {
+                        check(f, &[(1, 1), (3, 2)]);
+                    }
+                })
+            };
+            slot.end(5, false);
+            begin(&slot, 2);
+            reader.join().unwrap();
+        });
+    }
+
+    /// The same when a before-hook comes without its after-hook (`nested`).
+    #[test]
+    fn in_flight_is_one_poll_when_nested() {
+        ::loom::model(|| {
+            let slot = Arc::new(WorkerSlot::new());
+            begin(&slot, 1);
+            let reader = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    if let Some(f) = slot.in_flight() {
+                        check(f, &[(1, 1), (3, 2)]);
+                    }
+                })
+            };
+            begin(&slot, 2);
+            reader.join().unwrap();
+        });
+    }
+
+    /// Completes one long poll of `task` (sequence, duration, entry and location all derived from it).
+    fn long_poll(slot: &WorkerSlot, task: u64) {
+        begin(slot, task);
+        slot.end(task * 1_000, true);
+        slot.record_long(task * 1_000, task as u32, task as u32 + 7);
+    }
+
+    /// The watchdog reads the ring's entry 0 while the thread overwrites it with entry `LONG_POLLS`: it gets
+    /// the old long poll whole, or nothing, never the new one's fields under the old one's number.
+    #[test]
+    fn long_poll_ring_is_one_poll() {
+        ::loom::model(|| {
+            let slot = Arc::new(WorkerSlot::new());
+            for task in 1..=LONG_POLLS as u64 {
+                long_poll(&slot, task);
+            }
+            let reader = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    if let Some(r) = slot.long_poll(0) {
+                        assert_eq!((r.seq, r.ns, r.task_id, r.entry, r.location), (1, 1_000, 1, 1, 8));
+                    }
+                    if let Some(ns) = slot.long_poll_ns(1) {
+                        assert_eq!(ns, 1_000, "the duration of another long poll");
+                    }
+                })
+            };
+            // Overwrites entry 0 (the poll of task 1, sequence 1).
+            long_poll(&slot, LONG_POLLS as u64 + 1);
+            reader.join().unwrap();
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_follows_begin_and_end() {
+        let slot = WorkerSlot::new();
+        assert!(slot.in_flight().is_none());
+        slot.begin(7, 0x70, 700);
+        let f = slot.in_flight().expect("a poll in flight");
+        assert_eq!((f.seq, f.task_id, f.location_addr, f.start), (1, 7, 0x70, 700));
+        assert!(slot.is_polling(7));
+        assert_eq!(slot.end(10, false), Some(7));
+        assert!(slot.in_flight().is_none());
+        assert_eq!(slot.end(10, false), None, "no poll in flight");
+        // A before-hook without its after-hook: counted, and the new poll gets its own odd sequence.
+        slot.begin(8, 0x80, 800);
+        slot.begin(9, 0x90, 900);
+        assert_eq!(slot.nested.load(Relaxed), 1);
+        let f = slot.in_flight().expect("a poll in flight");
+        assert_eq!((f.seq, f.task_id, f.location_addr, f.start), (5, 9, 0x90, 900));
+    }
+
+    #[test]
+    fn long_poll_ring_reports_overwritten_entries_as_missing() {
+        let slot = WorkerSlot::new();
+        for task in 1..=LONG_POLLS as u64 + 1 {
+            slot.begin(task, 0, 0);
+            slot.end(task * 1_000, true);
+            slot.record_long(task * 1_000, task as u32, 0);
+        }
+        assert_eq!(slot.long_count.load(Relaxed), LONG_POLLS as u64 + 1);
+        // The first long poll's entry now holds the last one's: missing, not the wrong poll.
+        assert!(slot.long_poll(0).is_none());
+        assert!(slot.long_poll_ns(1).is_none());
+        let last = slot.long_poll(LONG_POLLS as u64).expect("the newest long poll");
+        assert_eq!(
+            (last.seq, last.ns, last.task_id),
+            (2 * LONG_POLLS as u64 + 1, (LONG_POLLS as u64 + 1) * 1_000, LONG_POLLS as u64 + 1)
+        );
+        assert_eq!(slot.long_poll_ns(last.seq), Some(last.ns));
+        let second = slot.long_poll(1).expect("still in the ring");
+        assert_eq!((second.seq, second.task_id), (3, 2));
+    }
 }

@@ -145,8 +145,7 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
     locations.sort_by(|a, b| a.location.cmp(&b.location));
     tasks.sort_by_key(|t| t.id);
 
-    totals.spawned_tasks = shared.tasks.spawned.load(Relaxed);
-    totals.finished_tasks = shared.tasks.terminated.load(Relaxed);
+    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
     totals.stall_count = shared.stall_count.load(Relaxed);
     totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
     totals.stall_reports = shared.stall_reports.load(Relaxed);

@@ -4,8 +4,11 @@
 //! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
 //! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
 //!
-//! * tokio task ids come from one process-wide counter, so `id & mask` spreads live tasks almost perfectly
-//!   over a power-of-two table (a short bounded probe window handles the rest);
+//! * tokio task ids come from one process-wide counter, and a multiplicative (Fibonacci) hash spreads any run
+//!   of consecutive ids evenly over a power-of-two table, so a lookup nearly always hits on its first probe
+//!   (a short bounded probe window handles the rest). Not `id & mask`: that places a block of long-lived tasks
+//!   (connections accepted at startup) in one contiguous run, and every later id whose slot falls in that
+//!   run finds its whole probe window taken, for as long as those tasks live;
 //! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
 //!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
 //!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
@@ -15,6 +18,7 @@
 //! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
 //! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
 
+use crossbeam_queue::SegQueue;
 use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
@@ -23,8 +27,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
 pub(crate) const TASK_BUCKETS: usize = 16;
-/// How many slots past `id & mask` an insert or lookup tries.
+/// How many slots, from a task's home slot on, an insert or lookup tries.
 const PROBE: u64 = 8;
+/// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
+/// (the three-distance theorem), and the top bits of the product are the best mixed.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Marks "no entry" in `u32` indexes.
 pub(crate) const NONE: u32 = u32::MAX;
 /// The location index used when the location table is full.
@@ -51,6 +58,10 @@ pub(crate) struct TaskEntry {
     /// Written by the watchdog (rarely), never by the hooks.
     pub(crate) stalls: AtomicU32,
     pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    /// What the stream feed last sent of this task (`feed::mark`; 0: nothing). Read and written only by the
+    /// agent thread, which is also the only one to clear the entry: it lives in the entry's padding, so the
+    /// feed's memory follows the entries in use at no cost.
+    pub(crate) feed_mark: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<TaskEntry>() == 128);
@@ -118,6 +129,7 @@ impl TaskEntry {
             a.store(0, Relaxed);
         }
         self.location.store(0, Relaxed);
+        self.feed_mark.store(0, Relaxed);
         self.state.store(FREE, Relaxed);
     }
 }
@@ -158,12 +170,18 @@ pub(crate) struct TaskTable {
     /// Parallel to `entries` when schedule latency is tracked; empty otherwise.
     sched: ZeroedSlice<SchedEntry>,
     mask: u64,
+    /// `64 - log2(capacity)`: the home slot is the top bits of the id's Fibonacci hash.
+    shift: u32,
     /// Tasks that could not be inserted (table full in their probe window).
     pub(crate) untracked: AtomicU64,
     /// All spawns seen by the hook, tracked or not.
     pub(crate) spawned: AtomicU64,
-    /// All terminations seen by the hook.
-    pub(crate) terminated: AtomicU64,
+    /// Terminations of the tasks counted in `spawned` (see [`TaskTable::count_termination`]); read through
+    /// [`TaskTable::spawn_counts`].
+    terminated: AtomicU64,
+    /// Untracked tasks whose termination was not counted yet: how many terminations without an entry may
+    /// still be counted.
+    untracked_unfinished: AtomicU64,
 }
 
 impl TaskTable {
@@ -177,9 +195,11 @@ impl TaskTable {
             entries,
             sched,
             mask: cap as u64 - 1,
+            shift: 64 - cap.trailing_zeros(),
             untracked: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             terminated: AtomicU64::new(0),
+            untracked_unfinished: AtomicU64::new(0),
         }
     }
 
@@ -197,11 +217,19 @@ impl TaskTable {
         self.sched.get(idx as usize)
     }
 
+    /// The first slot `id` may occupy.
+    #[inline(always)]
+    fn home(&self, id: u64) -> u64 {
+        // `shift` is at most 61 (capacity >= PROBE), so the shift never overflows.
+        id.wrapping_mul(FIBONACCI) >> self.shift
+    }
+
     /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
     pub(crate) fn insert(&self, id: u64, location: u32) -> Option<u32> {
         self.spawned.fetch_add(1, Relaxed);
+        let home = self.home(id);
         for i in 0..PROBE {
-            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
             let Some(e) = self.entries.get(idx) else { continue };
             if e.key.load(Relaxed) == 0 && e.key.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
                 e.location.store(location, Relaxed);
@@ -210,14 +238,41 @@ impl TaskTable {
             }
         }
         self.untracked.fetch_add(1, Relaxed);
+        self.untracked_unfinished.fetch_add(1, Relaxed);
         None
     }
 
-    /// Finds a live task's entry. Usually the first probe hits, because ids are sequential.
+    /// Counts a task's termination, from the terminate hook; `tracked` when the task has an entry.
+    ///
+    /// Only tasks the spawn hook counted may count here, or finished could exceed spawned. tokio fires the
+    /// terminate hook, but never the spawn hook, for `spawn_blocking` tasks, and the agent's own probe tasks
+    /// are spawned from its thread, where the spawn hook ignores them. A task with an entry was counted at
+    /// spawn. One without is either untracked (counted at spawn, but the table was full) or one of those: the
+    /// hook can't tell which, so it counts it only while some untracked task's termination is outstanding.
+    /// Exact while the table has room (no untracked tasks: nothing without an entry counts); when it was full,
+    /// a blocking task may use up an untracked task's turn, and finished stays at most spawned either way.
+    pub(crate) fn count_termination(&self, tracked: bool) {
+        if tracked || self.untracked_unfinished.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+            // Release: a reader that sees this count also sees the spawn it pairs with (`spawn_counts`).
+            self.terminated.fetch_add(1, Release);
+        }
+    }
+
+    /// Tasks spawned and finished so far, read so that finished never exceeds spawned: the spawn of every
+    /// counted termination happened before it (tokio runs a task only after its spawn hook), and reading the
+    /// terminations first (`Acquire`) makes those spawns visible to the second read.
+    pub(crate) fn spawn_counts(&self) -> (u64, u64) {
+        let finished = self.terminated.load(Acquire);
+        let spawned = self.spawned.load(Relaxed);
+        (spawned, finished)
+    }
+
+    /// Finds a live task's entry. Usually the first probe hits: the hash spreads live tasks evenly.
     #[inline]
     pub(crate) fn find(&self, id: u64) -> u32 {
+        let home = self.home(id);
         for i in 0..PROBE {
-            let idx = (id.wrapping_add(i) & self.mask) as usize;
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
             if let Some(e) = self.entries.get(idx)
                 && e.key.load(Relaxed) == id
             {
@@ -275,6 +330,43 @@ impl TaskTable {
     /// Indexes of every entry, for full scans.
     pub(crate) fn indexes(&self) -> std::ops::Range<usize> {
         0..self.entries.len()
+    }
+}
+
+/// Indexes of task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms).
+///
+/// Memory follows the backlog, not the table: the queue grows in blocks of 31 indexes while terminations
+/// outpace the agent thread and hands each block back once drained, so an idle runtime holds nothing. (It was
+/// an `ArrayQueue` sized to the table, 16 bytes per entry written up front: 1 MiB per runtime at defaults.)
+/// The price is one small allocation per 31 terminations, in the terminate hook, never in the poll hooks.
+/// Bounded by the table's capacity, more than there can be finished entries at once, so it never grows
+/// without bound even if the agent thread is gone; past that a push fails and the agent thread's periodic
+/// sweep of the table finds the entry instead.
+#[derive(Debug)]
+pub(crate) struct FinishedQueue {
+    queue: SegQueue<u32>,
+    capacity: usize,
+}
+
+impl FinishedQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        FinishedQueue { queue: SegQueue::new(), capacity }
+    }
+
+    /// Queues an entry index; gives it back when the queue is full.
+    pub(crate) fn push(&self, idx: u32) -> Result<(), u32> {
+        // Several threads may pass this check at once, so the bound can be exceeded by at most one index per
+        // terminating thread: still bounded.
+        if self.queue.len() >= self.capacity {
+            return Err(idx);
+        }
+        self.queue.push(idx);
+        Ok(())
+    }
+
+    /// The next queued index, oldest first.
+    pub(crate) fn pop(&self) -> Option<u32> {
+        self.queue.pop()
     }
 }
 
@@ -378,14 +470,17 @@ mod tests {
         // Not finished yet: free() refuses.
         t.free(a as usize);
         assert_eq!(t.find(5), a);
+        e.feed_mark.store(3, Relaxed);
         e.state.store(FINISHED, Release);
         t.free(a as usize);
         assert_eq!(t.find(5), NONE);
         assert!(t.read(a as usize).is_none());
-        // A new task reusing the slot starts from zero.
-        let b = t.insert(5 + 16, 1).unwrap();
+        // A new task reusing the slot (the first later id with the same home slot) starts from zero.
+        let same_home = (6..).find(|&id| t.home(id) == t.home(5)).unwrap();
+        let b = t.insert(same_home, 1).unwrap();
         assert_eq!(b, a);
         assert_eq!(t.read(b as usize).unwrap().polls, 0);
+        assert_eq!(t.get(b).unwrap().feed_mark.load(Relaxed), 0, "the feed sends the new task");
     }
 
     #[test]
@@ -397,6 +492,74 @@ mod tests {
         assert!(t.insert(9, 0).is_none());
         assert_eq!(t.untracked.load(Relaxed), 1);
         assert_eq!(t.spawned.load(Relaxed), 9);
+    }
+
+    /// Issue 11 #8: a block of long-lived tasks (say, connections accepted at startup) must not leave later
+    /// tasks without an entry. With `id & mask` as the home slot, 30k consecutive ids filled a contiguous run
+    /// of the default table for good, and about half of all later tasks found their probe window full.
+    #[test]
+    fn long_lived_block_leaves_room_for_later_tasks() {
+        let t = TaskTable::new(crate::Config::default().max_tasks, false);
+        let mut id = 1;
+        for _ in 0..30_000 {
+            assert!(t.insert(id, 0).is_some(), "task {id} of the long-lived block");
+            id += 1;
+        }
+        // A million short-lived tasks after them, a few alive at a time, each freed once it finishes.
+        let mut live = std::collections::VecDeque::new();
+        for _ in 0..1_000_000 {
+            if let Some(idx) = t.insert(id, 0) {
+                live.push_back(idx);
+            }
+            id += 1;
+            if live.len() > 64
+                && let Some(idx) = live.pop_front()
+                && let Some(e) = t.get(idx)
+            {
+                e.state.store(FINISHED, Release);
+                t.free(idx as usize);
+            }
+        }
+        assert_eq!(t.untracked.load(Relaxed), 0, "later tasks left untracked");
+        // And lookups stay one probe in the common case: most live tasks sit in their home slot.
+        let mut at_home = 0;
+        for i in t.indexes() {
+            if let Some(c) = t.read(i) {
+                at_home += usize::from(t.home(c.id) & t.mask == i as u64);
+            }
+        }
+        assert!(at_home * 10 >= 30_000 * 9, "only {at_home} of ~30k live tasks in their home slot");
+    }
+
+    #[test]
+    fn terminations_without_an_entry_count_only_against_untracked_spawns() {
+        let t = TaskTable::new(8, false);
+        for id in 1..=8 {
+            assert!(t.insert(id, 0).is_some());
+        }
+        assert!(t.insert(9, 0).is_none(), "table full: task 9 is untracked");
+        // Task 9 and two tasks the spawn hook never saw (spawn_blocking) terminate without an entry.
+        for _ in 0..3 {
+            t.count_termination(false);
+        }
+        assert_eq!(t.spawn_counts(), (9, 1));
+        for _ in 1..=8 {
+            t.count_termination(true);
+        }
+        assert_eq!(t.spawn_counts(), (9, 9));
+    }
+
+    #[test]
+    fn finished_queue_is_bounded_and_fifo() {
+        let q = FinishedQueue::new(100);
+        for i in 0..100 {
+            assert_eq!(q.push(i), Ok(()));
+        }
+        assert_eq!(q.push(100), Err(100), "full: the sweep finds it instead");
+        assert_eq!(q.pop(), Some(0));
+        assert_eq!(q.push(100), Ok(()));
+        let drained: Vec<u32> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(drained, (1..=100).collect::<Vec<_>>());
     }
 
     #[test]

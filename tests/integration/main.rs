@@ -13,3 +13,4 @@ mod reporting;
 mod stalls;
 mod stream;
 mod support;
+mod task_table;

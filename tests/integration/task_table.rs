@@ -1,0 +1,80 @@
+//! The task table's accounting with real runtimes: which tasks get an entry, and what spawned and finished
+//! count.
+
+use crate::support::*;
+use loopscope::wire::TaskState;
+
+/// Issue 11 #8: a block of long-lived tasks (connections accepted at startup) must not leave later tasks
+/// untracked. With `id & mask` as the home slot, the block took a contiguous run of the table for good and
+/// about 40% of the tasks spawned after it found their probe window full.
+///
+/// Scaled down from the table-level unit test (30k long-lived tasks in the default table, then a million
+/// short ones) to run in about a second: the same ~45% load, in a 4096-entry table, and short-lived ids
+/// running twice round it. The short ones come in waves that wait for the agent thread to reclaim the
+/// previous wave, since finished entries that were not reclaimed yet fill the table legitimately.
+#[test]
+fn long_lived_block_leaves_room_for_later_tasks() {
+    const LONG_LIVED: usize = 1_800;
+    const WAVES: usize = 16;
+    const WAVE: usize = 500;
+    let (rt, agent) = multi_thread(2, agent().max_tasks(4_096).retain_finished(0));
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let long_lived: Vec<_> = rt.block_on(async {
+        (0..LONG_LIVED)
+            .map(|_| {
+                let mut rx = stop.subscribe();
+                tokio::spawn(async move {
+                    let _ = rx.recv().await;
+                })
+            })
+            .collect()
+    });
+    // Live app tasks in the table: the long-lived block, plus the wave whose entries are not reclaimed yet.
+    let in_table = || agent.snapshot().tasks.len();
+    wait_until("the long-lived tasks to be in the table", || in_table() >= LONG_LIVED);
+    for _ in 0..WAVES {
+        rt.block_on(async {
+            let wave: Vec<_> = (0..WAVE).map(|_| tokio::spawn(async { tokio::task::yield_now().await })).collect();
+            for t in wave {
+                t.await.unwrap();
+            }
+        });
+        wait_until("the wave to be reclaimed", || in_table() <= LONG_LIVED);
+    }
+    let s = agent.snapshot();
+    assert_eq!(s.totals.spawned_tasks, (LONG_LIVED + WAVES * WAVE) as u64);
+    assert_eq!(s.dropped.untracked_tasks, 0, "later tasks left untracked: {:#?}", s.dropped);
+    assert_eq!(s.tasks.iter().filter(|t| t.state == TaskState::Live).count(), LONG_LIVED);
+    stop.send(()).unwrap();
+    rt.block_on(async {
+        for t in long_lived {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// Issue 11 #10: tokio fires the terminate hook for `spawn_blocking` tasks but not the spawn hook, so they
+/// were counted as finished without ever being counted as spawned: finished ran ahead of spawned.
+#[test]
+fn spawn_blocking_keeps_finished_at_most_spawned() {
+    const TASKS: u64 = 50;
+    let (rt, agent) = multi_thread(2, agent());
+    rt.block_on(async {
+        for _ in 0..TASKS {
+            tokio::spawn(async {}).await.unwrap();
+        }
+        for i in 0..500_u64 {
+            assert_eq!(tokio::task::spawn_blocking(move || i * 2).await.unwrap(), i * 2);
+        }
+    });
+    // A JoinHandle can resolve just before the terminate hook runs: wait for the hooks to catch up.
+    wait_until("the spawned tasks to be counted as finished", || agent.snapshot().totals.finished_tasks >= TASKS);
+    let s = agent.snapshot();
+    assert!(
+        s.totals.finished_tasks <= s.totals.spawned_tasks,
+        "finished {} > spawned {}",
+        s.totals.finished_tasks,
+        s.totals.spawned_tasks
+    );
+    assert_eq!((s.totals.spawned_tasks, s.totals.finished_tasks), (TASKS, TASKS));
+}

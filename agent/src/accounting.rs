@@ -19,12 +19,40 @@
 use loopscope_wire::StallTime;
 use std::time::Duration;
 
+/// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
+/// its first poll): that poll's first reading, see [`Birth::reading`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Birth {
+    /// The agent's raw clock when it was taken.
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
+impl Birth {
+    /// The calling thread's clocks now; `None` where they can't be read.
+    pub(crate) fn now() -> Option<Birth> {
+        let raw = crate::clock().raw();
+        let t = loopscope_probes::thread::sched_times(crate::os::current_tid()).ok()?;
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Some(Birth { raw, cpu_ns: t.cpu.map(ns), run_queue_ns: t.run_queue_wait.map(ns) })
+    }
+
+    /// As the first reading of a poll that started `lead_ns` after it.
+    pub(crate) fn reading(&self, lead_ns: u64) -> Reading {
+        Reading { at_ns: 0, lead_ns, cpu_ns: self.cpu_ns, run_queue_ns: self.run_queue_ns }
+    }
+}
+
 /// One reading of a thread's scheduler clocks, with the moment it was taken, relative to the poll's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reading {
     /// Nanoseconds since the poll started. A reading taken after the poll ended has `at_ns` past its wall
     /// time.
     pub(crate) at_ns: u64,
+    /// For a reading taken before the poll started (`at_ns` 0): how long before. That time is not the poll's;
+    /// it is taken off the waiting and the CPU time counted from this reading.
+    pub(crate) lead_ns: u64,
     /// The thread's CPU time so far.
     pub(crate) cpu_ns: Option<u64>,
     /// The thread's run-queue wait so far.
@@ -35,7 +63,7 @@ impl Reading {
     /// A reading from the probes' figures, taken `at_ns` into the poll.
     pub(crate) fn new(at_ns: u64, cpu: Option<Duration>, run_queue: Option<Duration>) -> Reading {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Reading { at_ns, cpu_ns: cpu.map(ns), run_queue_ns: run_queue.map(ns) }
+        Reading { at_ns, lead_ns: 0, cpu_ns: cpu.map(ns), run_queue_ns: run_queue.map(ns) }
     }
 }
 
@@ -90,6 +118,9 @@ pub(crate) fn account(
             (c.at_ns.min(wall_ns), rq, delta(first.cpu_ns, c.cpu_ns).map(|d| d.saturating_sub(cpu_after_end)))
         }
     };
+    // A first reading from before the poll: what happened before the poll's start is not the poll's.
+    let rq_bound = rq_bound.map(|r| r.saturating_sub(first.lead_ns));
+    let cpu_delta = cpu_delta.map(|c| c.saturating_sub(first.lead_ns));
     let measured = window_end.saturating_sub(first.at_ns);
     let on_cpu = cpu_delta.unwrap_or(0).min(measured);
     // A wait in progress at the first reading began inside the poll, before that reading, so the run-queue
@@ -116,7 +147,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn r(at_ms: u64, cpu_ms: u64, rq_ms: u64) -> Reading {
-        Reading { at_ns: at_ms * MS, cpu_ns: Some(cpu_ms * MS), run_queue_ns: Some(rq_ms * MS) }
+        Reading { at_ns: at_ms * MS, lead_ns: 0, cpu_ns: Some(cpu_ms * MS), run_queue_ns: Some(rq_ms * MS) }
     }
 
     fn ms(d: Duration) -> f64 {
@@ -177,7 +208,7 @@ mod tests {
         let t = account(30 * MS, Some(r(5, 1, 1)), None, None);
         assert_eq!(t.unmeasured, t.wall);
         // No run-queue figure (schedstat unreadable): never explained away as preemption.
-        let no_rq = |at, cpu| Reading { at_ns: at * MS, cpu_ns: Some(cpu * MS), run_queue_ns: None };
+        let no_rq = |at, cpu| Reading { at_ns: at * MS, lead_ns: 0, cpu_ns: Some(cpu * MS), run_queue_ns: None };
         let t = account(30 * MS, Some(no_rq(2, 0)), None, Some(no_rq(31, 3)));
         assert_eq!(t.run_queue, Duration::ZERO);
         assert!(t.estimated);
@@ -192,6 +223,16 @@ mod tests {
         assert_eq!(ms(t.on_cpu), 1.0);
         assert_eq!(ms(t.self_time()), 2.0);
         assert_eq!(t.on_cpu + t.off_cpu + t.run_queue + t.unmeasured, t.wall);
+    }
+
+    #[test]
+    fn a_reading_from_before_the_poll_leaves_out_what_came_before() {
+        // Taken 1 ms before the poll began (the thread registering); 1 ms of waiting may fall in that gap.
+        let born = Birth { raw: 0, cpu_ns: Some(5 * MS), run_queue_ns: Some(40 * MS) }.reading(MS);
+        let t = account(20 * MS, Some(born), None, Some(Reading { at_ns: 20 * MS, ..r(0, 7, 56) }));
+        assert_eq!(ms(t.run_queue), 15.0, "{t:?}");
+        assert_eq!(ms(t.unmeasured), 0.0, "{t:?}");
+        assert_eq!(ms(t.self_time()), 5.0);
     }
 
     #[test]

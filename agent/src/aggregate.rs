@@ -235,7 +235,8 @@ impl AgentThread {
                 open.event.at_unix_nanos = at_unix_nanos;
                 open.event.time = time.or(open.event.time.take());
                 // The stall is still running: don't wait for symbols (see probing.rs).
-                open.event.culprit = crate::probing::culprit(&open.looks, false, open.event.time.as_ref(), threshold);
+                open.event.culprit =
+                    crate::probing::culprit(&open.looks, false, open.event.time.as_ref(), threshold, false);
                 // A stall whose start was rate-limited is still worth one report as it grows.
                 open.event.phase = if open.delivered { StallPhase::Updated } else { StallPhase::Started };
                 let ev = open.event.clone();
@@ -252,7 +253,7 @@ impl AgentThread {
                 let threshold = self.shared.config.stall_threshold;
                 if !open.looks.is_empty() {
                     open.event.culprit =
-                        crate::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold);
+                        crate::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
                 } else if let Some(t) = &open.event.time {
                     // Every look came after the poll ended (and was thrown away): the time split still tells.
                     open.event.culprit = crate::probing::culprit_from_time(t, threshold);
@@ -272,7 +273,7 @@ impl AgentThread {
         let looks: Vec<_> = f.look.take().into_iter().collect();
         let mut event = self.event_from(&f, StallPhase::Started, true);
         let threshold = self.shared.config.stall_threshold;
-        event.culprit = crate::probing::culprit(&looks, false, event.time.as_ref(), threshold);
+        event.culprit = crate::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
         self.remember(&event, false);
         self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
         self.deliver_limited(f.stall_id, event);

@@ -99,6 +99,11 @@ impl Shared {
             // Read the clock last so the hook's own work is not charged to the task.
             slot.begin(id, location_addr, self.clock.raw());
         });
+        // After an idle pause the watchdog sleeps a whole threshold; wake it so that this poll's first
+        // scheduler reading comes early (see watchdog.rs). Only the first poll after the pause pays for it.
+        if self.watchdog_asleep.load(Relaxed) {
+            self.wake_watchdog(id);
+        }
     }
 
     #[inline]

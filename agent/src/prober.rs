@@ -46,6 +46,9 @@ pub(crate) struct ProbeJob {
 }
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
+    // A look that comes after its poll ended is thrown away, so on a busy machine a prober kept waiting for a
+    // CPU loses the looks. Nice -10 where permitted (never real-time: a capture may wait for its target).
+    let _ = loopscope_probes::thread::raise_priority(false, -10);
     // Ends when the watchdog exits (its sender is dropped) after draining what it sent.
     while let Ok(ProbeJob { mut msg, look }) = rx.recv() {
         let look = look.and_then(|req| take_look(&shared, &req));

@@ -137,9 +137,15 @@ pub(crate) struct Look {
 }
 
 /// Builds the culprit of a stall from its looks (the first taken when it was flagged) and, when measured, where
-/// the poll's wall time went (`time`, judged against the stall `threshold`). With `wait` false, stacks are
-/// symbolized only if the symbolizer is free; otherwise they are sent as raw addresses.
-pub(crate) fn culprit(looks: &[Look], wait: bool, time: Option<&StallTime>, threshold: Duration) -> Option<Culprit> {
+/// the poll's wall time went (`time`, judged against the stall `threshold`; final once the poll `ended`). With
+/// `wait` false, stacks are symbolized only if the symbolizer is free; otherwise they are sent as raw addresses.
+pub(crate) fn culprit(
+    looks: &[Look],
+    wait: bool,
+    time: Option<&StallTime>,
+    threshold: Duration,
+    ended: bool,
+) -> Option<Culprit> {
     let first = looks.first()?;
     let last = looks.last()?;
     let mut samples: Vec<CulpritSample> = looks.iter().map(|l| sample(l, wait)).collect();
@@ -158,6 +164,7 @@ pub(crate) fn culprit(looks: &[Look], wait: bool, time: Option<&StallTime>, thre
         run_queue: t.run_queue,
         unmeasured: t.unmeasured,
         threshold,
+        ended,
     });
     let frames = (!newest_frames.is_empty()).then_some(&newest_frames[..]);
     let judge = |a, b| match &poll_time {

@@ -78,6 +78,13 @@ pub(crate) struct Shared {
     pub(crate) discarded_looks: AtomicU64,
     /// The watchdog thread's scheduling priority, as obtained.
     pub(crate) watchdog_priority: std::sync::OnceLock<String>,
+    /// Set while the watchdog sleeps a whole threshold because no poll was in flight; the next poll wakes
+    /// it, so that the poll's first scheduler reading comes early. Every poll reads it, and the watchdog
+    /// writes it up to a few hundred times a second: a cache line of its own keeps those writes off the
+    /// lines the hooks read.
+    pub(crate) watchdog_asleep: Padded<AtomicBool>,
+    /// The watchdog thread, to wake it.
+    pub(crate) watchdog_thread: std::sync::OnceLock<std::thread::Thread>,
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
     pub(crate) recent_stalls: Mutex<VecDeque<StallSummary>>,
     pub(crate) facts: Mutex<RuntimeFacts>,
@@ -95,6 +102,18 @@ pub(crate) struct Shared {
     pub(crate) check: Mutex<Option<loopscope_wire::check::CheckWriter>>,
     /// What the stream feed shares with the server's full-state builder.
     pub(crate) feed: Arc<crate::feed::FeedShared>,
+}
+
+/// A value alone on its cache line (two, for the adjacent-line prefetcher).
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// How many stalls [`Agent::stalls`](crate::Agent::stalls) remembers.
@@ -133,6 +152,8 @@ impl Shared {
             first_poll_probe_task: AtomicU64::new(0),
             discarded_looks: AtomicU64::new(0),
             watchdog_priority: std::sync::OnceLock::new(),
+            watchdog_asleep: Padded(AtomicBool::new(false)),
+            watchdog_thread: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
             recent_stalls: Mutex::new(VecDeque::new()),
             facts: Mutex::new(RuntimeFacts::default()),
@@ -195,6 +216,9 @@ impl Shared {
                 .spawn(move || crate::aggregate::run(me, handle, rx))
         };
         let mut threads = lock(&self.threads);
+        if let Ok(j) = &watchdog {
+            let _ = self.watchdog_thread.set(j.thread().clone());
+        }
         for t in [prober, watchdog, agent] {
             match t {
                 Ok(j) => threads.push(j.thread().clone()),
@@ -202,6 +226,23 @@ impl Shared {
                     tracing::error!(target: "loopscope", "could not start a loopscope thread: {e}; stall detection is off");
                 }
             }
+        }
+    }
+
+    /// Wakes the watchdog from its idle sleep: the first poll of an app task after a pause calls this (one swap
+    /// and one futex wake per pause; every other poll only reads the flag).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wake_watchdog(&self, task_id: u64) {
+        // loopscope's own lag probes poll for microseconds, 50 times a second: not worth waking for, and an
+        // idle app would pay for it.
+        if self.agent_task_name(task_id).is_some() {
+            return;
+        }
+        if self.watchdog_asleep.swap(false, Relaxed)
+            && let Some(t) = self.watchdog_thread.get()
+        {
+            t.unpark();
         }
     }
 

@@ -102,6 +102,10 @@ pub(crate) struct WorkerSlot {
     pub(crate) alive: AtomicBool,
     /// Set when the agent that owns this slot shut down, so threads drop their reference lazily.
     pub(crate) agent_gone: AtomicBool,
+    /// The thread's scheduler clocks when it registered, read by the thread itself (so no wait for a CPU can be
+    /// in progress): the first reading of its first poll, which the watchdog (perhaps not even running yet)
+    /// could not take in time. Cold path: once per thread.
+    pub(crate) born: Option<crate::accounting::Birth>,
 }
 
 impl WorkerSlot {
@@ -125,6 +129,7 @@ impl WorkerSlot {
             thread_name: current.name().map(str::to_string),
             alive: AtomicBool::new(true),
             agent_gone: AtomicBool::new(false),
+            born: crate::accounting::Birth::now(),
         }
     }
 

@@ -108,10 +108,6 @@ struct SlotWatch {
     flagged: VecDeque<u64>,
     /// Readings of the poll in flight, once it passed a quarter of the threshold.
     readings: Option<PollReadings>,
-    /// The slot's sequence number at the previous look: a change means the thread is polling.
-    last_seq: u64,
-    /// When the thread was last seen polling.
-    last_active: Option<Instant>,
 }
 
 struct Watchdog {
@@ -154,12 +150,29 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         let started = Instant::now();
         // Sleep until the earliest moment a stall could need flagging, but never less than one interval:
         // waking every interval regardless cost 1.4% of a core at 1 ms on an idle app (see BENCHMARKS.md).
-        let wait = Duration::from_nanos(w.tick()).clamp(interval, MAX_WAIT);
+        let wait_ns = w.tick();
+
+        let mut wait = Duration::from_nanos(wait_ns).clamp(interval, MAX_WAIT);
+        // No poll in flight anywhere: sleep a whole threshold, and let the next poll wake us (one futex wake,
+        // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
+        // poll that starts meanwhile is seen here or sees the flag; a poll whose hook read the flag just before
+        // this store (the hook has no fence) is seen at the next wake, a threshold later, as without the flag:
+        // its figures then lean toward "blocked".
+        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
+        if deep {
+            w.shared.watchdog_asleep.store(true, SeqCst);
+            if w.slots.iter().any(|s| s.in_flight().is_some()) {
+                w.shared.watchdog_asleep.store(false, Relaxed);
+                wait = interval;
+            }
+        }
         let deadline = started + wait;
         let now = Instant::now();
-
         if deadline > now {
             std::thread::park_timeout(deadline - now);
+        }
+        if deep {
+            w.shared.watchdog_asleep.store(false, Relaxed);
         }
     }
     // One last look, so stalls that ended just before shutdown are counted too.
@@ -197,9 +210,6 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// A poll's first scheduler reading is taken when it passes this fraction of the threshold: early enough that
 /// the unmeasured start of a stall is small, late enough that short polls cost nothing.
 const FIRST_READING_DIVISOR: u64 = 4;
-
-/// A thread that polled within this long is watched at the first-reading cadence even between polls.
-const ACTIVE_LINGER: Duration = Duration::from_secs(1);
 
 /// The watchdog's nice value where real-time scheduling is refused or off, where permitted (root,
 /// CAP_SYS_NICE or RLIMIT_NICE).
@@ -246,7 +256,9 @@ impl Watchdog {
 
     /// Looks at one slot; returns the nanoseconds until it could need another look.
     fn look(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch) -> u64 {
-        let in_flight = slot.in_flight();
+        // A thread that exited can't be in a poll, whatever its slot last said (its runtime may have shut
+        // down between the before- and after-poll hooks): a stall it was in ends here.
+        let in_flight = if slot.alive.load(Acquire) { slot.in_flight() } else { None };
         // A stall we follow ended if its poll is no longer the one in flight.
         if let Some(t) = &sw.tracked
             && in_flight.is_none_or(|f| f.seq != t.seq)
@@ -258,20 +270,15 @@ impl Watchdog {
         if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq)) {
             sw.readings = None;
         }
-        let seq_now = slot.seq.load(Acquire);
-        if seq_now != sw.last_seq {
-            sw.last_seq = seq_now;
-            sw.last_active = Some(Instant::now());
-        }
         let first_reading_ns = self.shared.stall_ns / FIRST_READING_DIVISOR;
-        let Some(f) = in_flight else {
-            // Between two polls of a thread that was busy lately: the next one may start any moment, so come
-            // back in time for its first reading. A thread idle for a while lets the watchdog sleep a whole
-            // threshold (an idle app costs no more than before); the first poll after such a pause may get its
-            // first reading late, which leans its figures toward "blocked", never toward "preempted".
-            let lately = sw.last_active.is_some_and(|t| t.elapsed() < ACTIVE_LINGER);
-            return if lately && self.shared.config.probes { first_reading_ns } else { self.shared.stall_ns };
-        };
+        if sw.readings.is_none()
+            && let Some(f) = in_flight
+        {
+            sw.readings = self.birth_readings(slot, f.seq, f.start);
+        }
+        // Nothing in flight: sleep a whole threshold. The next poll wakes the watchdog (see `run`), so its first
+        // reading still comes at a quarter of the threshold.
+        let Some(f) = in_flight else { return self.shared.stall_ns };
         let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, self.shared.clock.raw());
         let at_elapsed = Duration::from_nanos(elapsed_ns);
         match &mut sw.tracked {
@@ -368,10 +375,19 @@ impl Watchdog {
                         sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
                     }
                 }
-                // The next poll on this thread may start any moment; come back in time for its first reading.
+                // This poll may end and the thread's next one start any moment, without waking the watchdog
+                // (it is awake): come back in time for that one's first reading.
                 (self.shared.stall_ns - elapsed_ns).min(first_reading_ns)
             }
         }
+    }
+
+    /// The readings of a thread's first poll (sequence number 1), which start from the thread's own reading
+    /// as it registered: the watchdog may not even have been running when that poll began.
+    fn birth_readings(&self, slot: &WorkerSlot, seq: u64, start: u64) -> Option<PollReadings> {
+        let born = slot.born.filter(|_| seq == 1 && self.shared.config.probes)?;
+        let lead_ns = self.shared.clock.delta_as_nanos(born.raw, start);
+        Some(PollReadings { seq, start, first: born.reading(lead_ns), latest: None })
     }
 
     /// Takes a new reading of poll `seq` while it is still in flight, as its newest.
@@ -413,6 +429,7 @@ impl Watchdog {
             return None;
         }
         let closing = readings.and_then(|r| self.read(tid, r.start));
+
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
     }
 
@@ -424,8 +441,12 @@ impl Watchdog {
                 Some(r) if sw.flagged.contains(&r.seq) => {}
                 Some(r) => {
                     let mut flag = self.flag(slot, r.task_id, r.entry, r.location, r.ns);
-                    // The watchdog may have taken the first reading before it was starved.
-                    let readings = sw.readings.filter(|p| p.seq == r.seq);
+                    // The watchdog may have taken the first reading before it was starved (or the thread, on its
+                    // way into its first poll).
+                    let readings = sw.readings.filter(|p| p.seq == r.seq).or_else(|| {
+                        let start = slot.born.map(|b| b.raw)?;
+                        self.birth_readings(slot, r.seq, start)
+                    });
                     flag.time = self.final_time(slot.tid, r.ns, readings);
                     self.send_msg(WatchMsg::Late(Box::new(flag)));
                 }

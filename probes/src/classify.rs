@@ -163,6 +163,9 @@ pub struct PollTime {
     /// The stall threshold: a poll whose own time (`wall - run_queue`) stays under it was made a stall by the
     /// OS, not by its code.
     pub threshold: Duration,
+    /// The poll has returned, so `wall` is final. While it still runs its own time may yet pass the threshold:
+    /// it is called preempted only if it is runnable now and waiting for a CPU was most of its time so far.
+    pub ended: bool,
 }
 
 impl PollTime {
@@ -197,7 +200,7 @@ impl PollTime {
 /// // 12.4 ms of wall time, 9.1 of them waiting for a CPU: the code itself ran 3.3 ms.
 /// let time = PollTime { wall: Duration::from_micros(12_400), on_cpu: Duration::from_micros(3_300),
 ///     off_cpu: Duration::ZERO, run_queue: Duration::from_micros(9_100), unmeasured: Duration::ZERO,
-///     threshold: ms(10) };
+///     threshold: ms(10), ended: true };
 /// let verdict = classify_poll(&sample, &sample, None, &time);
 /// assert_eq!(verdict.classification, Classification::Preempted);
 /// assert!(verdict.reason.contains("9.1ms of 12.4ms"), "{}", verdict.reason);
@@ -280,6 +283,7 @@ fn classify_inner(
         if let Some(t) = time
             && !t.run_queue.is_zero()
             && t.self_time() < t.threshold
+            && (t.ended || (last.state == RunState::Running && t.run_queue * 2 >= t.wall))
         {
             let estimated = if t.unmeasured * 5 > t.wall {
                 format!(" ({:.1?} of it unmeasured, counted as its own)", t.unmeasured)
@@ -603,6 +607,7 @@ mod tests {
             run_queue: ms(run_queue),
             unmeasured: ms(wall - on_cpu - off_cpu - run_queue),
             threshold: ms(10),
+            ended: true,
         }
     }
 
@@ -635,6 +640,13 @@ mod tests {
         assert!(v.reason.contains("running again"), "{}", v.reason);
         let v = classify_poll(&running, &running, None, &time(40, 1, 38, 1));
         assert_eq!(v.classification, Classification::Unknown, "{v:?}");
+
+        // Still running: a thread blocked in a call now is not "preempted" for a little waiting earlier.
+        let in_flight = PollTime { ended: false, ..time(20, 0, 19, 1) };
+        let v = classify_poll(&sleeping, &sleeping, None, &in_flight);
+        assert!(matches!(v.classification, Classification::Syscall { .. }), "{v:?}");
+        let waiting = PollTime { ended: false, ..time(20, 2, 0, 18) };
+        assert_eq!(classify_poll(&running, &running, None, &waiting).classification, Classification::Preempted);
 
         // No run-queue wait at all: never "preempted", even when short.
         let v = classify_poll(&running, &running, None, &time(12, 11, 0, 0));

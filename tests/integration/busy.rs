@@ -278,3 +278,28 @@ fn a_sleep_that_ends_just_past_the_threshold_is_never_blamed_on_a_lock() {
         }
     }
 }
+
+#[test]
+fn the_first_poll_after_an_idle_pause_is_measured_from_early_on() {
+    // With no poll in flight the watchdog sleeps a whole threshold; the next poll wakes it, so its first
+    // scheduler reading comes at a quarter of the threshold, not up to a whole threshold late (which would
+    // leave most of a short stall unmeasured, counted as the poll's own time). Four tries: without the wake,
+    // each poll starts at a random point of the watchdog's sleep.
+    let threshold = ms(10);
+    let (rt, agent) = current_thread(agent().stall_threshold(threshold));
+    wait_until("the probes to be ready", || agent.probes_ready());
+    rt.block_on(async {
+        for _ in 0..4 {
+            tokio::time::sleep(ms(300)).await;
+            tokio::spawn(async { std::thread::sleep(ms(30)) }).await.unwrap();
+        }
+    });
+    drop(rt);
+    wait_until("the agent to drain", || agent.is_drained());
+    let stalls: Vec<_> = agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(30)).collect();
+    assert_eq!(stalls.len(), 4, "{stalls:#?}");
+    for s in &stalls {
+        let t = s.last.time.as_ref().expect("measured");
+        assert!(t.unmeasured <= ms(6), "first reading came late after an idle pause: {t:?}");
+    }
+}

@@ -36,10 +36,15 @@ async fn the_failure_names_the_spawn_location() {
 
 #[inline(never)]
 fn cpu_spinning_handler() -> u64 {
-    let end = std::time::Instant::now() + ms(100);
+    // 100 ms of its own CPU time, however busy the machine: a spin timed by the wall clock gets little CPU on
+    // a crowded machine, and its own time can then rightly stay under the limit.
+    let me = loopscope_probes::current_tid();
+    let start = loopscope_probes::thread::cpu_time(me).unwrap();
     let mut x = 0u64;
-    while std::time::Instant::now() < end {
-        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    while loopscope_probes::thread::cpu_time(me).unwrap() - start < ms(100) {
+        for _ in 0..1_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
     }
     x
 }

@@ -6,7 +6,8 @@ use crate::support::*;
 
 #[inline(never)]
 fn reporting_test_sleeps() {
-    std::thread::sleep(ms(60));
+    // Long enough for the looks to land while it sleeps, even on a loaded machine.
+    std::thread::sleep(ms(200));
 }
 
 /// One stall in a runtime whose agent reports as `report` says (`default` as an app would leave it).

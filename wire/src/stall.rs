@@ -192,9 +192,11 @@ impl StallEvent {
 
     /// Whether the OS, not the task's code, made this poll a stall at `limit`: its wall time passed the limit
     /// but its own time ([`self_time`](Self::self_time)) did not, because its thread waited for a CPU.
-    /// Always false without measurements (an unmeasured stall is never explained away).
+    /// Always false without measurements (an unmeasured stall is never explained away), and for a poll that
+    /// had not returned yet (its own time could still grow).
     pub fn delayed_by_os(&self, limit: Duration) -> bool {
-        self.time.as_ref().is_some_and(|t| t.run_queue > Duration::ZERO && t.self_time() < limit)
+        self.phase == StallPhase::Ended
+            && self.time.as_ref().is_some_and(|t| t.run_queue > Duration::ZERO && t.self_time() < limit)
     }
 }
 

@@ -3,10 +3,10 @@
 //!
 //! The probes are process-wide because the stack sampler owns a signal handler. The first agent installed
 //! starts them, with its configuration. Starting is quick (install the handler, one warm-up unwind, check
-//! /proc and perf); loading debug information for symbols is slow (80 ms for a release binary, about half a
-//! second for a debug one) and happens on a background thread. Until it is done, stall reports carry raw
-//! stacks (`symbolized: false`) and a later event of the same stall carries the names: a report is never
-//! held back waiting for symbols.
+//! /proc and perf). Symbols cost nothing up front: the symbolizer reads debug information on demand, per
+//! compilation unit, when a stall's stack needs it. While another thread holds the symbolizer, stall
+//! reports carry raw stacks (`symbolized: false`) and a later event of the same stall carries the names: a
+//! report is never held back waiting for symbols.
 
 use crate::config::Config;
 use loopscope_probes::classify::{Classification as ProbeClass, PollTime, classify, classify_poll};
@@ -55,23 +55,9 @@ pub(crate) fn start(config: &Config) {
         sampler: SamplerConfig { unwinder: config.unwinder, ..SamplerConfig::default() },
         warm_symbolizer: false,
     });
-    let stacks = probes.sampler().is_some();
     let _ = PROBES.set(probes);
-    if !stacks {
-        SYMBOLS_READY.store(true, Release);
-        return;
-    }
-    let spawned = std::thread::Builder::new().name("loopscope-symbols".into()).spawn(|| {
-        if let Some(p) = PROBES.get() {
-            let took = p.warm_symbolizer();
-            tracing::debug!(target: "loopscope", "debug info for stack symbols loaded in {took:?}");
-        }
-        SYMBOLS_READY.store(true, Release);
-    });
-    if spawned.is_err() {
-        // No thread: symbols load on first use instead.
-        SYMBOLS_READY.store(true, Release);
-    }
+    // Nothing to warm: symbols are read on demand (a stall's first symbolization parses one compilation unit).
+    SYMBOLS_READY.store(true, Release);
 }
 
 /// Whether stacks can be captured and symbolized without delay.

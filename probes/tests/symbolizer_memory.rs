@@ -82,6 +82,16 @@ fn symbolizer_memory_and_startup() {
     line("after Probes::new (idle)", idle);
     line("after one stack", after_one);
     println!("Probes::new {install:?}; first symbolization {first:?} ({} frames); cached {cached:?}", frames.len());
+    for f in &frames {
+        println!(
+            "  {}{} {:?} {}:{}",
+            if f.inlined { "(inlined) " } else { "" },
+            f.display_name(),
+            f.origin,
+            f.file.as_deref().unwrap_or("-"),
+            f.line.unwrap_or(0)
+        );
+    }
     for status in probes.status().iter().filter(|s| s.name == "symbolizer") {
         println!("status: symbolizer: {}", status.detail);
     }

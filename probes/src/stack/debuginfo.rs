@@ -155,6 +155,14 @@ pub(crate) struct Resolved {
     pub(crate) symbol: Option<String>,
 }
 
+/// Which part of `.debug_info` a context sees.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    Whole,
+    Unit(usize),
+    Prefix(usize),
+}
+
 /// A parsed compilation unit: its `addr2line` context, and the gimli unit (same bytes) to walk its DIE tree.
 struct UnitContext {
     offset: usize,
@@ -163,6 +171,8 @@ struct UnitContext {
     dwarf: gimli::Dwarf<Slice>,
     /// Abstract origin DIE → address of a concrete (out-of-line) instance, built on first need.
     concrete: Option<Vec<(usize, u64)>>,
+    /// The context sees every unit up to this offset (the unit refers into other units); `None`: itself only.
+    wide: Option<usize>,
 }
 
 /// The parsed units of an object, most recently used first.
@@ -371,7 +381,7 @@ impl ObjectDebug {
         if ranges.is_empty() {
             // No `.debug_aranges` (some linkers and compilers omit it): read each unit's root ranges instead.
             // Costlier (every unit header is parsed once), but only once per object.
-            if let Ok(dwarf) = self.dwarf(None) {
+            if let Ok(dwarf) = self.dwarf(View::Whole) {
                 let mut units = dwarf.units();
                 while let Ok(Some(header)) = units.next() {
                     let Some(offset) = header.debug_info_offset() else { continue };
@@ -398,44 +408,73 @@ impl ObjectDebug {
         merged
     }
 
-    /// A `gimli::Dwarf` over the object's sections, with `.debug_info` restricted to the unit at
-    /// `unit_offset` (when given) so that a context built on it parses that unit alone.
-    fn dwarf(&self, unit_offset: Option<usize>) -> Result<gimli::Dwarf<Slice>, gimli::Error> {
+    /// A `gimli::Dwarf` over the object's sections, with `.debug_info` restricted to the unit at `offset` alone
+    /// (`Unit`), so that a context built on it parses that unit only, or to everything up to `end` (`Prefix`),
+    /// for a unit that refers into other units (see `resolve`).
+    fn dwarf(&self, view: View) -> Result<gimli::Dwarf<Slice>, gimli::Error> {
         let info = self.section(SectionId::DebugInfo);
-        let restricted = match unit_offset {
-            Some(offset) => {
-                let header =
-                    gimli::DebugInfo::new(info, self.endian).header_from_offset(gimli::DebugInfoOffset(offset))?;
-                let end = offset.saturating_add(header.length_including_self());
-                Some(info.get(offset..end).ok_or(gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0)))?)
+        let eof = gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0));
+        let restricted = match view {
+            View::Whole => None,
+            View::Unit(offset) => {
+                let end = self.unit_end(offset)?;
+                Some((info.get(offset..end).ok_or(eof)?, true))
             }
-            None => None,
+            View::Prefix(end) => Some((info.get(..end).ok_or(eof)?, false)),
         };
         gimli::Dwarf::load(|id| {
             let bytes = match (id, restricted) {
-                (SectionId::DebugInfo, Some(unit)) => unit,
-                // Offsets in `.debug_aranges` refer to the whole `.debug_info`: useless for the restricted view.
-                (SectionId::DebugAranges, Some(_)) => &[],
+                (SectionId::DebugInfo, Some((unit, _))) => unit,
+                // Offsets in `.debug_aranges` refer to the whole `.debug_info`: useless for a single unit's view.
+                (SectionId::DebugAranges, Some((_, true))) => &[],
                 _ => self.section(id),
             };
             Ok::<_, gimli::Error>(EndianSlice::new(bytes, self.endian))
         })
     }
 
-    /// The index in `self.units` of the context for the unit at `offset`, most recently used first.
-    fn unit_context(&mut self, offset: usize) -> Option<&mut UnitContext> {
+    /// The end offset of the unit starting at `offset` in `.debug_info`.
+    fn unit_end(&self, offset: usize) -> Result<usize, gimli::Error> {
+        let header = gimli::DebugInfo::new(self.section(SectionId::DebugInfo), self.endian)
+            .header_from_offset(gimli::DebugInfoOffset(offset))?;
+        Ok(offset.saturating_add(header.length_including_self()))
+    }
+
+    /// The end offset of the unit containing `target` (walking unit headers only).
+    fn end_of_unit_containing(&self, target: usize) -> Option<usize> {
+        let mut units = gimli::DebugInfo::new(self.section(SectionId::DebugInfo), self.endian).units();
+        while let Ok(Some(header)) = units.next() {
+            let start = header.debug_info_offset()?.0;
+            let end = start.saturating_add(header.length_including_self());
+            if target < end {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// The context for the unit at `offset`, most recently used first; `wide_end` asks for one over everything
+    /// up to that offset (replacing a single-unit one).
+    fn unit_context(&mut self, offset: usize, wide_end: Option<usize>) -> Option<&mut UnitContext> {
         if let Some(i) = self.units.0.iter().position(|u| u.offset == offset) {
             let unit = self.units.0.remove(i);
-            self.units.0.insert(0, unit);
-            return self.units.0.first_mut();
+            if wide_end.is_none() || unit.wide >= wide_end {
+                self.units.0.insert(0, unit);
+                return self.units.0.first_mut();
+            }
         }
-        let dwarf = self.dwarf(Some(offset)).ok()?;
-        let header = dwarf.units().next().ok()??;
+        let (view, unit_offset) = match wide_end {
+            Some(end) => (View::Prefix(end), offset),
+            None => (View::Unit(offset), 0),
+        };
+        let dwarf = self.dwarf(view).ok()?;
+        let header = dwarf.debug_info.header_from_offset(gimli::DebugInfoOffset(unit_offset)).ok()?;
         let unit = dwarf.unit(header).ok()?;
-        let context = Context::from_dwarf(self.dwarf(Some(offset)).ok()?).ok()?;
+        let context = Context::from_dwarf(self.dwarf(view).ok()?).ok()?;
         let units = &mut self.units.0;
         units.truncate(UNIT_CONTEXTS - 1);
-        units.insert(0, UnitContext { offset, context, unit, dwarf, concrete: None });
+        let wide = wide_end;
+        units.insert(0, UnitContext { offset, context, unit, dwarf, concrete: None, wide });
         units.first_mut()
     }
 
@@ -448,38 +487,63 @@ impl ObjectDebug {
             ranges.partition_point(|r| r.start <= svma).checked_sub(1).map(|i| ranges[i]).filter(|r| svma < r.end)
         };
         let mut concrete_wanted: Vec<(usize, usize)> = Vec::new();
-        if let Some(range) = unit
-            && let Some(ctx) = self.unit_context(range.unit)
-        {
-            match ctx.context.find_frames(svma).skip_all_loads() {
-                Ok(mut iter) => {
-                    while let Ok(Some(frame)) = iter.next() {
+        if let Some(range) = unit {
+            // Release builds (thin LTO across codegen units) inline functions whose DWARF entries live in other
+            // units (`DW_FORM_ref_addr`), which a single unit's view cannot follow: then widen the view to every
+            // unit up to the one referred to, once for this unit.
+            let mut wide_end = None;
+            for _ in 0..4 {
+                let Some(ctx) = self.unit_context(range.unit, wide_end) else { break };
+                match ctx.context.find_frames(svma).skip_all_loads().and_then(|mut iter| {
+                    let mut out = Vec::new();
+                    while let Some(frame) = iter.next()? {
                         let name = frame.function.as_ref().and_then(|f| f.raw_name().ok()).map(|n| n.into_owned());
-                        let mut short = None;
-                        if let Some(off) = frame.dw_die_offset {
-                            concrete_wanted.push((frames.len(), off.0));
-                            short = short_name(&ctx.dwarf, &ctx.unit, off.0);
-                        }
-                        frames.push(RawFrame {
-                            name,
-                            concrete: None,
-                            short,
-                            file: frame.location.as_ref().and_then(|l| l.file).map(str::to_owned),
-                            line: frame.location.as_ref().and_then(|l| l.line),
-                        });
+                        let short = frame.dw_die_offset.and_then(|off| short_name(&ctx.dwarf, &ctx.unit, off.0));
+                        out.push((
+                            frame.dw_die_offset.map(|o| o.0),
+                            RawFrame {
+                                name,
+                                concrete: None,
+                                short,
+                                file: frame.location.as_ref().and_then(|l| l.file).map(str::to_owned),
+                                line: frame.location.as_ref().and_then(|l| l.line),
+                            },
+                        ));
                     }
-                }
-                Err(_) => {
-                    // The function tree could not be read (e.g. a reference into another unit, which LTO
-                    // builds make): lines alone.
-                    if let Ok(Some(loc)) = ctx.context.find_location(svma) {
-                        frames.push(RawFrame {
-                            name: None,
-                            concrete: None,
-                            short: None,
-                            file: loc.file.map(str::to_owned),
-                            line: loc.line,
-                        });
+                    Ok(out)
+                }) {
+                    Ok(found) => {
+                        for (die, frame) in found {
+                            if let Some(die) = die {
+                                concrete_wanted.push((frames.len(), die));
+                            }
+                            frames.push(frame);
+                        }
+                        break;
+                    }
+                    Err(gimli::Error::NoEntryAtGivenOffset(target))
+                        if ctx.wide.is_none_or(|end| (target as usize) >= end) =>
+                    {
+                        let seen = ctx.wide;
+                        let end = self.unit_end(range.unit).ok();
+                        let other = self.end_of_unit_containing(target as usize);
+                        wide_end = end.zip(other).map(|(a, b)| a.max(b).max(seen.unwrap_or(0)));
+                        if wide_end.is_none() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        // Lines alone (the function tree could not be read).
+                        if let Ok(Some(loc)) = ctx.context.find_location(svma) {
+                            frames.push(RawFrame {
+                                name: None,
+                                concrete: None,
+                                short: None,
+                                file: loc.file.map(str::to_owned),
+                                line: loc.line,
+                            });
+                        }
+                        break;
                     }
                 }
             }
@@ -488,6 +552,8 @@ impl ObjectDebug {
             let needs: Vec<(usize, usize)> = concrete_wanted
                 .into_iter()
                 .filter(|(i, _)| frames[*i].name.as_deref().is_some_and(|n| !super::names::is_qualified(n)))
+                // std's units are large and its frames are shown collapsed: not worth a walk of the unit's tree.
+                .filter(|(i, _)| !frames[*i].file.as_deref().is_some_and(|f| f.starts_with("/rustc/")))
                 .collect();
             if !needs.is_empty() {
                 let addrs: Vec<(usize, Option<u64>)> = match self.units.0.first_mut() {

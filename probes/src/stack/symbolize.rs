@@ -734,6 +734,88 @@ mod tests {
         assert!(collapsed(&[]).is_empty());
     }
 
+    /// End to end, in the build users run: a release build with `debug = "line-tables-only"`, whose DWARF
+    /// names inlined functions without any path (`hash_spin`). A tiny fixture crate (no dependencies, about
+    /// 5 s to build here) prints the address of an instruction inside `my_app::db::load::hash_spin`, inlined
+    /// into a closure of `main`; the function also has an out-of-line copy (taken as a function pointer), whose
+    /// concrete DWARF entry shares the inlined one's abstract origin, and whose symbol gives the full path.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn inlined_frames_are_qualified_in_a_release_build_with_line_tables() {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(format!("loopscope-fixture-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"my_app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n\
+             [profile.release]\ndebug = \"line-tables-only\"\ncodegen-units = 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("src/main.rs"),
+            "mod db;\nfn main() {\n    let f = |x: u64| db::load::hash_spin(x) ^ 3;\n    \
+             let v: Vec<u64> = std::env::args().skip(1).map(|a| a.len() as u64).collect();\n    \
+             let total: u64 = v.iter().map(|&x| f(x)).sum();\n    \
+             let g: fn(u64) -> u64 = std::hint::black_box(db::load::hash_spin);\n    \
+             println!(\"main {:#x} {} {}\", main as *const () as usize, total, g(total));\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("src/db.rs"),
+            "pub mod load {\n    #[inline(always)]\n    pub fn hash_spin(x: u64) -> u64 {\n        let ip: usize;\n        \
+             // SAFETY: reads the instruction pointer into a register; no memory access.\n        \
+             unsafe { std::arch::asm!(\"lea {}, [rip]\", out(reg) ip) };\n        \
+             println!(\"ip {ip:#x}\");\n        let mut h = x;\n        \
+             for i in 0..std::hint::black_box(100u64) { h = h.wrapping_mul(31).wrapping_add(i); }\n        h\n    }\n}\n",
+        )
+        .unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--offline"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let binary = dir.join("target/release/my_app");
+        let out = Command::new(&binary).arg("abc").output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let hex = |prefix: &str| {
+            let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
+            let word = line.split_whitespace().nth(1).unwrap();
+            u64::from_str_radix(word.trim_start_matches("0x"), 16).unwrap()
+        };
+        // The first `ip` line comes from the inlined copy (the closure runs before `g`).
+        let (ip, main) = (hex("ip "), hex("main "));
+        let mut debug = super::super::debuginfo::ObjectDebug::open(&binary).unwrap();
+        assert!(debug.has_lines);
+        // The load bias, from `main`'s symbol: runtime address - file address.
+        let main_svma = {
+            use object::{Object, ObjectSymbol};
+            let data = std::fs::read(&binary).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            file.symbols().find(|s| s.name().is_ok_and(|n| names::demangle(n) == "my_app::main")).unwrap().address()
+        };
+        let svma = ip - (main - main_svma);
+        let frames = build_frames(ip as usize, &debug.resolve(svma), Some("my_app"));
+        let names: Vec<String> = frames.iter().map(|f| f.display_name()).collect();
+        let spin = frames.iter().find(|f| f.function.as_deref().is_some_and(|n| n.ends_with("hash_spin")));
+        let spin = spin.unwrap_or_else(|| panic!("{names:#?}"));
+        assert_eq!(spin.function.as_deref(), Some("my_app::db::load::hash_spin"), "{names:#?}");
+        assert!(spin.inlined, "{names:#?}");
+        assert!(spin.file.as_deref().is_some_and(|f| f.ends_with("db.rs")), "{frames:#?}");
+        // The physical function is named from the symbol table, whatever DWARF calls it.
+        assert!(
+            frames.last().and_then(|f| f.function.as_deref()).is_some_and(|n| n.starts_with("my_app::")),
+            "{names:#?}"
+        );
+        eprintln!("{names:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[inline(never)]
     fn marker_function() -> usize {
         std::hint::black_box(marker_function as *const () as usize)

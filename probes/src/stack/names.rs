@@ -134,6 +134,9 @@ fn body_kind(segment: &str) -> Option<Body> {
 /// ```
 pub(crate) fn pretty(name: &str, short: Option<&str>) -> String {
     let demangled = demangle(name);
+    // Generic arguments go: DWARF names and v0 symbols carry whole instantiations (`call_once<std::rt::
+    // lang_start::{closure_env#0}<()>, ()>`), and one spelling for every source (`Mutex::lock`, whether the
+    // frame was named from a legacy symbol's `Mutex<T>` or a v0 one's `Mutex<_>`) keeps reports comparable.
     let stripped = strip_generics(&demangled);
     let mut parts: Vec<String> = segments(&stripped).into_iter().map(str::to_owned).collect();
     // A legacy `{{closure}}` says nothing about its kind; the DWARF name of the same function does.
@@ -232,6 +235,17 @@ mod tests {
             ("{async_fn#0}<mini_redis::Db>", None, "{async fn}"),
             ("call_once<std::rt::lang_start::{closure_env#0}<()>, ()>", None, "call_once"),
             ("hash_spin", None, "hash_spin"),
+            (
+                "_ZN3std4sync6poison5mutex14Mutex$LT$T$GT$4lock17h0123456789abcdefE",
+                None,
+                "std::sync::poison::mutex::Mutex::lock",
+            ),
+            // A real v0 symbol (std is built with v0 mangling).
+            (
+                "_RNvMs_NtNtCsjrHSEGnQ3l9_3std6thread6threadNtB4_6Thread4park",
+                None,
+                "<std::thread::thread::Thread>::park",
+            ),
             ("clock_nanosleep", None, "clock_nanosleep"),
         ];
         for (name, short, expected) in cases {

@@ -3,10 +3,10 @@
 //!
 //! The probes are process-wide because the stack sampler owns a signal handler. The first agent installed
 //! starts them, with its configuration. Starting is quick (install the handler, one warm-up unwind, check
-//! /proc and perf); loading debug information for symbols is slow (80 ms for a release binary, about half a
-//! second for a debug one) and happens on a background thread. Until it is done, stall reports carry raw
-//! stacks (`symbolized: false`) and a later event of the same stall carries the names: a report is never
-//! held back waiting for symbols.
+//! /proc and perf). Symbols cost nothing up front: the symbolizer reads debug information on demand, per
+//! compilation unit, when a stall's stack needs it. While another thread holds the symbolizer, stall
+//! reports carry raw stacks (`symbolized: false`) and a later event of the same stall carries the names: a
+//! report is never held back waiting for symbols.
 
 use crate::config::Config;
 use loopscope_probes::classify::{Classification as ProbeClass, PollTime, classify, classify_poll};
@@ -55,28 +55,13 @@ pub(crate) fn start(config: &Config) {
         sampler: SamplerConfig { unwinder: config.unwinder, ..SamplerConfig::default() },
         warm_symbolizer: false,
     });
-    let stacks = probes.sampler().is_some();
     let _ = PROBES.set(probes);
-    if !stacks {
-        SYMBOLS_READY.store(true, Release);
-        return;
-    }
-    let spawned = std::thread::Builder::new().name("loopscope-symbols".into()).spawn(|| {
-        if let Some(p) = PROBES.get() {
-            let took = p.warm_symbolizer();
-            tracing::debug!(target: "loopscope", "debug info for stack symbols loaded in {took:?}");
-        }
-        SYMBOLS_READY.store(true, Release);
-    });
-    if spawned.is_err() {
-        // No thread: symbols load on first use instead.
-        SYMBOLS_READY.store(true, Release);
-    }
+    // Nothing to warm: symbols are read on demand, when the first stall's stack needs them (`symbolize`).
 }
 
-/// Whether stacks can be captured and symbolized without delay.
+/// Whether the probes are started (or disabled). Symbols need no loading ahead of time.
 pub(crate) fn ready() -> bool {
-    DISABLED.get().is_some() || (PROBES.get().is_some() && SYMBOLS_READY.load(Acquire))
+    DISABLED.get().is_some() || PROBES.get().is_some()
 }
 
 /// The probes' status, as users see it.
@@ -87,17 +72,7 @@ pub(crate) fn status() -> Vec<WireStatus> {
     let Some(p) = PROBES.get() else {
         return vec![WireStatus { name: "probes".into(), active: false, detail: "not started yet".into() }];
     };
-    p.status()
-        .into_iter()
-        .map(|s| {
-            let detail = if s.name == "symbolizer" && !SYMBOLS_READY.load(Acquire) {
-                "loading debug info in the background".to_string()
-            } else {
-                s.detail
-            };
-            WireStatus { name: s.name, active: s.active, detail }
-        })
-        .collect()
+    p.status().into_iter().map(|s| WireStatus { name: s.name, active: s.active, detail: s.detail }).collect()
 }
 
 /// Registers a thread the watchdog watches (opens its perf counters, reserves its stack slot).
@@ -270,7 +245,34 @@ fn user_part(frames: &[Frame]) -> Vec<Option<String>> {
 
 fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<ProbeFrame>> {
     let p = PROBES.get()?;
-    if wait || SYMBOLS_READY.load(Acquire) { Some(p.symbolize(raw)) } else { p.try_symbolize(raw) }
+    if wait {
+        return Some(p.symbolize(raw));
+    }
+    if SYMBOLS_READY.load(Acquire) {
+        // A stack in units not parsed yet costs milliseconds (more in debug builds): never wait for another
+        // thread's symbolization on the way to a report.
+        return p.try_symbolize(raw);
+    }
+    // The process's first stack: reading the symbol and unit indexes and the first units takes milliseconds in a
+    // release build, over 100 ms in a debug one. Do it on a thread of its own, so this report goes out now with
+    // raw addresses and later events of the stall carry the names (the end event always waits for them).
+    static LOADING: AtomicBool = AtomicBool::new(false);
+    if !LOADING.swap(true, AcqRel) {
+        let first = raw.clone();
+        let spawned = std::thread::Builder::new().name("loopscope-symbols".into()).spawn(move || {
+            if let Some(p) = PROBES.get() {
+                let start = Instant::now();
+                let _ = p.symbolize(&first);
+                tracing::debug!(target: "loopscope", "first stack symbolized in {:?}", start.elapsed());
+            }
+            SYMBOLS_READY.store(true, Release);
+        });
+        if spawned.is_err() {
+            SYMBOLS_READY.store(true, Release);
+            return Some(p.symbolize(raw));
+        }
+    }
+    None
 }
 
 fn sample(l: &Look, wait: bool) -> CulpritSample {

@@ -13,14 +13,14 @@ use crate::{ProbeError, Tid};
 /// Which probes [`Probes::new`] should try to enable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Install the stack sampler (a signal handler) and warm the symbolizer.
+    /// Install the stack sampler (a signal handler) and the symbolizer.
     pub stacks: bool,
     /// Open perf counters for prepared threads.
     pub perf: bool,
     /// Stack sampler configuration.
     pub sampler: SamplerConfig,
-    /// Load debug information inside [`Probes::new`] (default). Set to false to return at once and call
-    /// [`Probes::warm_symbolizer`] later, off the caller's critical path.
+    /// Kept for compatibility and ignored: the symbolizer reads debug information on demand, per compilation
+    /// unit, so there is nothing to load ahead of time (see [`Probes::warm_symbolizer`]).
     pub warm_symbolizer: bool,
 }
 
@@ -158,7 +158,7 @@ impl Probes {
         let me = crate::current_tid();
 
         // Stack sampler + symbolizer.
-        let mut symbolizer = Symbolizer::new();
+        let symbolizer = Symbolizer::new();
         let sampler = if config.stacks {
             match StackSampler::install(config.sampler.clone()) {
                 Ok(sampler) => {
@@ -182,17 +182,14 @@ impl Probes {
                             }
                         ),
                     ));
-                    if config.warm_symbolizer {
-                        let start = Instant::now();
-                        symbolizer.warm();
-                        statuses.push(ProbeStatus::new(
-                            "symbolizer",
-                            true,
-                            format!("debug info loaded in {:?}", start.elapsed()),
-                        ));
-                    } else {
-                        statuses.push(ProbeStatus::new("symbolizer", true, "debug info loaded in the background"));
+                    // Nothing to load: the symbolizer reads debug info on demand, per compilation unit.
+                    let mut detail =
+                        "on demand: debug info is read per compilation unit when a stack needs it".to_string();
+                    for hint in symbolizer.hints() {
+                        detail.push_str("; ");
+                        detail.push_str(&hint);
                     }
+                    statuses.push(ProbeStatus::new("symbolizer", true, detail));
                     Some(sampler)
                 }
                 Err(e) => {
@@ -446,8 +443,8 @@ impl Probes {
     }
 
     /// Symbolizes a raw stack with the facade's shared, cached symbolizer. Waits if another thread is using
-    /// it (for example [`warm_symbolizer`](Self::warm_symbolizer), which can take half a second in a debug
-    /// build).
+    /// it. The first stack in a compilation unit parses that unit (milliseconds); cached addresses take
+    /// microseconds.
     pub fn symbolize(&self, stack: &RawStack) -> Vec<Frame> {
         lock(&self.symbolizer).symbolize(stack)
     }
@@ -463,9 +460,9 @@ impl Probes {
         }
     }
 
-    /// Loads debug information now, so later symbolization is fast (80 ms for a release binary here, about
-    /// half a second for a debug one). [`Probes::new`] does this unless [`ProbeConfig::warm_symbolizer`] is
-    /// false, in which case the caller runs it later, e.g. on a background thread.
+    /// Kept for callers of the former eager symbolizer: debug information is read on demand, per compilation
+    /// unit, at the first symbolization that needs it, so this does nothing and returns at once (the time it
+    /// took).
     pub fn warm_symbolizer(&self) -> Duration {
         let start = Instant::now();
         lock(&self.symbolizer).warm();

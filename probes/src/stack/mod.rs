@@ -41,8 +41,10 @@
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod baseline;
+mod debuginfo;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod imp;
+mod names;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod outside;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]

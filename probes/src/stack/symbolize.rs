@@ -1,10 +1,11 @@
 //! Symbolization of raw stacks, off the signal path, with a bounded cache.
 
-use std::collections::HashMap;
-use std::ffi::CStr;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::RawStack;
+use super::debuginfo::{Mapped, ObjectDebug, RawFrame, Resolved, find_object};
+use super::names;
 
 /// Where a frame's code comes from; lets callers show the application's own frames first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,11 +55,20 @@ impl Frame {
 
 /// Resolves instruction pointers to functions, files and lines, caching results per address.
 ///
-/// Symbolization uses the `backtrace` crate (DWARF debug info through gimli, falling back to the ELF symbol
-/// tables) and is slow the first time a binary's debug info is loaded (milliseconds to seconds for large
-/// binaries): call [`warm`](Self::warm) early, outside any latency-sensitive path. The cache holds up to
-/// `capacity` addresses in two generations: when the young generation is full it becomes the old one, and
-/// addresses still in use are promoted back, so memory stays bounded and hot addresses stay cached.
+/// Nothing is read at construction or by [`warm`](Self::warm): the first address in an object maps that object's
+/// file read-only and builds two compact indexes (its text symbols by address, its compilation units by address
+/// range); each address then parses only the one compilation unit containing it (line table and function tree,
+/// with `addr2line`), and at most four parsed units are kept per object. Pages of the mapping touched by a lookup
+/// are handed back to the kernel afterwards (they stay in the page cache), so the resident cost between stalls is
+/// the indexes plus the cached units. The result cache holds up to `capacity` addresses in two generations:
+/// when the young generation is full it becomes the old one, and addresses still in use are promoted back, so
+/// memory stays bounded and hot addresses stay cached.
+///
+/// Names are made readable ([`Frame::function`]): demangled, without hash or generic arguments, closures and
+/// async bodies spelled out, and inlined frames qualified from the DWARF tree or the symbol table where the
+/// debug info gives only a short name (line-tables-only builds).
+///
+/// Errors degrade: an object that cannot be read, or has no symbols, gives frames with only `ip` and `object`.
 ///
 /// ```
 /// use loopscope_probes::stack::{CaptureMethod, RawStack, Symbolizer, Unwinder, FrameOrigin};
@@ -67,20 +77,46 @@ impl Frame {
 /// fn here() -> usize { here as *const () as usize }
 ///
 /// let mut symbolizer = Symbolizer::new();
-/// symbolizer.warm();
+/// symbolizer.warm(); // cheap: nothing is loaded before the first lookup
 /// // Pretend `here` was the interrupted instruction of some thread.
 /// let raw = RawStack { tid: 1, ips: vec![here()], probe_frames: 0, truncated: false, incomplete: false,
 ///     unwinder: Unwinder::Dwarf, stack_pointer: 0, latency: Default::default(), method: CaptureMethod::Signal };
 /// let frames = symbolizer.symbolize(&raw);
 /// assert!(frames[0].function.as_deref().unwrap_or("").ends_with("here"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Symbolizer {
     young: HashMap<usize, Arc<[Frame]>>,
     old: HashMap<usize, Arc<[Frame]>>,
     capacity: usize,
     hits: u64,
     misses: u64,
+    objects: Vec<Loaded>,
+    crates: Crates,
+}
+
+/// One object the symbolizer has met: where it is mapped and its (lazily read) debug info, or why not.
+#[derive(Debug)]
+struct Loaded {
+    mapped: Mapped,
+    debug: Result<ObjectDebug, String>,
+    /// Lookups since the object's pages were last handed back.
+    touched: bool,
+}
+
+impl Clone for Symbolizer {
+    /// Clones the address cache and what was learned about crates; objects are read again on demand.
+    fn clone(&self) -> Self {
+        Symbolizer {
+            young: self.young.clone(),
+            old: self.old.clone(),
+            capacity: self.capacity,
+            hits: self.hits,
+            misses: self.misses,
+            objects: Vec::new(),
+            crates: self.crates.clone(),
+        }
+    }
 }
 
 impl Default for Symbolizer {
@@ -97,17 +133,33 @@ impl Symbolizer {
 
     /// A symbolizer caching up to `capacity` addresses (at least 2).
     pub fn with_capacity(capacity: usize) -> Self {
-        Symbolizer { young: HashMap::new(), old: HashMap::new(), capacity: capacity.max(2), hits: 0, misses: 0 }
+        Symbolizer {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            capacity: capacity.max(2),
+            hits: 0,
+            misses: 0,
+            objects: Vec::new(),
+            crates: Crates::from_executable_name(),
+        }
     }
 
-    /// Loads the debug info of this executable and of the C library by resolving one address in each, so that
-    /// the first real symbolization is fast.
-    pub fn warm(&mut self) {
-        let own = Symbolizer::warm as *const () as usize;
-        let libc_fn = libc::getpid as *const () as usize;
-        for ip in [own, libc_fn] {
-            let _ = self.lookup(ip, true);
-        }
+    /// Kept for callers that warmed the old, eager symbolizer: debug info is now read on demand, per
+    /// compilation unit, at the first lookup that needs it, so there is nothing worth doing ahead of time.
+    pub fn warm(&mut self) {}
+
+    /// Advice about the executable's debug info: today, that stacks will have no file:line because the binary
+    /// has no line tables, or that its debug sections are compressed. Worked out once per process (from the
+    /// executable's section headers only) and the same every call.
+    ///
+    /// ```
+    /// use loopscope_probes::stack::Symbolizer;
+    /// // Test binaries are built with debug info, so there is nothing to advise.
+    /// assert!(Symbolizer::new().hints().is_empty());
+    /// ```
+    pub fn hints(&self) -> Vec<String> {
+        static HINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        HINTS.get_or_init(executable_hints).clone()
     }
 
     /// Cache statistics: `(hits, misses)`.
@@ -135,7 +187,18 @@ impl Symbolizer {
                 out.extend(frames.iter().map(|f| Frame { ip, ..f.clone() }));
             }
         }
+        self.release_pages();
         out
+    }
+
+    /// Hands the pages of the object mappings touched since the last call back to the kernel.
+    fn release_pages(&mut self) {
+        for loaded in self.objects.iter_mut().filter(|l| l.touched) {
+            loaded.touched = false;
+            if let Ok(debug) = &loaded.debug {
+                debug.release_pages();
+            }
+        }
     }
 
     fn lookup(&mut self, ip: usize, exact: bool) -> Arc<[Frame]> {
@@ -150,7 +213,7 @@ impl Symbolizer {
             return hit;
         }
         self.misses += 1;
-        let resolved: Arc<[Frame]> = resolve(ip, addr).into();
+        let resolved: Arc<[Frame]> = self.resolve(ip, addr).into();
         self.insert(addr, Arc::clone(&resolved));
         resolved
     }
@@ -161,60 +224,121 @@ impl Symbolizer {
         }
         self.young.insert(addr, frames);
     }
+
+    /// The loaded-object entry for `mapped`, opening its file the first time.
+    fn object(&mut self, mapped: Mapped) -> &mut Loaded {
+        let i = match self.objects.iter().position(|l| l.mapped == mapped) {
+            Some(i) => i,
+            None => {
+                let debug = ObjectDebug::open_with_separate_debug(&mapped.open);
+                self.objects.push(Loaded { mapped, debug, touched: false });
+                self.objects.len() - 1
+            }
+        };
+        &mut self.objects[i]
+    }
+
+    /// Resolves `addr` (already adjusted to point inside the instruction of interest).
+    fn resolve(&mut self, ip: usize, addr: usize) -> Vec<Frame> {
+        let Some(mapped) = find_object(addr) else {
+            return vec![Frame {
+                ip,
+                function: None,
+                file: None,
+                line: None,
+                origin: FrameOrigin::Unknown,
+                inlined: false,
+                object: None,
+            }];
+        };
+        let object = Some(mapped.display.clone());
+        let svma = (addr - mapped.bias) as u64;
+        let loaded = self.object(mapped);
+        loaded.touched = true;
+        let resolved = match &mut loaded.debug {
+            Ok(debug) => debug.resolve(svma),
+            Err(_) => Resolved::default(),
+        };
+        let mut frames = build_frames(ip, &resolved, object.as_deref());
+        for frame in &mut frames {
+            frame.origin =
+                self.crates.origin(frame.function.as_deref(), frame.file.as_deref(), frame.object.as_deref());
+        }
+        frames
+    }
 }
 
-/// Resolves `addr` (already adjusted to point inside the instruction of interest).
-fn resolve(ip: usize, addr: usize) -> Vec<Frame> {
-    let object = object_of(addr);
-    let mut frames: Vec<Frame> = Vec::new();
-    // `backtrace::resolve` subtracts one from the address it is given (it assumes return addresses); we already
-    // adjusted, so compensate. It takes the crate's global lock and may allocate: fine, we are not in a handler.
-    backtrace::resolve((addr + 1) as *mut std::ffi::c_void, |symbol| {
-        let function = symbol.name().map(|n| format!("{n:#}"));
-        let file = symbol.filename().map(|p| p.to_string_lossy().into_owned());
-        frames.push(Frame {
-            ip,
-            origin: FrameOrigin::Unknown,
-            function,
-            file,
-            line: symbol.lineno(),
-            inlined: true,
-            object: object.clone(),
-        });
-    });
+/// Turns what the debug info says about one address into frames with readable, qualified names.
+fn build_frames(ip: usize, resolved: &Resolved, object: Option<&str>) -> Vec<Frame> {
+    let count = resolved.frames.len();
+    let mut frames: Vec<Frame> = resolved
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let physical = i + 1 == count;
+            Frame {
+                ip,
+                function: frame_name(raw, physical.then_some(resolved.symbol.as_deref()).flatten()),
+                file: raw.file.clone(),
+                line: raw.line,
+                origin: FrameOrigin::Unknown,
+                inlined: !physical,
+                object: object.map(str::to_owned),
+            }
+        })
+        .collect();
     if frames.is_empty() {
         frames.push(Frame {
             ip,
-            function: None,
+            function: resolved.symbol.as_deref().map(|s| names::pretty(s, None)),
             file: None,
             line: None,
             origin: FrameOrigin::Unknown,
             inlined: false,
-            object: object.clone(),
+            object: object.map(str::to_owned),
         });
-    }
-    if let Some(last) = frames.last_mut() {
-        last.inlined = false;
-    }
-    for frame in &mut frames {
-        frame.origin = origin_of(frame.function.as_deref(), frame.file.as_deref(), frame.object.as_deref());
     }
     frames
 }
 
-/// The path of the loaded object containing `addr`, via `dladdr(3)`.
-fn object_of(addr: usize) -> Option<String> {
-    // SAFETY: `Dl_info` is a plain C struct; all-zero is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's data structures and writes `info`, which is valid for writes.
-    let rc = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
-    if rc == 0 || info.dli_fname.is_null() {
-        return None;
+/// The readable name of one frame: its DWARF name when that is qualified (a linkage name), else the qualified
+/// name of the same function from the symbol table — the containing function's symbol for the physical frame,
+/// an out-of-line copy's symbol for an inlined one — with the DWARF short name telling closures from async
+/// bodies; else the short name alone.
+fn frame_name(raw: &RawFrame, symbol: Option<&str>) -> Option<String> {
+    let short = raw.short.as_deref().or(raw.name.as_deref());
+    match raw.name.as_deref() {
+        Some(name) if names::is_qualified(name) => Some(names::pretty(name, short)),
+        name => match symbol.or(raw.concrete.as_deref()) {
+            Some(qualified) => Some(names::pretty(qualified, short)),
+            None => name.map(|n| names::pretty(n, None)),
+        },
     }
-    // SAFETY: on success `dli_fname` points to a NUL-terminated string owned by the loader, valid while the object
-    // stays loaded; we copy it immediately.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    Some(name.to_string_lossy().into_owned())
+}
+
+/// Hints about the executable's debug info (see [`Symbolizer::hints`]).
+fn executable_hints() -> Vec<String> {
+    let mut hints = Vec::new();
+    match ObjectDebug::open(std::path::Path::new("/proc/self/exe")) {
+        Ok(exe) => {
+            if exe.compressed {
+                hints.push(
+                    "the executable's debug sections are compressed and are not read: stacks show names from the \
+                     symbol table only; link without --compress-debug-sections"
+                        .to_string(),
+                );
+            } else if !exe.has_lines {
+                hints.push(
+                    "no file:line in stacks: add `[profile.release] debug = \"line-tables-only\"` to Cargo.toml"
+                        .to_string(),
+                );
+            }
+            exe.release_pages();
+        }
+        Err(e) => hints.push(format!("the executable cannot be read for symbols ({e}): stacks show addresses")),
+    }
+    hints
 }
 
 /// Strips the decorations a demangled name can start with, so `<tokio::x::Y as core::Future>::poll` and
@@ -292,10 +416,117 @@ const SYSTEM_OBJECTS: &[&str] = &[
     "linux-vdso",
 ];
 
-/// Classifies a frame by its demangled name, its source file and its object: names first (they are the most
-/// reliable), then paths (`/rustc/` is std's source as embedded in debug info; the cargo registry holds
-/// third-party crates), then the object (C library and loader frames usually have no file).
-pub(crate) fn origin_of(function: Option<&str>, file: Option<&str>, object: Option<&str>) -> FrameOrigin {
+/// What a source path says about whose code it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    /// The standard library's sources (`/rustc/<hash>/library/...`, or a local `rust-src`).
+    Std,
+    /// A dependency: the cargo registry (`~/.cargo/registry/src/`), a git checkout (`~/.cargo/git/checkouts/`)
+    /// or a vendored copy.
+    Dependency,
+    /// Anything else: a relative path, the application's workspace.
+    Own,
+}
+
+fn path_kind(path: &str) -> PathKind {
+    if path.starts_with("/rustc/")
+        || path.contains("/lib/rustlib/src/rust/")
+        || ["/library/std/", "/library/core/", "/library/alloc/"].iter().any(|p| path.contains(p))
+    {
+        return PathKind::Std;
+    }
+    // CARGO_HOME may be anywhere (`/usr/local/cargo`), so match its layout rather than `~/.cargo`.
+    if ["/registry/src/", "/git/checkouts/", "/.cargo/registry/", "/.cargo/git/", "/vendor/"]
+        .iter()
+        .any(|p| path.contains(p))
+    {
+        return PathKind::Dependency;
+    }
+    PathKind::Own
+}
+
+/// The crate a demangled function name belongs to (`parking_lot` for
+/// `<parking_lot::RawMutex as lock_api::RawMutex>::lock`), if it names one.
+fn crate_of(function: &str) -> Option<&str> {
+    let s = subject(function);
+    let end = s.find("::")?;
+    let name = &s[..end];
+    (!name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')).then_some(name)
+}
+
+/// What the symbolizer knows about which crates are the application's: crates seen in frames whose debug
+/// paths point into the cargo registry (not the app's) or elsewhere (the app's), and the executable's own
+/// crate name, from its file name (`my-app` → `my_app`; a test binary's `-<hash>` suffix dropped).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Crates {
+    exe: Option<String>,
+    dependencies: HashSet<String>,
+    own: HashSet<String>,
+}
+
+impl Crates {
+    fn from_executable_name() -> Crates {
+        let exe = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .map(|name| crate_from_file_name(&name));
+        Crates { exe, ..Crates::default() }
+    }
+
+    /// Classifies a frame, learning from its path which crate it belongs to.
+    fn origin(&mut self, function: Option<&str>, file: Option<&str>, object: Option<&str>) -> FrameOrigin {
+        if let (Some(f), Some(path)) = (function, file)
+            && let Some(krate) = crate_of(f)
+            && !self.dependencies.contains(krate)
+            && !self.own.contains(krate)
+        {
+            match path_kind(path) {
+                PathKind::Dependency => {
+                    self.dependencies.insert(krate.to_owned());
+                }
+                PathKind::Own => {
+                    self.own.insert(krate.to_owned());
+                }
+                PathKind::Std => {}
+            }
+        }
+        classify_origin(function, file, object, self)
+    }
+
+    /// Whether `krate` is known to be the application's.
+    fn is_own(&self, krate: &str) -> bool {
+        if self.own.contains(krate) {
+            return true;
+        }
+        // The binary's crate, or a library of the same package (`mini_redis` for `mini-redis-server`).
+        self.exe
+            .as_deref()
+            .is_some_and(|exe| exe == krate || exe.strip_prefix(krate).is_some_and(|r| r.starts_with('_')))
+    }
+}
+
+/// `my-app` → `my_app`; `culprits-0123456789abcdef` (a test binary) → `culprits`.
+fn crate_from_file_name(name: &str) -> String {
+    let name = match name.rsplit_once('-') {
+        Some((stem, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => stem,
+        _ => name,
+    };
+    name.trim_end_matches(" (deleted)").replace('-', "_")
+}
+
+/// Classifies a frame without any knowledge of the application's crates (see `classify_origin`).
+#[cfg(test)]
+fn origin_of(function: Option<&str>, file: Option<&str>, object: Option<&str>) -> FrameOrigin {
+    classify_origin(function, file, object, &Crates::default())
+}
+
+/// Classifies a frame: the probe's own frames by name; std, tokio, loopscope and the other runtime crates by
+/// name (they are never the application's, wherever their sources are); then by source path — std's sources,
+/// a dependency's (cargo registry, git checkout, vendored), or the application's own (anything else); then,
+/// without a path, by object (C library, loader) and by crate: a crate seen with a dependency path is not the
+/// app's, one seen with an own path or named like the executable is; an unknown crate is a dependency, so a
+/// registry crate (`parking_lot::raw_mutex::RawMutex::lock_slow`) is never taken for the application.
+fn classify_origin(function: Option<&str>, file: Option<&str>, object: Option<&str>, crates: &Crates) -> FrameOrigin {
     if let Some(f) = function {
         if f.starts_with("loopscope_probes::stack::imp::") || f == "__restore_rt" {
             return FrameOrigin::Probe;
@@ -309,19 +540,25 @@ pub(crate) fn origin_of(function: Option<&str>, file: Option<&str>, object: Opti
         }
     }
     if let Some(path) = file {
-        if path.contains("/rustc/") || path.contains("/library/std/") || path.contains("/library/core/") {
-            return FrameOrigin::Std;
-        }
-        if path.contains("/.cargo/registry/") || path.contains("/.cargo/git/") {
-            return FrameOrigin::Runtime;
-        }
+        return match path_kind(path) {
+            PathKind::Std => FrameOrigin::Std,
+            PathKind::Dependency => FrameOrigin::Runtime,
+            PathKind::Own => FrameOrigin::User,
+        };
     }
     if let Some(obj) = object
         && SYSTEM_OBJECTS.iter().any(|o| obj.contains(o))
     {
         return FrameOrigin::Std;
     }
-    if function.is_some() || file.is_some() { FrameOrigin::User } else { FrameOrigin::Unknown }
+    let Some(f) = function else { return FrameOrigin::Unknown };
+    match crate_of(f) {
+        Some(krate) if crates.dependencies.contains(krate) => FrameOrigin::Runtime,
+        Some(krate) if crates.is_own(krate) => FrameOrigin::User,
+        Some(_) => FrameOrigin::Runtime,
+        // A bare name (`main`, a C function, a closure whose path is unknown).
+        None => FrameOrigin::User,
+    }
 }
 
 /// The innermost frame of the application's own code, if any: what a stall report should lead with.
@@ -424,8 +661,23 @@ mod tests {
             (Some("clock_nanosleep"), None, Some("/lib/x86_64-linux-gnu/libc.so.6"), Std),
             (Some("__GI___clock_nanosleep"), None, None, Std),
             (Some("myapp::handlers::checkout"), Some("/src/myapp/src/handlers.rs"), None, User),
-            (Some("<myapp::Foo as core::fmt::Debug>::fmt"), None, None, User),
-            (Some("<&mut myapp::Foo as core::fmt::Debug>::fmt"), None, None, User),
+            (Some("myapp::handlers::checkout"), Some("src/handlers.rs"), None, User),
+            // Without a path, a crate nothing is known about is not taken for the application's.
+            (Some("<myapp::Foo as core::fmt::Debug>::fmt"), None, None, Runtime),
+            (Some("parking_lot::raw_mutex::RawMutex::lock_slow"), None, None, Runtime),
+            (
+                Some("serde_json::de::from_str"),
+                Some("/usr/local/cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.1/src/de.rs"),
+                None,
+                Runtime,
+            ),
+            (Some("dep::f"), Some("/root/.cargo/git/checkouts/dep-0123/abcdef0/src/lib.rs"), None, Runtime),
+            (
+                Some("hash_spin"),
+                Some("/root/.rustup/toolchains/x/lib/rustlib/src/rust/library/core/src/x.rs"),
+                None,
+                Std,
+            ),
             (None, Some("/src/app/main.rs"), None, User),
             (None, None, Some("/usr/lib/libfoo.so"), Unknown),
             (None, None, None, Unknown),
@@ -433,6 +685,26 @@ mod tests {
         for (function, file, object, expected) in cases {
             assert_eq!(origin_of(*function, *file, *object), *expected, "{function:?} {file:?} {object:?}");
         }
+    }
+
+    #[test]
+    fn origins_learn_the_apps_crates() {
+        use FrameOrigin::*;
+        let mut crates = Crates { exe: Some(crate_from_file_name("mini-redis-server")), ..Crates::default() };
+        // The binary's crate, and a library of the same package, are the app's even without a path.
+        assert_eq!(crates.origin(Some("mini_redis_server::main"), None, None), User);
+        assert_eq!(crates.origin(Some("mini_redis::cmd::get::Get::apply (async fn)"), None, None), User);
+        assert_eq!(crates.origin(Some("<myapp::Foo as core::fmt::Debug>::fmt"), None, None), Runtime);
+        // Seen once with a workspace path: the app's from then on, even in frames without one.
+        assert_eq!(crates.origin(Some("myapp::Foo::new"), Some("/work/myapp/src/foo.rs"), None), User);
+        assert_eq!(crates.origin(Some("<myapp::Foo as core::fmt::Debug>::fmt"), None, None), User);
+        // Seen with a registry path: never the app's.
+        let registry = "/root/.cargo/registry/src/index.crates.io-x/parking_lot-0.12.5/src/raw_mutex.rs";
+        assert_eq!(crates.origin(Some("parking_lot::raw_mutex::RawMutex::lock_slow"), Some(registry), None), Runtime);
+        assert_eq!(crates.origin(Some("parking_lot::Mutex::lock"), None, None), Runtime);
+        assert!(crates.dependencies.contains("parking_lot"));
+        assert_eq!(crate_from_file_name("culprits-0123456789abcdef"), "culprits");
+        assert_eq!(crate_from_file_name("my-app"), "my_app");
     }
 
     fn frame(name: &str, origin: FrameOrigin) -> Frame {
@@ -460,6 +732,88 @@ mod tests {
         assert_eq!(folded(&frames), "std::rt;tokio::b;tokio::a;app::outer;app::inner;std::io::read;libc_read");
         assert!(first_user_frame(&frames[..4]).is_none());
         assert!(collapsed(&[]).is_empty());
+    }
+
+    /// End to end, in the build users run: a release build with `debug = "line-tables-only"`, whose DWARF
+    /// names inlined functions without any path (`hash_spin`). A tiny fixture crate (no dependencies, about
+    /// 5 s to build here) prints the address of an instruction inside `my_app::db::load::hash_spin`, inlined
+    /// into a closure of `main`; the function also has an out-of-line copy (taken as a function pointer), whose
+    /// concrete DWARF entry shares the inlined one's abstract origin, and whose symbol gives the full path.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn inlined_frames_are_qualified_in_a_release_build_with_line_tables() {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(format!("loopscope-fixture-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"my_app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n\
+             [profile.release]\ndebug = \"line-tables-only\"\ncodegen-units = 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("src/main.rs"),
+            "mod db;\nfn main() {\n    let f = |x: u64| db::load::hash_spin(x) ^ 3;\n    \
+             let v: Vec<u64> = std::env::args().skip(1).map(|a| a.len() as u64).collect();\n    \
+             let total: u64 = v.iter().map(|&x| f(x)).sum();\n    \
+             let g: fn(u64) -> u64 = std::hint::black_box(db::load::hash_spin);\n    \
+             println!(\"main {:#x} {} {}\", main as *const () as usize, total, g(total));\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("src/db.rs"),
+            "pub mod load {\n    #[inline(always)]\n    pub fn hash_spin(x: u64) -> u64 {\n        let ip: usize;\n        \
+             // SAFETY: reads the instruction pointer into a register; no memory access.\n        \
+             unsafe { std::arch::asm!(\"lea {}, [rip]\", out(reg) ip) };\n        \
+             println!(\"ip {ip:#x}\");\n        let mut h = x;\n        \
+             for i in 0..std::hint::black_box(100u64) { h = h.wrapping_mul(31).wrapping_add(i); }\n        h\n    }\n}\n",
+        )
+        .unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--offline"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let binary = dir.join("target/release/my_app");
+        let out = Command::new(&binary).arg("abc").output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let hex = |prefix: &str| {
+            let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
+            let word = line.split_whitespace().nth(1).unwrap();
+            u64::from_str_radix(word.trim_start_matches("0x"), 16).unwrap()
+        };
+        // The first `ip` line comes from the inlined copy (the closure runs before `g`).
+        let (ip, main) = (hex("ip "), hex("main "));
+        let mut debug = super::super::debuginfo::ObjectDebug::open(&binary).unwrap();
+        assert!(debug.has_lines);
+        // The load bias, from `main`'s symbol: runtime address - file address.
+        let main_svma = {
+            use object::{Object, ObjectSymbol};
+            let data = std::fs::read(&binary).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            file.symbols().find(|s| s.name().is_ok_and(|n| names::demangle(n) == "my_app::main")).unwrap().address()
+        };
+        let svma = ip - (main - main_svma);
+        let frames = build_frames(ip as usize, &debug.resolve(svma), Some("my_app"));
+        let names: Vec<String> = frames.iter().map(|f| f.display_name()).collect();
+        let spin = frames.iter().find(|f| f.function.as_deref().is_some_and(|n| n.ends_with("hash_spin")));
+        let spin = spin.unwrap_or_else(|| panic!("{names:#?}"));
+        assert_eq!(spin.function.as_deref(), Some("my_app::db::load::hash_spin"), "{names:#?}");
+        assert!(spin.inlined, "{names:#?}");
+        assert!(spin.file.as_deref().is_some_and(|f| f.ends_with("db.rs")), "{frames:#?}");
+        // The physical function is named from the symbol table, whatever DWARF calls it.
+        assert!(
+            frames.last().and_then(|f| f.function.as_deref()).is_some_and(|n| n.starts_with("my_app::")),
+            "{names:#?}"
+        );
+        eprintln!("{names:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[inline(never)]

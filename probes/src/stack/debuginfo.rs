@@ -1,0 +1,634 @@
+//! Lazily read symbols and DWARF of the loaded objects (the executable, shared libraries).
+//!
+//! Nothing is read until an address in an object must be symbolized. Then the object's file is mapped
+//! read-only (`memmap2`) and parsed (`object`); two compact indexes are built — the text symbols of its symbol
+//! table sorted by address (16 bytes per symbol, names read from the mapping when needed) and the address
+//! ranges of its compilation units from `.debug_aranges` (24 bytes per range) — and the one compilation unit
+//! containing the address gets its own `addr2line` context, built over a view of `.debug_info` holding that
+//! unit alone, so `addr2line` never walks the other units. At most [`UNIT_CONTEXTS`] unit contexts are kept per
+//! object (least recently used goes first). After each batch, [`ObjectDebug::release_pages`] tells the kernel
+//! that the mapped pages we touched are no longer needed (`MADV_DONTNEED`): they stay in the page cache, so
+//! the next lookup faults them back in cheaply, but they stop counting as this process's resident memory.
+//!
+//! Why not `addr2line::Loader` or the `backtrace` crate's resolver: both build a context over the whole
+//! `.debug_info`, which reads every unit's header and line-program header up front and keeps them (tens of MB
+//! resident for a large binary, and the CPU to match), and neither exposes the DWARF tree the naming code
+//! needs for inlined frames.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use addr2line::Context;
+use gimli::{EndianSlice, RunTimeEndian, SectionId};
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+/// The reader every parsed structure uses: a slice of the object's mapping.
+pub(crate) type Slice = EndianSlice<'static, RunTimeEndian>;
+
+/// Unit contexts (parsed line tables and function trees) kept per object.
+pub(crate) const UNIT_CONTEXTS: usize = 4;
+
+/// One object mapped into this process, as the dynamic loader reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapped {
+    /// The path shown in frames (`/proc/self/exe` resolved for the executable).
+    pub(crate) display: String,
+    /// The path to open: `/proc/self/exe` for the executable (works even when the file was deleted).
+    pub(crate) open: PathBuf,
+    /// Load bias: file virtual address = runtime address - bias.
+    pub(crate) bias: usize,
+    /// Whether this is the main executable.
+    pub(crate) main: bool,
+}
+
+/// Without `dl_iterate_phdr` (macOS), no object is known: frames keep their addresses.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub(crate) fn find_object(_addr: usize) -> Option<Mapped> {
+    None
+}
+
+/// The object containing `addr`, from `dl_iterate_phdr(3)` (the loaded segments, not `dladdr`'s guess, which
+/// names the executable by `argv[0]`).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub(crate) fn find_object(addr: usize) -> Option<Mapped> {
+    struct Search {
+        addr: usize,
+        found: Option<(usize, Option<String>)>,
+    }
+    unsafe extern "C" fn callback(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> i32 {
+        // SAFETY: `data` is the `&mut Search` passed to `dl_iterate_phdr` below, alive for the whole call, and the
+        // loader calls us on one thread at a time.
+        let search = unsafe { &mut *(data as *mut Search) };
+        // SAFETY: the loader passes a valid `dl_phdr_info` for the duration of the callback.
+        let info = unsafe { &*info };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers owned by the loader.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let bias = info.dlpi_addr as usize;
+        let inside = headers.iter().any(|h| {
+            let start = bias.wrapping_add(h.p_vaddr as usize);
+            h.p_type == libc::PT_LOAD && search.addr >= start && search.addr < start.wrapping_add(h.p_memsz as usize)
+        });
+        if !inside {
+            return 0;
+        }
+        let name = if info.dlpi_name.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null `dlpi_name` is a NUL-terminated string owned by the loader; copied at once.
+            let name = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned();
+            (!name.is_empty()).then_some(name)
+        };
+        search.found = Some((bias, name));
+        1
+    }
+    let mut search = Search { addr, found: None };
+    // SAFETY: the callback only reads the loader's data for the duration of each call and writes `search`,
+    // which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(callback), &mut search as *mut Search as *mut libc::c_void) };
+    let (bias, name) = search.found?;
+    Some(match name {
+        Some(name) => Mapped { display: name.clone(), open: PathBuf::from(name), bias, main: false },
+        None => {
+            let display = std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "/proc/self/exe".into());
+            Mapped { display, open: PathBuf::from("/proc/self/exe"), bias, main: true }
+        }
+    })
+}
+
+/// One symbol of the symbol table: its address, size and index (the name is read from the mapping on demand).
+#[derive(Debug, Clone, Copy)]
+struct Sym {
+    addr: u64,
+    size: u32,
+    index: u32,
+}
+
+/// A unit's address range: `[start, end)` belongs to the unit at `unit` in `.debug_info`.
+#[derive(Debug, Clone, Copy)]
+struct UnitRange {
+    start: u64,
+    end: u64,
+    unit: usize,
+}
+
+/// The DWARF sections the parser reads, as slices of the mapping.
+const SECTIONS: &[SectionId] = &[
+    SectionId::DebugAbbrev,
+    SectionId::DebugAddr,
+    SectionId::DebugAranges,
+    SectionId::DebugInfo,
+    SectionId::DebugLine,
+    SectionId::DebugLineStr,
+    SectionId::DebugStr,
+    SectionId::DebugStrOffsets,
+    SectionId::DebugRanges,
+    SectionId::DebugRngLists,
+];
+
+/// One frame as the debug info gives it, before naming and classification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawFrame {
+    /// The DWARF name: a linkage name (mangled) when the compiler recorded one, else the plain `DW_AT_name`
+    /// (`{closure#0}<()>`, `hash_spin`).
+    pub(crate) name: Option<String>,
+    /// The qualified name of an out-of-line copy of the same function, found through the DWARF tree (the
+    /// concrete `DW_TAG_subprogram` with the same abstract origin) and the symbol table.
+    pub(crate) concrete: Option<String>,
+    /// The plain `DW_AT_name` of the function (through its abstract origin): tells a closure from an async
+    /// body when the linkage name says only `{{closure}}`.
+    pub(crate) short: Option<String>,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u32>,
+}
+
+/// What an object knows about one address: its frames (inlined callees first) and the symbol-table name of
+/// the function containing it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resolved {
+    pub(crate) frames: Vec<RawFrame>,
+    pub(crate) symbol: Option<String>,
+}
+
+/// Which part of `.debug_info` a context sees.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    Whole,
+    Unit(usize),
+    Prefix(usize),
+}
+
+/// A parsed compilation unit: its `addr2line` context, and the gimli unit (same bytes) to walk its DIE tree.
+struct UnitContext {
+    offset: usize,
+    context: Context<Slice>,
+    unit: gimli::Unit<Slice>,
+    dwarf: gimli::Dwarf<Slice>,
+    /// Abstract origin DIE → address of a concrete (out-of-line) instance, built on first need.
+    concrete: Option<Vec<(usize, u64)>>,
+    /// The context sees every unit up to this offset (the unit refers into other units); `None`: itself only.
+    wide: Option<usize>,
+}
+
+/// The parsed units of an object, most recently used first.
+///
+/// `addr2line` caches parsed line tables and functions in `OnceCell`s, so a context is `Send` but not `Sync`.
+/// Every use goes through `&mut ObjectDebug` (lookups need `&mut` for the LRU order anyway), and the field is
+/// private, so no `&Units` is ever shared between threads: the wrapper only states that.
+struct Units(Vec<UnitContext>);
+
+// SAFETY: `Units` is only reached through `&mut ObjectDebug` (see `unit_context` and `resolve`); a shared
+// `&ObjectDebug` on another thread cannot touch it (no method taking `&self` reads `units` beyond its length
+// in `Debug`, which reads no `OnceCell`), so the non-`Sync` cells inside are never accessed concurrently.
+unsafe impl Sync for Units {}
+
+/// The lazily read debug information of one object file.
+///
+/// Field order matters: everything borrowing the mapping is declared (and so dropped) before `map`.
+pub(crate) struct ObjectDebug {
+    units: Units,
+    object: object::File<'static>,
+    sections: Vec<(SectionId, &'static [u8])>,
+    endian: RunTimeEndian,
+    symbols: Option<Vec<Sym>>,
+    unit_ranges: Option<Vec<UnitRange>>,
+    /// Whether the object has line tables at all.
+    pub(crate) has_lines: bool,
+    /// Debug sections that are compressed, which this reader leaves alone (their data would have to be
+    /// inflated into memory).
+    pub(crate) compressed: bool,
+    map: Mmap,
+}
+
+impl std::fmt::Debug for ObjectDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectDebug")
+            .field("units", &self.units.0.len())
+            .field("symbols", &self.symbols.as_ref().map(Vec::len))
+            .field("unit_ranges", &self.unit_ranges.as_ref().map(Vec::len))
+            .field("has_lines", &self.has_lines)
+            .finish()
+    }
+}
+
+impl ObjectDebug {
+    /// Maps and parses the object's headers. Reads no symbol or DWARF data yet.
+    pub(crate) fn open(path: &Path) -> Result<ObjectDebug, String> {
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: a read-only private mapping of a file we only read. If another process truncated the file
+        // while mapped, a read past its new end would raise SIGBUS — the same exposure the dynamic loader and
+        // the `backtrace` crate accept for loaded objects (a running executable cannot be written to).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("mmap {}: {e}", path.display()))?;
+        // SAFETY: the slice points into `map`, whose pages stay mapped at the same address until `map` is
+        // dropped; every structure borrowing it is a field of `ObjectDebug` declared before `map`, so it is
+        // dropped first, and the slice is never handed out with a lifetime longer than `&self`.
+        let data: &'static [u8] = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+        let object = object::File::parse(data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let endian = if object.is_little_endian() { RunTimeEndian::Little } else { RunTimeEndian::Big };
+        let mut compressed = false;
+        let mut sections = Vec::new();
+        for &id in SECTIONS {
+            let Some(section) = object.section_by_name(id.name()) else { continue };
+            let is_compressed =
+                section.compressed_file_range().map(|r| r.format != object::CompressionFormat::None).unwrap_or(true);
+            if is_compressed {
+                compressed = true;
+                continue;
+            }
+            if let Ok(bytes) = section.data() {
+                sections.push((id, bytes));
+            }
+        }
+        let has_lines = sections.iter().any(|(id, b)| *id == SectionId::DebugLine && !b.is_empty());
+        Ok(ObjectDebug {
+            units: Units(Vec::new()),
+            object,
+            sections,
+            endian,
+            symbols: None,
+            unit_ranges: None,
+            has_lines,
+            compressed,
+            map,
+        })
+    }
+
+    /// Opens `path`, or the separate debug file installed for it (`/usr/lib/debug/.build-id/xx/yyyy.debug`,
+    /// or the `.gnu_debuglink` name under `/usr/lib/debug/<dir>/` or `<dir>/.debug/`) when the object itself
+    /// was stripped of its symbol table or line tables, as distributions ship shared libraries.
+    pub(crate) fn open_with_separate_debug(path: &Path) -> Result<ObjectDebug, String> {
+        let main = ObjectDebug::open(path)?;
+        if main.object.symbol_table().is_some() && main.has_lines {
+            return Ok(main);
+        }
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Ok(Some(id)) = main.object.build_id()
+            && let Some((first, rest)) = id.split_first()
+        {
+            let hex: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+            candidates.push(PathBuf::from(format!("/usr/lib/debug/.build-id/{first:02x}/{hex}.debug")));
+        }
+        if let Ok(Some((name, _crc))) = main.object.gnu_debuglink() {
+            let name = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+            let dir = std::fs::canonicalize(path).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+            if let Some(dir) = dir {
+                candidates.push(Path::new("/usr/lib/debug").join(dir.strip_prefix("/").unwrap_or(&dir)).join(name));
+                candidates.push(dir.join(".debug").join(name));
+            }
+        }
+        main.release_pages();
+        for candidate in candidates {
+            if let Ok(debug) = ObjectDebug::open(&candidate)
+                && debug.object.symbol_table().is_some()
+            {
+                return Ok(debug);
+            }
+        }
+        Ok(main)
+    }
+
+    fn section(&self, id: SectionId) -> &'static [u8] {
+        self.sections.iter().find(|(s, _)| *s == id).map(|(_, b)| *b).unwrap_or(&[])
+    }
+
+    /// Drops this process's page-table entries for the mapping (the pages stay in the page cache).
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: the mapping is private, read-only and never written, so discarding its pages loses nothing:
+        // the next access reads the same bytes from the file again.
+        let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
+
+    fn symbols(&mut self) -> &[Sym] {
+        let object = &self.object;
+        self.symbols.get_or_insert_with(|| {
+            fn collect<'d>(syms: &mut Vec<Sym>, iter: impl Iterator<Item = object::Symbol<'d, 'd>>) {
+                for s in iter {
+                    if s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0 {
+                        syms.push(Sym {
+                            addr: s.address(),
+                            size: u32::try_from(s.size()).unwrap_or(u32::MAX),
+                            index: u32::try_from(s.index().0).unwrap_or(u32::MAX),
+                        });
+                    }
+                }
+            }
+            let mut syms: Vec<Sym> = Vec::new();
+            collect(&mut syms, object.symbols());
+            if syms.is_empty() {
+                collect(&mut syms, object.dynamic_symbols());
+            }
+            // Aliases share an address: keep the sized one, then the first.
+            syms.sort_by_key(|s| (s.addr, s.size == 0));
+            syms.dedup_by_key(|s| s.addr);
+            syms.shrink_to_fit();
+            syms
+        })
+    }
+
+    /// The symbol-table name (mangled, as stored) of the function containing `svma`.
+    pub(crate) fn symbol_name(&mut self, svma: u64) -> Option<&'static str> {
+        let sym = {
+            let syms = self.symbols();
+            let i = syms.partition_point(|s| s.addr <= svma).checked_sub(1)?;
+            let sym = syms[i];
+            if sym.size != 0 && svma >= sym.addr + u64::from(sym.size) {
+                return None;
+            }
+            sym
+        };
+        let symbol = self.object.symbol_by_index(object::SymbolIndex(sym.index as usize)).ok();
+        // The dynamic table is used only when the symbol table is empty; try both.
+        let symbol = symbol.filter(|s| s.address() == sym.addr).or_else(|| {
+            self.object.dynamic_symbol_table().and_then(|t| {
+                use object::ObjectSymbolTable;
+                t.symbol_by_index(object::SymbolIndex(sym.index as usize)).ok()
+            })
+        })?;
+        symbol.name().ok().filter(|n| !n.is_empty())
+    }
+
+    fn unit_ranges(&mut self) -> &[UnitRange] {
+        if self.unit_ranges.is_none() {
+            let ranges = self.build_unit_ranges();
+            self.unit_ranges = Some(ranges);
+        }
+        self.unit_ranges.as_deref().unwrap_or(&[])
+    }
+
+    fn build_unit_ranges(&self) -> Vec<UnitRange> {
+        let mut ranges = Vec::new();
+        let aranges = gimli::DebugAranges::new(self.section(SectionId::DebugAranges), self.endian);
+        let mut headers = aranges.headers();
+        while let Ok(Some(header)) = headers.next() {
+            let unit = header.debug_info_offset().0;
+            let mut entries = header.entries();
+            loop {
+                match entries.next() {
+                    Ok(Some(e)) if e.length() != 0 => {
+                        let r = e.range();
+                        ranges.push(UnitRange { start: r.begin, end: r.end, unit });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        if ranges.is_empty() {
+            // No `.debug_aranges` (some linkers and compilers omit it): read each unit's root ranges instead.
+            // Costlier (every unit header is parsed once), but only once per object.
+            if let Ok(dwarf) = self.dwarf(View::Whole) {
+                let mut units = dwarf.units();
+                while let Ok(Some(header)) = units.next() {
+                    let Some(offset) = header.debug_info_offset() else { continue };
+                    let Ok(unit) = dwarf.unit(header) else { continue };
+                    let Ok(mut iter) = dwarf.unit_ranges(&unit) else { continue };
+                    while let Ok(Some(r)) = iter.next() {
+                        if r.end > r.begin {
+                            ranges.push(UnitRange { start: r.begin, end: r.end, unit: offset.0 });
+                        }
+                    }
+                }
+            }
+        }
+        ranges.sort_by_key(|r| r.start);
+        // Merge touching ranges of one unit (functions of a unit are usually laid out together).
+        let mut merged: Vec<UnitRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if last.unit == r.unit && r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged.shrink_to_fit();
+        merged
+    }
+
+    /// A `gimli::Dwarf` over the object's sections, with `.debug_info` restricted to the unit at `offset` alone
+    /// (`Unit`), so that a context built on it parses that unit only, or to everything up to `end` (`Prefix`),
+    /// for a unit that refers into other units (see `resolve`).
+    fn dwarf(&self, view: View) -> Result<gimli::Dwarf<Slice>, gimli::Error> {
+        let info = self.section(SectionId::DebugInfo);
+        let eof = gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0));
+        let restricted = match view {
+            View::Whole => None,
+            View::Unit(offset) => {
+                let end = self.unit_end(offset)?;
+                Some((info.get(offset..end).ok_or(eof)?, true))
+            }
+            View::Prefix(end) => Some((info.get(..end).ok_or(eof)?, false)),
+        };
+        gimli::Dwarf::load(|id| {
+            let bytes = match (id, restricted) {
+                (SectionId::DebugInfo, Some((unit, _))) => unit,
+                // Offsets in `.debug_aranges` refer to the whole `.debug_info`: useless for a single unit's view.
+                (SectionId::DebugAranges, Some((_, true))) => &[],
+                _ => self.section(id),
+            };
+            Ok::<_, gimli::Error>(EndianSlice::new(bytes, self.endian))
+        })
+    }
+
+    /// The end offset of the unit starting at `offset` in `.debug_info`.
+    fn unit_end(&self, offset: usize) -> Result<usize, gimli::Error> {
+        let header = gimli::DebugInfo::new(self.section(SectionId::DebugInfo), self.endian)
+            .header_from_offset(gimli::DebugInfoOffset(offset))?;
+        Ok(offset.saturating_add(header.length_including_self()))
+    }
+
+    /// The end offset of the unit containing `target` (walking unit headers only).
+    fn end_of_unit_containing(&self, target: usize) -> Option<usize> {
+        let mut units = gimli::DebugInfo::new(self.section(SectionId::DebugInfo), self.endian).units();
+        while let Ok(Some(header)) = units.next() {
+            let start = header.debug_info_offset()?.0;
+            let end = start.saturating_add(header.length_including_self());
+            if target < end {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// The context for the unit at `offset`, most recently used first; `wide_end` asks for one over everything
+    /// up to that offset (replacing a single-unit one).
+    fn unit_context(&mut self, offset: usize, wide_end: Option<usize>) -> Option<&mut UnitContext> {
+        if let Some(i) = self.units.0.iter().position(|u| u.offset == offset) {
+            let unit = self.units.0.remove(i);
+            if wide_end.is_none() || unit.wide >= wide_end {
+                self.units.0.insert(0, unit);
+                return self.units.0.first_mut();
+            }
+        }
+        let (view, unit_offset) = match wide_end {
+            Some(end) => (View::Prefix(end), offset),
+            None => (View::Unit(offset), 0),
+        };
+        let dwarf = self.dwarf(view).ok()?;
+        let header = dwarf.debug_info.header_from_offset(gimli::DebugInfoOffset(unit_offset)).ok()?;
+        let unit = dwarf.unit(header).ok()?;
+        let context = Context::from_dwarf(self.dwarf(view).ok()?).ok()?;
+        let units = &mut self.units.0;
+        units.truncate(UNIT_CONTEXTS - 1);
+        let wide = wide_end;
+        units.insert(0, UnitContext { offset, context, unit, dwarf, concrete: None, wide });
+        units.first_mut()
+    }
+
+    /// Resolves `svma` (a file virtual address inside the instruction of interest).
+    pub(crate) fn resolve(&mut self, svma: u64) -> Resolved {
+        let symbol = self.symbol_name(svma).map(str::to_owned);
+        let mut frames = Vec::new();
+        let unit = {
+            let ranges = self.unit_ranges();
+            ranges.partition_point(|r| r.start <= svma).checked_sub(1).map(|i| ranges[i]).filter(|r| svma < r.end)
+        };
+        let mut concrete_wanted: Vec<(usize, usize)> = Vec::new();
+        if let Some(range) = unit {
+            // Release builds (thin LTO across codegen units) inline functions whose DWARF entries live in other
+            // units (`DW_FORM_ref_addr`), which a single unit's view cannot follow: then widen the view to every
+            // unit up to the one referred to, once for this unit.
+            let mut wide_end = None;
+            for _ in 0..4 {
+                let Some(ctx) = self.unit_context(range.unit, wide_end) else { break };
+                match ctx.context.find_frames(svma).skip_all_loads().and_then(|mut iter| {
+                    let mut out = Vec::new();
+                    while let Some(frame) = iter.next()? {
+                        let name = frame.function.as_ref().and_then(|f| f.raw_name().ok()).map(|n| n.into_owned());
+                        let short = frame.dw_die_offset.and_then(|off| short_name(&ctx.dwarf, &ctx.unit, off.0));
+                        out.push((
+                            frame.dw_die_offset.map(|o| o.0),
+                            RawFrame {
+                                name,
+                                concrete: None,
+                                short,
+                                file: frame.location.as_ref().and_then(|l| l.file).map(str::to_owned),
+                                line: frame.location.as_ref().and_then(|l| l.line),
+                            },
+                        ));
+                    }
+                    Ok(out)
+                }) {
+                    Ok(found) => {
+                        for (die, frame) in found {
+                            if let Some(die) = die {
+                                concrete_wanted.push((frames.len(), die));
+                            }
+                            frames.push(frame);
+                        }
+                        break;
+                    }
+                    Err(gimli::Error::NoEntryAtGivenOffset(target))
+                        if ctx.wide.is_none_or(|end| (target as usize) >= end) =>
+                    {
+                        let seen = ctx.wide;
+                        let end = self.unit_end(range.unit).ok();
+                        let other = self.end_of_unit_containing(target as usize);
+                        wide_end = end.zip(other).map(|(a, b)| a.max(b).max(seen.unwrap_or(0)));
+                        if wide_end.is_none() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        // Lines alone (the function tree could not be read).
+                        if let Ok(Some(loc)) = ctx.context.find_location(svma) {
+                            frames.push(RawFrame {
+                                name: None,
+                                concrete: None,
+                                short: None,
+                                file: loc.file.map(str::to_owned),
+                                line: loc.line,
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
+            // Inlined frames whose DWARF name is unqualified (line-tables-only builds carry no namespaces or
+            // linkage names): find an out-of-line copy of the same function and take its symbol's name.
+            let needs: Vec<(usize, usize)> = concrete_wanted
+                .into_iter()
+                .filter(|(i, _)| frames[*i].name.as_deref().is_some_and(|n| !super::names::is_qualified(n)))
+                // std's units are large and its frames are shown collapsed: not worth a walk of the unit's tree.
+                .filter(|(i, _)| !frames[*i].file.as_deref().is_some_and(|f| f.starts_with("/rustc/")))
+                .collect();
+            if !needs.is_empty() {
+                let addrs: Vec<(usize, Option<u64>)> = match self.units.0.first_mut() {
+                    Some(ctx) => needs.iter().map(|&(i, die)| (i, ctx.concrete_address(die))).collect(),
+                    None => Vec::new(),
+                };
+                for (i, addr) in addrs {
+                    if let Some(addr) = addr
+                        && let Some(name) = self.symbol_name(addr)
+                    {
+                        frames[i].concrete = Some(name.to_owned());
+                    }
+                }
+            }
+        }
+        Resolved { frames, symbol }
+    }
+}
+
+/// The `DW_AT_name` of the DIE at `die`, following `DW_AT_abstract_origin` and `DW_AT_specification` (a few
+/// hops at most).
+fn short_name(dwarf: &gimli::Dwarf<Slice>, unit: &gimli::Unit<Slice>, die: usize) -> Option<String> {
+    let unit = gimli::UnitRef::new(dwarf, unit);
+    let mut offset = gimli::UnitOffset(die);
+    for _ in 0..4 {
+        let entry = unit.entry(offset).ok()?;
+        if let Some(name) = entry.attr_value(gimli::DW_AT_name) {
+            return unit.attr_string(name).ok().map(|s| s.to_string_lossy().into_owned());
+        }
+        match entry.attr_value(gimli::DW_AT_abstract_origin).or_else(|| entry.attr_value(gimli::DW_AT_specification)) {
+            Some(gimli::AttributeValue::UnitRef(o)) => offset = o,
+            _ => return None,
+        }
+    }
+    None
+}
+
+impl UnitContext {
+    /// The start address of an out-of-line instance of the function that the DIE at `die` (a subprogram or
+    /// an inlined subroutine) is, if the unit has one.
+    fn concrete_address(&mut self, die: usize) -> Option<u64> {
+        let unit = gimli::UnitRef::new(&self.dwarf, &self.unit);
+        let entry = unit.entry(gimli::UnitOffset(die)).ok()?;
+        let origin = match entry.attr_value(gimli::DW_AT_abstract_origin) {
+            Some(gimli::AttributeValue::UnitRef(o)) => o.0,
+            _ => die,
+        };
+        if self.concrete.is_none() {
+            let mut map = Vec::new();
+            let mut entries = unit.entries();
+            while let Ok(Some(entry)) = entries.next_dfs() {
+                if entry.tag() != gimli::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(gimli::AttributeValue::UnitRef(o)) = entry.attr_value(gimli::DW_AT_abstract_origin) else {
+                    continue;
+                };
+                let low = match entry.attr_value(gimli::DW_AT_low_pc) {
+                    Some(gimli::AttributeValue::Addr(a)) => Some(a),
+                    Some(gimli::AttributeValue::DebugAddrIndex(i)) => unit.address(i).ok(),
+                    _ => None,
+                };
+                let low = low.or_else(|| {
+                    let mut ranges = unit.die_ranges(entry).ok()?;
+                    ranges.next().ok().flatten().map(|r| r.begin)
+                });
+                if let Some(low) = low.filter(|&a| a != 0) {
+                    map.push((o.0, low));
+                }
+            }
+            map.sort_unstable();
+            self.concrete = Some(map);
+        }
+        let map = self.concrete.as_deref()?;
+        let i = map.partition_point(|(o, _)| *o < origin);
+        map.get(i).filter(|(o, _)| *o == origin).map(|(_, a)| *a)
+    }
+}

@@ -216,9 +216,6 @@ impl Shared {
                 .spawn(move || crate::aggregate::run(me, handle, rx))
         };
         let mut threads = lock(&self.threads);
-        if let Ok(j) = &watchdog {
-            let _ = self.watchdog_thread.set(j.thread().clone());
-        }
         for t in [prober, watchdog, agent] {
             match t {
                 Ok(j) => threads.push(j.thread().clone()),

@@ -136,6 +136,8 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         Err(e) => format!("unchanged ({e})"),
     };
     let _ = shared.watchdog_priority.set(priority);
+    // Before the first tick: a poll that finds the watchdog asleep must be able to wake it.
+    let _ = shared.watchdog_thread.set(std::thread::current());
     let mut w = Watchdog {
         shared,
         handle,
@@ -155,12 +157,15 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         let mut wait = Duration::from_nanos(wait_ns).clamp(interval, MAX_WAIT);
         // No poll in flight anywhere: sleep a whole threshold, and let the next poll wake us (one futex wake,
         // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
-        // poll that starts meanwhile is seen here or sees the flag; a poll whose hook read the flag just before
-        // this store (the hook has no fence) is seen at the next wake, a threshold later, as without the flag:
-        // its figures then lean toward "blocked".
+        // poll that starts meanwhile is seen here or sees the flag.
         let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
         if deep {
             w.shared.watchdog_asleep.store(true, SeqCst);
+            // The hook stores its poll's sequence number and then reads the flag, with no fence (it runs on
+            // every poll): a membarrier makes every thread's stores so far visible here, so the look below
+            // sees the poll, or the poll's hook sees the flag. Without membarrier a poll can, rarely, slip
+            // between the two and wait for the next wake.
+            loopscope_probes::thread::process_barrier();
             if w.slots.iter().any(|s| s.in_flight().is_some()) {
                 w.shared.watchdog_asleep.store(false, Relaxed);
                 wait = interval;

@@ -119,7 +119,13 @@ fn spinning_thread_is_cpu_bound() {
     assert!(has_function(&frames, "spin_here"), "stack: {:#?}", names(&frames));
 
     let verdict = classify(&first, &last, Some(&frames));
-    assert_eq!(verdict.classification, Classification::CpuBound, "{verdict:?}");
+    // CPU-bound, unless other processes kept it waiting for a CPU most of the window: then the figures say
+    // so, and a verdict may not contradict its figures.
+    if verdict.run_queue_ratio.unwrap_or(0.0) >= 0.5 {
+        assert_eq!(verdict.classification, Classification::Preempted, "{verdict:?}");
+    } else {
+        assert_eq!(verdict.classification, Classification::CpuBound, "{verdict:?}");
+    }
     let ratio = verdict.on_cpu_ratio.unwrap();
     // On an idle machine the ratio is ~1. Other processes may take CPUs away, but then the thread was waiting
     // in a run queue for the rest of the window: a spinner is always either on a CPU or waiting for one.

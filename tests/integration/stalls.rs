@@ -4,7 +4,7 @@ use crate::support::*;
 use loopscope::wire::{StallKind, StallPhase};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FILE: &str = "tests/integration/stalls.rs";
 
@@ -248,10 +248,11 @@ fn stall_flagging_latency_is_close_to_threshold() {
     // flags the stall long before the 200 ms poll ends.
     let (rt, agent) = multi_thread(2, agent());
     let sub = agent.subscribe();
-    let t0 = Instant::now();
     let h = rt.spawn(async { std::thread::sleep(ms(200)) });
     let ev = wait_event(&sub, "Started", |e| e.phase == StallPhase::Started);
-    assert!(t0.elapsed() < ms(150), "flagged after {:?}", t0.elapsed());
+    // When it was flagged is in the event itself; delivery to a subscriber follows the look at the thread
+    // (its stack and state), which a loaded machine can delay.
+    assert!(ev.elapsed < ms(150), "flagged {:?} into the poll", ev.elapsed);
     assert!(ev.elapsed >= ms(10));
     rt.block_on(h).unwrap();
 }

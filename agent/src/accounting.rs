@@ -96,7 +96,10 @@ pub(crate) fn account(
     // Each later reading gives a lower bound for the run-queue wait inside the poll, and an end for the
     // measured window.
     let latest = latest.filter(|l| l.at_ns > first.at_ns && l.at_ns <= wall_ns);
-    let closing = closing.filter(|c| c.at_ns > first.at_ns);
+    // A closing reading without the run-queue figure (the thread exited between the clock and the /proc
+    // read) can't split its window: the window then ends at the latest complete reading.
+    let closing =
+        closing.filter(|c| c.at_ns > first.at_ns && (c.run_queue_ns.is_some() || first.run_queue_ns.is_none()));
     let (window_end, rq_bound, cpu_delta) = match (latest, closing) {
         (None, None) => return unmeasured,
         (Some(l), None) => (l.at_ns, delta(first.run_queue_ns, l.run_queue_ns), delta(first.cpu_ns, l.cpu_ns)),
@@ -233,6 +236,16 @@ mod tests {
         assert_eq!(ms(t.run_queue), 15.0, "{t:?}");
         assert_eq!(ms(t.unmeasured), 0.0, "{t:?}");
         assert_eq!(ms(t.self_time()), 5.0);
+    }
+
+    #[test]
+    fn a_closing_reading_without_the_wait_is_not_taken_for_blocked_time() {
+        // The thread exited between the two halves of the closing reading: its window is unknown, not off CPU.
+        let closing = Reading { at_ns: 26 * MS, lead_ns: 0, cpu_ns: Some(101 * MS), run_queue_ns: None };
+        let t = account(25 * MS, Some(r(3, 100, 300)), Some(r(20, 100, 316)), Some(closing));
+        assert_eq!(ms(t.run_queue), 16.0, "{t:?}");
+        assert_eq!(ms(t.off_cpu), 1.0, "{t:?}");
+        assert_eq!(ms(t.unmeasured), 8.0, "{t:?}");
     }
 
     #[test]

@@ -434,7 +434,6 @@ impl Watchdog {
             return None;
         }
         let closing = readings.and_then(|r| self.read(tid, r.start));
-
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
     }
 

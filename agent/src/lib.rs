@@ -545,8 +545,8 @@ impl Agent {
         status
     }
 
-    /// Whether the probes are started and stack symbols are loaded, so stall reports carry named stacks at
-    /// once (loading symbols takes ~80 ms in release builds, ~0.5 s in debug builds, after the first install).
+    /// Whether the process-wide probes have started (at the first install), so stall reports carry stacks. Symbols
+    /// are read lazily, one compilation unit at a time, when a stack first needs them.
     pub fn probes_ready(&self) -> bool {
         probing::ready()
     }

@@ -204,7 +204,7 @@ struct SlowWriter;
 
 impl std::io::Write for SlowWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        std::thread::sleep(ms(3));
+        std::thread::sleep(ms(1));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -224,7 +224,9 @@ fn child_with_a_slow_log() {
     let (rt, agent) =
         multi_thread(2, agent().tracing(true).probes(false).stall_threshold(threshold).watchdog_interval(threshold));
     rt.block_on(async {
-        for chunk in 0..30 {
+        // About 4,000 messages, far more than the watchdog's and the prober's queues hold together (2,048)
+        // while the agent thread writes a thousand log lines a second.
+        for chunk in 0..75 {
             let hs: Vec<_> = (0..8)
                 .map(|_| {
                     tokio::spawn(async move {

@@ -149,7 +149,9 @@ fn current_thread_runtime_is_watched() {
     let driver = std::thread::spawn(move || {
         rt.block_on(async move {
             tokio::spawn(async move {
-                std::thread::sleep(ms(100));
+                // Long enough that the report (which follows the prober's look at the thread) arrives while it
+                // still runs, even on a loaded CI machine: the flag itself comes at 10 ms.
+                std::thread::sleep(ms(300));
                 r.store(true, Ordering::SeqCst);
             })
             .await

@@ -24,11 +24,11 @@ static PROBES: OnceLock<Probes> = OnceLock::new();
 static DISABLED: OnceLock<String> = OnceLock::new();
 static SYMBOLS_READY: AtomicBool = AtomicBool::new(false);
 
-/// How long the watchdog waits for a stack capture. A thread that doesn't take the signal in time (in
+/// How long the prober waits for a stack capture. A thread that doesn't take the signal in time (in
 /// uninterruptible sleep, stopped) gets a report without a stack rather than a late one.
 pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
 /// The same for a runnable thread, which takes the signal only once it gets a CPU: on a crowded CPU that
-/// can be many milliseconds, during which the watchdog would watch nothing else. A stall that goes on is
+/// can be many milliseconds, during which the prober would look at no other stall. A stall that goes on is
 /// captured again at its next doubling.
 pub(crate) const RUNNABLE_CAPTURE_TIMEOUT: Duration = Duration::from_millis(2);
 /// Stack captures per stall: at 1×, 2×, 4× and 8× the threshold. Later re-reports sample /proc only: each

@@ -247,8 +247,8 @@ impl Watchdog {
         for i in 0..self.slots.len() {
             let slot = self.slots[i].clone();
             let mut sw = self.watch.remove(&key(&slot)).unwrap_or_default();
-            // The clock is read per slot: a look at one thread (a stack capture can take milliseconds) must
-            // not make the next thread's stall look younger than it is.
+            // The clock is read per slot: a scheduler reading of one thread must not make the next thread's
+            // stall look younger than it is.
             wait = wait.min(self.look(&slot, &mut sw));
             self.watch.insert(key(&slot), sw);
         }

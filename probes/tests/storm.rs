@@ -341,13 +341,19 @@ fn storm_never_interrupts_calls_that_do_not_restart() {
                 // Per target: (captures with the expected function, captures, errors).
                 let mut per_target = vec![(0usize, 0usize, Vec::<String>::new()); tids.len()];
                 let mut latencies = Vec::with_capacity(CAPTURES / 2);
+                let mut signalled = 0usize;
                 for i in 0..CAPTURES / 2 {
                     let k = (i + c) % tids.len();
                     let (tid, function) = tids[k];
                     per_target[k].1 += 1;
                     match sampler.capture(tid, CAPTURE_TIMEOUT) {
                         Ok(raw) => {
-                            assert_eq!(raw.method, CaptureMethod::Outside, "a blocked thread was signalled");
+                            // A target runs for a moment between its calls (each times out every 150 ms); a
+                            // capture that lands there finds it running and signals it, which is harmless. What
+                            // must never happen is a signal during the call: the targets' EINTR counts check that.
+                            if raw.method != CaptureMethod::Outside {
+                                signalled += 1;
+                            }
                             latencies.push(raw.latency);
                             if has_function(&symbolizer.symbolize(&raw), function) {
                                 per_target[k].0 += 1;
@@ -360,15 +366,17 @@ fn storm_never_interrupts_calls_that_do_not_restart() {
                         }
                     }
                 }
-                (per_target, latencies)
+                (per_target, latencies, signalled)
             })
         })
         .collect();
     let mut totals = vec![(0usize, 0usize, Vec::<String>::new()); tids.len()];
     let mut latencies = Vec::new();
+    let mut signalled = 0;
     for c in capturers {
-        let (per_target, mut l) = c.join().unwrap();
+        let (per_target, mut l, s) = c.join().unwrap();
         latencies.append(&mut l);
+        signalled += s;
         for (k, (hits, n, errors)) in per_target.into_iter().enumerate() {
             totals[k].0 += hits;
             totals[k].1 += n;
@@ -389,6 +397,11 @@ fn storm_never_interrupts_calls_that_do_not_restart() {
     for ((what, outcome), (hits, n, errors)) in outcomes.iter().zip(&totals) {
         println!("  {what:<12} {hits}/{n} stacks with the blocked function; target: {outcome:?}; errors: {errors:?}");
     }
+    println!("  {signalled} captures found their target between calls and signalled it");
+    assert!(
+        signalled * 20 <= CAPTURES,
+        "{signalled} of {CAPTURES} captures signalled a target that spends nearly all its time blocked"
+    );
     for (what, outcome) in &outcomes {
         assert!(outcome.calls > 0, "{what}: the target never finished a call");
         assert_eq!(outcome.eintr, 0, "{what}: the application saw EINTR: {outcome:?}");

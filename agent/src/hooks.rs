@@ -2,7 +2,9 @@
 //!
 //! Budget: no lock, no allocation, no channel send, no syscall per poll. A poll costs two TSC reads, a
 //! thread-local lookup, one probe into the task table, and a handful of `Relaxed` stores into memory that only
-//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound).
+//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound). Two rare paths make syscalls,
+//! still without locks or allocation: a poll that ran past a quarter of the stall threshold, and the first poll
+//! after an idle pause, read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
 
 use crate::shared::Shared;
 use crate::tables::{FINISHED, LIVE, TERMINATING};

@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// Tiny sizes and one pair per mode: checks that every mode and workload still runs; measures nothing.
     #[arg(long)]
     pub quick: bool,
-    /// (bare, mode) pairs per mode and workload [default: 5, or 1 with --quick].
+    /// (bare, mode) pairs per mode and workload [default: 5 for the yield storm and idle tasks, 3 for HTTP and
+    /// the spawn storm (console's storm alone takes ~20 s a run), 1 with --quick].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub pairs: Option<u32>,
     /// Only these modes, comma-separated (bare always runs, as every pair's baseline) [default: all].
@@ -45,7 +46,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 pub fn run(args: &RunArgs) -> Result<()> {
     let started = Instant::now();
     let sizes = Sizes::pick(args.quick);
-    let pairs = args.pairs.map_or(if args.quick { 1 } else { 5 }, |p| p as usize);
     let modes: Vec<Mode> = if args.modes.is_empty() { Mode::ALL.to_vec() } else { args.modes.clone() };
     let modes: Vec<Mode> = Mode::ALL.into_iter().filter(|m| *m != Mode::Bare && modes.contains(m)).collect();
     let workloads: Vec<Workload> =
@@ -64,13 +64,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
     println!("# loopscope peers suite{}\n", if args.quick { " (--quick: a smoke run, not a measurement)" } else { "" });
     println!("{}", machine_line());
     println!("load average at start: {}", procfs::loadavg());
-    println!(
-        "{pairs} interleaved (bare, mode) pairs per mode and workload; each run a fresh process; 2-worker runtime."
-    );
+    println!("Interleaved (bare, mode) pairs per mode and workload; each run a fresh process; 2-worker runtime.");
     println!("Cells: median [min–max] over the pairs; ratios are mode / bare within each pair.\n");
 
     let mut results: HashMap<(Workload, Mode), Vec<(Sample, Sample)>> = HashMap::new();
     for &w in &workloads {
+        let pairs = match (args.pairs, args.quick, w) {
+            (Some(p), _, _) => p as usize,
+            (None, true, _) => 1,
+            (None, false, Workload::Yield | Workload::Idle) => 5,
+            (None, false, Workload::Http | Workload::Spawn) => 3,
+        };
         for pair in 0..pairs {
             for &m in &modes {
                 let bare = runner.run_one(Mode::Bare, w)?;
@@ -79,6 +83,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 results.entry((w, m)).or_default().push((bare, mine));
             }
         }
+        println!("{pairs} pairs:\n");
         print!("{}", table(w, &sizes, &modes, &results));
     }
     print!("{}", goals(&modes, &workloads, &results));

@@ -6,6 +6,7 @@ use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -186,35 +187,50 @@ impl Drop for App {
 struct Dashboard {
     screen: Arc<Mutex<vt100::Parser>>,
     child: Box<dyn portable_pty::Child + Send + Sync>,
-    writer: Box<dyn Write + Send>,
+    writer: Option<Box<dyn Write + Send>>,
+    /// Asks the reader thread to close its end of the terminal (the pty master) after its next read.
+    hang_up: Arc<AtomicBool>,
+    /// The reader thread, which owns the pty master; when it ends, the master is closed.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Dashboard {
     fn start(args: &[&str], cols: u16, rows: u16) -> Dashboard {
+        Dashboard::start_with(args, cols, rows, true)
+    }
+
+    /// `controlling`: whether the pty becomes the process's controlling terminal, so that closing it sends
+    /// SIGHUP as a real terminal does; without it, closing it only makes every read return end-of-file.
+    fn start_with(args: &[&str], cols: u16, rows: u16, controlling: bool) -> Dashboard {
         let pty = native_pty_system()
             .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
             .expect("a pseudo-terminal");
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
+        cmd.set_controlling_tty(controlling);
         let child = pty.slave.spawn_command(cmd).expect("spawn the dashboard");
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().expect("reader");
         let writer = pty.master.take_writer().expect("writer");
         let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
         let feed = screen.clone();
-        std::thread::spawn(move || {
-            // Keep the master alive as long as we read from it.
+        let hang_up = Arc::new(AtomicBool::new(false));
+        let closing = hang_up.clone();
+        let reader = std::thread::spawn(move || {
+            // Keep the master alive as long as we read from it; returning closes both of its descriptors.
             let _master = pty.master;
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
+                // The dashboard writes at least every 200 ms (each frame hides the cursor), so this read
+                // returns soon after a hang-up is asked for.
+                if n == 0 || closing.load(Ordering::Relaxed) {
                     break;
                 }
                 feed.lock().expect("parser").process(&buf[..n]);
             }
         });
-        Dashboard { screen, child, writer }
+        Dashboard { screen, child, writer: Some(writer), hang_up, reader: Some(reader) }
     }
 
     fn text(&self) -> String {
@@ -235,8 +251,34 @@ impl Dashboard {
     }
 
     fn keys(&mut self, keys: &str) {
-        self.writer.write_all(keys.as_bytes()).expect("type");
-        self.writer.flush().expect("flush");
+        let w = self.writer.as_mut().expect("the terminal is open");
+        w.write_all(keys.as_bytes()).expect("type");
+        w.flush().expect("flush");
+    }
+
+    /// Closes the terminal, as closing its window does: every descriptor of the pty master is closed.
+    fn close_terminal(&mut self) {
+        self.hang_up.store(true, Ordering::Relaxed);
+        self.writer = None;
+        let reader = self.reader.take().expect("not closed yet");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() {
+            assert!(Instant::now() < deadline, "the pty reader did not let go of the terminal");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = reader.join();
+    }
+
+    /// Waits for the process to exit; fails if it is still running after `within`.
+    fn exits_within(&mut self, within: Duration, what: &str) -> portable_pty::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: the process was still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -269,16 +311,60 @@ fn the_dashboard_shows_a_stall_live_reconnects_and_restores_the_terminal() {
 
     // Quit restores the terminal: the alternate screen is left and the process exits cleanly.
     ui.keys("q");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = ui.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the dashboard did not quit on q");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = ui.exits_within(Duration::from_secs(5), "q");
     assert!(status.success(), "{status:?}");
     let parser = ui.screen.lock().expect("parser");
     assert!(!parser.screen().alternate_screen(), "the terminal was left on the alternate screen");
     assert!(!parser.screen().hide_cursor(), "the cursor was left hidden");
+}
+
+/// Closing the terminal ends the dashboard within a second, whether the kernel also sends SIGHUP (the pty is
+/// the controlling terminal) or only makes every read return end-of-file (it is not, as after `nohup`).
+#[test]
+fn closing_the_terminal_ends_replay_and_top_within_a_second() {
+    let fixture = super::fixture();
+    let mut replay = Dashboard::start_with(&["replay", fixture.to_str().expect("utf-8 path")], 100, 30, false);
+    replay.wait_for("Workers", Duration::from_secs(10));
+    replay.close_terminal();
+    replay.exits_within(Duration::from_secs(1), "replay, terminal closed (end-of-file, no SIGHUP)");
+
+    let app = App::start("127.0.0.1:0");
+    let mut top = Dashboard::start(&["top", &app.addr], 100, 30);
+    top.wait_for("● live", Duration::from_secs(10));
+    top.close_terminal();
+    top.exits_within(Duration::from_secs(1), "top, terminal closed (SIGHUP and end-of-file)");
+}
+
+/// An orphaned demo does not keep its server and load generator running: they live in the process, and the
+/// process is gone within a second of its terminal, after which the demo's agent port refuses connections.
+#[test]
+fn closing_the_terminal_stops_the_demo_within_a_second() {
+    let mut demo = Dashboard::start(&["demo"], 120, 30);
+    let screen = demo.wait_for("● live", Duration::from_secs(20));
+    let addr = screen
+        .split("demo agent ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the tab bar names the demo's agent address:\n{screen}"));
+    demo.close_terminal();
+    demo.exits_within(Duration::from_secs(1), "demo, terminal closed");
+    let refused = std::net::TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(1));
+    assert!(refused.is_err(), "the demo's agent still serves on {addr} after the demo exited");
+}
+
+/// SIGTERM and SIGINT end the dashboard (it restores the terminal on the way out).
+#[test]
+fn sigterm_and_sigint_end_the_dashboard() {
+    let fixture = super::fixture();
+    for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut ui = Dashboard::start(&["replay", fixture.to_str().expect("utf-8 path")], 100, 30);
+        ui.wait_for("Workers", Duration::from_secs(10));
+        let pid = ui.child.process_id().expect("a pid");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits")).expect("non-zero pid");
+        rustix::process::kill_process(pid, sig).expect("signal sent");
+        ui.exits_within(Duration::from_secs(1), &format!("{sig:?}"));
+        let parser = ui.screen.lock().expect("parser");
+        assert!(!parser.screen().alternate_screen(), "{sig:?}: the terminal was left on the alternate screen");
+    }
 }

@@ -8,7 +8,7 @@ use crate::terminal::{InputReady, TerminalInput};
 use crate::ui::{self, Connection, ReplayPosition, Status};
 use crate::view::{Action, ReplayCommand, ViewState};
 use loopscope_wire::state::State;
-use ratatui::crossterm::event::{self, Event};
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event};
 use ratatui::crossterm::{cursor, execute};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -29,6 +29,7 @@ struct TerminalGuard;
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
         ratatui::restore();
         let _ = execute!(std::io::stdout(), cursor::Show);
     }
@@ -113,6 +114,7 @@ fn arm_stop_backstop(stop: Arc<AtomicBool>) -> impl Drop {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
         ratatui::restore();
         std::process::exit(128 + termination_signal().unwrap_or(15));
     });
@@ -128,12 +130,15 @@ const DATA_BUDGET: Duration = Duration::from_millis(30);
 /// Redraw at least this often, so that live stall timers tick.
 const REDRAW_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs the dashboard until the user quits. `source` names what is watched (address or file).
-pub fn run(driver: Driver, source: String) -> anyhow::Result<()> {
+/// Runs the dashboard until the user quits, a signal stops it or its terminal goes away. `source` names what
+/// is watched (address or file); rates on screen are averaged over `rate_window` (`--refresh`).
+pub fn run(driver: Driver, source: String, rate_window: Duration) -> anyhow::Result<()> {
     let stop = termination_flag();
     let input = TerminalInput::open()?;
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
+    // Clicks select rows and tabs, the wheel scrolls (as in htop and k9s).
+    execute!(std::io::stdout(), EnableMouseCapture)?;
     let _backstop = arm_stop_backstop(stop.clone());
     let mut last_size = terminal.size()?;
     let mut driver = driver;
@@ -186,11 +191,12 @@ pub fn run(driver: Driver, source: String) -> anyhow::Result<()> {
                     Driver::Replay(r) => r.note().map(str::to_string),
                     Driver::Live(_) => None,
                 },
+                rate_window,
             };
-            let mut counts = None;
-            terminal.draw(|f| counts = Some(ui::draw(f, shown, &view, &status)))?;
-            if let Some(c) = counts {
-                view.clamp(c);
+            let mut drawn = None;
+            terminal.draw(|f| drawn = Some(ui::draw(f, shown, &view, &status)))?;
+            if let Some(d) = drawn {
+                view.clamp(d);
             }
             last_draw = Some(Instant::now());
             dirty = false;
@@ -229,6 +235,10 @@ pub fn run(driver: Driver, source: String) -> anyhow::Result<()> {
                                     }
                                 }
                             }
+                        }
+                        Event::Mouse(m) => {
+                            dirty = true;
+                            view.handle_mouse(m);
                         }
                         Event::Resize(..) => dirty = true,
                         _ => {}

@@ -6,9 +6,10 @@
 
 use crate::view::SortKey;
 use loopscope_wire::proto::{LocationSample, TaskSample};
-use loopscope_wire::state::{LocationEntry, StallEntry, State, WorkerView};
+use loopscope_wire::state::{History, LocationEntry, StallEntry, State, WorkerView};
 use loopscope_wire::{Location, LogHistogram, StallKind};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A duration in the shortest readable form: `850ns`, `12.3µs`, `4.5ms`, `1.23s`, `2m03s`.
@@ -104,12 +105,14 @@ pub struct HeaderStats {
     pub uptime: Duration,
     /// Worker threads.
     pub workers: usize,
-    /// Alive tasks, as tokio counts them.
+    /// Alive tasks, as tokio counts them, averaged over the window.
     pub alive_tasks: u64,
-    /// Polls per second over the last tick.
+    /// Polls per second over the window.
     pub polls_per_second: f64,
-    /// Mean busy ratio of the workers over the last tick (0.0..=1.0).
+    /// Mean busy ratio of the workers over the window (0.0..=1.0).
     pub busy_ratio: f64,
+    /// The window, in words (`1s avg`).
+    pub window: String,
     /// Stalls per minute over the last minute.
     pub stalls_per_minute: f64,
     /// Stalls since the agent started.
@@ -128,10 +131,45 @@ pub struct HeaderStats {
     pub probes_inactive: Vec<String>,
 }
 
-/// Computes the header figures.
-pub fn header_stats(state: &State) -> HeaderStats {
+/// How often the agent samples (from its greeting; 250 ms, its default, until the greeting arrives).
+pub fn sample_interval(state: &State) -> Duration {
+    state.hello().map_or(Duration::from_millis(250), |h| h.sample_interval).max(Duration::from_millis(1))
+}
+
+/// How many of the latest samples a rate window of `window` spans: at least one.
+pub fn window_samples(state: &State, window: Duration) -> usize {
+    let n = window.as_secs_f64() / sample_interval(state).as_secs_f64();
+    (n.round() as usize).max(1)
+}
+
+/// The window rates are averaged over, in words: `1s avg` (or `per 250ms sample` when the window is one
+/// sample).
+pub fn fmt_window(state: &State, window: Duration) -> String {
+    let n = window_samples(state, window);
+    let interval = sample_interval(state);
+    let whole = |d: Duration| {
+        if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    };
+    if n == 1 {
+        format!("per {} sample", whole(interval))
+    } else {
+        format!("{} avg", whole(interval * u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+}
+
+/// The mean of the latest `n` values of a series (each one sample interval long, so the mean of the rates
+/// is the rate over the window), or `None` when it is empty.
+pub fn window_mean(h: &History<f64>, n: usize) -> Option<f64> {
+    let vals: Vec<f64> = h.iter().rev().take(n.max(1)).copied().collect();
+    (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+}
+
+/// Computes the header figures, rates and the task count averaged over `window` (raw samples flicker: a
+/// burst of short tasks reads `tasks 51` one sample and `tasks 2` the next).
+pub fn header_stats(state: &State, window: Duration) -> HeaderStats {
     let workers: Vec<&WorkerView> = state.workers().collect();
-    let busy: Vec<f64> = workers.iter().filter_map(|w| w.busy_ratio.latest().copied()).collect();
+    let n = window_samples(state, window);
+    let busy: Vec<f64> = workers.iter().filter_map(|w| window_mean(&w.busy_ratio, n)).collect();
     let busy_ratio = if busy.is_empty() { 0.0 } else { busy.iter().sum::<f64>() / busy.len() as f64 };
     let d = state.dropped();
     let sd = state.state_dropped();
@@ -152,11 +190,21 @@ pub fn header_stats(state: &State) -> HeaderStats {
     HeaderStats {
         uptime: state.uptime(),
         workers: workers.len().max(state.global().workers as usize),
-        alive_tasks: state.global().alive_tasks,
-        polls_per_second: state.polls_per_second_history().latest().copied().unwrap_or(0.0),
+        alive_tasks: {
+            let recent: Vec<u64> = state.alive_tasks_history().iter().rev().take(n).copied().collect();
+            if recent.is_empty() {
+                state.global().alive_tasks
+            } else {
+                (recent.iter().sum::<u64>() as f64 / recent.len() as f64).round() as u64
+            }
+        },
+        polls_per_second: window_mean(state.polls_per_second_history(), n).unwrap_or(0.0),
+        window: fmt_window(state, window),
         busy_ratio,
         stalls_per_minute: state.stalls_per_minute(),
-        stalls_total: state.totals().stall_count,
+        // The stall log can run ahead of the totals (a stall's event arrives before the tick that counts it):
+        // the header never shows fewer stalls than the list beside it.
+        stalls_total: state.totals().stall_count.max(state.stalls().count() as u64),
         sched_p50: wait.recent_p50_nanos.map(Duration::from_nanos),
         sched_p99: wait.recent_p99_nanos.map(Duration::from_nanos),
         dropped_total,
@@ -210,7 +258,9 @@ pub fn live_stall(state: &State, w: &WorkerView, now_unix_nanos: u64) -> Option<
 }
 
 /// `file:line:col` shortened to its last two path components (`src/handlers.rs:66:26`), which is what
-/// people recognize; absolute paths would eat the whole column.
+/// people recognize; absolute paths would eat the whole column. Every screen names locations this way (lists,
+/// detail panes), as stack frames do ([`loopscope_wire::Frame::display_short`]), so one file never appears
+/// under two names.
 pub fn short_location(l: &Location) -> String {
     let parts: Vec<&str> = l.file.rsplit('/').take(2).collect();
     let file: Vec<&str> = parts.into_iter().rev().collect();
@@ -270,47 +320,225 @@ fn location_matches(state: &State, needle: &str) -> Vec<bool> {
     m
 }
 
-fn task_key(t: &TaskSample, sort: SortKey) -> u64 {
-    match sort {
-        SortKey::Busy => t.busy_nanos,
-        SortKey::Polls => t.poll_count,
-        SortKey::MaxPoll => t.max_poll_nanos,
-        SortKey::P99Poll => p99_nanos(&t.poll_histogram),
-        SortKey::SlowPolls => t.slow_poll_count,
-        SortKey::SchedP99 => t.schedule_latency.as_ref().map_or(0, |l| p99_nanos(&l.histogram)),
-        SortKey::Stalls => t.stall_count,
-        SortKey::Name => t.id,
+/// What the stall log says of one task: its stalls (in the log), the time the ended ones took, and the
+/// longest. The agent's task samples may predate a stall: a task that stalls and then finishes between two
+/// samples is sent as "0 polls" and then only as finished (its final counts go to its location), so the log is
+/// the one record of that poll.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStalls {
+    /// Stalls of the task in the log.
+    pub count: u64,
+    /// Stalls that ended (their polls are complete).
+    pub ended: u64,
+    /// Time the ended stalls took.
+    pub ended_nanos: u64,
+    /// The longest stall, ended or not.
+    pub longest_nanos: u64,
+}
+
+/// One row of the by-task table: a task's counters with the poll it is in right now and its stalls from the
+/// log folded in, so a task that is stalling (or stalled and ended) does not read `polls 0 busy 0ns`. Every
+/// figure is a lower bound of the truth, never more.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskRow<'a> {
+    /// The counters the agent sent (completed polls only).
+    pub task: &'a TaskSample,
+    /// How long its poll in progress has run, when a worker is polling it now.
+    pub running: Option<Duration>,
+    /// Whether the task has finished (kept for display: `LOOPSCOPE_RETAIN_FINISHED`).
+    pub finished: bool,
+    /// What the stall log knows of it.
+    pub stalls: TaskStalls,
+}
+
+impl TaskRow<'_> {
+    fn running_nanos(&self) -> u64 {
+        self.running.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Polls, counting the one in progress (and stalls the sample has not counted yet).
+    pub fn polls(&self) -> u64 {
+        (self.task.poll_count + u64::from(self.running.is_some())).max(self.stalls.ended)
+    }
+
+    /// Time spent polling, counting the poll in progress so far.
+    pub fn busy_nanos(&self) -> u64 {
+        self.task.busy_nanos.saturating_add(self.running_nanos()).max(self.stalls.ended_nanos)
+    }
+
+    /// The longest poll, the one in progress included.
+    pub fn max_poll_nanos(&self) -> u64 {
+        self.task.max_poll_nanos.max(self.running_nanos()).max(self.stalls.longest_nanos)
+    }
+
+    /// Stalls: as counted by the agent, or as many as the log shows.
+    pub fn stall_count(&self) -> u64 {
+        self.task.stall_count.max(self.stalls.count)
+    }
+
+    /// Whether the figures include polls the agent's sample has not counted (in progress, or from the log).
+    pub fn includes_unsampled(&self) -> bool {
+        self.running.is_some() || self.stalls.ended > self.task.poll_count
     }
 }
 
-/// Live tasks, filtered and ordered, of which only the shown window is ever fully sorted.
+/// What the stall log knows, by task id.
+pub fn stalls_by_task(state: &State) -> HashMap<u64, TaskStalls> {
+    let mut m: HashMap<u64, TaskStalls> = HashMap::new();
+    for e in state.stalls().filter(|e| e.latest.agent_task.is_none()) {
+        let s = m.entry(e.latest.task_id).or_default();
+        let nanos = u64::try_from(e.latest.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        s.count += 1;
+        if e.ended {
+            s.ended += 1;
+            s.ended_nanos = s.ended_nanos.saturating_add(nanos);
+        }
+        s.longest_nanos = s.longest_nanos.max(nanos);
+    }
+    m
+}
+
+/// The polls in progress now, by task: (task id, how long it has run as of `now_unix_nanos`). A poll past
+/// the stall threshold ticks with the clock (see [`live_stall`]); a shorter one is as old as the sample says.
+pub fn polls_in_flight(state: &State, now_unix_nanos: u64) -> Vec<(u64, Duration)> {
+    state
+        .workers()
+        .filter_map(|w| {
+            // A stall event may arrive before the sample that shows its poll: the stall names the task then.
+            if let Some(s) = live_stall(state, w, now_unix_nanos) {
+                return Some((s.task_id, s.elapsed));
+            }
+            let p = w.sample.current_poll.as_ref()?;
+            Some((p.task_id, Duration::from_nanos(p.elapsed_nanos)))
+        })
+        .collect()
+}
+
+fn task_key(t: &TaskRow<'_>, sort: SortKey) -> u64 {
+    match sort {
+        SortKey::Busy => t.busy_nanos(),
+        SortKey::Polls => t.polls(),
+        SortKey::MaxPoll => t.max_poll_nanos(),
+        SortKey::P99Poll => p99_nanos(&t.task.poll_histogram),
+        SortKey::SlowPolls => t.task.slow_poll_count,
+        SortKey::SchedP99 => t.task.schedule_latency.as_ref().map_or(0, |l| p99_nanos(&l.histogram)),
+        SortKey::Stalls => t.stall_count(),
+        SortKey::Name => t.task.id,
+    }
+}
+
+/// Which tasks the by-task table lists, besides the filter.
+#[derive(Clone, Debug, Default)]
+pub struct TaskScope {
+    /// Also list the recently finished tasks the agent kept (a task that stalled and then ended stays
+    /// findable).
+    pub finished: bool,
+    /// Polls in progress, from [`polls_in_flight`].
+    pub in_flight: Vec<(u64, Duration)>,
+    /// Tasks the workers or the stall log name but no task sample has described yet: polled now (a task is
+    /// sent with the first tick after it changes, and a stall may come first), or stalled and gone before any
+    /// tick listed them (`true`: listed with the finished tasks).
+    pub unsampled: Vec<(TaskSample, bool)>,
+}
+
+impl TaskScope {
+    /// The scope for `state` as of `now_unix_nanos`.
+    pub fn new(state: &State, now_unix_nanos: u64, finished: bool) -> TaskScope {
+        let in_flight = polls_in_flight(state, now_unix_nanos);
+        let known = |id: u64| state.task(id).is_some() || state.finished_tasks().any(|t| t.id == id);
+        let mut unsampled: Vec<(TaskSample, bool)> = Vec::new();
+        let location_id = |loc: Option<&loopscope_wire::Location>| {
+            state.locations().find(|l| Some(&l.location) == loc).map_or(u32::MAX, |l| l.id)
+        };
+        for w in state.workers() {
+            let polled = match live_stall(state, w, now_unix_nanos) {
+                Some(s) => Some((s.task_id, location_id(s.location.as_ref()))),
+                None => w.sample.current_poll.as_ref().map(|p| (p.task_id, p.location.unwrap_or(u32::MAX))),
+            };
+            if let Some((id, loc)) = polled
+                && !known(id)
+                && !unsampled.iter().any(|(t, _)| t.id == id)
+            {
+                unsampled.push((TaskSample::new(id, loc), false));
+            }
+        }
+        if finished {
+            for e in state.stalls().filter(|e| e.ended && e.latest.agent_task.is_none()) {
+                let id = e.latest.task_id;
+                if known(id) || unsampled.iter().any(|(t, _)| t.id == id) {
+                    continue;
+                }
+                let mut t = TaskSample::new(id, location_id(e.latest.location.as_ref()));
+                t.state = loopscope_wire::TaskState::Finished;
+                unsampled.push((t, true));
+            }
+        }
+        TaskScope { finished, in_flight, unsampled }
+    }
+}
+
+type Ranked<'a> = (u64, u64, TaskRow<'a>);
+
+/// Tasks, filtered and ordered, of which only the shown window is ever fully sorted.
 #[derive(Debug)]
 pub struct TaskOrder<'a> {
-    /// (sort key, task id, task); the id breaks ties so the order is stable from frame to frame.
-    rows: Vec<(u64, u64, &'a TaskSample)>,
+    /// (sort key, task id, row); the id breaks ties so the order is stable from frame to frame.
+    rows: Vec<Ranked<'a>>,
     descending: bool,
+    live: usize,
 }
 
 impl<'a> TaskOrder<'a> {
-    /// Filters the live tasks of `state` (case-insensitive substring of the spawn location, or of the task
-    /// id) and prepares them for ordering by `sort`.
-    pub fn new(state: &'a State, filter: &str, sort: SortKey, descending: bool) -> Self {
+    /// Filters the tasks of `state` (case-insensitive substring of the spawn location, or of the task id)
+    /// and prepares them for ordering by `sort`.
+    pub fn new(state: &'a State, filter: &str, sort: SortKey, descending: bool, scope: &'a TaskScope) -> Self {
         let needle = filter.trim().to_lowercase();
         let locs = (!needle.is_empty()).then(|| location_matches(state, &needle));
         let id_filter = !needle.is_empty() && needle.bytes().all(|b| b.is_ascii_digit());
-        let rows = state
+        let keep = |t: &TaskSample| match &locs {
+            None => true,
+            Some(m) => {
+                m.get(t.location as usize).copied().unwrap_or(false)
+                    || (id_filter && t.id.to_string().contains(&needle))
+            }
+        };
+        let running = |id: u64| scope.in_flight.iter().find(|(t, _)| *t == id).map(|(_, d)| *d);
+        let logged = stalls_by_task(state);
+        let stalls = |id: u64| logged.get(&id).copied().unwrap_or_default();
+        let mut rows: Vec<Ranked<'a>> = state
             .tasks()
             .values()
-            .filter(|t| match &locs {
-                None => true,
-                Some(m) => {
-                    m.get(t.location as usize).copied().unwrap_or(false)
-                        || (id_filter && t.id.to_string().contains(&needle))
-                }
-            })
-            .map(|t| (task_key(t, sort), t.id, t))
+            .filter(|t| keep(t))
+            .map(|t| TaskRow { task: t, running: running(t.id), finished: false, stalls: stalls(t.id) })
+            .map(|r| (task_key(&r, sort), r.task.id, r))
             .collect();
-        TaskOrder { rows, descending }
+        rows.extend(
+            scope
+                .unsampled
+                .iter()
+                .filter(|(t, done)| !done && keep(t))
+                .map(|(t, _)| TaskRow { task: t, running: running(t.id), finished: false, stalls: stalls(t.id) })
+                .map(|r| (task_key(&r, sort), r.task.id, r)),
+        );
+        let live = rows.len();
+        if scope.finished {
+            rows.extend(
+                scope
+                    .unsampled
+                    .iter()
+                    .filter(|(t, done)| *done && keep(t))
+                    .map(|(t, _)| TaskRow { task: t, running: None, finished: true, stalls: stalls(t.id) })
+                    .map(|r| (task_key(&r, sort), r.task.id, r)),
+            );
+            rows.extend(
+                state
+                    .finished_tasks()
+                    .filter(|t| keep(t) && !state.tasks().contains_key(&t.id))
+                    .map(|t| TaskRow { task: t, running: None, finished: true, stalls: stalls(t.id) })
+                    .map(|r| (task_key(&r, sort), r.task.id, r)),
+            );
+        }
+        TaskOrder { rows, descending, live }
     }
 
     /// Tasks that passed the filter.
@@ -318,19 +546,36 @@ impl<'a> TaskOrder<'a> {
         self.rows.len()
     }
 
+    /// Of those, the live ones.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
     /// Whether no task passed the filter.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
+    fn cmp(desc: bool) -> impl Fn(&Ranked<'_>, &Ranked<'_>) -> Ordering + Copy {
+        move |a, b| {
+            let by_key = if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
+            // Finished tasks may share an id with nothing live, but sort them after live ones on a tie.
+            by_key.then(a.2.finished.cmp(&b.2.finished)).then(a.1.cmp(&b.1))
+        }
+    }
+
+    /// Where task `id` is in the order, if it passed the filter: O(n), without sorting (the selection
+    /// follows its task as the order changes).
+    pub fn position(&self, id: u64) -> Option<usize> {
+        let cmp = Self::cmp(self.descending);
+        let me = self.rows.iter().find(|r| r.1 == id)?;
+        Some(self.rows.iter().filter(|r| cmp(r, me) == Ordering::Less).count())
+    }
+
     /// Rows `start..start + len` of the ordered list. Costs O(n + (start + len) log(start + len)): the rows
     /// after the window are never sorted.
-    pub fn window(&mut self, start: usize, len: usize) -> Vec<&'a TaskSample> {
-        let desc = self.descending;
-        let cmp = move |a: &(u64, u64, &TaskSample), b: &(u64, u64, &TaskSample)| -> Ordering {
-            let by_key = if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
-            by_key.then(a.1.cmp(&b.1))
-        };
+    pub fn window(&mut self, start: usize, len: usize) -> Vec<TaskRow<'a>> {
+        let cmp = Self::cmp(self.descending);
         let end = start.saturating_add(len).min(self.rows.len());
         if start >= end {
             return Vec::new();
@@ -347,6 +592,8 @@ impl<'a> TaskOrder<'a> {
 /// One row of the by-location table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocationRow<'a> {
+    /// The stream's id for it (what the selection follows).
+    pub id: u32,
     /// The location.
     pub location: &'a Location,
     /// Its counters (all zero until the agent sent them).
@@ -385,7 +632,7 @@ pub fn location_rows<'a>(state: &'a State, filter: &str, sort: SortKey, descendi
         let by_key = if descending { by_key.reverse() } else { by_key };
         by_key.then_with(|| an.cmp(bn))
     });
-    rows.into_iter().map(|(e, _)| LocationRow { location: &e.location, stats: e.stats.as_ref() }).collect()
+    rows.into_iter().map(|(e, _)| LocationRow { id: e.id, location: &e.location, stats: e.stats.as_ref() }).collect()
 }
 
 /// The stall log, newest first, filtered on its location, task id, classification and frames.
@@ -497,19 +744,98 @@ mod tests {
         let s = state_with_tasks(1000);
         let mut all: Vec<&TaskSample> = s.tasks().values().collect();
         all.sort_by(|a, b| b.busy_nanos.cmp(&a.busy_nanos).then(a.id.cmp(&b.id)));
-        let mut order = TaskOrder::new(&s, "", SortKey::Busy, true);
+        let none = TaskScope::default();
+        let mut order = TaskOrder::new(&s, "", SortKey::Busy, true, &none);
         assert_eq!(order.len(), 1000);
-        let ids = |v: &[&TaskSample]| v.iter().map(|t| t.id).collect::<Vec<_>>();
-        assert_eq!(ids(&order.window(0, 10)), ids(&all[0..10]));
-        assert_eq!(ids(&order.window(500, 7)), ids(&all[500..507]));
+        let ids = |v: &[TaskRow<'_>]| v.iter().map(|t| t.task.id).collect::<Vec<_>>();
+        let all_ids = |v: &[&TaskSample]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(&order.window(0, 10)), all_ids(&all[0..10]));
+        assert_eq!(order.position(all[500].id), Some(500));
+        assert_eq!(ids(&order.window(500, 7)), all_ids(&all[500..507]));
         assert_eq!(order.window(999, 10).len(), 1);
         assert!(order.window(2000, 10).is_empty());
 
-        let mut db = TaskOrder::new(&s, "DB.rs", SortKey::Polls, false);
+        let mut db = TaskOrder::new(&s, "DB.rs", SortKey::Polls, false, &none);
         assert_eq!(db.len(), 500);
         assert_eq!(ids(&db.window(0, 3)), vec![1, 3, 5]);
-        let by_id = TaskOrder::new(&s, "999", SortKey::Polls, false);
+        let by_id = TaskOrder::new(&s, "999", SortKey::Polls, false, &none);
         assert_eq!(by_id.len(), 1);
+    }
+
+    #[test]
+    fn finished_tasks_are_listed_when_asked_and_a_running_poll_counts() {
+        let mut s = state_with_tasks(3);
+        let mut t = Tick { seq: 1, uptime_nanos: 250_000_000, finished: vec![2], ..Tick::default() };
+        t.tasks = vec![];
+        s.apply(&ServerMessage::Tick(Box::new(t)));
+        let ids = |o: &mut TaskOrder<'_>| o.window(0, 10).iter().map(|r| (r.task.id, r.finished)).collect::<Vec<_>>();
+        let none = TaskScope::default();
+        let mut live = TaskOrder::new(&s, "", SortKey::Name, false, &none);
+        assert_eq!(ids(&mut live), vec![(0, false), (1, false)]);
+        let scope = TaskScope { finished: true, in_flight: vec![(1, Duration::from_millis(40))], unsampled: vec![] };
+        let mut all = TaskOrder::new(&s, "", SortKey::Name, false, &scope);
+        assert_eq!(ids(&mut all), vec![(0, false), (1, false), (2, true)]);
+        assert_eq!(all.live(), 2);
+        // Task 1 is 40 ms into a poll: it counts, and sorts it first by busy time.
+        let mut busy = TaskOrder::new(&s, "", SortKey::Busy, true, &scope);
+        let first = busy.window(0, 1)[0];
+        assert_eq!(first.task.id, 1);
+        assert_eq!(first.polls(), 2);
+        assert_eq!(first.max_poll_nanos(), 40_000_000);
+        assert_eq!(busy.position(1), Some(0));
+    }
+
+    #[test]
+    fn a_finished_task_takes_its_stall_from_the_log() {
+        use loopscope_wire::{StallEvent, StallPhase, ThreadInfo};
+        let mut s = state_with_tasks(1);
+        let ev = StallEvent {
+            stall_id: 1,
+            phase: StallPhase::Ended,
+            kind: StallKind::WorkerBlocked,
+            runtime_id: 1,
+            worker: Some(0),
+            thread: ThreadInfo { tid: 1, name: None },
+            task_id: 9,
+            location: None,
+            elapsed: Duration::from_millis(130),
+            threshold: Duration::from_millis(10),
+            at_unix_nanos: 1,
+            suppressed: 0,
+            caught_in_flight: true,
+            time: None,
+            agent_task: None,
+            culprit: None,
+        };
+        s.apply(&ServerMessage::Stall(Box::new(ev)));
+        // The agent sent task 9 while its poll ran (0 polls), then only its id as finished.
+        let t = Tick { seq: 1, uptime_nanos: 250_000_000, tasks: vec![TaskSample::new(9, 0)], ..Tick::default() };
+        s.apply(&ServerMessage::Tick(Box::new(t)));
+        let t = Tick { seq: 2, uptime_nanos: 500_000_000, finished: vec![9], ..Tick::default() };
+        s.apply(&ServerMessage::Tick(Box::new(t)));
+        let scope = TaskScope { finished: true, ..TaskScope::default() };
+        let mut o = TaskOrder::new(&s, "", SortKey::Stalls, true, &scope);
+        let r = o.window(0, 1)[0];
+        assert_eq!((r.task.id, r.finished), (9, true));
+        assert_eq!((r.polls(), r.busy_nanos(), r.max_poll_nanos(), r.stall_count()), (1, 130_000_000, 130_000_000, 1));
+        assert!(r.includes_unsampled());
+    }
+
+    #[test]
+    fn rates_are_averaged_over_the_window() {
+        let mut s = State::new();
+        for (i, polls) in [0u64, 1000, 1000, 3000, 3000].into_iter().enumerate() {
+            let i = i as u64;
+            let mut t = Tick { seq: i + 1, uptime_nanos: i * 250_000_000, ..Tick::default() };
+            t.totals.poll_count = polls;
+            s.apply(&ServerMessage::Tick(Box::new(t)));
+        }
+        // Per 250 ms sample: 4000/s, 0, 8000/s, 0 — it flickers; over a second it is 3000/s.
+        assert_eq!(window_samples(&s, Duration::from_secs(1)), 4);
+        assert_eq!(header_stats(&s, Duration::from_secs(1)).polls_per_second, 3000.0);
+        assert_eq!(header_stats(&s, Duration::from_millis(250)).polls_per_second, 0.0);
+        assert_eq!(fmt_window(&s, Duration::from_secs(1)), "1s avg");
+        assert_eq!(fmt_window(&s, Duration::from_millis(100)), "per 250ms sample");
     }
 
     #[test]
@@ -527,7 +853,7 @@ mod tests {
         let mut t = Tick { seq: 5, uptime_nanos: 1_000_000_000, ..Tick::default() };
         t.dropped.untracked_tasks = 3;
         s.apply(&ServerMessage::Tick(Box::new(t)));
-        let h = header_stats(&s);
+        let h = header_stats(&s, Duration::from_secs(1));
         // Ticks 1..=4 never arrived.
         assert_eq!(h.dropped_total, 3 + 4);
         assert_eq!(h.dropped_detail, vec!["3 untracked tasks".to_string(), "4 missed ticks".to_string()]);
@@ -552,5 +878,6 @@ mod tests {
     fn short_locations_keep_two_path_components() {
         assert_eq!(short_location(&Location::new("/home/me/app/src/main.rs", 3, 4)), "src/main.rs:3:4");
         assert_eq!(short_location(&Location::new("main.rs", 3, 4)), "main.rs:3:4");
+        assert_eq!(short_location(&Location::new("tui/src/demo.rs", 3, 4)), "src/demo.rs:3:4", "as frames show it");
     }
 }

@@ -338,7 +338,9 @@ impl Outcome {
     pub(crate) fn exit_code(&self) -> u8 {
         if !self.passed() {
             1
-        } else if !self.checked_anything() && self.child.success() {
+        } else if !self.checked_anything() {
+            // Nothing was checked: 2, whatever the command returned (its own 1 would read as "a poll
+            // blocked"); the summary gives the command's own status.
             super::EXIT_ERROR
         } else {
             self.child.code()
@@ -811,7 +813,8 @@ pub(crate) mod tests {
         let nobody = outcome(&[], ChildEnd::Exited(0));
         assert_eq!(nobody.exit_code(), 2);
         assert!(nobody.render_text().contains("no agent reported; is loopscope installed"));
-        assert_eq!(outcome(&[], ChildEnd::Exited(4)).exit_code(), 4);
+        assert_eq!(outcome(&[], ChildEnd::Exited(4)).exit_code(), 2, "nothing checked: 2, not the command's code");
+        assert_eq!(outcome(&[], ChildEnd::Exited(1)).exit_code(), 2, "never 1, which means a stall");
     }
 
     #[test]

@@ -66,22 +66,33 @@ pub(super) fn draw_footer(f: &mut Frame<'_>, area: Rect, view: &ViewState, statu
     let right_width = u16::try_from(right.width()).unwrap_or(u16::MAX).min(area.width);
     let [left_area, right_area] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width.saturating_add(1))]).areas(area);
-    let mut hints: Vec<(&str, &str)> = vec![("q", "quit"), ("?", "help"), ("Tab", "screen")];
+    // Most useful first; a narrow terminal shows the hints that fit whole (`?` lists every key).
+    let mut hints: Vec<(&str, &str)> = vec![("q", "quit"), ("?", "help")];
     match view.screen {
-        Screen::Tasks => hints.extend([("←→", "table"), ("/", "filter"), ("s", "sort"), ("⏎", "detail")]),
+        Screen::Tasks => {
+            hints.extend([("⏎", "detail"), ("s", "sort"), ("/", "filter"), ("←→", "table"), ("f", "finished")])
+        }
         Screen::Stalls => hints.extend([("↑↓", "select"), ("/", "filter")]),
         Screen::Overview => hints.extend([("⏎", "stalls")]),
         Screen::Histograms => {}
     }
+    hints.push(("Tab", "screen"));
     if view.replay {
         hints.extend([("p", "pause"), ("n", "step"), ("[ ]", "seek"), ("+-", "speed")]);
     } else {
         hints.push(("p", "pause"));
     }
     let mut spans = vec![Span::raw(" ")];
+    let mut used = 1;
     for (k, what) in hints {
+        let text = format!(" {what}  ");
+        let w = k.chars().count() + text.chars().count();
+        if used + w > usize::from(left_area.width) + 2 {
+            break;
+        }
+        used += w;
         spans.push(Span::styled(k, KEY));
-        spans.push(Span::styled(format!(" {what}  "), DIM));
+        spans.push(Span::styled(text, DIM));
     }
     f.render_widget(Line::from(spans), left_area);
     f.render_widget(right.alignment(Alignment::Right), right_area);

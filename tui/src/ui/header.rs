@@ -1,5 +1,6 @@
 //! The two header lines: runtime-wide figures, scheduling delay, dropped data, probes.
 
+use super::Status;
 use super::stall_list::fmt_whole_secs;
 use super::style::ALERT;
 use super::style::DIM;
@@ -20,8 +21,8 @@ use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 use std::time::Duration;
 
-pub(super) fn draw_header(f: &mut Frame<'_>, area: Rect, state: &State) {
-    let h = model::header_stats(state);
+pub(super) fn draw_header(f: &mut Frame<'_>, area: Rect, state: &State, status: &Status) {
+    let h = model::header_stats(state, status.rate_window);
     let label = |s: &'static str| Span::styled(s, DIM);
     let busy_style = ratio_style(h.busy_ratio);
     let stall_style = if h.stalls_per_minute > 0.0 { ALERT } else { GOOD };
@@ -58,7 +59,8 @@ pub(super) fn draw_header(f: &mut Frame<'_>, area: Rect, state: &State) {
     } else {
         Span::raw(names)
     };
-    let line2 = Line::from(vec![
+    let mut line1 = line1;
+    let mut line2 = Line::from(vec![
         label("sched delay p50 "),
         Span::raw(sched(h.sched_p50)),
         label(" p99 "),
@@ -68,5 +70,13 @@ pub(super) fn draw_header(f: &mut Frame<'_>, area: Rect, state: &State) {
         label("  probes "),
         probes,
     ]);
+    // Which window the rates cover (they are averaged, not raw samples): wherever it fits.
+    let window = Span::styled(format!("  rates: {}", h.window), DIM);
+    let width = usize::from(area.width);
+    if line2.width() + window.width() <= width {
+        line2.push_span(window);
+    } else if line1.width() + window.width() <= width {
+        line1.push_span(window);
+    }
     f.render_widget(Paragraph::new(vec![line1, line2]), area);
 }

@@ -22,6 +22,9 @@ pub(super) fn draw_help(f: &mut Frame<'_>, area: Rect, view: &ViewState) {
         ("Esc", "close pane, clear filter, back to Overview"),
         ("/", "filter by location, task id or stall text"),
         ("s / r", "next sort column / reverse the order"),
+        ("< > / Shift-← →", "Tasks: scroll the columns sideways"),
+        ("f", "Tasks: show / hide finished tasks (✓)"),
+        ("mouse", "click a row or tab; wheel scrolls"),
         ("p, space", "pause: freeze the data on screen"),
     ];
     if view.replay {
@@ -39,7 +42,7 @@ pub(super) fn draw_help(f: &mut Frame<'_>, area: Rect, view: &ViewState) {
         .collect();
     lines.push(Line::raw(""));
     lines.push(Line::from(Span::styled("STALLED: a task poll holding its worker past the threshold right now.", DIM)));
-    lines.push(Line::from(Span::styled("Any key closes this help.", DIM)));
+    lines.push(Line::from(Span::styled("q quits; any other key closes this help.", DIM)));
     let w = 76.min(area.width);
     let h = (u16::try_from(lines.len()).unwrap_or(u16::MAX).saturating_add(2)).min(area.height);
     let popup = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };

@@ -18,6 +18,7 @@ use ratatui::text::Line;
 use ratatui::text::Span;
 use ratatui::widgets::Block;
 use ratatui::widgets::Paragraph;
+use std::time::Duration;
 
 /// A bar `width` cells long at most, its length proportional to log(1 + count): a log scale, so one slow
 /// poll among a million fast ones is still visible.
@@ -63,7 +64,16 @@ pub(super) fn draw_histogram(f: &mut Frame<'_>, area: Rect, title: &str, subtitl
             Span::styled(pct, DIM),
         ]));
     }
-    lines.push(Line::from(Span::styled("log-scale bars; each row ×2", DIM)));
+    let last = h.counts.len().saturating_sub(1);
+    let mut note = "log-scale bars; each row ×2".to_string();
+    if h.counts.get(last).is_some_and(|&c| c > 0) && h.bucket_range(last).0 < Duration::from_secs(1) {
+        // An open-ended last bucket below a second: say where the longer ones are told apart.
+        let more = format!("; {}: see Stall durations", model::bucket_label(h, last));
+        if note.chars().count() + more.chars().count() <= usize::from(inner.width) {
+            note.push_str(&more);
+        }
+    }
+    lines.push(Line::from(Span::styled(note, DIM)));
     f.render_widget(Paragraph::new(lines), inner);
 }
 
@@ -93,12 +103,17 @@ pub(super) fn draw_histograms(f: &mut Frame<'_>, area: Rect, state: &State) {
     let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let polls = state.poll_histogram();
     draw_histogram(f, left, "Poll duration (every poll)", quantiles(polls), polls);
+    let [sched, stalls] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
     let wait = &state.waits().first_poll_delay;
     let recent = match (wait.recent_p50_nanos, wait.recent_p99_nanos) {
         (Some(a), Some(b)) => format!("recent p50 {} p99 {}", fmt_nanos(a), fmt_nanos(b)),
         _ => quantiles(&wait.histogram),
     };
-    draw_histogram(f, right, "Scheduling delay (spawn → first poll)", recent, &wait.histogram);
+    draw_histogram(f, sched, "Scheduling delay (spawn → first poll)", recent, &wait.histogram);
+    // The agent's poll histograms end at 16.8 ms, where stalls begin; the stalls' own durations (from their
+    // events, to a minute and more) show how long they really were.
+    let st = state.stall_histogram();
+    draw_histogram(f, stalls, "Stall durations (ended stalls)", quantiles(st), st);
 }
 
 #[cfg(test)]

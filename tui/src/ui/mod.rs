@@ -26,7 +26,7 @@ use self::overview::draw_overview;
 use self::stalls::draw_stalls;
 use self::tabs::draw_tabs;
 use self::tasks::draw_tasks;
-use crate::view::RowCounts;
+use crate::view::Drawn;
 use crate::view::Screen;
 use crate::view::TaskTable;
 use crate::view::ViewState;
@@ -79,7 +79,12 @@ pub struct Status {
     pub now_unix_nanos: u64,
     /// A note for the status line (for example, a damaged recording's error).
     pub note: Option<String>,
+    /// The window rates are averaged over (`--refresh`): raw samples flicker.
+    pub rate_window: Duration,
 }
+
+/// The default `--refresh`: rates averaged over a second.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl Status {
     /// A status for rendering a state as of its latest sample (tests, benchmarks).
@@ -90,38 +95,34 @@ impl Status {
             replay: None,
             now_unix_nanos: state.sampled_at_unix_nanos(),
             note: None,
+            rate_window: DEFAULT_RATE_WINDOW,
         }
     }
 }
 
-/// Draws the whole dashboard. Returns the row counts it saw, for [`ViewState::clamp`] (a count that this
-/// frame did not compute is `usize::MAX`, which clamps nothing).
-pub fn draw(f: &mut Frame<'_>, state: &State, view: &ViewState, status: &Status) -> RowCounts {
+/// Draws the whole dashboard. Returns what it drew (each list's rows and selected item, where the tabs
+/// are), for [`ViewState::clamp`] and the mouse.
+pub fn draw(f: &mut Frame<'_>, state: &State, view: &ViewState, status: &Status) -> Drawn {
     let area = f.area();
     let [tabs, header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)])
             .areas(area);
-    draw_tabs(f, tabs, state, view, status);
-    draw_header(f, header, state);
-    let mut counts = RowCounts {
-        tasks: if view.filter.is_empty() { state.tasks().len() } else { usize::MAX },
-        locations: usize::MAX,
-        stalls: usize::MAX,
-        workers: state.workers().count(),
-    };
+    let mut drawn = Drawn { screen_tabs: draw_tabs(f, tabs, state, view, status), ..Drawn::default() };
+    draw_header(f, header, state, status);
     if !state.is_ready() && state.workers().next().is_none() {
         draw_waiting(f, body, status);
     } else {
         match view.screen {
-            Screen::Overview => draw_overview(f, body, state, view, status),
+            Screen::Overview => drawn.workers = Some(draw_overview(f, body, state, view, status)),
             Screen::Tasks => {
-                let n = draw_tasks(f, body, state, view);
+                let shown = draw_tasks(f, body, state, view, status);
+                drawn.table_tabs = tasks::table_tab_rects(body);
                 match view.task_table {
-                    TaskTable::ByTask => counts.tasks = n,
-                    TaskTable::ByLocation => counts.locations = n,
+                    TaskTable::ByTask => drawn.tasks = Some(shown),
+                    TaskTable::ByLocation => drawn.locations = Some(shown),
                 }
             }
-            Screen::Stalls => counts.stalls = draw_stalls(f, body, state, view, status),
+            Screen::Stalls => drawn.stalls = Some(draw_stalls(f, body, state, view, status)),
             Screen::Histograms => draw_histograms(f, body, state),
         }
     }
@@ -129,7 +130,7 @@ pub fn draw(f: &mut Frame<'_>, state: &State, view: &ViewState, status: &Status)
     if view.help {
         draw_help(f, area, view);
     }
-    counts
+    drawn
 }
 
 fn draw_waiting(f: &mut Frame<'_>, area: Rect, status: &Status) {

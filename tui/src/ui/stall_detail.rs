@@ -19,6 +19,7 @@ use ratatui::text::Span;
 use ratatui::widgets::Block;
 use ratatui::widgets::Borders;
 use ratatui::widgets::Paragraph;
+use ratatui::widgets::Wrap;
 use std::time::Duration;
 
 pub(super) fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, now: u64) {
@@ -27,7 +28,7 @@ pub(super) fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, n
     let inner = block.inner(area);
     f.render_widget(block, area);
     let label = |s: &'static str| Span::styled(format!("{s:<16}"), DIM);
-    let loc = ev.location.as_ref().map_or_else(|| "unknown".to_string(), ToString::to_string);
+    let loc = ev.location.as_ref().map_or_else(|| "unknown".to_string(), crate::model::short_location);
     let duration = if e.ended {
         Span::raw(format!("{} (ended)", fmt_duration(ev.elapsed)))
     } else {
@@ -131,5 +132,6 @@ pub(super) fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, n
             }
         }
     }
-    f.render_widget(Paragraph::new(lines), inner);
+    // Long lines (a classification with its reason, a generic frame) wrap rather than run off the edge.
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }

@@ -1,6 +1,7 @@
 //! One row of the stall log, as the Stalls screen and the Overview's recent stalls show it.
 
 use super::style::ALERT;
+use super::style::DIM;
 use crate::model::fmt_duration;
 use crate::model::short_location;
 use loopscope_wire::Classification;
@@ -11,6 +12,16 @@ use ratatui::text::Span;
 use ratatui::widgets::Cell;
 use ratatui::widgets::Row;
 use std::time::Duration;
+
+/// The column titles over stall rows.
+pub(super) fn stall_header(wide: bool) -> Row<'static> {
+    let titles = if wide {
+        vec!["when", "lasted", "wkr", "   task", "task spawned at", "classification"]
+    } else {
+        vec!["when", "lasted", "wkr", "task spawned at", "blocked by"]
+    };
+    Row::new(titles).style(DIM)
+}
 
 pub(super) fn stall_widths(width: u16) -> Vec<Constraint> {
     if width >= 120 {

@@ -2,14 +2,14 @@
 
 use super::Status;
 use super::stall_detail::draw_stall_detail;
-use super::stall_list::stall_row;
 use super::stall_list::stall_widths;
+use super::stall_list::{stall_header, stall_row};
 use super::style::DIM;
 use super::style::SELECTED;
 use super::style::TITLE;
 use crate::model;
 use crate::model::fmt_duration;
-use crate::view::ViewState;
+use crate::view::{Shown, ViewState};
 use loopscope_wire::state::State;
 use ratatui::Frame;
 use ratatui::layout::Constraint;
@@ -23,7 +23,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::widgets::Row;
 use ratatui::widgets::Table;
 
-pub(super) fn draw_stalls(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState, status: &Status) -> usize {
+pub(super) fn draw_stalls(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState, status: &Status) -> Shown {
     let rows_all = model::stall_rows(state, &view.filter);
     let total = rows_all.len();
     let side_by_side = area.width >= 140;
@@ -50,11 +50,12 @@ pub(super) fn draw_stalls(f: &mut Frame<'_>, area: Rect, state: &State, view: &V
     if total == 0 {
         let msg = if view.filter.is_empty() { " no stalls so far" } else { " no stall matches the filter" };
         f.render_widget(Paragraph::new(Span::styled(msg, DIM)), inner);
-        return 0;
+        return Shown::default();
     }
     let wide = inner.width >= 120;
     let height = usize::from(inner.height.saturating_sub(1));
-    let start = view.stalls.window_start(height, total);
+    let sel = view.stalls.resolve(total, |id| rows_all.iter().position(|e| e.latest.stall_id == id));
+    let start = view.stalls.window_start_at(sel, height, total);
     let rows: Vec<Row<'_>> = rows_all
         .iter()
         .enumerate()
@@ -62,17 +63,16 @@ pub(super) fn draw_stalls(f: &mut Frame<'_>, area: Rect, state: &State, view: &V
         .take(height)
         .map(|(i, e)| {
             let row = stall_row(e, status.now_unix_nanos, wide);
-            if i == view.stalls.shown(total) { row.style(SELECTED) } else { row }
+            if i == sel { row.style(SELECTED) } else { row }
         })
         .collect();
-    let header = if wide {
-        Row::new(vec!["when", "lasted", "wkr", "   task", "task spawned at", "classification"])
-    } else {
-        Row::new(vec!["when", "lasted", "wkr", "task spawned at", "blocked by"])
-    };
-    f.render_widget(Table::new(rows, stall_widths(inner.width)).header(header.style(DIM)), inner);
-    if let Some(e) = rows_all.get(view.stalls.shown(total)) {
+    f.render_widget(Table::new(rows, stall_widths(inner.width)).header(stall_header(wide)), inner);
+    if let Some(e) = rows_all.get(sel) {
         draw_stall_detail(f, detail_area, e, status.now_unix_nanos);
     }
-    total
+    Shown {
+        len: total,
+        selected: rows_all.get(sel).map(|e| (sel, e.latest.stall_id)),
+        rows_at: Some((super::tasks::rows_area(inner), start)),
+    }
 }

@@ -15,10 +15,22 @@ use ratatui::text::Line;
 use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 
-pub(super) fn draw_tabs(f: &mut Frame<'_>, area: Rect, state: &State, view: &ViewState, status: &Status) {
+/// Draws the tab bar; returns where each screen's tab is, for the mouse.
+pub(super) fn draw_tabs(
+    f: &mut Frame<'_>,
+    area: Rect,
+    state: &State,
+    view: &ViewState,
+    status: &Status,
+) -> Vec<(Rect, Screen)> {
     let mut spans = vec![Span::styled(" loopscope ", Style::new().bg(Color::Cyan).fg(Color::Black).bold())];
+    let mut rects = Vec::new();
+    let mut x = area.x + 11;
     for (i, s) in Screen::ALL.iter().enumerate() {
         let label = format!(" {} {} ", i + 1, s.title());
+        let w = u16::try_from(label.chars().count()).unwrap_or(0);
+        rects.push((Rect { x, y: area.y, width: w, height: 1 }.intersection(area), *s));
+        x = x.saturating_add(w);
         spans.push(if *s == view.screen {
             Span::styled(label, Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD))
         } else {
@@ -40,4 +52,5 @@ pub(super) fn draw_tabs(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vie
     if usize::from(area.width) > used + who.chars().count() {
         f.render_widget(Paragraph::new(Span::styled(who, DIM)).alignment(Alignment::Right), area);
     }
+    rects
 }

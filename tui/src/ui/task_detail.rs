@@ -3,12 +3,13 @@
 use super::histograms::log_bar;
 use super::style::DIM;
 use super::style::TITLE;
+use super::style::WARN;
 use crate::model;
+use crate::model::TaskRow;
 use crate::model::fmt_count;
 use crate::model::fmt_duration;
 use crate::model::fmt_nanos;
 use loopscope_wire::LogHistogram;
-use loopscope_wire::proto::TaskSample;
 use loopscope_wire::state::State;
 use ratatui::Frame;
 use ratatui::layout::Constraint;
@@ -23,31 +24,39 @@ use ratatui::widgets::Borders;
 use ratatui::widgets::Paragraph;
 use ratatui::widgets::Wrap;
 
-pub(super) fn draw_task_detail(f: &mut Frame<'_>, area: Rect, state: &State, task: Option<&TaskSample>) {
+pub(super) fn draw_task_detail(f: &mut Frame<'_>, area: Rect, state: &State, row: Option<TaskRow<'_>>) {
     let block = Block::new().borders(Borders::TOP).title(Span::styled(" Task detail (Esc closes) ", TITLE));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let Some(t) = task else {
+    let Some(r) = row else {
         f.render_widget(Paragraph::new(Span::styled("no task selected", DIM)), inner);
         return;
     };
-    let loc = state.task_location(t).map_or_else(|| "unknown".to_string(), ToString::to_string);
+    let t = r.task;
+    let loc = state.task_location(t).map_or_else(|| "unknown".to_string(), crate::model::short_location);
+    let now = match (r.finished, r.running) {
+        (true, _) => Span::styled("  finished", DIM),
+        (false, Some(d)) => Span::styled(format!("  polling now for {}", fmt_duration(d)), WARN),
+        (false, None) => Span::raw(""),
+    };
     let lines = vec![
         Line::from(vec![
             Span::styled("task ", DIM),
             Span::raw(t.id.to_string()),
+            now,
             Span::styled("  spawned at ", DIM),
             Span::raw(loc),
         ]),
         Line::from(vec![
             Span::styled("polls ", DIM),
-            Span::raw(t.poll_count.to_string()),
-            Span::styled("  busy ", DIM),
-            Span::raw(fmt_nanos(t.busy_nanos)),
+            Span::raw(r.polls().to_string()),
+            Span::styled("  poll time ", DIM),
+            Span::raw(fmt_nanos(r.busy_nanos())),
             Span::styled("  mean poll ", DIM),
             Span::raw(fmt_duration(t.mean_poll())),
             Span::styled("  max ", DIM),
-            Span::raw(fmt_nanos(t.max_poll_nanos)),
+            Span::raw(fmt_nanos(r.max_poll_nanos())),
+            Span::styled(if r.includes_unsampled() { "  (with polls the stall log shows)" } else { "" }, DIM),
         ]),
     ];
     let [text, hist] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(inner);
@@ -65,7 +74,7 @@ pub(super) fn draw_location_detail(f: &mut Frame<'_>, area: Rect, row: Option<&m
     };
     let s = r.stats;
     let lines = vec![
-        Line::from(vec![Span::styled("spawned at ", DIM), Span::raw(r.location.to_string())]),
+        Line::from(vec![Span::styled("spawned at ", DIM), Span::raw(crate::model::short_location(r.location))]),
         Line::from(vec![
             Span::styled("tasks spawned ", DIM),
             Span::raw(s.map_or(0, |s| s.spawned_tasks).to_string()),

@@ -30,9 +30,69 @@ fn assert_one_clear_line(code: i32, stderr: &str, expected: &str) {
 fn unreachable_address_is_one_line_and_exit_1() {
     // A port that was free a moment ago: nothing listens there.
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let (code, err) = run(&["top", &format!("127.0.0.1:{port}")]);
+    let (code, err) = run(&["top", "--no-wait", &format!("127.0.0.1:{port}")]);
     assert_one_clear_line(code, &err, "nothing is listening there");
     assert_eq!(code, 1);
+}
+
+#[test]
+fn record_needs_its_file_and_keeps_an_existing_one() {
+    // The address alone used to be taken for the file name.
+    let out = Command::new(BIN).args(["record", "127.0.0.1:7702"]).output().expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--output <FILE>"), "{err}");
+    assert!(!std::path::Path::new("127.0.0.1:7702").exists(), "a file named after the address was created");
+
+    let app = App::start("127.0.0.1:0");
+    let dir = std::env::temp_dir().join(format!("loopscope-record-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let existing = dir.join("incident.lsrec");
+    std::fs::write(&existing, b"the only copy").expect("write");
+    let (code, err) = run(&["record", &app.addr, "-o", existing.to_str().expect("utf-8"), "--duration", "1s"]);
+    assert_one_clear_line(code, &err, "already exists; pass --force to overwrite it");
+    assert_eq!(std::fs::read(&existing).expect("read"), b"the only copy", "the existing file was touched");
+    let (code, err) = run(&["record", &app.addr, "-o", dir.to_str().expect("utf-8")]);
+    assert_one_clear_line(code, &err, "is a directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn errors_are_one_line_without_repeated_clauses() {
+    let (code, err) = run(&["replay", "/nonexistent/loopscope.lsrec"]);
+    assert_one_clear_line(code, &err, "cannot replay /nonexistent/loopscope.lsrec");
+    assert_eq!(err.matches("I/O error").count(), 1, "a clause printed twice: {err}");
+    assert_eq!(err.matches("No such file").count(), 1, "a clause printed twice: {err}");
+
+    // A bad agent setting names the variable and its value, in words (not Rust's Debug syntax).
+    let out = Command::new(BIN)
+        .args(["demo", "--no-ui", "--seconds", "1"])
+        .env("LOOPSCOPE_STALL_THRESHOLD", "banana")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_one_clear_line(out.status.code().unwrap_or(-1), &err, "LOOPSCOPE_STALL_THRESHOLD=\"banana\" is not valid");
+    assert!(!err.contains("InvalidEnv"), "{err}");
+}
+
+#[test]
+fn a_recording_cut_after_its_header_is_described_as_cut() {
+    let fixture = std::fs::read(super::fixture()).expect("fixture");
+    let dir = std::env::temp_dir().join(format!("loopscope-cut-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    // The header alone: the reader reads it whole and then finds no record.
+    let header_len = (1..fixture.len())
+        .find(|&n| {
+            let r = loopscope_wire::record::RecordingReader::new(&fixture[..n]);
+            r.is_ok()
+        })
+        .expect("a header length");
+    let cut = dir.join("header-only.lsrec");
+    std::fs::write(&cut, &fixture[..header_len]).expect("write");
+    let (code, err) = run(&["replay", cut.to_str().expect("utf-8 path")]);
+    assert_one_clear_line(code, &err, "ends after its header");
+    assert!(err.contains("cut short"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -367,4 +427,18 @@ fn sigterm_and_sigint_end_the_dashboard() {
         let parser = ui.screen.lock().expect("parser");
         assert!(!parser.screen().alternate_screen(), "{sig:?}: the terminal was left on the alternate screen");
     }
+}
+
+/// `top` started before the app waits for it, as tokio-console does, and shows the app once it is up.
+#[test]
+fn top_waits_for_the_app_to_start() {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut ui = Dashboard::start(&["top", &addr], 100, 30);
+    ui.wait_for("waiting for the app", Duration::from_secs(10));
+    let _app = App::restart(&addr);
+    ui.wait_for("● live", Duration::from_secs(10));
+    ui.wait_for("Workers", Duration::from_secs(10));
+    ui.keys("q");
+    assert!(ui.exits_within(Duration::from_secs(5), "q").success());
 }

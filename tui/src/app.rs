@@ -141,6 +141,7 @@ pub fn run(driver: Driver, source: String, rate_window: Duration) -> anyhow::Res
     execute!(std::io::stdout(), EnableMouseCapture)?;
     let _backstop = arm_stop_backstop(stop.clone());
     let mut last_size = terminal.size()?;
+    let mut input_stuck = false;
     let mut driver = driver;
     let mut view = match driver {
         Driver::Live(_) => ViewState::new(),
@@ -203,50 +204,60 @@ pub fn run(driver: Driver, source: String, rate_window: Duration) -> anyhow::Res
         }
         // Input first, and never blocked by data: wait at most a short while for a key. The kernel is asked
         // first (see `terminal`): crossterm reads only a terminal that has input and has not hung up.
-        match input.wait(Duration::from_millis(50)) {
-            InputReady::Gone => return Ok(()),
-            InputReady::Idle => {}
-            InputReady::Input => {
-                while event::poll(Duration::ZERO)? {
-                    match event::read()? {
-                        Event::Key(k) => {
-                            dirty = true;
-                            match view.handle_key(k) {
-                                Action::None => {}
-                                Action::Quit => return Ok(()),
-                                Action::TogglePause => {
-                                    view.paused = !view.paused;
-                                    if let Driver::Live(_) = driver {
-                                        frozen = view.paused.then(|| (state.clone(), unix_now()));
+        let ready = if input_stuck {
+            input.wait_for_hang_up(Duration::from_millis(50))
+        } else {
+            input.wait(Duration::from_millis(50))
+        };
+        if ready == InputReady::Gone {
+            return Ok(());
+        }
+        // crossterm is asked every time, not only when keys wait: it also reports resizes (SIGWINCH), and one
+        // left pending until a key arrives would be returned in the key's place, and the key (whose readiness
+        // crossterm's edge-triggered poll has then consumed) not read until the next one.
+        let mut events = 0;
+        while event::poll(Duration::ZERO)? {
+            events += 1;
+            match event::read()? {
+                Event::Key(k) => {
+                    dirty = true;
+                    match view.handle_key(k) {
+                        Action::None => {}
+                        Action::Quit => return Ok(()),
+                        Action::TogglePause => {
+                            view.paused = !view.paused;
+                            if let Driver::Live(_) = driver {
+                                frozen = view.paused.then(|| (state.clone(), unix_now()));
+                            }
+                        }
+                        Action::Replay(cmd) => {
+                            if let Driver::Replay(r) = &mut driver {
+                                match cmd {
+                                    ReplayCommand::Step => {
+                                        view.paused = true;
+                                        r.step(&mut state);
                                     }
-                                }
-                                Action::Replay(cmd) => {
-                                    if let Driver::Replay(r) = &mut driver {
-                                        match cmd {
-                                            ReplayCommand::Step => {
-                                                view.paused = true;
-                                                r.step(&mut state);
-                                            }
-                                            ReplayCommand::Seek(s) => r.seek(&mut state, s),
-                                            ReplayCommand::Faster => r.change_speed(true),
-                                            ReplayCommand::Slower => r.change_speed(false),
-                                            ReplayCommand::Restart => r.restart(&mut state),
-                                        }
-                                    }
+                                    ReplayCommand::Seek(s) => r.seek(&mut state, s),
+                                    ReplayCommand::Faster => r.change_speed(true),
+                                    ReplayCommand::Slower => r.change_speed(false),
+                                    ReplayCommand::Restart => r.restart(&mut state),
                                 }
                             }
                         }
-                        Event::Mouse(m) => {
-                            dirty = true;
-                            view.handle_mouse(m);
-                        }
-                        Event::Resize(..) => dirty = true,
-                        _ => {}
                     }
                 }
+                Event::Mouse(m) => {
+                    dirty = true;
+                    view.handle_mouse(m);
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
             }
         }
-        // crossterm reports a resize only while it reads; it is read only when keys wait, so look here too.
+        // Keys are waiting that crossterm did not read (it lost their readiness, see above): it reads them when
+        // the next key arrives. Until then wait for a hang-up only, or this loop would spin.
+        input_stuck = ready == InputReady::Input && events == 0;
+        // Resizes also show in the size itself, whenever crossterm reports them.
         let size = terminal.size()?;
         if size != last_size {
             last_size = size;
@@ -271,6 +282,7 @@ pub fn run(driver: Driver, source: String, rate_window: Duration) -> anyhow::Res
                             last_heard = unix_now();
                         }
                         NetEvent::Disconnected(why) => connection = Connection::Disconnected(why),
+                        NetEvent::Waiting(what) => connection = Connection::Waiting(what),
                     }
                 }
             }

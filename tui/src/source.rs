@@ -35,6 +35,8 @@ pub enum NetEvent {
     Message(ServerMessage),
     /// The connection is gone (or a retry failed); the reason in words. The thread keeps retrying.
     Disconnected(String),
+    /// No app has answered yet (`top` started first); what it waits for, in words. The thread keeps trying.
+    Waiting(String),
 }
 
 /// A short reason for the status line.
@@ -80,8 +82,8 @@ impl LiveFeed {
             let stop = stop.clone();
             let addr = addr.clone();
             move || {
-                let waiting = format!("waiting for the app: nothing listens at {addr} yet (q quits)");
-                if !send(&tx, &stop, NetEvent::Disconnected(waiting)) {
+                let waiting = format!("Waiting for the app at {addr}: nothing listens there yet.");
+                if !send(&tx, &stop, NetEvent::Waiting(waiting)) {
                     return;
                 }
                 let Some(client) = first_connection(&addr, client_name, &tx, &stop) else { return };

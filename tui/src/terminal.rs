@@ -55,8 +55,19 @@ impl TerminalInput {
 
     /// Waits at most `timeout` for input; says whether there is some, none, or no terminal any more.
     pub fn wait(&self, timeout: Duration) -> InputReady {
+        self.poll(PollFlags::IN, timeout)
+    }
+
+    /// Waits at most `timeout` for the terminal to hang up, ignoring input: for when input is waiting that
+    /// crossterm will not read until more arrives (see `app`), so that waiting for input would return at once.
+    pub fn wait_for_hang_up(&self, timeout: Duration) -> InputReady {
+        // poll(2) reports a hang-up (and errors) even when no event was asked for.
+        self.poll(PollFlags::empty(), timeout)
+    }
+
+    fn poll(&self, events: PollFlags, timeout: Duration) -> InputReady {
         let fd = self.fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let mut fds = [PollFd::new(&fd, events)];
         let ts = Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(timeout.subsec_nanos()),

@@ -41,6 +41,7 @@ pub(super) fn draw_footer(f: &mut Frame<'_>, area: Rect, view: &ViewState, statu
     match &status.connection {
         Connection::Connected => right.push(Span::styled("● live", GOOD)),
         Connection::Connecting => right.push(Span::styled("○ connecting…", WARN)),
+        Connection::Waiting(_) => right.push(Span::styled("○ waiting for the app", WARN)),
         Connection::Disconnected(why) => {
             right.push(Span::styled(format!("○ disconnected ({why}); showing last data, retrying"), ALERT))
         }

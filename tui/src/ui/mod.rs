@@ -49,6 +49,8 @@ pub enum Connection {
     Connected,
     /// Lost; the data on screen is the last received. The reason, in words.
     Disconnected(String),
+    /// Never connected yet: waiting for the app to start (`top` before the app). What it waits for.
+    Waiting(String),
     /// Playing a recording.
     Replay,
 }
@@ -136,6 +138,7 @@ pub fn draw(f: &mut Frame<'_>, state: &State, view: &ViewState, status: &Status)
 fn draw_waiting(f: &mut Frame<'_>, area: Rect, status: &Status) {
     let msg = match &status.connection {
         Connection::Disconnected(why) => format!("Not connected to {}: {why}\nRetrying…", status.source),
+        Connection::Waiting(what) => format!("{what}\nIt appears here when the app starts; q quits."),
         _ => format!("Waiting for the first data from {}…", status.source),
     };
     f.render_widget(Paragraph::new(msg).alignment(Alignment::Center).wrap(Wrap { trim: true }), area);

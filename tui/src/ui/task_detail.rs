@@ -53,15 +53,24 @@ pub(super) fn draw_task_detail(f: &mut Frame<'_>, area: Rect, state: &State, row
             Span::styled("  poll time ", DIM),
             Span::raw(fmt_nanos(r.busy_nanos())),
             Span::styled("  mean poll ", DIM),
-            Span::raw(fmt_duration(t.mean_poll())),
+            Span::raw(fmt_nanos(r.busy_nanos().checked_div(r.polls()).unwrap_or(0))),
             Span::styled("  max ", DIM),
             Span::raw(fmt_nanos(r.max_poll_nanos())),
-            Span::styled(if r.includes_unsampled() { "  (with polls the stall log shows)" } else { "" }, DIM),
+            Span::styled(if r.includes_unsampled() { "  (incl. the stall log)" } else { "" }, DIM),
         ]),
     ];
     let [text, hist] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(inner);
     f.render_widget(Paragraph::new(lines), text);
-    draw_inline_histogram(f, hist, &t.poll_histogram);
+    if t.poll_histogram.count() == 0 {
+        let why = if r.finished {
+            "poll durations: none sent (the task ended before the agent sampled its polls)"
+        } else {
+            "poll durations: none sampled yet (the agent sends them with its next sample of the task)"
+        };
+        f.render_widget(Paragraph::new(Span::styled(why, DIM)).wrap(Wrap { trim: true }), hist);
+    } else {
+        draw_inline_histogram(f, hist, &t.poll_histogram);
+    }
 }
 
 pub(super) fn draw_location_detail(f: &mut Frame<'_>, area: Rect, row: Option<&model::LocationRow<'_>>) {

@@ -435,7 +435,7 @@ fn top_waits_for_the_app_to_start() {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let addr = format!("127.0.0.1:{port}");
     let mut ui = Dashboard::start(&["top", &addr], 100, 30);
-    ui.wait_for("waiting for the app", Duration::from_secs(10));
+    ui.wait_for("Waiting for the app at", Duration::from_secs(10));
     let _app = App::restart(&addr);
     ui.wait_for("● live", Duration::from_secs(10));
     ui.wait_for("Workers", Duration::from_secs(10));

@@ -243,6 +243,11 @@ fn finished_tasks_are_marked_and_toggle() {
     let text = render(&s, &hidden, &st, 160, 48);
     assert!(!text.contains('✓'), "{text}");
     assert!(text.contains("(f shows 42 finished)"), "{text}");
+    // The detail of the task that stalled and ended (first by poll time): its stall counts, marked as such.
+    let detail = ViewState { detail: true, ..view(Screen::Tasks) };
+    let text = render(&s, &detail, &st, 160, 48);
+    assert!(text.contains("task 358  finished"), "{text}");
+    snap!("tasks_detail_of_a_finished_task", &s, &detail, &st);
 }
 
 #[test]

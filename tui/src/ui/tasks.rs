@@ -179,8 +179,11 @@ pub(super) fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vi
             };
             let block = Block::new().borders(Borders::TOP);
             let inner = block.inner(table_area);
+            // A name column where there is room for it (see `task_name`).
+            let name_w: u16 = if inner.width >= WITH_NAMES { 30 } else { 0 };
             // The id and location stay; the numeric columns scroll sideways when they do not all fit.
-            let cols = visible_columns(view.hscroll, inner.width.saturating_sub(ID_W + 1 + 18), narrow);
+            let fixed = ID_W + 1 + 18 + if name_w > 0 { name_w + 1 } else { 0 };
+            let cols = visible_columns(view.hscroll, inner.width.saturating_sub(fixed), narrow);
             let title = task_tabs(
                 TaskTable::ByTask,
                 format!("{} {} live{finished_note}{filter} ", hidden_columns_hint(&cols), order.live()),
@@ -209,7 +212,11 @@ pub(super) fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vi
                     } else {
                         " "
                     };
-                    let mut cells = vec![Cell::from(format!("{:>7}{mark}", t.id)), Cell::from(loc)];
+                    let mut cells = vec![Cell::from(format!("{:>7}{mark}", t.id))];
+                    if name_w > 0 {
+                        cells.push(Cell::from(Span::styled(task_name(state, t.id), DIM)));
+                    }
+                    cells.push(Cell::from(loc));
                     let stalling = r.running.is_some_and(|d| d >= threshold);
                     cells.extend(num_cells(
                         [
@@ -235,8 +242,19 @@ pub(super) fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vi
                     }
                 })
                 .collect();
-            let header = table_header(view, &[("     id", Some(SortKey::Name)), ("spawned at", None)], &cols, narrow);
-            let widths = num_widths(&[Constraint::Length(ID_W), Constraint::Min(12)], &cols, narrow);
+            let (first, first_w) = if name_w > 0 {
+                (
+                    vec![("     id", Some(SortKey::Name)), ("name (blocking fn)", None), ("spawned at", None)],
+                    vec![Constraint::Length(ID_W), Constraint::Length(name_w), Constraint::Min(12)],
+                )
+            } else {
+                (
+                    vec![("     id", Some(SortKey::Name)), ("spawned at", None)],
+                    vec![Constraint::Length(ID_W), Constraint::Min(12)],
+                )
+            };
+            let header = table_header(view, &first, &cols, narrow);
+            let widths = num_widths(&first_w, &cols, narrow);
             f.render_widget(block.title(title), table_area);
             f.render_widget(Table::new(rows, widths).header(header), inner);
             let selected_row = order.window(sel, 1).first().copied();
@@ -306,6 +324,29 @@ pub(super) fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vi
             }
         }
     }
+}
+
+/// From this width the by-task table has a name column.
+const WITH_NAMES: u16 = 130;
+
+/// The by-task table's name for a task. tokio 1.54's task hooks do not pass the name given with
+/// `tokio::task::Builder::name` (it reaches only `tracing` spans), so the agent cannot send it and the wire
+/// has no field for it yet. Until it does, the column shows what the data has: the function of the app that
+/// the task was in when it stalled (its innermost frame of the app's own code, from the stall log), or
+/// nothing.
+fn task_name(state: &State, id: u64) -> String {
+    state
+        .stalls()
+        .filter(|e| e.latest.task_id == id)
+        .find_map(|e| e.culprit.as_ref()?.first_user_frame()?.function.clone())
+        .map(|f| short_function(&f))
+        .unwrap_or_default()
+}
+
+/// `module::function` from a full path (`my_app::handlers::report::{{closure}}` → `handlers::report`).
+fn short_function(f: &str) -> String {
+    let parts: Vec<&str> = f.split("::").filter(|p| !p.starts_with('{')).collect();
+    parts[parts.len().saturating_sub(2)..].join("::")
 }
 
 /// Where the title's table tabs are (for the mouse), in the Tasks screen drawn at `area`.

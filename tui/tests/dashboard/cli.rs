@@ -112,6 +112,13 @@ fn a_server_speaking_another_protocol_is_named() {
 }
 
 #[test]
+fn refresh_is_checked() {
+    let (code, err) = run(&["replay", "--refresh", "10ms", "x.lsrec"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("10ms is outside 100ms..60s"), "{err}");
+}
+
+#[test]
 fn a_bad_address_and_a_non_recording_are_one_line() {
     let (code, err) = run(&["top", "example.com:80"]);
     assert_one_clear_line(code, &err, "invalid loopscope address");
@@ -383,8 +390,10 @@ fn the_dashboard_shows_a_stall_live_reconnects_and_restores_the_terminal() {
 #[test]
 fn closing_the_terminal_ends_replay_and_top_within_a_second() {
     let fixture = super::fixture();
-    let mut replay = Dashboard::start_with(&["replay", fixture.to_str().expect("utf-8 path")], 100, 30, false);
+    let args = ["replay", "--refresh", "2s", fixture.to_str().expect("utf-8 path")];
+    let mut replay = Dashboard::start_with(&args, 100, 30, false);
     replay.wait_for("Workers", Duration::from_secs(10));
+    replay.wait_for("rates: 2s avg", Duration::from_secs(5));
     replay.close_terminal();
     replay.exits_within(Duration::from_secs(1), "replay, terminal closed (end-of-file, no SIGHUP)");
 

@@ -239,6 +239,9 @@ fn finished_tasks_are_marked_and_toggle() {
     let (s, st) = state_at_end();
     let shown = render(&s, &view(Screen::Tasks), &st, 160, 48);
     assert!(shown.contains("358✓"), "the task that stalled and finished is listed, marked:\n{shown}");
+    // Wide enough for the name column: fed by the function the stall found (the wire has no task names yet).
+    let row = shown.lines().find(|l| l.contains("358✓")).unwrap_or_default();
+    assert!(row.contains("demo::blocking_sleep"), "{row}");
     let hidden = ViewState { finished: false, ..view(Screen::Tasks) };
     let text = render(&s, &hidden, &st, 160, 48);
     assert!(!text.contains('✓'), "{text}");

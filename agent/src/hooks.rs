@@ -113,9 +113,19 @@ impl Shared {
         slots::with_slot(self.id, &self.slots, |slot| {
             let ns = self.clock.delta_as_nanos(slot.poll_start.load(Relaxed), end);
             let slow = ns >= self.slow_ns;
+            let long = ns >= self.stall_ns;
+            if long && self.config.probes {
+                // Rare: a stall just ended. The thread's own scheduler clocks now, published with the end, split
+                // the poll's time exactly (the watchdog's reading would come later, or never if the thread
+                // exits). A few µs of syscalls after a poll of at least the threshold; no lock, no allocation.
+                let t = loopscope_probes::thread::own_sched_times();
+                let ns_of =
+                    |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+                let raw = self.clock.raw();
+                slot.record_closing(raw, t.and_then(|t| ns_of(t.cpu)), t.and_then(|t| ns_of(t.run_queue_wait)));
+            }
             let Some(id) = slot.end(ns, slow) else { return };
             let entry = self.tasks.find(id);
-            let long = ns >= self.stall_ns;
             // Untracked tasks (table full) still count in this thread's totals above.
             match self.tasks.get(entry) {
                 Some(e) => {

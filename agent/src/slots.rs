@@ -53,6 +53,29 @@ pub(crate) struct LongPoll {
     location: AtomicU32,
 }
 
+/// The thread's own scheduler reading, taken in the after-poll hook of its latest long poll just before the
+/// poll's end is published (a seqlock like a ring entry: `seq` 0 while being written). The watchdog's own
+/// reading of an ended poll comes late (its next tick, or the thread exits first); this one is exact, so no
+/// time after the poll's end has to be guessed at (see `accounting.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Closing {
+    /// The (odd) sequence number of the poll it closes; 0 while being written or before the first.
+    seq: AtomicU64,
+    /// The agent's raw clock when it was taken.
+    raw: AtomicU64,
+    /// CPU time and run-queue wait in nanoseconds; `u64::MAX` where unreadable.
+    cpu_ns: AtomicU64,
+    run_queue_ns: AtomicU64,
+}
+
+/// A plain copy of a [`Closing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClosingRecord {
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
 /// A plain copy of a [`LongPoll`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LongPollRecord {
@@ -93,6 +116,7 @@ pub(crate) struct WorkerSlot {
     pub(crate) untracked_hist: [AtomicU64; TASK_BUCKETS],
     pub(crate) long_count: AtomicU64,
     pub(crate) long_polls: [LongPoll; LONG_POLLS],
+    pub(crate) closing: Closing,
     /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
     pub(crate) nested: AtomicU64,
     // --- identity, fixed at registration ---
@@ -123,6 +147,7 @@ impl WorkerSlot {
             untracked_hist: std::array::from_fn(|_| AtomicU64::new(0)),
             long_count: AtomicU64::new(0),
             long_polls: Default::default(),
+            closing: Closing::default(),
             nested: AtomicU64::new(0),
             tid: crate::os::current_tid(),
             thread_id: current.id(),
@@ -192,6 +217,41 @@ impl WorkerSlot {
             lp.generation.store(n.wrapping_add(1), Release);
         }
         self.long_count.store(n.wrapping_add(1), Release);
+    }
+
+    /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past the stall
+    /// threshold. Called before [`end`](Self::end), whose `Release` store publishes it together with the end:
+    /// a watchdog that sees the poll ended finds its closing reading. Owner thread only; rare (a few µs of
+    /// syscalls, no allocation, no lock: see `own_sched_times`).
+    pub(crate) fn record_closing(&self, raw: u64, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
+        let c = &self.closing;
+        c.seq.store(0, Relaxed);
+        fence(Release);
+        c.raw.store(raw, Relaxed);
+        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.seq.store(seq, Release);
+    }
+
+    /// The thread's own closing reading of the poll with sequence number `seq`, if it is the latest long poll
+    /// and was read consistently.
+    pub(crate) fn closing(&self, seq: u64) -> Option<ClosingRecord> {
+        let c = &self.closing;
+        if seq == 0 || c.seq.load(Acquire) != seq {
+            return None;
+        }
+        let some = |v: u64| (v != u64::MAX).then_some(v);
+        let r = ClosingRecord {
+            raw: c.raw.load(Relaxed),
+            cpu_ns: some(c.cpu_ns.load(Relaxed)),
+            run_queue_ns: some(c.run_queue_ns.load(Relaxed)),
+        };
+        fence(Acquire);
+        (c.seq.load(Relaxed) == seq).then_some(r)
     }
 
     /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
@@ -523,5 +583,25 @@ mod tests {
         assert_eq!(slot.long_poll_ns(last.seq), Some(last.ns));
         let second = slot.long_poll(1).expect("still in the ring");
         assert_eq!((second.seq, second.task_id), (3, 2));
+    }
+
+    #[test]
+    fn closing_reading_belongs_to_one_poll() {
+        let slot = WorkerSlot::new();
+        // Outside a poll there is nothing to close.
+        slot.record_closing(5, Some(1), Some(2));
+        assert_eq!(slot.closing(1), None);
+        slot.begin(7, 0, 100);
+        slot.record_closing(900, Some(40), None);
+        slot.end(800, true);
+        assert_eq!(slot.closing(1), Some(ClosingRecord { raw: 900, cpu_ns: Some(40), run_queue_ns: None }));
+        // The next long poll's reading replaces it: the first poll's reads as missing, never as the wrong one.
+        slot.begin(8, 0, 1_000);
+        assert_eq!(slot.closing(1).map(|c| c.raw), Some(900), "still the latest until the next one ends");
+        slot.record_closing(2_000, Some(50), Some(60));
+        slot.end(1_000, true);
+        assert_eq!(slot.closing(1), None);
+        assert_eq!(slot.closing(3), Some(ClosingRecord { raw: 2_000, cpu_ns: Some(50), run_queue_ns: Some(60) }));
+        assert_eq!(slot.closing(0), None);
     }
 }

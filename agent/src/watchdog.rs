@@ -428,12 +428,27 @@ impl Watchdog {
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
     }
 
-    /// The split of a poll that ended after `wall_ns`, with a closing reading taken now.
-    fn final_time(&self, tid: i32, wall_ns: u64, readings: Option<PollReadings>) -> Option<StallTime> {
+    /// The split of poll `seq`, which ended after `wall_ns`: closed by the thread's own reading as it ended
+    /// (exact), or else by one taken now.
+    fn final_time(
+        &self,
+        slot: &WorkerSlot,
+        seq: u64,
+        wall_ns: u64,
+        readings: Option<PollReadings>,
+    ) -> Option<StallTime> {
         if !self.shared.config.probes {
             return None;
         }
-        let closing = readings.and_then(|r| self.read(tid, r.start));
+        let closing = readings.and_then(|r| match slot.closing(seq) {
+            Some(c) => Some(Reading {
+                at_ns: self.shared.clock.delta_as_nanos(r.start, c.raw),
+                lead_ns: 0,
+                cpu_ns: c.cpu_ns,
+                run_queue_ns: c.run_queue_ns,
+            }),
+            None => self.read(slot.tid, r.start),
+        });
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
     }
 
@@ -451,7 +466,7 @@ impl Watchdog {
                         let start = slot.born.map(|b| b.raw)?;
                         self.birth_readings(slot, r.seq, start)
                     });
-                    flag.time = self.final_time(slot.tid, r.ns, readings);
+                    flag.time = self.final_time(slot, r.seq, r.ns, readings);
                     self.send_msg(WatchMsg::Late(Box::new(flag)));
                 }
                 None => {
@@ -498,7 +513,7 @@ impl Watchdog {
     fn end(&mut self, slot: &WorkerSlot, t: Tracked, readings: Option<PollReadings>) {
         let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
         let readings = readings.filter(|r| r.seq == t.seq);
-        let time = self.final_time(t.tid, elapsed_ns, readings);
+        let time = self.final_time(slot, t.seq, elapsed_ns, readings);
         self.send_msg(WatchMsg::Ended {
             stall_id: t.stall_id,
             elapsed_ns,

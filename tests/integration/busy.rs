@@ -305,3 +305,35 @@ fn the_first_poll_after_an_idle_pause_is_measured_from_early_on() {
         assert!(t.unmeasured <= ms(6), "first reading came late after an idle pause: {t:?}");
     }
 }
+
+#[test]
+fn a_stall_whose_thread_exits_at_once_is_still_measured() {
+    // The last poll of a test's runtime: the thread exits right after the poll ends, before the watchdog can
+    // read its scheduler clocks. The thread's own reading, taken as the poll ended, still splits the poll, so
+    // a poll that ran 4 ms of code but waited for its CPU is not judged on its wall time.
+    warm_probes();
+    let _hogs = Hogs::on_first_cpu(2);
+    let mut stalls = Vec::new();
+    for _ in 0..4 {
+        let (rt, agent) = current_thread(agent().stall_threshold(ms(10)));
+        wait_until("the probes to be ready", || agent.probes_ready());
+        std::thread::spawn(move || {
+            pin_to_first_cpu().expect("pin the worker");
+            rt.block_on(async {
+                // The agent's threads start with the first poll; let them get going.
+                tokio::time::sleep(ms(20)).await;
+                tokio::spawn(async { burn_cpu(ms(4)) }).await.unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+        wait_until("the agent to drain", || agent.is_drained());
+        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(10)));
+    }
+    assert!(!stalls.is_empty(), "no poll was delayed past the threshold on a CPU shared with two busy threads");
+    for s in &stalls {
+        let t = s.last.time.as_ref().expect("measured");
+        assert!(t.unmeasured <= ms(6), "the poll's end was not measured: {t:?}");
+        assert!(t.self_time() < ms(10), "4 ms of code judged as {:?} of own time: {t:?}", t.self_time());
+    }
+}

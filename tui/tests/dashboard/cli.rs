@@ -336,6 +336,18 @@ impl Dashboard {
         let _ = reader.join();
     }
 
+    /// Waits until everything the process wrote has reached the screen: the reader ends when the process
+    /// has exited and the terminal's other end is closed.
+    fn wait_for_output_end(&mut self) {
+        let reader = self.reader.take().expect("still reading");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() {
+            assert!(Instant::now() < deadline, "the terminal output did not end after the process exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = reader.join();
+    }
+
     /// Waits for the process to exit; fails if it is still running after `within`.
     fn exits_within(&mut self, within: Duration, what: &str) -> portable_pty::ExitStatus {
         let deadline = Instant::now() + within;
@@ -380,6 +392,7 @@ fn the_dashboard_shows_a_stall_live_reconnects_and_restores_the_terminal() {
     ui.keys("q");
     let status = ui.exits_within(Duration::from_secs(5), "q");
     assert!(status.success(), "{status:?}");
+    ui.wait_for_output_end();
     let parser = ui.screen.lock().expect("parser");
     assert!(!parser.screen().alternate_screen(), "the terminal was left on the alternate screen");
     assert!(!parser.screen().hide_cursor(), "the cursor was left hidden");
@@ -433,6 +446,7 @@ fn sigterm_and_sigint_end_the_dashboard() {
         let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits")).expect("non-zero pid");
         rustix::process::kill_process(pid, sig).expect("signal sent");
         ui.exits_within(Duration::from_secs(1), &format!("{sig:?}"));
+        ui.wait_for_output_end();
         let parser = ui.screen.lock().expect("parser");
         assert!(!parser.screen().alternate_screen(), "{sig:?}: the terminal was left on the alternate screen");
     }

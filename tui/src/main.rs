@@ -34,9 +34,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Live dashboard of a running app (default address 127.0.0.1:6670). Waits for the app to start.
-    #[command(after_help = "\
-Exit status: 0 when you quit (q, Ctrl-C) or the terminal closes; 1 when the address is invalid, something
-other than a loopscope agent answers, or (with --no-wait) nothing is listening yet; 128+N after signal N.")]
+    #[command(after_help = "Exit status: 0 when you quit (q, Ctrl-C) or the terminal closes; 1 when the address is \
+                              invalid, something other than a loopscope agent answers, or (with --no-wait) nothing is \
+                              listening yet; 128+N after signal N.")]
     Top {
         /// The agent's address: HOST:PORT, :PORT, PORT or unix:/path.sock.
         addr: Option<String>,
@@ -48,6 +48,8 @@ other than a loopscope agent answers, or (with --no-wait) nothing is listening y
         refresh: Duration,
     },
     /// The dashboard over a recording, with pause, step, seek and speed.
+    #[command(after_help = "Exit status: 0 when you quit or the terminal closes; 1 when the file cannot be read, \
+                              is not a recording, or is damaged (without --allow-damaged); 128+N after signal N.")]
     Replay {
         /// A recording made with `loopscope record` (or the agent's `record` setting).
         file: PathBuf,
@@ -60,6 +62,9 @@ other than a loopscope agent answers, or (with --no-wait) nothing is listening y
     },
     /// Save an app's stream to a file, until the app exits, --duration passes, or Ctrl-C.
     #[command(after_help = "\
+Exit status: 0 when the recording ends; 1 when the address is bad, the app cannot be reached, or FILE exists
+(without --force) or cannot be created; 2 when the arguments are wrong (FILE missing).
+
 Examples:
   loopscope record -o app.lsrec                    # the agent on 127.0.0.1:6670
   loopscope record 127.0.0.1:7000 -o app.lsrec --duration 30s

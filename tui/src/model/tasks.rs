@@ -192,8 +192,13 @@ impl<'a> TaskOrder<'a> {
             }
         };
         let running = |id: u64| scope.in_flight.iter().find(|(t, _)| *t == id).map(|(_, d)| *d);
-        let logged = stalls_by_task(state);
-        let stalls = |id: u64| logged.get(&id).copied().unwrap_or_default();
+        // Looked up for every task of every frame (100,000 of them): a short sorted list (the log holds at
+        // most a few hundred stalls) and a binary search cost less than hashing each id.
+        let mut logged: Vec<(u64, TaskStalls)> = stalls_by_task(state).into_iter().collect();
+        logged.sort_unstable_by_key(|(id, _)| *id);
+        let stalls = |id: u64| {
+            logged.binary_search_by_key(&id, |(t, _)| *t).map_or_else(|_| TaskStalls::default(), |i| logged[i].1)
+        };
         let mut rows: Vec<Ranked<'a>> = state
             .tasks()
             .values()

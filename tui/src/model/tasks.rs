@@ -3,6 +3,7 @@
 
 use super::{live_stall, location_matches, p99_nanos};
 use crate::view::SortKey;
+use loopscope_wire::TaskState;
 use loopscope_wire::proto::TaskSample;
 use loopscope_wire::state::State;
 use std::cmp::Ordering;
@@ -166,15 +167,19 @@ impl TaskScope {
     }
 }
 
-type Ranked<'a> = (u64, u64, TaskRow<'a>);
+/// (sort key, task id, task): small, because every task of every frame is moved around by the partial sort.
+/// The id breaks ties, so the order is stable from frame to frame (an id is listed once: live or finished).
+type Ranked<'a> = (u64, u64, &'a TaskSample);
 
 /// Tasks, filtered and ordered, of which only the shown window is ever fully sorted.
 #[derive(Debug)]
 pub struct TaskOrder<'a> {
-    /// (sort key, task id, row); the id breaks ties so the order is stable from frame to frame.
     rows: Vec<Ranked<'a>>,
     descending: bool,
     live: usize,
+    in_flight: &'a [(u64, Duration)],
+    /// What the stall log knows, sorted by task id.
+    logged: Vec<(u64, TaskStalls)>,
 }
 
 impl<'a> TaskOrder<'a> {
@@ -191,48 +196,44 @@ impl<'a> TaskOrder<'a> {
                     || (id_filter && t.id.to_string().contains(&needle))
             }
         };
-        let running = |id: u64| scope.in_flight.iter().find(|(t, _)| *t == id).map(|(_, d)| *d);
         // Looked up for every task of every frame (100,000 of them): a short sorted list (the log holds at
         // most a few hundred stalls) and a binary search cost less than hashing each id.
         let mut logged: Vec<(u64, TaskStalls)> = stalls_by_task(state).into_iter().collect();
         logged.sort_unstable_by_key(|(id, _)| *id);
-        let stalls = |id: u64| {
-            logged.binary_search_by_key(&id, |(t, _)| *t).map_or_else(|_| TaskStalls::default(), |i| logged[i].1)
-        };
-        let mut rows: Vec<Ranked<'a>> = state
-            .tasks()
-            .values()
-            .filter(|t| keep(t))
-            .map(|t| TaskRow { task: t, running: running(t.id), finished: false, stalls: stalls(t.id) })
-            .map(|r| (task_key(&r, sort), r.task.id, r))
-            .collect();
-        rows.extend(
-            scope
-                .unsampled
-                .iter()
-                .filter(|(t, done)| !done && keep(t))
-                .map(|(t, _)| TaskRow { task: t, running: running(t.id), finished: false, stalls: stalls(t.id) })
-                .map(|r| (task_key(&r, sort), r.task.id, r)),
-        );
+        let mut order =
+            TaskOrder { rows: Vec::new(), descending, live: 0, in_flight: &scope.in_flight, logged: Vec::new() };
+        order.logged = logged;
+        let rank = |o: &TaskOrder<'a>, t: &'a TaskSample| (task_key(&o.row(t), sort), t.id, t);
+        let mut rows: Vec<Ranked<'a>> = Vec::with_capacity(state.tasks().len());
+        rows.extend(state.tasks().values().filter(|t| keep(t)).map(|t| rank(&order, t)));
+        rows.extend(scope.unsampled.iter().filter(|(t, done)| !done && keep(t)).map(|(t, _)| rank(&order, t)));
         let live = rows.len();
         if scope.finished {
-            rows.extend(
-                scope
-                    .unsampled
-                    .iter()
-                    .filter(|(t, done)| *done && keep(t))
-                    .map(|(t, _)| TaskRow { task: t, running: None, finished: true, stalls: stalls(t.id) })
-                    .map(|r| (task_key(&r, sort), r.task.id, r)),
-            );
+            rows.extend(scope.unsampled.iter().filter(|(t, done)| *done && keep(t)).map(|(t, _)| rank(&order, t)));
             rows.extend(
                 state
                     .finished_tasks()
                     .filter(|t| keep(t) && !state.tasks().contains_key(&t.id))
-                    .map(|t| TaskRow { task: t, running: None, finished: true, stalls: stalls(t.id) })
-                    .map(|r| (task_key(&r, sort), r.task.id, r)),
+                    .map(|t| rank(&order, t)),
             );
         }
-        TaskOrder { rows, descending, live }
+        order.rows = rows;
+        order.live = live;
+        order
+    }
+
+    /// A task's row: its sample with its poll in progress and its stalls from the log.
+    fn row(&self, t: &'a TaskSample) -> TaskRow<'a> {
+        let finished = t.state == TaskState::Finished;
+        let running = if finished { None } else { self.in_flight.iter().find(|(id, _)| *id == t.id).map(|(_, d)| *d) };
+        let stalls = if self.logged.is_empty() {
+            TaskStalls::default()
+        } else {
+            self.logged
+                .binary_search_by_key(&t.id, |(id, _)| *id)
+                .map_or_else(|_| TaskStalls::default(), |i| self.logged[i].1)
+        };
+        TaskRow { task: t, running, finished, stalls }
     }
 
     /// Tasks that passed the filter.
@@ -253,8 +254,7 @@ impl<'a> TaskOrder<'a> {
     fn cmp(desc: bool) -> impl Fn(&Ranked<'_>, &Ranked<'_>) -> Ordering + Copy {
         move |a, b| {
             let by_key = if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
-            // Finished tasks may share an id with nothing live, but sort them after live ones on a tie.
-            by_key.then(a.2.finished.cmp(&b.2.finished)).then(a.1.cmp(&b.1))
+            by_key.then(a.1.cmp(&b.1))
         }
     }
 
@@ -277,8 +277,7 @@ impl<'a> TaskOrder<'a> {
         if end < self.rows.len() {
             self.rows.select_nth_unstable_by(end, cmp);
         }
-        let head = &mut self.rows[..end];
-        head.sort_unstable_by(cmp);
-        head[start..].iter().map(|r| r.2).collect()
+        self.rows[..end].sort_unstable_by(cmp);
+        self.rows[start..end].iter().map(|r| self.row(r.2)).collect()
     }
 }

@@ -24,7 +24,7 @@ pub(super) fn draw_help(f: &mut Frame<'_>, area: Rect, view: &ViewState) {
         ("s / r", "next sort column / reverse the order"),
         ("< > / Shift-← →", "Tasks: scroll the columns sideways"),
         ("f", "Tasks: show / hide finished tasks (✓)"),
-        ("mouse", "click a row or tab; wheel scrolls"),
+        ("mouse", "click a row or tab; wheel scrolls (Shift-drag selects text)"),
         ("p, space", "pause: freeze the data on screen"),
     ];
     if view.replay {

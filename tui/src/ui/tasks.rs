@@ -257,7 +257,8 @@ pub(super) fn draw_tasks(f: &mut Frame<'_>, area: Rect, state: &State, view: &Vi
             let widths = num_widths(&first_w, &cols, narrow);
             f.render_widget(block.title(title), table_area);
             f.render_widget(Table::new(rows, widths).header(header), inner);
-            let selected_row = order.window(sel, 1).first().copied();
+            // The selection is inside the window shown (window_start_at keeps it there): no second sort.
+            let selected_row = sel.checked_sub(start).and_then(|i| tasks.get(i)).copied();
             if let Some(d) = detail_area {
                 draw_task_detail(f, d, state, selected_row);
             }

@@ -102,22 +102,24 @@ fn polls_delayed_by_the_os_are_reported_apart_and_do_not_fail_the_check() {
         pin_to_first_cpu().expect("pin the worker");
         // Let loopscope's threads (started by the first poll) get going before the measured polls.
         tokio::time::sleep(ms(20)).await;
-        // 4 ms of code per poll; with two busy threads on its CPU each poll takes about 12 ms of wall time.
+        // 4 ms of code per poll; with three busy threads on its CPU each poll takes about 16 ms of wall time.
+        // The threshold (15 ms) leaves the verdict room for what a loaded CI machine adds to a poll's own time
+        // (a page fault waiting for the process's memory-map lock, whose holder waits for a CPU).
         for _ in 0..30 {
             burn_cpu(ms(4));
             tokio::task::yield_now().await;
         }
     };
     let report = {
-        let _hogs = Hogs::on_first_cpu(2);
-        Check::new().max_poll(ms(10)).agent(agent()).run_multi_thread(1, crowded_polls())
+        let _hogs = Hogs::on_first_cpu(3);
+        Check::new().max_poll(ms(15)).agent(agent()).run_multi_thread(1, crowded_polls())
     };
     let delayed: Vec<_> = report.delayed_by_os().collect();
     assert!(report.passed(), "clean code failed on a crowded CPU:\n{report}");
-    assert!(delayed.len() >= 5, "only {} of 30 polls were delayed past 10 ms:\n{report}", delayed.len());
+    assert!(delayed.len() >= 5, "only {} of 30 polls were delayed past 15 ms:\n{report}", delayed.len());
     for ev in &delayed {
         let t = ev.time.as_ref().expect("measured");
-        assert!(t.self_time() < ms(10), "{t:?}");
+        assert!(t.self_time() < ms(15), "{t:?}");
         let c = ev.culprit.as_ref().unwrap_or_else(|| panic!("no culprit: {} {:?}", ev.summary(), ev.time));
         assert_eq!(c.classification, Classification::Preempted, "{}", ev.summary());
         assert!(c.reason.contains("waiting for a CPU"), "{}", c.reason);
@@ -128,8 +130,8 @@ fn polls_delayed_by_the_os_are_reported_apart_and_do_not_fail_the_check() {
 
     // Asked to, the same run judged by wall time fails.
     let strict = {
-        let _hogs = Hogs::on_first_cpu(2);
-        Check::new().max_poll(ms(10)).count_preemption(true).agent(agent()).run_multi_thread(1, crowded_polls())
+        let _hogs = Hogs::on_first_cpu(3);
+        Check::new().max_poll(ms(15)).count_preemption(true).agent(agent()).run_multi_thread(1, crowded_polls())
     };
     assert!(!strict.passed(), "count_preemption must restore wall-time verdicts:\n{strict}");
 }
@@ -320,10 +322,10 @@ fn a_stall_whose_thread_exits_at_once_is_still_measured() {
     // read its scheduler clocks. The thread's own reading, taken as the poll ended, still splits the poll, so
     // a poll that ran 4 ms of code but waited for its CPU is not judged on its wall time.
     warm_probes();
-    let _hogs = Hogs::on_first_cpu(2);
+    let _hogs = Hogs::on_first_cpu(3);
     let mut stalls = Vec::new();
     for _ in 0..4 {
-        let (rt, agent) = current_thread(agent().stall_threshold(ms(10)));
+        let (rt, agent) = current_thread(agent().stall_threshold(ms(15)));
         wait_until("the probes to be ready", || agent.probes_ready());
         std::thread::spawn(move || {
             pin_to_first_cpu().expect("pin the worker");
@@ -336,27 +338,27 @@ fn a_stall_whose_thread_exits_at_once_is_still_measured() {
         .join()
         .unwrap();
         wait_until("the agent to drain", || agent.is_drained());
-        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(10)));
+        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(15)));
     }
     assert!(!stalls.is_empty(), "no poll was delayed past the threshold on a CPU shared with two busy threads");
     for s in &stalls {
         let t = s.last.time.as_ref().expect("measured");
         assert!(t.unmeasured <= ms(6), "the poll's end was not measured: {t:?}");
-        assert!(t.self_time() < ms(10), "4 ms of code judged as {:?} of own time: {t:?}", t.self_time());
+        assert!(t.self_time() < ms(15), "4 ms of code judged as {:?} of own time: {t:?}", t.self_time());
     }
 }
 
 #[test]
 fn polls_the_watchdog_never_saw_are_split_by_the_threads_own_readings() {
-    // A watchdog that looks only every 30 ms (as a starved one does on a busy machine) misses most 12 ms polls
+    // A watchdog that looks only every 30 ms (as a starved one does on a busy machine) misses most 16 ms polls
     // while they run, so it has no reading of its own for them. The thread's own readings, as each poll of a
     // quarter of the threshold or more ended, open the next poll and close this one: a poll that ran 4 ms of
     // code and waited for its CPU is still excused, not judged on its wall time.
     warm_probes();
     let report = {
-        let _hogs = Hogs::on_first_cpu(2);
+        let _hogs = Hogs::on_first_cpu(3);
         let agent = agent().watchdog_interval(ms(30));
-        Check::new().max_poll(ms(10)).agent(agent).run_multi_thread(1, async {
+        Check::new().max_poll(ms(15)).agent(agent).run_multi_thread(1, async {
             tokio::time::sleep(ms(20)).await;
             // The first poll after this pause opens with the thread's own reading (it finds the watchdog
             // asleep); every later one with the reading the thread took as its previous poll ended.
@@ -368,5 +370,5 @@ fn polls_the_watchdog_never_saw_are_split_by_the_threads_own_readings() {
         })
     };
     assert!(report.passed(), "clean code failed when the watchdog looked late:\n{report}");
-    assert!(report.delayed_by_os().count() >= 5, "too few polls were delayed past 10 ms:\n{report}");
+    assert!(report.delayed_by_os().count() >= 5, "too few polls were delayed past 15 ms:\n{report}");
 }

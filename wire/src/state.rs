@@ -285,6 +285,8 @@ pub struct State {
     polls_per_second: History<f64>,
     waits: WaitTimes,
     poll_histogram: LogHistogram,
+    /// Durations of the stalls that ended, as their events arrived (see [`State::stall_histogram`]).
+    stall_histogram: LogHistogram,
     totals: Totals,
     dropped: Dropped,
     /// Newest first.
@@ -306,6 +308,10 @@ impl Default for State {
         State::new()
     }
 }
+
+/// Buckets of the stall-duration histogram: the last starts at 2^36 ns (about 69 s), so stalls of seconds
+/// have buckets of their own (the agent's per-task poll histograms end at 16.8 ms).
+const STALL_BUCKETS: usize = 28;
 
 /// How long the stall-rate window is.
 const STALL_RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -335,6 +341,7 @@ impl State {
             polls_per_second: History::new(h),
             waits: WaitTimes::default(),
             poll_histogram: LogHistogram::default(),
+            stall_histogram: LogHistogram::new(STALL_BUCKETS),
             totals: Totals::default(),
             dropped: Dropped::default(),
             stalls: VecDeque::new(),
@@ -586,6 +593,9 @@ impl State {
             // A full state's copy of a stall we already follow may be older than what we have.
             let newer = ev.phase == StallPhase::Ended || ev.elapsed >= e.latest.elapsed;
             if newer && !(e.ended && ev.phase != StallPhase::Ended) {
+                if !e.ended && ev.phase == StallPhase::Ended {
+                    self.stall_histogram.record(ev.elapsed);
+                }
                 e.latest = ev.clone();
                 e.ended |= ev.phase == StallPhase::Ended;
             }
@@ -594,6 +604,9 @@ impl State {
             }
             e.events = e.events.saturating_add(1);
             return;
+        }
+        if ev.phase == StallPhase::Ended {
+            self.stall_histogram.record(ev.elapsed);
         }
         if self.limits.max_stalls == 0 {
             return;
@@ -721,6 +734,14 @@ impl State {
     /// Distribution of every poll's duration.
     pub fn poll_histogram(&self) -> &LogHistogram {
         &self.poll_histogram
+    }
+
+    /// Durations of the stalls that ended since this client started watching (each counted once, when its
+    /// `Ended` event arrives; the log may since have evicted it). Its buckets reach past a minute, where the
+    /// per-task poll histograms end at 16.8 ms, so it shows how long the stalls really were. Stalls whose
+    /// events the agent's rate limit suppressed are not in it (the header's total counts them).
+    pub fn stall_histogram(&self) -> &LogHistogram {
+        &self.stall_histogram
     }
 
     /// The stall log, newest first, one entry per stall.
@@ -913,10 +934,18 @@ mod tests {
         s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Ended, 33))));
         let log: Vec<(u64, bool, u32)> = s.stalls().map(|e| (e.latest.stall_id, e.ended, e.events)).collect();
         assert_eq!(log, vec![(2, false, 1), (1, true, 3)]);
+        // Stall 1's end is counted once, in the bucket of 33 ms (past the per-task histograms' last bucket).
+        assert_eq!(s.stall_histogram().count(), 1);
+        assert_eq!(
+            s.stall_histogram().counts[LogHistogram::bucket_index(33_000_000, s.stall_histogram().counts.len())],
+            1
+        );
         assert_eq!(s.stalls().nth(1).unwrap().latest.elapsed, Duration::from_millis(33));
-        // A late copy (from a full state) does not reopen an ended stall.
+        // A late copy (from a full state) does not reopen an ended stall, nor count it again.
         s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Updated, 40))));
+        s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Ended, 33))));
         assert!(s.stalls().nth(1).unwrap().ended);
+        assert_eq!(s.stall_histogram().count(), 1);
         s.apply(&ServerMessage::Stall(Box::new(stall(3, StallPhase::Started, 10))));
         assert_eq!(s.stalls().map(|e| e.latest.stall_id).collect::<Vec<_>>(), vec![3, 2]);
         assert_eq!(s.state_dropped().stalls_evicted, 1);

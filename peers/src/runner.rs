@@ -452,7 +452,26 @@ fn table(w: Workload, s: &Sizes, modes: &[Mode], results: &HashMap<(Workload, Mo
         }
     }
     out.push('\n');
+    out.push_str(&stalled_runs(w, modes, results));
     out
+}
+
+/// Which loopscope runs reported stalls: on a loaded machine, polls the OS delayed past the threshold. Such a
+/// run also paid for stack captures and the symbolizer's first load, which shows in its figures.
+fn stalled_runs(w: Workload, modes: &[Mode], results: &HashMap<(Workload, Mode), Vec<(Sample, Sample)>>) -> String {
+    let counts: Vec<String> = modes
+        .iter()
+        .filter(|m| m.is_loopscope())
+        .filter_map(|m| {
+            let r = results.get(&(w, *m))?;
+            let n = r.iter().filter(|(_, x)| x.get("stall_report_lines").is_some_and(|v| *v > 0.0)).count();
+            Some(format!("{} {n} of {}", m.arg(), r.len()))
+        })
+        .collect();
+    if counts.is_empty() {
+        return String::new();
+    }
+    format!("Runs in which loopscope reported a stall: {}.\n\n", counts.join(", "))
 }
 
 /// The goals for loopscope at its defaults, each with the measured figure.

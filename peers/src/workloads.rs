@@ -40,7 +40,9 @@ impl Spawner {
         Spawner { monitor: Some(monitor) }
     }
 
-    /// `tokio::spawn`, through the monitor if there is one. Must be called inside the runtime.
+    /// `tokio::spawn`, through the monitor if there is one. Must be called inside the runtime. `track_caller`,
+    /// as `tokio::spawn` is, so that loopscope names the workload's line as the spawn location, not this one.
+    #[track_caller]
     pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

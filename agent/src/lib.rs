@@ -63,25 +63,32 @@
 // without the flag get a clear message instead of a build failure.
 #![cfg_attr(not(tokio_unstable), allow(dead_code, unused_imports, unused_variables))]
 
-mod accounting;
-mod aggregate;
-pub mod check;
+mod agent_thread;
+pub mod check {
+    //! CI mode: fail a test or a CI job when the code under test blocks its event loop.
+    //!
+    //! The implementation lives in the crate's `ci` folder; this module is its public face.
+    pub use crate::ci::*;
+}
+mod ci;
 mod config;
-mod feed;
-#[cfg(tokio_unstable)]
 mod hooks;
 mod os;
-mod prober;
-mod probing;
-mod sampler;
+mod scan;
 mod server;
 mod shared;
-mod slots;
-mod snapshot;
+mod stream;
 mod sync;
-mod tables;
 mod taskid;
-mod watchdog;
+mod watch;
+
+// Old flat paths, kept for the move alone; the next commits import from the folders directly.
+use agent_thread as aggregate;
+use agent_thread::sampler;
+use hooks::{slots, tables};
+use scan::snapshot;
+use stream::feed;
+use watch::{accounting, prober, probing, watchdog};
 
 pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, ReportTo};
 pub use loopscope_macros::{main, test};
@@ -162,7 +169,7 @@ pub struct AgentBuilder {
     /// A `serve` address that did not parse; reported by `install`.
     bad_serve: Option<loopscope_wire::proto::AddrError>,
     #[cfg(tokio_unstable)]
-    chain: hooks::Chain,
+    chain: hooks::task_hooks::Chain,
 }
 
 impl Default for AgentBuilder {
@@ -172,7 +179,7 @@ impl Default for AgentBuilder {
             bad_serve: None,
             use_env: true,
             #[cfg(tokio_unstable)]
-            chain: hooks::Chain::default(),
+            chain: hooks::task_hooks::Chain::default(),
         }
     }
 }
@@ -405,7 +412,7 @@ impl AgentBuilder {
         // idempotent and costs nothing until a timer is used.
         builder.enable_time();
         #[cfg(tokio_unstable)]
-        hooks::install(builder, &shared, self.chain);
+        hooks::task_hooks::install(builder, &shared, self.chain);
         #[cfg(not(tokio_unstable))]
         warn_missing_unstable();
         Ok(agent)

@@ -10,6 +10,8 @@
 //!
 //! It wakes on a watchdog message or every [`AGG_TICK`], never per event on the hot path.
 
+pub(crate) mod sampler;
+
 use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared, lock};
 use crate::snapshot;
 use crate::tables::{FINISHED, LIVE, NONE, TERMINATING};

@@ -1,0 +1,2 @@
+//! Scan.
+pub(crate) mod snapshot;

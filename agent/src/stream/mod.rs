@@ -1,0 +1,2 @@
+//! Stream.
+pub(crate) mod feed;

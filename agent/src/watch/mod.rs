@@ -1,0 +1,5 @@
+//! Watch.
+pub(crate) mod accounting;
+pub(crate) mod prober;
+pub(crate) mod probing;
+pub(crate) mod watchdog;

@@ -72,6 +72,7 @@ pub mod check {
 }
 mod ci;
 mod config;
+#[cfg(tokio_unstable)]
 mod hooks;
 mod os;
 mod scan;
@@ -85,8 +86,8 @@ mod watch;
 // Old flat paths, kept for the move alone; the next commits import from the folders directly.
 use agent_thread as aggregate;
 use agent_thread::sampler;
-use hooks::{slots, tables};
 use scan::snapshot;
+use shared::{slots, tables};
 use stream::feed;
 use watch::{accounting, prober, probing, watchdog};
 
@@ -169,7 +170,7 @@ pub struct AgentBuilder {
     /// A `serve` address that did not parse; reported by `install`.
     bad_serve: Option<loopscope_wire::proto::AddrError>,
     #[cfg(tokio_unstable)]
-    chain: hooks::task_hooks::Chain,
+    chain: hooks::Chain,
 }
 
 impl Default for AgentBuilder {
@@ -179,7 +180,7 @@ impl Default for AgentBuilder {
             bad_serve: None,
             use_env: true,
             #[cfg(tokio_unstable)]
-            chain: hooks::task_hooks::Chain::default(),
+            chain: hooks::Chain::default(),
         }
     }
 }
@@ -412,7 +413,7 @@ impl AgentBuilder {
         // idempotent and costs nothing until a timer is used.
         builder.enable_time();
         #[cfg(tokio_unstable)]
-        hooks::task_hooks::install(builder, &shared, self.chain);
+        hooks::install(builder, &shared, self.chain);
         #[cfg(not(tokio_unstable))]
         warn_missing_unstable();
         Ok(agent)

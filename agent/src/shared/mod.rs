@@ -8,6 +8,9 @@
 //! alive. To notice the runtime going away, the agent thread spawns a tiny sentinel task that never
 //! completes; tokio drops every task at shutdown, and the sentinel's drop guard tells the threads to exit.
 
+pub(crate) mod slots;
+pub(crate) mod tables;
+
 use crate::config::Config;
 use crate::slots::SlotRegistry;
 use crate::tables::{FinishedQueue, LocationTable, TaskTable};

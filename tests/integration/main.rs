@@ -8,6 +8,7 @@ mod busy;
 mod check;
 mod culprits;
 mod lifecycle;
+mod module_graph;
 mod probe_leaks;
 mod reporting;
 mod stalls;

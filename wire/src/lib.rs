@@ -26,12 +26,12 @@ pub mod state;
 pub use duration::parse_duration;
 pub use histogram::LogHistogram;
 pub use snapshot::{
-    Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, ThreadInfo,
-    Totals, WorkerDelta, WorkerStats,
+    Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, Totals,
+    WorkerDelta, WorkerStats,
 };
 #[doc(hidden)]
 pub use stall::example_stall;
 pub use stall::{
     Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
-    StallEvent, StallKind, StallPhase, StallSummary, StallTime,
+    StallEvent, StallKind, StallPhase, StallSummary, StallTime, ThreadInfo,
 };

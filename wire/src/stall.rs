@@ -1,7 +1,15 @@
-use crate::snapshot::ThreadInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
+
+/// An OS thread.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    /// Linux thread id (`gettid`), or 0 where unknown.
+    pub tid: i32,
+    /// Thread name, e.g. `tokio-runtime-worker`.
+    pub name: Option<String>,
+}
 
 /// A source location: where a task was spawned, or a stack frame's position.
 ///

@@ -12,12 +12,14 @@
 
 pub(crate) mod sampler;
 
-use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared, lock};
-use crate::snapshot;
-use crate::tables::{FINISHED, LIVE, NONE, TERMINATING};
-use crate::watchdog::{Flag, WatchMsg};
-use loopscope_wire::{LocationStats, LogHistogram, StallEvent, StallPhase, StallSummary, TaskStats, ThreadInfo};
-use std::collections::{HashMap, VecDeque};
+use crate::scan::snapshot;
+use crate::shared::tables::{FINISHED, LIVE, NONE, TERMINATING};
+use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared};
+use crate::stream::outputs::Outputs;
+use crate::sync::lock;
+use crate::watch::watchdog::{Flag, WatchMsg};
+use loopscope_wire::{LocationStats, StallEvent, StallPhase, StallSummary, ThreadInfo};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -32,31 +34,11 @@ pub(crate) const AGG_TICK: Duration = Duration::from_millis(100);
 /// How often the whole task table is swept for finished entries the queue missed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Totals of exited threads whose slots were dropped.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct RetiredWorkers {
-    pub(crate) polls: u64,
-    pub(crate) busy_ns: u64,
-    pub(crate) slow_polls: u64,
-    pub(crate) untracked_hist: LogHistogram,
-}
-
-/// Everything the agent thread accumulates; read by snapshots.
-#[derive(Debug, Default)]
-pub(crate) struct AggState {
-    /// Counts of finished tasks, per location index.
-    pub(crate) retired: HashMap<u32, LocationStats>,
-    /// Recently finished tasks, newest last.
-    pub(crate) finished: VecDeque<TaskStats>,
-    pub(crate) finished_count: u64,
-    pub(crate) retired_workers: RetiredWorkers,
-}
-
 struct Open {
     event: StallEvent,
     delivered: bool,
     /// Looks at the stalled thread, the first taken when the stall was flagged.
-    looks: Vec<crate::probing::Look>,
+    looks: Vec<crate::watch::probing::Look>,
 }
 
 struct RateLimit {
@@ -94,7 +76,7 @@ struct AgentThread {
     pending: Vec<u32>,
     last_sweep: Instant,
     /// The stream: server, recording.
-    outputs: crate::feed::Outputs,
+    outputs: Outputs,
     /// Ids of tasks reclaimed since the stream's last tick.
     freed: Vec<u64>,
 }
@@ -110,7 +92,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         summary_logged: false,
         pending: Vec::new(),
         last_sweep: Instant::now(),
-        outputs: crate::feed::Outputs::new(&shared),
+        outputs: Outputs::new(&shared),
         freed: Vec::new(),
         shared,
     };
@@ -119,7 +101,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         me.refresh_facts(h);
         me.outputs.refresh_hello(&me.shared);
         me.spawn_sentinel(h);
-        sampler = Some(crate::sampler::Sampler::new(h.clone(), &me.shared));
+        sampler = Some(crate::agent_thread::sampler::Sampler::new(h.clone(), &me.shared));
     }
     let sample_interval = me.shared.config.sample_interval;
     let mut next_tick = Instant::now() + AGG_TICK;
@@ -238,7 +220,7 @@ impl AgentThread {
                 open.event.time = time.or(open.event.time.take());
                 // The stall is still running: don't wait for symbols (see probing.rs).
                 open.event.culprit =
-                    crate::probing::culprit(&open.looks, false, open.event.time.as_ref(), threshold, false);
+                    crate::watch::probing::culprit(&open.looks, false, open.event.time.as_ref(), threshold, false);
                 // A stall whose start was rate-limited is still worth one report as it grows.
                 open.event.phase = if open.delivered { StallPhase::Updated } else { StallPhase::Started };
                 let ev = open.event.clone();
@@ -255,10 +237,10 @@ impl AgentThread {
                 let threshold = self.shared.config.stall_threshold;
                 if !open.looks.is_empty() {
                     open.event.culprit =
-                        crate::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
+                        crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
                 } else if let Some(t) = &open.event.time {
                     // Every look came after the poll ended (and was thrown away): the time split still tells.
-                    open.event.culprit = crate::probing::culprit_from_time(t, threshold);
+                    open.event.culprit = crate::watch::probing::culprit_from_time(t, threshold);
                 }
                 open.event.at_unix_nanos = at_unix_nanos;
                 self.remember(&open.event, true);
@@ -275,7 +257,7 @@ impl AgentThread {
         let looks: Vec<_> = f.look.take().into_iter().collect();
         let mut event = self.event_from(&f, StallPhase::Started, true);
         let threshold = self.shared.config.stall_threshold;
-        event.culprit = crate::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
+        event.culprit = crate::watch::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
         self.remember(&event, false);
         self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
         self.deliver_limited(f.stall_id, event);
@@ -284,8 +266,10 @@ impl AgentThread {
     /// A stall found only after it ended: one `Ended` event.
     fn late(&mut self, f: Flag) {
         let mut event = self.event_from(&f, StallPhase::Ended, false);
-        event.culprit =
-            event.time.as_ref().and_then(|t| crate::probing::culprit_from_time(t, self.shared.config.stall_threshold));
+        event.culprit = event
+            .time
+            .as_ref()
+            .and_then(|t| crate::watch::probing::culprit_from_time(t, self.shared.config.stall_threshold));
         self.remember(&event, true);
         self.deliver_limited(f.stall_id, event);
     }
@@ -368,11 +352,11 @@ impl AgentThread {
     /// report, so a subscriber installed later (or a filter changed at run time) takes over.
     fn reports_to_stderr(&self) -> bool {
         let stderr = match self.shared.config.report {
-            crate::ReportTo::Stderr => true,
-            crate::ReportTo::Tracing => false,
-            crate::ReportTo::Auto => !tracing::enabled!(target: "loopscope::stall", tracing::Level::WARN),
+            crate::config::ReportTo::Stderr => true,
+            crate::config::ReportTo::Tracing => false,
+            crate::config::ReportTo::Auto => !tracing::enabled!(target: "loopscope::stall", tracing::Level::WARN),
         };
-        if stderr && self.shared.config.report == crate::ReportTo::Auto && !STDERR_NOTE.swap(true, Relaxed) {
+        if stderr && self.shared.config.report == crate::config::ReportTo::Auto && !STDERR_NOTE.swap(true, Relaxed) {
             eprintln!(
                 "loopscope: stall reports go to stderr because no tracing subscriber shows target \
                  `loopscope::stall` at WARN; enable it (e.g. RUST_LOG=warn,loopscope=warn) to get them as tracing \

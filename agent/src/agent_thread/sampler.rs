@@ -15,6 +15,7 @@
 //! about 55 polls per second to the worker totals.
 
 use crate::shared::Shared;
+use crate::shared::sample::{GlobalSample, LAG_WINDOW, LagSample, RuntimeSample, WorkerSample};
 use crossbeam_queue::ArrayQueue;
 use loopscope_wire::LogHistogram;
 use std::collections::VecDeque;
@@ -25,63 +26,6 @@ use tokio::runtime::Handle;
 
 /// How often the timer-lateness probe wakes.
 pub(crate) const TIMER_PERIOD: Duration = Duration::from_millis(20);
-/// Quantiles of the lag probes cover this much recent history.
-pub(crate) const LAG_WINDOW: Duration = Duration::from_secs(10);
-
-/// One worker's cumulative counters, straight from tokio.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct WorkerSample {
-    pub(crate) index: usize,
-    pub(crate) thread_id: Option<std::thread::ThreadId>,
-    pub(crate) busy: Duration,
-    pub(crate) polls: u64,
-    pub(crate) parks: u64,
-    pub(crate) noops: u64,
-    pub(crate) steals: u64,
-    pub(crate) overflows: u64,
-    pub(crate) local_schedules: u64,
-    pub(crate) local_queue_depth: usize,
-    pub(crate) mean_poll: Duration,
-}
-
-/// Whole-runtime values: gauges as sampled, counters cumulative since the agent started sampling.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GlobalSample {
-    pub(crate) workers: usize,
-    pub(crate) global_queue_depth: usize,
-    pub(crate) alive_tasks: usize,
-    pub(crate) spawned_tasks: u64,
-    pub(crate) blocking_threads: usize,
-    pub(crate) idle_blocking_threads: usize,
-    pub(crate) blocking_queue_depth: usize,
-    pub(crate) budget_forced_yields: u64,
-    pub(crate) io_ready_events: u64,
-    pub(crate) remote_schedules: u64,
-}
-
-/// One lag probe's measurements.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LagSample {
-    /// Every measurement since the agent started.
-    pub(crate) histogram: LogHistogram,
-    pub(crate) count: u64,
-    pub(crate) max: Duration,
-    /// Over the last [`LAG_WINDOW`].
-    pub(crate) p50: Option<Duration>,
-    pub(crate) p99: Option<Duration>,
-    pub(crate) window_max: Option<Duration>,
-    /// A probe still waiting right now, and for how long (the runtime may be stalled).
-    pub(crate) pending: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RuntimeSample {
-    pub(crate) workers: Vec<WorkerSample>,
-    pub(crate) global: GlobalSample,
-    pub(crate) first_poll_delay: LagSample,
-    pub(crate) timer_lateness: LagSample,
-}
-
 /// Collects one lag probe's values: a cumulative histogram for the stream and a ring of per-tick
 /// hdrhistograms for precise recent quantiles.
 #[derive(Debug)]

@@ -19,7 +19,7 @@
 //! assert_eq!(report.stalls().count(), 0);
 //! ```
 
-use crate::{Agent, AgentBuilder};
+use crate::agent::{Agent, AgentBuilder};
 use loopscope_wire::check::{AllowList, Exemption};
 use loopscope_wire::{FrameOrigin, StallEvent, StallKind, StallPhase, StallSummary, StallTime};
 use std::fmt;
@@ -162,7 +162,7 @@ impl Check {
 
     /// Installs the agent on your own builder. Build and run the runtime, drop it, then call
     /// [`CheckGuard::finish`] for the report.
-    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<CheckGuard, crate::Error> {
+    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<CheckGuard, crate::agent::Error> {
         let agent = self.agent.clone().stall_threshold(self.max_poll).install(builder)?;
         Ok(CheckGuard { agent, check: self })
     }

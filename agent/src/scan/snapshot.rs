@@ -1,7 +1,8 @@
 //! Building [`Snapshot`]s: cumulative values read from the hooks' tables and the agent thread's totals.
 
-use crate::shared::{Shared, lock};
-use crate::tables::{NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
+use crate::shared::Shared;
+use crate::shared::tables::{NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
+use crate::sync::lock;
 use loopscope_wire::{
     Dropped, InFlightPoll, Location, LocationStats, LogHistogram, RuntimeInfo, ScheduleLatency, Snapshot, TaskState,
     TaskStats, ThreadInfo, Totals, WorkerStats,
@@ -107,7 +108,7 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
         if c.id == sentinel {
             continue;
         }
-        let state = if c.state == crate::tables::FINISHED { TaskState::Finished } else { TaskState::Live };
+        let state = if c.state == crate::shared::tables::FINISHED { TaskState::Finished } else { TaskState::Live };
         let t = task_stats(shared, &c, state);
         by_index.entry(c.location).or_insert_with(|| LocationStats::new(t.location.clone())).add_task(&t);
         tasks.push(t);

@@ -28,7 +28,7 @@
 //! A client that accepts no byte at all for `stuck_timeout` is disconnected; a client that hung up
 //! (EPIPE/ECONNRESET) is dropped at the next write. None of this blocks or panics the host app.
 
-use crate::shared::lock;
+use crate::sync::lock;
 use loopscope_wire::proto::{
     self, ClientMessage, Decoded, FrameParts, Goodbye, MAX_HANDSHAKE_FRAME_LEN, PROTOCOL_VERSION, Pong, ProtoError,
     ProtocolVersion, Refused, ServeAddr, ServerFrame, ServerHello, ServerMessage,

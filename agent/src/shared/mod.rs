@@ -1,25 +1,34 @@
-//! State shared by the hooks, the agent's background threads and [`Agent`](crate::Agent) handles, and the
-//! agent's lifecycle.
+//! The state every stage reads, built once per agent by the installer and handed down to each stage as an
+//! `Arc<Shared>`; nothing in this folder imports a stage.
 //!
-//! Lifecycle. Nothing runs until the runtime polls its first task: the first before-poll hook starts the two
-//! background threads (`loopscope-watchdog`, `loopscope-agent`) and hands them a runtime `Handle`. The
-//! `Handle` lives only inside those threads, never in `Shared`: the hooks hold `Arc<Shared>` and tokio's
-//! scheduler holds the hooks, so a `Handle` in here would be a reference cycle that keeps a dropped runtime
-//! alive. To notice the runtime going away, the agent thread spawns a tiny sentinel task that never
-//! completes; tokio drops every task at shutdown, and the sentinel's drop guard tells the threads to exit.
+//! It holds what the hooks write on the hot path ([`slots`]: one slot per thread; [`tables`]: the task and
+//! location tables), the counters the watchdog and the agent thread keep, what the agent thread retires
+//! ([`retired`]), the latest runtime sample ([`sample`]), what the stream shares with the server's threads
+//! ([`stream`]), and the outputs built at install (the server, the recording, the CI records). Who starts
+//! and stops the threads that read it: `lifecycle.rs`.
 
+pub(crate) mod retired;
+pub(crate) mod sample;
 pub(crate) mod slots;
+pub(crate) mod stream;
 pub(crate) mod tables;
 
 use crate::config::Config;
-use crate::slots::SlotRegistry;
-use crate::tables::{FinishedQueue, LocationTable, TaskTable};
+use crate::server::Server;
+use crate::sync::lock;
+use loopscope_wire::check::CheckWriter;
 use loopscope_wire::{StallEvent, StallSummary};
+use retired::AggState;
+use sample::RuntimeSample;
+use slots::SlotRegistry;
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stream::{FeedShared, FileRecorder};
+use tables::{FinishedQueue, LocationTable, TaskTable};
 
 static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -91,20 +100,24 @@ pub(crate) struct Shared {
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
     pub(crate) recent_stalls: Mutex<VecDeque<StallSummary>>,
     pub(crate) facts: Mutex<RuntimeFacts>,
-    pub(crate) agg: Mutex<crate::aggregate::AggState>,
+    pub(crate) agg: Mutex<AggState>,
     pub(crate) threads: Mutex<Vec<std::thread::Thread>>,
     /// The latest runtime sample (tokio metrics and lag probes), refreshed every sample interval.
-    pub(crate) runtime_sample: Mutex<Option<crate::sampler::RuntimeSample>>,
+    pub(crate) runtime_sample: Mutex<Option<RuntimeSample>>,
     /// The stream server, when serving.
-    pub(crate) server: std::sync::OnceLock<crate::server::Server>,
+    pub(crate) server: OnceLock<Server>,
     /// Why the configured default address could not be served.
     pub(crate) serve_error: std::sync::OnceLock<String>,
     /// The agent-side recording, until the agent thread takes it.
-    pub(crate) recorder: Mutex<Option<crate::feed::FileRecorder>>,
+    pub(crate) recorder: Mutex<Option<FileRecorder>>,
     /// CI records, until the agent thread takes them.
-    pub(crate) check: Mutex<Option<loopscope_wire::check::CheckWriter>>,
+    pub(crate) check: Mutex<Option<CheckWriter>>,
+    /// Writes the CI records' last line (the agent's totals, from a snapshot) when the runtime never polled
+    /// a task, so the agent thread never ran to write it. The installer hands it down, so that this state
+    /// never imports the stages that read it.
+    finish_check: fn(&Shared, &mut CheckWriter),
     /// What the stream feed shares with the server's full-state builder.
-    pub(crate) feed: Arc<crate::feed::FeedShared>,
+    pub(crate) feed: Arc<FeedShared>,
 }
 
 /// A value alone on its cache line (two, for the adjacent-line prefetcher).
@@ -123,8 +136,9 @@ impl<T> std::ops::Deref for Padded<T> {
 pub(crate) const RECENT_STALLS: usize = 256;
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Arc<Self> {
-        let clock = crate::clock();
+    /// The state of a new agent; `finish_check` writes the last CI record (see the field).
+    pub(crate) fn new(config: Config, finish_check: fn(&Shared, &mut CheckWriter)) -> Arc<Self> {
+        let clock = crate::os::clock();
         let slow_ns = u64::try_from(config.slow_poll_threshold.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = u64::try_from(config.stall_threshold.as_nanos()).unwrap_or(u64::MAX);
         let tasks = TaskTable::new(config.max_tasks, config.schedule_latency);
@@ -160,14 +174,15 @@ impl Shared {
             subscribers: Mutex::new(Vec::new()),
             recent_stalls: Mutex::new(VecDeque::new()),
             facts: Mutex::new(RuntimeFacts::default()),
-            agg: Mutex::new(crate::aggregate::AggState::default()),
+            agg: Mutex::new(AggState::default()),
             threads: Mutex::new(Vec::new()),
             runtime_sample: Mutex::new(None),
             server: std::sync::OnceLock::new(),
             serve_error: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
             check: Mutex::new(None),
-            feed: Arc::new(crate::feed::FeedShared::default()),
+            finish_check,
+            feed: Arc::new(FeedShared::default()),
             config,
         })
     }
@@ -184,48 +199,6 @@ impl Shared {
             Some("shutdown sentinel")
         } else {
             None
-        }
-    }
-
-    /// Starts the background threads. Runs once, from the first before-poll hook (inside the runtime).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn start(self: &Arc<Self>) {
-        if self.started.swap(true, AcqRel) {
-            return;
-        }
-        let me = self;
-        let handle = tokio::runtime::Handle::try_current().ok();
-        // watchdog -> prober (looks) -> agent thread: the watchdog never waits on a probe.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-        let (probe_tx, probe_rx) = std::sync::mpsc::sync_channel(1024);
-        let prober = {
-            let me = me.clone();
-            std::thread::Builder::new()
-                .name("loopscope-prober".into())
-                .spawn(move || crate::prober::run(me, probe_rx, tx))
-        };
-        let watchdog = {
-            let me = me.clone();
-            let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("loopscope-watchdog".into())
-                .spawn(move || crate::watchdog::run(me, handle, probe_tx))
-        };
-        let agent = {
-            let me = me.clone();
-            std::thread::Builder::new()
-                .name("loopscope-agent".into())
-                .spawn(move || crate::aggregate::run(me, handle, rx))
-        };
-        let mut threads = lock(&self.threads);
-        for t in [prober, watchdog, agent] {
-            match t {
-                Ok(j) => threads.push(j.thread().clone()),
-                Err(e) => {
-                    tracing::error!(target: "loopscope", "could not start a loopscope thread: {e}; stall detection is off");
-                }
-            }
         }
     }
 
@@ -279,13 +252,7 @@ impl Drop for Shared {
     /// finish them here so `loopscope check` sees a clean end rather than a crash.
     fn drop(&mut self) {
         if let Some(mut w) = lock(&self.check).take() {
-            crate::feed::finish_check(self, &mut w);
+            (self.finish_check)(self, &mut w);
         }
     }
-}
-
-/// Locks a mutex, recovering from poisoning: the data behind our locks stays consistent across a panic
-/// (plain counters and lists), and the host app must never panic because a loopscope thread did.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -19,8 +19,8 @@
 //! fences compile to nothing. The `loom` tests at the bottom check both seqlocks (see `sync.rs` for how to run
 //! them).
 
+use crate::shared::tables::TASK_BUCKETS;
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
-use crate::tables::TASK_BUCKETS;
 use loopscope_wire::LogHistogram;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering::*;
@@ -105,7 +105,7 @@ pub(crate) struct WorkerSlot {
     /// The thread's scheduler clocks when it registered, read by the thread itself (so no wait for a CPU can be
     /// in progress): the first reading of its first poll, which the watchdog (perhaps not even running yet)
     /// could not take in time. Cold path: once per thread.
-    pub(crate) born: Option<crate::accounting::Birth>,
+    pub(crate) born: Option<Birth>,
 }
 
 impl WorkerSlot {
@@ -129,7 +129,7 @@ impl WorkerSlot {
             thread_name: current.name().map(str::to_string),
             alive: AtomicBool::new(true),
             agent_gone: AtomicBool::new(false),
-            born: crate::accounting::Birth::now(),
+            born: Birth::now(),
         }
     }
 
@@ -375,13 +375,34 @@ pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> 
         .flatten()
 }
 
+/// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
+/// its first poll): that poll's first reading, see [`Birth::reading`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Birth {
+    /// The agent's raw clock when it was taken.
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
+impl Birth {
+    /// The calling thread's clocks now; `None` where they can't be read.
+    pub(crate) fn now() -> Option<Birth> {
+        let raw = crate::os::clock().raw();
+        let t = loopscope_probes::thread::sched_times(crate::os::current_tid()).ok()?;
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Some(Birth { raw, cpu_ns: t.cpu.map(ns), run_queue_ns: t.run_queue_wait.map(ns) })
+    }
+}
+
 /// Model checks of the two seqlocks under every interleaving and every visibility the C++/Rust memory model
 /// allows (which is more than x86 ever shows). Each fails if either `fence(Release)` above is removed. They
 /// need `--cfg loom` (see `sync.rs` for why exactly this command):
 ///
 /// ```text
-/// RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib slots::loom
+/// RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib shared::slots::loom
 /// ```
+
 #[cfg(all(test, loom))]
 mod loom {
     #![allow(clippy::unwrap_used)]

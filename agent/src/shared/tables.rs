@@ -499,7 +499,7 @@ mod tests {
     /// of the default table for good, and about half of all later tasks found their probe window full.
     #[test]
     fn long_lived_block_leaves_room_for_later_tasks() {
-        let t = TaskTable::new(crate::Config::default().max_tasks, false);
+        let t = TaskTable::new(crate::config::Config::default().max_tasks, false);
         let mut id = 1;
         for _ in 0..30_000 {
             assert!(t.insert(id, 0).is_some(), "task {id} of the long-lived block");

@@ -16,28 +16,11 @@
 //! * a reading taken after the poll ended covers some time that isn't the poll's; that time is assumed to
 //!   have been spent waiting for a CPU, and taken off the poll's run-queue wait.
 
+use crate::shared::slots::Birth;
 use loopscope_wire::StallTime;
 use std::time::Duration;
 
-/// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
-/// its first poll): that poll's first reading, see [`Birth::reading`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Birth {
-    /// The agent's raw clock when it was taken.
-    pub(crate) raw: u64,
-    pub(crate) cpu_ns: Option<u64>,
-    pub(crate) run_queue_ns: Option<u64>,
-}
-
 impl Birth {
-    /// The calling thread's clocks now; `None` where they can't be read.
-    pub(crate) fn now() -> Option<Birth> {
-        let raw = crate::clock().raw();
-        let t = loopscope_probes::thread::sched_times(crate::os::current_tid()).ok()?;
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Some(Birth { raw, cpu_ns: t.cpu.map(ns), run_queue_ns: t.run_queue_wait.map(ns) })
-    }
-
     /// As the first reading of a poll that started `lead_ns` after it.
     pub(crate) fn reading(&self, lead_ns: u64) -> Reading {
         Reading { at_ns: 0, lead_ns, cpu_ns: self.cpu_ns, run_queue_ns: self.run_queue_ns }

@@ -14,36 +14,13 @@
 //! only it waits then, never the watchdog, and looks that come too late to describe their poll are thrown
 //! away by the sequence check below.
 
-use crate::probing::{self, Look};
 use crate::shared::Shared;
-use crate::slots::WorkerSlot;
-use crate::watchdog::WatchMsg;
+use crate::watch::probing::{self, Look};
+use crate::watch::watchdog::{LookRequest, ProbeJob, WatchMsg};
 use loopscope_probes::thread::RunState;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::Duration;
-
-/// A look the watchdog wants taken at thread `tid`, which runs poll `seq` of `slot`.
-#[derive(Debug)]
-pub(crate) struct LookRequest {
-    pub(crate) slot: Arc<WorkerSlot>,
-    pub(crate) seq: u64,
-    pub(crate) tid: i32,
-    /// How far into the poll the watchdog asked.
-    pub(crate) at_elapsed: Duration,
-    pub(crate) with_stack: bool,
-    /// Stacks captured so far for this stall, counted here and read by the watchdog (which stops asking
-    /// for stacks after a few).
-    pub(crate) captured: Arc<AtomicUsize>,
-}
-
-/// A message for the agent thread, with the look to take first, if any.
-#[derive(Debug)]
-pub(crate) struct ProbeJob {
-    pub(crate) msg: WatchMsg,
-    pub(crate) look: Option<LookRequest>,
-}
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
     // A look that comes after its poll ended is thrown away, so on a busy machine a prober kept waiting for a

@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use loopscope_probes::classify::{Classification as ProbeClass, PollTime, classify, classify_poll};
-use loopscope_probes::stack::{Frame as ProbeFrame, FrameOrigin as ProbeOrigin, RawStack, SamplerConfig, Unwinder};
+use loopscope_probes::stack::{Frame as ProbeFrame, FrameOrigin as ProbeOrigin, RawStack, SamplerConfig};
 use loopscope_probes::thread::RunState;
 use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
 use loopscope_wire::{
@@ -357,14 +357,5 @@ fn class(c: ProbeClass) -> Classification {
         ProbeClass::PageFault => Classification::PageFault,
         ProbeClass::Unknown => Classification::Unknown,
         ProbeClass::Preempted => Classification::Preempted,
-    }
-}
-
-/// The unwinder named by `LOOPSCOPE_UNWINDER`.
-pub(crate) fn parse_unwinder(s: &str) -> Result<Unwinder, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "dwarf" => Ok(Unwinder::Dwarf),
-        "fp" | "frame-pointer" | "frame-pointers" | "framepointer" => Ok(Unwinder::FramePointer),
-        _ => Err("expected dwarf or frame-pointer".into()),
     }
 }

@@ -6,12 +6,11 @@
 //! latency stays within the threshold + one tick. A full channel loses the message and counts it
 //! (`Dropped::watchdog_messages`); the watchdog never blocks.
 
-use crate::accounting::{Reading, account};
-use crate::prober::{LookRequest, ProbeJob};
-use crate::probing::{self, Look};
 use crate::shared::Shared;
-use crate::slots::{LONG_POLLS, WorkerSlot};
-use crate::tables::NONE;
+use crate::shared::slots::{LONG_POLLS, WorkerSlot};
+use crate::shared::tables::NONE;
+use crate::watch::accounting::{Reading, account};
+use crate::watch::probing::{self, Look};
 use loopscope_wire::{StallKind, StallTime};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -70,6 +69,27 @@ pub(crate) enum WatchMsg {
         at_unix_nanos: u64,
         time: Option<StallTime>,
     },
+}
+
+/// A look the watchdog wants taken at thread `tid`, which runs poll `seq` of `slot`.
+#[derive(Debug)]
+pub(crate) struct LookRequest {
+    pub(crate) slot: Arc<WorkerSlot>,
+    pub(crate) seq: u64,
+    pub(crate) tid: i32,
+    /// How far into the poll the watchdog asked.
+    pub(crate) at_elapsed: Duration,
+    pub(crate) with_stack: bool,
+    /// Stacks captured so far for this stall, counted here and read by the watchdog (which stops asking
+    /// for stacks after a few).
+    pub(crate) captured: Arc<AtomicUsize>,
+}
+
+/// A message for the agent thread, with the look to take first, if any.
+#[derive(Debug)]
+pub(crate) struct ProbeJob {
+    pub(crate) msg: WatchMsg,
+    pub(crate) look: Option<LookRequest>,
 }
 
 /// A stall the watchdog is following.

@@ -48,7 +48,7 @@ use crate::sync::lock;
 use acceptor::accept_loop;
 use bind::{bind, remove_socket_file};
 use loopscope_wire::proto::{self, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerFrame, ServerHello, ServerMessage};
-use queue::{ClientSlot, Phase};
+use queue::{ClientSlot, Offered};
 use state::{Counters, Inner, spawn};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -153,30 +153,13 @@ impl Server {
         let cfg = &self.inner.config;
         let mut queued = 0;
         for c in &clients {
-            let mut q = lock(&c.queue);
-            if q.closed || q.goodbye.is_some() {
-                continue;
+            match c.offer(&frame, cfg.queue_frames, cfg.queue_bytes) {
+                Offered::Queued => queued += 1,
+                Offered::Lost(lost) => {
+                    self.inner.counters.dropped_frames.fetch_add(lost, Relaxed);
+                }
+                Offered::Skipped => {}
             }
-            let len = frame.wire_len();
-            let fits = q.frames.is_empty() || (q.frames.len() < cfg.queue_frames && q.bytes + len <= cfg.queue_bytes);
-            if q.phase == Phase::NeedsResync || !fits {
-                // Fallen behind: what is queued is stale now (a fresh full state will replace it), so free it
-                // at once rather than hold memory for a client that may never catch up.
-                let lost = 1 + q.frames.len() as u64;
-                q.frames.clear();
-                q.bytes = 0;
-                q.phase = Phase::NeedsResync;
-                drop(q);
-                c.dropped.fetch_add(lost, Relaxed);
-                self.inner.counters.dropped_frames.fetch_add(lost, Relaxed);
-                c.wake.notify_all();
-                continue;
-            }
-            q.bytes += len;
-            q.frames.push_back(frame.clone());
-            drop(q);
-            c.wake.notify_all();
-            queued += 1;
         }
         queued
     }

@@ -15,7 +15,6 @@
 
 pub mod check;
 pub mod client;
-mod duration;
 mod histogram;
 pub mod proto;
 pub mod record;
@@ -23,8 +22,8 @@ mod snapshot;
 mod stall;
 pub mod state;
 
-pub use duration::parse_duration;
 pub use histogram::LogHistogram;
+pub use loopscope_types::{Classification, FrameOrigin, parse_duration};
 pub use snapshot::{
     Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, Totals,
     WorkerDelta, WorkerStats,
@@ -32,6 +31,6 @@ pub use snapshot::{
 #[doc(hidden)]
 pub use stall::example_stall;
 pub use stall::{
-    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
-    StallEvent, StallKind, StallPhase, StallSummary, StallTime, ThreadInfo,
+    CounterDeltas, Culprit, CulpritSample, Frame, InFlightPoll, Location, ProbeStatus, StallEvent, StallKind,
+    StallPhase, StallSummary, StallTime, ThreadInfo,
 };

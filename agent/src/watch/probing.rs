@@ -9,8 +9,8 @@
 //! report is never held back waiting for symbols.
 
 use crate::config::Config;
-use loopscope_probes::classify::{Classification as ProbeClass, PollTime, classify, classify_poll};
-use loopscope_probes::stack::{Frame as ProbeFrame, FrameOrigin as ProbeOrigin, RawStack, SamplerConfig};
+use loopscope_probes::classify::{PollTime, classify, classify_poll};
+use loopscope_probes::stack::{Frame as ProbeFrame, RawStack, SamplerConfig};
 use loopscope_probes::thread::RunState;
 use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
 use loopscope_wire::{
@@ -178,7 +178,7 @@ pub(crate) fn culprit(
         Some(v) => {
             let multi = looks.len() > 1;
             (
-                class(v.classification),
+                v.classification,
                 v.reason,
                 v.on_cpu_ratio,
                 v.run_queue_ratio,
@@ -289,7 +289,7 @@ fn sample(l: &Look, wait: bool) -> CulpritSample {
         Some(Err(e)) => (Vec::new(), true, Some(error_chain(e))),
         Some(Ok(raw)) => match symbolize(raw, wait) {
             Some(frames) => {
-                (frames.into_iter().filter(|f| f.origin != ProbeOrigin::Probe).map(frame).collect(), true, None)
+                (frames.into_iter().filter(|f| f.origin != FrameOrigin::Probe).map(frame).collect(), true, None)
             }
             None => (
                 raw.thread_ips()
@@ -333,29 +333,8 @@ fn state_letter(s: &RunState) -> char {
     }
 }
 
+/// The wire's frame: the probes' frame less what only the symbolizer needs (inlined, object). The origin is
+/// the same type on both sides (`loopscope-types`).
 fn frame(f: ProbeFrame) -> Frame {
-    Frame {
-        ip: f.ip as u64,
-        function: f.function,
-        file: f.file,
-        line: f.line,
-        origin: match f.origin {
-            ProbeOrigin::User => FrameOrigin::User,
-            ProbeOrigin::Runtime => FrameOrigin::Runtime,
-            ProbeOrigin::Std => FrameOrigin::Std,
-            ProbeOrigin::Probe => FrameOrigin::Probe,
-            ProbeOrigin::Unknown => FrameOrigin::Unknown,
-        },
-    }
-}
-
-fn class(c: ProbeClass) -> Classification {
-    match c {
-        ProbeClass::CpuBound => Classification::CpuBound,
-        ProbeClass::Syscall { name, fd_target } => Classification::Syscall { name, fd_target },
-        ProbeClass::LockWait { detail } => Classification::LockWait { detail },
-        ProbeClass::PageFault => Classification::PageFault,
-        ProbeClass::Unknown => Classification::Unknown,
-        ProbeClass::Preempted => Classification::Preempted,
-    }
+    Frame { ip: f.ip as u64, function: f.function, file: f.file, line: f.line, origin: f.origin }
 }

@@ -7,21 +7,8 @@ use super::RawStack;
 use super::debuginfo::{Mapped, ObjectDebug, RawFrame, Resolved, find_object};
 use super::names;
 
-/// Where a frame's code comes from; lets callers show the application's own frames first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameOrigin {
-    /// The application's code.
-    User,
-    /// The async runtime and libraries around the application's code: tokio, futures, mio, loopscope's own crates,
-    /// and any other crate from the cargo registry.
-    Runtime,
-    /// The standard library (`std`, `core`, `alloc`), the C library, the dynamic loader and the unwinder.
-    Std,
-    /// The probe itself: the signal handler, the unwinder it calls and the kernel's signal trampoline.
-    Probe,
-    /// No symbol information.
-    Unknown,
-}
+/// Where a frame's code comes from; defined in `loopscope-types`, so stall reports carry it as it is.
+pub use loopscope_types::FrameOrigin;
 
 /// One symbolized frame. An instruction pointer inside inlined code yields several frames with the same `ip`:
 /// the inlined callees first (`inlined == true`), the function that contains the code last.

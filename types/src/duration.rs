@@ -5,9 +5,9 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(loopscope_wire::parse_duration("10ms"), Ok(Duration::from_millis(10)));
-/// assert_eq!(loopscope_wire::parse_duration("1.5ms"), Ok(Duration::from_micros(1500)));
-/// assert!(loopscope_wire::parse_duration("10").is_err());
+/// assert_eq!(loopscope_types::parse_duration("10ms"), Ok(Duration::from_millis(10)));
+/// assert_eq!(loopscope_types::parse_duration("1.5ms"), Ok(Duration::from_micros(1500)));
+/// assert!(loopscope_types::parse_duration("10").is_err());
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

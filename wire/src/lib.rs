@@ -13,7 +13,10 @@
 
 #![forbid(unsafe_code)]
 
-pub mod check;
+pub mod ci_record;
+/// The former name of [`ci_record`], kept so existing code (the CLI among it) builds unchanged.
+#[doc(hidden)]
+pub use ci_record as check;
 pub mod client;
 mod histogram;
 pub mod proto;

@@ -20,7 +20,7 @@
 //! ```
 
 use crate::agent::{Agent, AgentBuilder};
-use loopscope_wire::check::{AllowList, Exemption};
+use loopscope_wire::ci_record::{AllowList, Exemption};
 use loopscope_wire::{FrameOrigin, StallEvent, StallKind, StallPhase, StallSummary, StallTime};
 use std::fmt;
 use std::future::Future;
@@ -46,7 +46,7 @@ impl Default for Check {
         // A check must see every stall: no rate limit. The environment can't loosen a test's limit, but under
         // `loopscope check` its stalls are reported to the CLI as well.
         let mut agent = Agent::builder().ignore_env().serve("off").max_reports_per_second(0).tracing(false);
-        agent.config.check_dir = loopscope_wire::check::check_dir_from_env();
+        agent.config.check_dir = loopscope_wire::ci_record::check_dir_from_env();
         Check {
             max_poll: Duration::from_millis(10),
             allow: AllowList::default(),
@@ -106,7 +106,7 @@ impl Check {
     /// to the CLI too, whatever the settings say.
     pub fn agent(mut self, mut agent: AgentBuilder) -> Self {
         if agent.config.check_dir.is_none() {
-            agent.config.check_dir = loopscope_wire::check::check_dir_from_env();
+            agent.config.check_dir = loopscope_wire::ci_record::check_dir_from_env();
         }
         self.agent = agent;
         self

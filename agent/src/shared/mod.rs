@@ -16,7 +16,7 @@ pub(crate) mod tables;
 use crate::config::Config;
 use crate::server::Server;
 use crate::sync::lock;
-use loopscope_wire::check::CheckWriter;
+use loopscope_wire::ci_record::CheckWriter;
 use loopscope_wire::{StallEvent, StallSummary};
 use retired::AggState;
 use sample::RuntimeSample;

@@ -9,7 +9,7 @@ use crate::shared::Shared;
 use crate::shared::sample::RuntimeSample;
 use crate::shared::stream::FileRecorder;
 use crate::sync::lock;
-use loopscope_wire::check::{AgentInfo, CheckSummary, CheckWriter};
+use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage};
 use loopscope_wire::record::Recorder;
 use loopscope_wire::{RuntimeInfo, StallEvent};

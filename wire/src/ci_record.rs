@@ -19,7 +19,7 @@
 //! # Examples
 //!
 //! ```
-//! use loopscope_wire::check::{AgentInfo, CheckSummary, CheckWriter, read_dir};
+//! use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter, read_dir};
 //! use std::time::Duration;
 //!
 //! let dir = std::env::temp_dir().join(format!("loopscope-doc-{}", std::process::id()));
@@ -60,7 +60,7 @@ pub const CHECK_FORMAT: u32 = 1;
 ///
 /// # Examples
 /// ```
-/// use loopscope_wire::check::{AllowList, Exemption};
+/// use loopscope_wire::ci_record::{AllowList, Exemption};
 /// use loopscope_wire::{Location, StallEvent, StallKind, StallPhase, ThreadInfo};
 /// # use std::time::Duration;
 /// let allow = AllowList { spawn: vec!["src/legacy.rs".into()], functions: vec![] };
@@ -139,7 +139,7 @@ const FILE_EXTENSION: &str = "jsonl";
 ///
 /// ```
 /// // Unset in doctests, so the agent would not write CI records.
-/// assert_eq!(loopscope_wire::check::check_dir_from_env(), None);
+/// assert_eq!(loopscope_wire::ci_record::check_dir_from_env(), None);
 /// ```
 pub fn check_dir_from_env() -> Option<PathBuf> {
     std::env::var_os(CHECK_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
@@ -232,7 +232,7 @@ impl AgentInfo {
     /// thread's name when there is one, e.g. `integration-1a2b (check::clean_code_passes)`.
     ///
     /// ```
-    /// let mut info = loopscope_wire::check::AgentInfo::default();
+    /// let mut info = loopscope_wire::ci_record::AgentInfo::default();
     /// info.program = "/repo/target/debug/examples/blocking_sleep".into();
     /// info.pid = 42;
     /// assert_eq!(info.display_name(), "blocking_sleep (pid 42)");

@@ -1,11 +1,12 @@
 //! Building [`Snapshot`]s: cumulative values read from the hooks' tables and the agent thread's totals.
 
+use super::{add_counters, dropped, runtime_info};
 use crate::shared::Shared;
 use crate::shared::tables::{NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
 use crate::sync::lock;
 use loopscope_wire::{
-    Dropped, InFlightPoll, Location, LocationStats, LogHistogram, RuntimeInfo, ScheduleLatency, Snapshot, TaskState,
-    TaskStats, ThreadInfo, Totals, WorkerStats,
+    InFlightPoll, Location, LocationStats, LogHistogram, ScheduleLatency, Snapshot, TaskState, TaskStats, ThreadInfo,
+    Totals, WorkerStats,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
@@ -146,20 +147,10 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
     locations.sort_by(|a, b| a.location.cmp(&b.location));
     tasks.sort_by_key(|t| t.id);
 
-    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
-    totals.stall_count = shared.stall_count.load(Relaxed);
-    totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
-    totals.stall_reports = shared.stall_reports.load(Relaxed);
-    totals.suppressed_reports = shared.suppressed_reports.load(Relaxed);
+    add_counters(shared, &mut totals);
 
     Snapshot {
-        runtime: RuntimeInfo {
-            id: shared.id,
-            name: shared.config.name.clone(),
-            flavor: facts.flavor,
-            workers: facts.workers,
-            pid: std::process::id(),
-        },
+        runtime: runtime_info(shared, facts),
         taken_at_unix_nanos: crate::os::unix_nanos(),
         uptime: shared.uptime(),
         workers,
@@ -167,12 +158,6 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
         locations,
         poll_histogram,
         totals,
-        dropped: Dropped {
-            untracked_tasks: shared.tasks.untracked.load(Relaxed),
-            untracked_locations: shared.locations.overflow.load(Relaxed),
-            events: shared.dropped_events.load(Relaxed),
-            watchdog_messages: shared.dropped_watchdog.load(Relaxed),
-            stall_details: shared.stalls_without_details.load(Relaxed),
-        },
+        dropped: dropped(shared),
     }
 }

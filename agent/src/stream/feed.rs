@@ -9,6 +9,7 @@
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the
 //! same tables.
 
+use crate::scan::{add_counters, dropped};
 use crate::shared::Shared;
 use crate::shared::stream::{FeedShared, Latest, LocationIds};
 use crate::shared::tables::{FINISHED, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
@@ -16,7 +17,7 @@ use crate::sync::lock;
 use loopscope_wire::proto::{
     self, GlobalSample, LatencySample, LocationSample, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample,
 };
-use loopscope_wire::{Dropped, LogHistogram, TaskState, ThreadInfo, Totals};
+use loopscope_wire::{LogHistogram, TaskState, ThreadInfo, Totals};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
@@ -174,11 +175,7 @@ pub(super) fn scan(
             poll_histogram.merge(h);
         }
     }
-    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
-    totals.stall_count = shared.stall_count.load(Relaxed);
-    totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
-    totals.stall_reports = shared.stall_reports.load(Relaxed);
-    totals.suppressed_reports = shared.suppressed_reports.load(Relaxed);
+    add_counters(shared, &mut totals);
     Scan { tasks, locations, poll_histogram, totals }
 }
 
@@ -186,15 +183,6 @@ pub(super) fn proto_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-pub(super) fn dropped(shared: &Shared) -> Dropped {
-    Dropped {
-        untracked_tasks: shared.tasks.untracked.load(Relaxed),
-        untracked_locations: shared.locations.overflow.load(Relaxed),
-        events: shared.dropped_events.load(Relaxed),
-        watchdog_messages: shared.dropped_watchdog.load(Relaxed),
-        stall_details: shared.stalls_without_details.load(Relaxed),
-    }
-}
 /// The feed's own state, on the agent thread.
 #[derive(Debug)]
 pub(crate) struct Feed {

@@ -2,7 +2,8 @@
 //! runtime without having seen a tick, built on the server's threads (or the agent thread, for the recording)
 //! from the same tables and marks as the ticks.
 
-use super::feed::{dropped, proto_nanos, scan};
+use super::feed::{proto_nanos, scan};
+use crate::scan::dropped;
 use crate::shared::Shared;
 use crate::shared::stream::FeedShared;
 use crate::sync::lock;

@@ -4,15 +4,16 @@
 
 use super::feed::{Feed, proto_nanos};
 use super::full_state::FullStateSource;
+use crate::scan::runtime_info;
 use crate::server::Server;
 use crate::shared::Shared;
 use crate::shared::sample::RuntimeSample;
 use crate::shared::stream::FileRecorder;
 use crate::sync::lock;
+use loopscope_wire::StallEvent;
 use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage};
 use loopscope_wire::record::Recorder;
-use loopscope_wire::{RuntimeInfo, StallEvent};
 use std::sync::Arc;
 
 /// The greeting: what a client learns first about this agent.
@@ -21,13 +22,7 @@ pub(crate) fn hello(shared: &Shared, caps: &crate::capabilities::Capabilities) -
     ServerHello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        runtime: RuntimeInfo {
-            id: shared.id,
-            name: shared.config.name.clone(),
-            flavor: facts.flavor,
-            workers: facts.workers,
-            pid: std::process::id(),
-        },
+        runtime: runtime_info(shared, facts),
         pid: std::process::id(),
         program: std::env::args_os().next().map(|a| a.to_string_lossy().into_owned()),
         started_at_unix_nanos: crate::os::unix_nanos().saturating_sub(proto_nanos(shared.uptime())),

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const CRATES: &[&str] = &["agent/src", "wire/src", "probes/src", "macros/src", "tui/src"];
+const CRATES: &[&str] = &["agent/src", "types/src", "wire/src", "probes/src", "macros/src", "tui/src"];
 
 /// One source file: its module path (`""` for the crate root) and its code without comments.
 struct Module {

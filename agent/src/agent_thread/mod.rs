@@ -9,6 +9,11 @@
 //! * spawns the sentinel task that tells it when the runtime is dropped.
 //!
 //! It wakes on a watchdog message or every [`AGG_TICK`], never per event on the hot path.
+//!
+//! It reads the prober's messages and the shared state (tables, slots, counters), and writes stall events
+//! (to subscribers, `recent_stalls` and the stream's outputs), the retired totals (`shared/retired.rs`) and
+//! the latest runtime sample (`shared/sample.rs`, from `sampler.rs`); it drives the stream's outputs once
+//! per sample interval.
 
 pub(crate) mod sampler;
 

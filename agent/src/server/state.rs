@@ -12,10 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Builds the messages a client receives first: a `FullState` followed by its `FullTasks` chunks (see
-/// [`proto::full_state_messages`]). Called on a client's writer thread, possibly on several at once.
+/// [`proto::full_state_messages`](loopscope_wire::proto::full_state_messages)). Called on a client's writer thread, possibly on several at once.
 pub(crate) type FullStateFn = Arc<dyn Fn() -> Vec<ServerMessage> + Send + Sync + 'static>;
 
-/// Tuning of a [`Server`]. The defaults suit a dashboard or two on the same machine.
+/// Tuning of a [`Server`](super::Server). The defaults suit a dashboard or two on the same machine.
 #[derive(Clone, Debug)]
 pub(crate) struct ServerConfig {
     /// Clients served at once; more are refused with a reason.

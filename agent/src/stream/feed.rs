@@ -6,7 +6,7 @@
 //! use, the low 32 bits of the poll count it last sent (in the entry's padding, so it costs no memory) and
 //! learns which tasks finished from the agent thread's reclaim pass.
 //!
-//! A new client gets a full state instead, built on its own server thread by [`FullStateSource`] from the
+//! A new client gets a full state instead, built on its own server thread by [`FullStateSource`](super::full_state::FullStateSource) from the
 //! same tables.
 
 use crate::scan::{add_counters, dropped};

@@ -1,3 +1,6 @@
+//! Durations as people write them (`10ms`, `250us`, `1.5s`), for settings, environment variables and the
+//! macros' compile-time checks.
+
 use std::time::Duration;
 
 /// Parses `10ms`, `250us`, `250µs`, `1.5s`, `100ns`, `2m`. A bare number is rejected: the unit is too easy

@@ -1,7 +1,13 @@
 //! The agent's network server: serves the live stream (see `wire/PROTOCOL.md`) to any number of clients.
 //!
 //! It knows nothing about where the data comes from: the feed gives it a greeting, a function that builds
-//! the full state for a new (or resynchronizing) client, and messages to [`Server::broadcast`].
+//! the full state for a new (or resynchronizing) client, and messages to [`Server::broadcast`]. It reads
+//! only those and its clients' sockets, and writes frames to the sockets and counters to [`ServerStats`];
+//! it imports nothing of the agent but `sync::lock`, so the shared state can hold it without a cycle.
+//!
+//! One file per job: `bind.rs` (the listening socket), `acceptor.rs`, `client.rs` (one client's life),
+//! `handshake.rs`, `queue.rs` (the bounded queue and its resync policy), `reader.rs`, `writer.rs`,
+//! `conn.rs` (a TCP or Unix connection), `state.rs` (what the threads share), `stats.rs`.
 //!
 //! # Threads and bounds
 //!

@@ -2,7 +2,9 @@
 //!
 //! Budget: no lock, no allocation, no channel send, no syscall per poll. A poll costs two TSC reads, a
 //! thread-local lookup, one probe into the task table, and a handful of `Relaxed` stores into memory that only
-//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound).
+//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound). Two rare paths make syscalls,
+//! still without locks or allocation: a poll that ran past a quarter of the stall threshold, and the first poll
+//! after an idle pause, read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
 
 use crate::shared::Shared;
 use crate::shared::slots;
@@ -120,9 +122,21 @@ impl Shared {
         slots::with_slot(self.id, &self.slots, |slot| {
             let ns = self.clock.delta_as_nanos(slot.poll_start.load(Relaxed), end);
             let slow = ns >= self.slow_ns;
+            let long = ns >= self.stall_ns;
+            if ns >= self.closing_ns && self.config.probes {
+                // Rare: a poll of a quarter of the threshold or more just ended. The thread's own scheduler
+                // clocks now, published with the end, split this poll's time exactly if it was a stall (the
+                // watchdog's reading would come later, or never if the thread exits), and open the thread's next
+                // poll (see `slots::Closing`). A few µs of syscalls after a poll of at least 2.5 ms at the default
+                // threshold; no lock, no allocation.
+                let t = loopscope_probes::thread::own_sched_times();
+                let ns_of =
+                    |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+                let raw = self.clock.raw();
+                slot.record_closing(raw, t.and_then(|t| ns_of(t.cpu)), t.and_then(|t| ns_of(t.run_queue_wait)));
+            }
             let Some(id) = slot.end(ns, slow) else { return };
             let entry = self.tasks.find(id);
-            let long = ns >= self.stall_ns;
             // Untracked tasks (table full) still count in this thread's totals above.
             match self.tasks.get(entry) {
                 Some(e) => {

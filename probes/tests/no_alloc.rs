@@ -119,3 +119,40 @@ fn handler_does_not_allocate() {
     .unwrap();
     assert_eq!(seen, 1);
 }
+
+/// `own_sched_times` is called from the after-poll hook of a long poll: it must not allocate, must leave the
+/// app's errno as it found it, and must agree with the watchdog's reading of the same thread.
+#[cfg(target_os = "linux")]
+#[test]
+fn own_sched_times_does_not_allocate_and_keeps_errno() {
+    std::thread::spawn(|| {
+        let tid = loopscope_probes::current_tid();
+        // 20 ms of CPU time (by the thread's own clock, whatever the load) and a switch, so both figures are
+        // non-trivial.
+        while loopscope_probes::thread::cpu_time(tid).unwrap() < std::time::Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let mut last = None;
+        tracked(|| {
+            for _ in 0..1_000 {
+                // SAFETY: `__errno_location` is this thread's errno.
+                unsafe { *libc::__errno_location() = libc::EAGAIN };
+                last = loopscope_probes::thread::own_sched_times();
+                // SAFETY: as above.
+                assert_eq!(unsafe { *libc::__errno_location() }, libc::EAGAIN, "errno changed");
+            }
+        });
+        assert_eq!(ALLOCATIONS.load(Ordering::SeqCst) - before, 0, "own_sched_times allocated");
+        let own = last.unwrap();
+        let other = loopscope_probes::thread::sched_times(tid).unwrap();
+        let (own_cpu, other_cpu) = (own.cpu.unwrap(), other.cpu.unwrap());
+        assert!(own_cpu >= std::time::Duration::from_millis(15), "{own:?}");
+        assert!(other_cpu >= own_cpu, "the later reading has less CPU: {own:?} then {other:?}");
+        let (own_rq, other_rq) = (own.run_queue_wait.unwrap(), other.run_queue_wait.unwrap());
+        assert!(other_rq >= own_rq, "the run-queue wait went back: {own:?} then {other:?}");
+    })
+    .join()
+    .unwrap();
+}

@@ -295,7 +295,7 @@ fn child_with_perf_refused() {
 
 #[test]
 fn perf_refused_still_reports_the_stall() {
-    let out = crate::lifecycle::rerun("culprits::child_with_perf_refused", &[]);
+    let out = rerun("culprits::child_with_perf_refused", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for counter in ["task-clock", "page-faults", "context-switches"] {

@@ -2,21 +2,8 @@
 
 use crate::support::*;
 use loopscope::wire::TaskState;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-
-/// Runs this test binary again, running only `test`, with extra environment variables.
-pub(crate) fn rerun(test: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"]);
-    cmd.env("LOOPSCOPE_TEST_CHILD", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("re-run the test binary")
-}
 
 /// Child side of `malformed_env_is_a_clear_error`: installs with the environment applied.
 #[test]

@@ -4,7 +4,6 @@
 
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
 
-mod busy;
 mod check;
 mod culprits;
 mod lifecycle;

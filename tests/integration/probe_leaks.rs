@@ -2,7 +2,6 @@
 //! the process-wide probes hold for their threads: perf fds, stack slots, threads and memory. Runs in a child
 //! process, so the counts are not disturbed by the other tests of this binary.
 
-use crate::lifecycle::rerun;
 use crate::support::*;
 use loopscope_probes::stack::StackSampler;
 use std::time::{Duration, Instant};

@@ -1,7 +1,6 @@
 //! Stall reports reach a person by default: when the app's `tracing` subscriber would drop them, they go to
 //! stderr, with a one-time note on how to route them.
 
-use crate::lifecycle::rerun;
 use crate::support::*;
 
 #[inline(never)]

@@ -221,3 +221,15 @@ mod harness_tests {
         ExpectedStall::default().min_elapsed(ms(20)).assert(&event());
     }
 }
+
+/// Runs this test binary again, running only `test`, with extra environment variables.
+pub fn rerun(test: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"]);
+    cmd.env("LOOPSCOPE_TEST_CHILD", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("re-run the test binary")
+}

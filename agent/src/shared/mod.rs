@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) installed_at: Instant,
     pub(crate) slow_ns: u64,
     pub(crate) stall_ns: u64,
+    /// Polls that end past this get the thread's own closing reading (`slots::FIRST_READING_DIVISOR`).
+    pub(crate) closing_ns: u64,
     pub(crate) tasks: TaskTable,
     pub(crate) locations: LocationTable,
     pub(crate) slots: SlotRegistry,
@@ -152,6 +154,7 @@ impl Shared {
             installed_at: Instant::now(),
             slow_ns,
             stall_ns,
+            closing_ns: stall_ns / slots::FIRST_READING_DIVISOR,
             slots: SlotRegistry::default(),
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -216,6 +219,17 @@ impl Shared {
             && let Some(t) = self.watchdog_thread.get()
         {
             t.unpark();
+        }
+        // The watchdog's wake-up can come late on a busy machine (a real-time thread still waits for a kernel
+        // that doesn't preempt), and with it the poll's first scheduler reading. The thread's own reading now,
+        // at the poll's start, opens the poll exactly instead (see `slots::WorkerSlot::opening`). A few µs, once
+        // per idle pause.
+        if self.config.probes {
+            let t = loopscope_probes::thread::own_sched_times();
+            let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+            slots::existing_slot(self.id, |slot| {
+                slot.record_opening(t.and_then(|t| ns(t.cpu)), t.and_then(|t| ns(t.run_queue_wait)))
+            });
         }
     }
 

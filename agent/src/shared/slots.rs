@@ -53,6 +53,39 @@ pub(crate) struct LongPoll {
     location: AtomicU32,
 }
 
+/// The thread's own scheduler reading, taken in the after-poll hook of a poll that ran past a quarter of the
+/// stall threshold, just before the poll's end is published (a seqlock like a ring entry: `seq` 0 while being
+/// written). The last [`CLOSINGS`] are kept. They serve twice:
+/// * as the *closing* reading of the poll that took it: exact, where the watchdog's own would come late (its
+///   next tick, or never if the thread exits), so no time after the poll's end is guessed at;
+/// * as the *opening* reading of the thread's next poll, when that starts soon after: the thread was running
+///   when it took it, so no wait for a CPU was in progress, and the next poll's run-queue wait can be bounded
+///   from it even if the watchdog (late on a busy machine) never saw that poll start. See `accounting.rs`.
+#[derive(Debug, Default)]
+pub(crate) struct Closing {
+    /// The (odd) sequence number of the poll it closes; 0 while being written or before the first.
+    seq: AtomicU64,
+    /// The agent's raw clock when it was taken.
+    raw: AtomicU64,
+    /// CPU time and run-queue wait in nanoseconds; `u64::MAX` where unreadable.
+    cpu_ns: AtomicU64,
+    run_queue_ns: AtomicU64,
+}
+
+/// How many closing readings a slot keeps: enough that the watchdog, late on a busy machine, still finds a poll's
+/// own closing reading after the thread ran a few more long polls.
+const CLOSINGS: usize = 8;
+
+/// A plain copy of a [`Closing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClosingRecord {
+    /// The sequence number of the poll it closed.
+    pub(crate) seq: u64,
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
 /// A plain copy of a [`LongPoll`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LongPollRecord {
@@ -93,6 +126,11 @@ pub(crate) struct WorkerSlot {
     pub(crate) untracked_hist: [AtomicU64; TASK_BUCKETS],
     pub(crate) long_count: AtomicU64,
     pub(crate) long_polls: [LongPoll; LONG_POLLS],
+    pub(crate) closings: [Closing; CLOSINGS],
+    pub(crate) closing_count: AtomicU64,
+    /// The thread's own reading at the start of its first poll after an idle pause (same layout as a closing
+    /// reading, with `raw` the poll's start): the watchdog, woken by that poll, may come too late to open it.
+    pub(crate) opening: Closing,
     /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
     pub(crate) nested: AtomicU64,
     // --- identity, fixed at registration ---
@@ -123,6 +161,9 @@ impl WorkerSlot {
             untracked_hist: std::array::from_fn(|_| AtomicU64::new(0)),
             long_count: AtomicU64::new(0),
             long_polls: Default::default(),
+            closings: Default::default(),
+            closing_count: AtomicU64::new(0),
+            opening: Closing::default(),
             nested: AtomicU64::new(0),
             tid: crate::os::current_tid(),
             thread_id: current.id(),
@@ -192,6 +233,76 @@ impl WorkerSlot {
             lp.generation.store(n.wrapping_add(1), Release);
         }
         self.long_count.store(n.wrapping_add(1), Release);
+    }
+
+    /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past a quarter of
+    /// the stall threshold. Called before [`end`](Self::end), whose `Release` store publishes it together with
+    /// the end: a watchdog that sees the poll ended finds its closing reading. Owner thread only; rare (a few µs
+    /// of syscalls, no allocation, no lock: see `own_sched_times`).
+    pub(crate) fn record_closing(&self, raw: u64, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
+        let n = self.closing_count.load(Relaxed);
+        let Some(c) = self.closings.get((n % CLOSINGS as u64) as usize) else { return };
+        c.seq.store(0, Relaxed);
+        fence(Release);
+        c.raw.store(raw, Relaxed);
+        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.seq.store(seq, Release);
+        self.closing_count.store(n.wrapping_add(1), Relaxed);
+    }
+
+    /// Stores the thread's own reading for the poll in flight, taken just after it started, as if taken at its
+    /// start (the hook's few µs in between are the thread's own CPU time, never a wait). Owner thread only;
+    /// rare (the first poll after an idle pause).
+    pub(crate) fn record_opening(&self, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
+        let c = &self.opening;
+        c.seq.store(0, Relaxed);
+        fence(Release);
+        c.raw.store(self.poll_start.load(Relaxed), Relaxed);
+        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.seq.store(seq, Release);
+    }
+
+    fn read_closing(c: &Closing) -> Option<ClosingRecord> {
+        let seq = c.seq.load(Acquire);
+        if seq == 0 {
+            return None;
+        }
+        let some = |v: u64| (v != u64::MAX).then_some(v);
+        let r = ClosingRecord {
+            seq,
+            raw: c.raw.load(Relaxed),
+            cpu_ns: some(c.cpu_ns.load(Relaxed)),
+            run_queue_ns: some(c.run_queue_ns.load(Relaxed)),
+        };
+        fence(Acquire);
+        (c.seq.load(Relaxed) == seq).then_some(r)
+    }
+
+    /// The thread's own closing reading of the poll with sequence number `seq`, if still kept and read
+    /// consistently.
+    pub(crate) fn closing(&self, seq: u64) -> Option<ClosingRecord> {
+        self.closings.iter().filter_map(Self::read_closing).find(|r| r.seq == seq && seq != 0)
+    }
+
+    /// The newest of the thread's own readings taken at or before `raw` (the start of a later poll), if any.
+    /// Includes the opening reading of a poll after an idle pause (whose `raw` is that poll's start).
+    pub(crate) fn closing_before(&self, raw: u64) -> Option<ClosingRecord> {
+        self.closings
+            .iter()
+            .chain(std::iter::once(&self.opening))
+            .filter_map(Self::read_closing)
+            .filter(|r| r.raw <= raw)
+            .max_by_key(|r| r.raw)
     }
 
     /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
@@ -375,6 +486,13 @@ pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> 
         .flatten()
 }
 
+/// A poll's first scheduler reading is taken when it passes this fraction of the threshold:
+/// early enough that the unmeasured start of a stall is small, late enough that short polls cost nothing. A
+/// poll that ends past it gets the thread's own closing reading ([`Closing`]).
+pub(crate) const FIRST_READING_DIVISOR: u64 = 4;
+// (Here rather than in `watch/accounting.rs`, which uses it too: the shared state sizes the hooks' closing
+// threshold from it, and the shared state imports no stage.)
+
 /// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
 /// its first poll): that poll's first reading, see [`Birth::reading`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -544,5 +662,43 @@ mod tests {
         assert_eq!(slot.long_poll_ns(last.seq), Some(last.ns));
         let second = slot.long_poll(1).expect("still in the ring");
         assert_eq!((second.seq, second.task_id), (3, 2));
+    }
+
+    #[test]
+    fn closing_reading_belongs_to_one_poll() {
+        let slot = WorkerSlot::new();
+        // Outside a poll there is nothing to close.
+        slot.record_closing(5, Some(1), Some(2));
+        assert_eq!(slot.closing(1), None);
+        slot.begin(7, 0, 100);
+        slot.record_closing(900, Some(40), None);
+        slot.end(800, true);
+        assert_eq!(slot.closing(1), Some(ClosingRecord { seq: 1, raw: 900, cpu_ns: Some(40), run_queue_ns: None }));
+        slot.begin(8, 0, 1_000);
+        slot.record_closing(2_000, Some(50), Some(60));
+        slot.end(1_000, true);
+        assert_eq!(
+            slot.closing(3),
+            Some(ClosingRecord { seq: 3, raw: 2_000, cpu_ns: Some(50), run_queue_ns: Some(60) })
+        );
+        // The newest is the closing reading of poll 3; the one before opens it.
+        assert_eq!(slot.closing(1).map(|c| c.raw), Some(900));
+        assert_eq!(slot.closing_before(1_000).map(|c| c.seq), Some(1));
+        assert_eq!(slot.closing_before(2_500).map(|c| c.seq), Some(3));
+        assert_eq!(slot.closing_before(800), None);
+        // Once the ring wraps, the oldest is replaced: poll 1's reads as missing, never as the wrong poll.
+        for k in 0..CLOSINGS as u64 - 1 {
+            slot.begin(9, 0, 3_000 + k * 1_000);
+            slot.record_closing(3_500 + k * 1_000, None, None);
+            slot.end(500, true);
+        }
+        assert_eq!(slot.closing(1), None);
+        assert_eq!(slot.closing(5).map(|c| c.raw), Some(3_500));
+        assert_eq!(slot.closing(0), None);
+        // An opening reading counts as taken at its poll's start.
+        slot.begin(10, 0, 50_000);
+        slot.record_opening(Some(70), Some(80));
+        let opened = slot.closing_before(50_000).expect("the opening reading");
+        assert_eq!((opened.raw, opened.cpu_ns, opened.run_queue_ns), (50_000, Some(70), Some(80)));
     }
 }

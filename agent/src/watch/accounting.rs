@@ -16,16 +16,8 @@
 //! * a reading taken after the poll ended covers some time that isn't the poll's; that time is assumed to
 //!   have been spent waiting for a CPU, and taken off the poll's run-queue wait.
 
-use crate::shared::slots::Birth;
 use loopscope_wire::StallTime;
 use std::time::Duration;
-
-impl Birth {
-    /// As the first reading of a poll that started `lead_ns` after it.
-    pub(crate) fn reading(&self, lead_ns: u64) -> Reading {
-        Reading { at_ns: 0, lead_ns, cpu_ns: self.cpu_ns, run_queue_ns: self.run_queue_ns }
-    }
-}
 
 /// One reading of a thread's scheduler clocks, with the moment it was taken, relative to the poll's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +104,12 @@ pub(crate) fn account(
     // A wait in progress at the first reading began inside the poll, before that reading, so the run-queue
     // wait may reach back past the window to the poll's start; it can't overlap the window's CPU time.
     let run_queue = rq_bound.unwrap_or(0).min(window_end - on_cpu);
-    // Blocked time inside the window, assuming all of the wait fell inside it (the least it can be).
-    let off_cpu = (measured - on_cpu).saturating_sub(run_queue);
+    // Blocked time inside the window, assuming all of the wait fell inside it (the least it can be). With a
+    // first reading from before the poll, up to `lead_ns` of what remains may be time the lead was counted
+    // twice (taken off both the CPU and the waiting figures): that part is unmeasured, not blocked, so a
+    // preempted poll is never called blocked because its opening reading came early. The own time is the same.
+    let remainder = (measured - on_cpu).saturating_sub(run_queue);
+    let off_cpu = remainder.saturating_sub(first.lead_ns);
     let unmeasured_ns = wall_ns - on_cpu - run_queue - off_cpu;
     StallTime {
         wall,
@@ -213,12 +209,25 @@ mod tests {
 
     #[test]
     fn a_reading_from_before_the_poll_leaves_out_what_came_before() {
-        // Taken 1 ms before the poll began (the thread registering); 1 ms of waiting may fall in that gap.
-        let born = Birth { raw: 0, cpu_ns: Some(5 * MS), run_queue_ns: Some(40 * MS) }.reading(MS);
+        // Taken by the thread 1 ms before the poll began (as it registered, or as its previous poll ended); 1 ms
+        // of waiting may fall in that gap.
+        let born = Reading { at_ns: 0, lead_ns: MS, cpu_ns: Some(5 * MS), run_queue_ns: Some(40 * MS) };
         let t = account(20 * MS, Some(born), None, Some(Reading { at_ns: 20 * MS, ..r(0, 7, 56) }));
         assert_eq!(ms(t.run_queue), 15.0, "{t:?}");
-        assert_eq!(ms(t.unmeasured), 0.0, "{t:?}");
         assert_eq!(ms(t.self_time()), 5.0);
+        // The 1 ms the lead may have been counted twice is unmeasured, not blocked.
+        assert_eq!((ms(t.on_cpu), ms(t.off_cpu), ms(t.unmeasured)), (1.0, 3.0, 1.0), "{t:?}");
+    }
+
+    #[test]
+    fn a_long_lead_is_never_taken_for_blocked_time() {
+        // The opening reading came 30 ms before a 20 ms poll that only waited for its CPU: the bounds say
+        // nothing, and the poll is unmeasured rather than "blocked off CPU for 20 ms".
+        let opening = Reading { at_ns: 0, lead_ns: 30 * MS, cpu_ns: Some(0), run_queue_ns: Some(0) };
+        let t = account(20 * MS, Some(opening), None, Some(Reading { at_ns: 20 * MS, ..r(0, 10, 40) }));
+        assert_eq!(t.off_cpu, Duration::ZERO, "{t:?}");
+        assert_eq!(ms(t.run_queue), 10.0, "{t:?}");
+        assert!(t.estimated, "{t:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! (`Dropped::watchdog_messages`); the watchdog never blocks.
 
 use crate::shared::Shared;
+use crate::shared::slots::FIRST_READING_DIVISOR;
 use crate::shared::slots::{LONG_POLLS, WorkerSlot};
 use crate::shared::tables::NONE;
 use crate::watch::accounting::{Reading, account};
@@ -173,7 +174,6 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         // Sleep until the earliest moment a stall could need flagging, but never less than one interval:
         // waking every interval regardless cost 1.4% of a core at 1 ms on an idle app (see BENCHMARKS.md).
         let wait_ns = w.tick();
-
         let mut wait = Duration::from_nanos(wait_ns).clamp(interval, MAX_WAIT);
         // No poll in flight anywhere: sleep a whole threshold, and let the next poll wake us (one futex wake,
         // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
@@ -186,7 +186,11 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
             // sees the poll, or the poll's hook sees the flag. Without membarrier a poll can, rarely, slip
             // between the two and wait for the next wake.
             loopscope_probes::thread::process_barrier();
-            if w.slots.iter().any(|s| s.in_flight().is_some()) {
+            // A thread that registered since the tick isn't in `w.slots`; its first poll may have read the flag
+            // before it was set: look again at once rather than sleep through that poll.
+            if w.shared.slots.generation.load(Acquire) != w.generation
+                || w.slots.iter().any(|s| s.in_flight().is_some())
+            {
                 w.shared.watchdog_asleep.store(false, Relaxed);
                 wait = interval;
             }
@@ -202,7 +206,20 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
     }
     // One last look, so stalls that ended just before shutdown are counted too.
     w.tick();
-    // End any stall still open so subscribers see a closed record.
+    // End any stall still open so subscribers see a closed record, split as well as it can be: by the thread's
+    // own closing reading if the poll has ended by now (the agent can stop before the watchdog's last look sees
+    // the end), else by the readings so far.
+    for slot in w.slots.clone() {
+        let Some(mut sw) = w.watch.remove(&key(&slot)) else { continue };
+        let Some(t) = sw.tracked.take() else { continue };
+        let readings = sw.readings.filter(|r| r.seq == t.seq);
+        let ended_ns = slot.closing(t.seq).map(|_| slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns));
+        let (elapsed_ns, time) = match ended_ns {
+            Some(ns) => (ns, w.final_time(&slot, t.seq, ns, readings)),
+            None => (t.last_elapsed_ns, w.time_so_far(t.last_elapsed_ns, readings)),
+        };
+        w.send_msg(WatchMsg::Ended { stall_id: t.stall_id, elapsed_ns, at_unix_nanos: crate::os::unix_nanos(), time });
+    }
     let open: Vec<_> = w.watch.drain().filter_map(|(_, sw)| sw.tracked).collect();
     for t in open {
         w.send_msg(WatchMsg::Ended {
@@ -231,10 +248,6 @@ const CONFIRM_AFTER_NS: u64 = 2_000_000;
 
 /// The longest the watchdog sleeps, whatever the threshold.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-
-/// A poll's first scheduler reading is taken when it passes this fraction of the threshold: early enough that
-/// the unmeasured start of a stall is small, late enough that short polls cost nothing.
-const FIRST_READING_DIVISOR: u64 = 4;
 
 /// The watchdog's nice value where real-time scheduling is refused or off, where permitted (root,
 /// CAP_SYS_NICE or RLIMIT_NICE).
@@ -296,10 +309,11 @@ impl Watchdog {
             sw.readings = None;
         }
         let first_reading_ns = self.shared.stall_ns / FIRST_READING_DIVISOR;
+        // A reading the thread took of itself just before this poll began is as good as one taken at its start.
         if sw.readings.is_none()
             && let Some(f) = in_flight
         {
-            sw.readings = self.birth_readings(slot, f.seq, f.start);
+            sw.readings = self.opening_readings(slot, f.seq, f.start, first_reading_ns);
         }
         // Nothing in flight: sleep a whole threshold. The next poll wakes the watchdog (see `run`), so its first
         // reading still comes at a quarter of the threshold.
@@ -351,10 +365,9 @@ impl Watchdog {
                 // Seen for the first time past the threshold (the watchdog was late, or the threshold is below
                 // its interval): the first reading is taken now.
                 if sw.readings.is_none()
-                    && let Some(first) = self.read(slot.tid, f.start)
-                    && slot.seq.load(Acquire) == f.seq
+                    && let Some(r) = self.first_readings(slot, f.seq, f.start, elapsed_ns)
                 {
-                    sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
+                    sw.readings = Some(r);
                 } else {
                     // The first report's figures cover the poll up to now.
                     self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
@@ -394,11 +407,7 @@ impl Watchdog {
                     if elapsed_ns < first_reading_ns {
                         return first_reading_ns - elapsed_ns;
                     }
-                    if let Some(first) = self.read(slot.tid, f.start)
-                        && slot.seq.load(Acquire) == f.seq
-                    {
-                        sw.readings = Some(PollReadings { seq: f.seq, start: f.start, first, latest: None });
-                    }
+                    sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
                 }
                 // This poll may end and the thread's next one start any moment, without waking the watchdog
                 // (it is awake): come back in time for that one's first reading.
@@ -407,12 +416,53 @@ impl Watchdog {
         }
     }
 
-    /// The readings of a thread's first poll (sequence number 1), which start from the thread's own reading
-    /// as it registered: the watchdog may not even have been running when that poll began.
-    fn birth_readings(&self, slot: &WorkerSlot, seq: u64, start: u64) -> Option<PollReadings> {
-        let born = slot.born.filter(|_| seq == 1 && self.shared.config.probes)?;
-        let lead_ns = self.shared.clock.delta_as_nanos(born.raw, start);
-        Some(PollReadings { seq, start, first: born.reading(lead_ns), latest: None })
+    /// Opening readings of poll `seq` (started at raw `start`) from a reading the thread took of itself before it
+    /// began, no more than `max_lead_ns` before: its own reading as it registered (which covers its first poll,
+    /// when the watchdog may not even be running yet), or as its last poll past a quarter of the threshold
+    /// ended (`slots::Closing`). The thread was running when it took either, so no wait for a CPU was in
+    /// progress, and the time between the reading and the poll's start is taken off the poll's figures
+    /// (`Reading::lead_ns`).
+    fn opening_readings(&self, slot: &WorkerSlot, seq: u64, start: u64, max_lead_ns: u64) -> Option<PollReadings> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, start)?;
+        let lead_ns = self.shared.clock.delta_as_nanos(raw, start);
+        (lead_ns <= max_lead_ns).then_some(PollReadings {
+            seq,
+            start,
+            first: Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns },
+            latest: None,
+        })
+    }
+
+    /// The split of poll `seq`, which ended after `wall_ns` without the watchdog seeing it, from the thread's
+    /// own readings: the one that closed it, and the newest before it began (no closing readings are taken
+    /// during a poll, so that one is older than the poll's start).
+    fn own_time(&self, slot: &WorkerSlot, seq: u64, wall_ns: u64) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let first = slot.closing(seq).and_then(|c| {
+            let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, c.raw.checked_sub(1)?)?;
+            let lead_ns = self.shared.clock.delta_as_nanos(raw, c.raw).saturating_sub(wall_ns);
+            let opening = Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns };
+            let closing = Reading { at_ns: wall_ns, lead_ns: 0, cpu_ns: c.cpu_ns, run_queue_ns: c.run_queue_ns };
+            Some((opening, closing))
+        });
+        Some(match first {
+            Some((opening, closing)) => account(wall_ns, Some(opening), None, Some(closing)),
+            None => account(wall_ns, None, None, None),
+        })
+    }
+
+    /// The first readings of poll `seq`, `elapsed_ns` into it: the thread's own from before it began if that
+    /// one is closer to its start, else one taken now.
+    fn first_readings(&self, slot: &WorkerSlot, seq: u64, start: u64, elapsed_ns: u64) -> Option<PollReadings> {
+        self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
+            let first = self.read(slot.tid, start)?;
+            (slot.seq.load(Acquire) == seq).then_some(PollReadings { seq, start, first, latest: None })
+        })
     }
 
     /// Takes a new reading of poll `seq` while it is still in flight, as its newest.
@@ -448,12 +498,27 @@ impl Watchdog {
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
     }
 
-    /// The split of a poll that ended after `wall_ns`, with a closing reading taken now.
-    fn final_time(&self, tid: i32, wall_ns: u64, readings: Option<PollReadings>) -> Option<StallTime> {
+    /// The split of poll `seq`, which ended after `wall_ns`: closed by the thread's own reading as it ended
+    /// (exact), or else by one taken now.
+    fn final_time(
+        &self,
+        slot: &WorkerSlot,
+        seq: u64,
+        wall_ns: u64,
+        readings: Option<PollReadings>,
+    ) -> Option<StallTime> {
         if !self.shared.config.probes {
             return None;
         }
-        let closing = readings.and_then(|r| self.read(tid, r.start));
+        let closing = readings.and_then(|r| match slot.closing(seq) {
+            Some(c) => Some(Reading {
+                at_ns: self.shared.clock.delta_as_nanos(r.start, c.raw),
+                lead_ns: 0,
+                cpu_ns: c.cpu_ns,
+                run_queue_ns: c.run_queue_ns,
+            }),
+            None => self.read(slot.tid, r.start),
+        });
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
     }
 
@@ -465,13 +530,12 @@ impl Watchdog {
                 Some(r) if sw.flagged.contains(&r.seq) => {}
                 Some(r) => {
                     let mut flag = self.flag(slot, r.task_id, r.entry, r.location, r.ns);
-                    // The watchdog may have taken the first reading before it was starved (or the thread, on its
-                    // way into its first poll).
-                    let readings = sw.readings.filter(|p| p.seq == r.seq).or_else(|| {
-                        let start = slot.born.map(|b| b.raw)?;
-                        self.birth_readings(slot, r.seq, start)
-                    });
-                    flag.time = self.final_time(slot.tid, r.ns, readings);
+                    // The watchdog may have taken the first reading before it was starved. If not, the thread's
+                    // own readings open and close it: the poll's start is known from its closing reading.
+                    flag.time = match sw.readings.filter(|p| p.seq == r.seq) {
+                        Some(readings) => self.final_time(slot, r.seq, r.ns, Some(readings)),
+                        None => self.own_time(slot, r.seq, r.ns),
+                    };
                     self.send_msg(WatchMsg::Late(Box::new(flag)));
                 }
                 None => {
@@ -518,13 +582,24 @@ impl Watchdog {
     fn end(&mut self, slot: &WorkerSlot, t: Tracked, readings: Option<PollReadings>) {
         let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
         let readings = readings.filter(|r| r.seq == t.seq);
-        let time = self.final_time(t.tid, elapsed_ns, readings);
+        let time = self.final_time(slot, t.seq, elapsed_ns, readings);
         self.send_msg(WatchMsg::Ended {
             stall_id: t.stall_id,
             elapsed_ns,
             at_unix_nanos: crate::os::unix_nanos(),
             time,
         });
+    }
+
+    /// The newest reading thread `slot` took of itself at or before raw clock `raw`: as it registered, or as one
+    /// of its polls ended (`slots::Closing`). `(raw, cpu_ns, run_queue_ns)`.
+    fn own_reading_before(slot: &WorkerSlot, raw: u64) -> Option<(u64, Option<u64>, Option<u64>)> {
+        let born = slot.born.filter(|b| b.raw <= raw).map(|b| (b.raw, b.cpu_ns, b.run_queue_ns));
+        let closed = slot.closing_before(raw).map(|c| (c.raw, c.cpu_ns, c.run_queue_ns));
+        match (born, closed) {
+            (Some(b), Some(c)) => Some(if c.0 >= b.0 { c } else { b }),
+            (b, c) => b.or(c),
+        }
     }
 
     /// Which worker the stalled thread is, and whether it still is one: after `block_in_place`, tokio gives

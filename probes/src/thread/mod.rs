@@ -219,6 +219,70 @@ pub fn sched_times(tid: Tid) -> Result<SchedTimes, ProbeError> {
     }
 }
 
+/// The calling thread's own [`SchedTimes`], read without allocating and without locks: one
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` and one read of `/proc/thread-self/schedstat` into a stack buffer
+/// (about 5 µs). Meant for a hook that has just seen a long poll end: the thread's clocks at that exact moment
+/// let the poll's own time be split without guessing what happened after it ended. Because the caller is
+/// running, no wait for a CPU is in progress, so the run-queue figure is complete. `None` where neither figure
+/// can be read (not Linux, or `/proc` unavailable and no thread clock).
+///
+/// Hand-written rather than [`sched_times`] with the calling thread's id because that one formats a path and
+/// reads into a `String`, and the after-poll hook must not allocate.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let t = loopscope_probes::thread::own_sched_times().unwrap();
+/// assert!(t.cpu.unwrap() > std::time::Duration::ZERO);
+/// assert!(t.run_queue_wait.is_some());
+/// # }
+/// ```
+pub fn own_sched_times() -> Option<SchedTimes> {
+    #[cfg(target_os = "linux")]
+    {
+        // Restored below: the app's code around the poll must see the errno it left.
+        // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+        let saved_errno = unsafe { *libc::__errno_location() };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the call writes nothing else.
+        let cpu = (unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0).then(|| {
+            Duration::from_secs(u64::try_from(ts.tv_sec).unwrap_or(0))
+                + Duration::from_nanos(u64::try_from(ts.tv_nsec).unwrap_or(0))
+        });
+        let run_queue_wait = own_schedstat().map(|(_, wait)| Duration::from_nanos(wait));
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved_errno };
+        (cpu.is_some() || run_queue_wait.is_some()).then_some(SchedTimes { cpu, run_queue_wait })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// `(on CPU, run-queue wait)` in nanoseconds from `/proc/thread-self/schedstat`, without allocating.
+#[cfg(target_os = "linux")]
+fn own_schedstat() -> Option<(u64, u64)> {
+    // SAFETY: the path is a NUL-terminated constant; open returns a new descriptor or -1.
+    let fd = unsafe { libc::open(c"/proc/thread-self/schedstat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let mut buf = [0u8; 96];
+    let mut len = 0usize;
+    if fd >= 0 {
+        // SAFETY: `buf` is writable for its whole length; `fd` is the descriptor just opened.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        len = usize::try_from(n).unwrap_or(0);
+        // SAFETY: `fd` is ours and closed exactly once.
+        unsafe { libc::close(fd) };
+    }
+    let mut fields = buf.get(..len)?.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+    let mut number = || -> Option<u64> {
+        let f = fields.next()?;
+        f.iter().try_fold(0u64, |acc, &b| {
+            b.is_ascii_digit().then(|| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))?
+        })
+    };
+    Some((number()?, number()?))
+}
+
 /// Makes every running thread of this process execute a full memory barrier (`membarrier(2)`,
 /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`): the expensive half of an asymmetric fence. A thread that stores a flag,
 /// calls this and then reads other threads' data sees every store those threads made before they read the

@@ -3,6 +3,14 @@
 //! The preemption here is made certain, not likely: the worker thread and several busy threads are pinned to
 //! the same CPU, so the worker waits for that CPU in the middle of its polls however quiet the rest of the
 //! machine is. loopscope's own threads stay unpinned (they start before the worker pins itself).
+//!
+//! A test binary of its own: these tests pin busy threads to a CPU, and cargo runs test binaries one after
+//! another, so the integration tests' timing never runs beside them.
+
+#![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
+
+#[path = "../integration/support.rs"]
+mod support;
 
 use crate::support::*;
 use loopscope::check::Check;
@@ -188,7 +196,7 @@ fn real_blocking_still_fails_on_a_crowded_cpu_and_names_its_culprit() {
 
 #[test]
 fn every_stall_ends_even_when_the_agent_thread_falls_behind() {
-    let out = crate::lifecycle::rerun("busy::child_with_a_slow_log", &[]);
+    let out = rerun("child_with_a_slow_log", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().find_map(|l| l.split_once("STALLS ")).map(|(_, n)| n).unwrap_or_default();
@@ -304,4 +312,61 @@ fn the_first_poll_after_an_idle_pause_is_measured_from_early_on() {
         let t = s.last.time.as_ref().expect("measured");
         assert!(t.unmeasured <= ms(6), "first reading came late after an idle pause: {t:?}");
     }
+}
+
+#[test]
+fn a_stall_whose_thread_exits_at_once_is_still_measured() {
+    // The last poll of a test's runtime: the thread exits right after the poll ends, before the watchdog can
+    // read its scheduler clocks. The thread's own reading, taken as the poll ended, still splits the poll, so
+    // a poll that ran 4 ms of code but waited for its CPU is not judged on its wall time.
+    warm_probes();
+    let _hogs = Hogs::on_first_cpu(2);
+    let mut stalls = Vec::new();
+    for _ in 0..4 {
+        let (rt, agent) = current_thread(agent().stall_threshold(ms(10)));
+        wait_until("the probes to be ready", || agent.probes_ready());
+        std::thread::spawn(move || {
+            pin_to_first_cpu().expect("pin the worker");
+            rt.block_on(async {
+                // The agent's threads start with the first poll; let them get going.
+                tokio::time::sleep(ms(20)).await;
+                tokio::spawn(async { burn_cpu(ms(4)) }).await.unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+        wait_until("the agent to drain", || agent.is_drained());
+        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(10)));
+    }
+    assert!(!stalls.is_empty(), "no poll was delayed past the threshold on a CPU shared with two busy threads");
+    for s in &stalls {
+        let t = s.last.time.as_ref().expect("measured");
+        assert!(t.unmeasured <= ms(6), "the poll's end was not measured: {t:?}");
+        assert!(t.self_time() < ms(10), "4 ms of code judged as {:?} of own time: {t:?}", t.self_time());
+    }
+}
+
+#[test]
+fn polls_the_watchdog_never_saw_are_split_by_the_threads_own_readings() {
+    // A watchdog that looks only every 30 ms (as a starved one does on a busy machine) misses most 12 ms polls
+    // while they run, so it has no reading of its own for them. The thread's own readings, as each poll of a
+    // quarter of the threshold or more ended, open the next poll and close this one: a poll that ran 4 ms of
+    // code and waited for its CPU is still excused, not judged on its wall time.
+    warm_probes();
+    let report = {
+        let _hogs = Hogs::on_first_cpu(2);
+        let agent = agent().watchdog_interval(ms(30));
+        Check::new().max_poll(ms(10)).agent(agent).run_multi_thread(1, async {
+            tokio::time::sleep(ms(20)).await;
+            // The first poll after this pause opens with the thread's own reading (it finds the watchdog
+            // asleep); every later one with the reading the thread took as its previous poll ended.
+            pin_to_first_cpu().expect("pin the worker");
+            for _ in 0..30 {
+                burn_cpu(ms(4));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    assert!(report.passed(), "clean code failed when the watchdog looked late:\n{report}");
+    assert!(report.delayed_by_os().count() >= 5, "too few polls were delayed past 10 ms:\n{report}");
 }

@@ -1,4 +1,4 @@
-//! `slots.rs`'s loom model checks (see the doc on `mod loom` there), in a file of their own to keep that one short.
+//! `slots.rs`'s loom model checks (see the doc on `mod loom` there), in a file of their own.
 
 #![allow(clippy::unwrap_used)]
 

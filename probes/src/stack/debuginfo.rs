@@ -258,6 +258,27 @@ impl ObjectDebug {
         })
     }
 
+    /// Whether the object's own compilation units are skeletons of split debug info (`.dwo`/`.dwp` files,
+    /// which this reader doesn't read). Scans unit headers until it finds one with a DWO id.
+    pub(crate) fn has_split_units(&self) -> bool {
+        let Ok(dwarf) = self.dwarf(View::Whole) else { return false };
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            if let Ok(unit) = dwarf.unit(header)
+                && unit.dwo_id.is_some()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the object has a symbol table (`false` for a stripped executable), and its GNU build id.
+    pub(crate) fn symbols_and_build_id(&self) -> (bool, Option<String>) {
+        let id = self.object.build_id().ok().flatten().map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+        (self.object.symbol_table().is_some(), id)
+    }
+
     /// Opens `path`, or the separate debug file installed for it (`/usr/lib/debug/.build-id/xx/yyyy.debug`,
     /// or the `.gnu_debuglink` name under `/usr/lib/debug/<dir>/` or `<dir>/.debug/`) when the object itself
     /// was stripped of its symbol table or line tables, as distributions ship shared libraries.
@@ -494,6 +515,13 @@ impl ObjectDebug {
             let mut wide_end = None;
             for _ in 0..4 {
                 let Some(ctx) = self.unit_context(range.unit, wide_end) else { break };
+                // A skeleton unit (`split-debuginfo = "packed"` or `"unpacked"`): its functions and inlining are
+                // in a `.dwo`/`.dwp` file, which is not read, and its line table alone gives the innermost
+                // *inlined* location (e.g. `core/src/cmp.rs`) under the physical function's name, which would
+                // misplace the frame. The symbol's name alone is right; see `Symbolizer::hints`.
+                if ctx.unit.dwo_id.is_some() {
+                    break;
+                }
                 match ctx.context.find_frames(svma).skip_all_loads().and_then(|mut iter| {
                     let mut out = Vec::new();
                     while let Some(frame) = iter.next()? {

@@ -309,7 +309,19 @@ fn executable_hints() -> Vec<String> {
     let mut hints = Vec::new();
     match ObjectDebug::open(std::path::Path::new("/proc/self/exe")) {
         Ok(exe) => {
-            if exe.compressed {
+            let (symbols, build_id) = exe.symbols_and_build_id();
+            if !symbols {
+                hints.push(format!(
+                    "the executable is stripped of its symbols (`strip = true` or `\"symbols\"`): stacks show                      addresses, not names{}; build with `strip = \"debuginfo\"` or `strip = false` to keep names",
+                    build_id.map(|id| format!(" (build id {id})")).unwrap_or_default()
+                ));
+            }
+            if exe.has_split_units() {
+                hints.push(
+                    "the executable's debug info is split (`split-debuginfo = \"packed\"` or `\"unpacked\"`),                      which is not read: stacks show names from the symbol table, without file:line; build with                      `split-debuginfo = \"off\"` for file:line"
+                        .to_string(),
+                );
+            } else if exe.compressed {
                 hints.push(
                     "the executable's debug sections are compressed and are not read: stacks show names from the \
                      symbol table only; link without --compress-debug-sections"

@@ -11,7 +11,6 @@
 use crate::config::Config;
 use loopscope_probes::classify::{PollTime, classify, classify_poll};
 use loopscope_probes::stack::{Frame as ProbeFrame, RawStack, SamplerConfig};
-use loopscope_probes::thread::RunState;
 use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
 use loopscope_wire::{
     Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, ProbeStatus as WireStatus, StallTime,
@@ -278,7 +277,7 @@ fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<ProbeFrame>> {
 fn sample(l: &Look, wait: bool) -> CulpritSample {
     let (state, syscall, fd_target) = match &l.snapshot.sample {
         Ok(s) => (
-            Some(state_letter(&s.state)),
+            Some(s.state.letter()),
             s.syscall.as_ref().map(|c| c.name.to_string()),
             s.syscall.as_ref().and_then(|c| c.fd_target.clone()),
         ),
@@ -319,18 +318,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
-}
-
-fn state_letter(s: &RunState) -> char {
-    match s {
-        RunState::Running => 'R',
-        RunState::Sleeping => 'S',
-        RunState::DiskSleep => 'D',
-        RunState::Stopped => 'T',
-        RunState::Zombie => 'Z',
-        RunState::Idle => 'I',
-        RunState::Other(c) => *c,
-    }
 }
 
 /// The wire's frame: the probes' frame less what only the symbolizer needs (inlined, object). The origin is

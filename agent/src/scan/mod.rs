@@ -9,7 +9,7 @@
 pub(crate) mod snapshot;
 
 use crate::shared::{RuntimeFacts, Shared};
-use loopscope_wire::{Dropped, RuntimeInfo, Totals};
+use loopscope_wire::{Dropped, LogHistogram, RuntimeInfo, Totals};
 use std::sync::atomic::Ordering::*;
 
 /// Adds the totals kept outside the task table (spawns, finishes, stalls, reports) to `totals`.
@@ -42,4 +42,9 @@ pub(crate) fn runtime_info(shared: &Shared, facts: RuntimeFacts) -> RuntimeInfo 
         workers: facts.workers,
         pid: std::process::id(),
     }
+}
+
+/// A table entry's bucket counts (a task's poll times or schedule latencies) as a histogram.
+pub(crate) fn hist<const N: usize>(counts: &[u32; N]) -> LogHistogram {
+    LogHistogram { counts: counts.iter().map(|&c| u64::from(c)).collect() }
 }

@@ -1,6 +1,6 @@
 //! Building [`Snapshot`]s: cumulative values read from the hooks' tables and the agent thread's totals.
 
-use super::{add_counters, dropped, runtime_info};
+use super::{add_counters, dropped, hist, runtime_info};
 use crate::shared::Shared;
 use crate::shared::tables::{NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
 use crate::sync::lock;
@@ -26,10 +26,6 @@ fn location_for_index(shared: &Shared, idx: u32) -> Option<Location> {
     }
 }
 
-fn hist<const N: usize>(counts: &[u32; N]) -> LogHistogram {
-    LogHistogram { counts: counts.iter().map(|&c| u64::from(c)).collect() }
-}
-
 /// A task's counters in wire form.
 pub(crate) fn task_stats(shared: &Shared, c: &TaskCounts, state: TaskState) -> TaskStats {
     let location = location_for_index(shared, c.location).unwrap_or_else(|| Location::new("<unknown>", 0, 0));
@@ -37,7 +33,7 @@ pub(crate) fn task_stats(shared: &Shared, c: &TaskCounts, state: TaskState) -> T
         count: c.sched_count,
         total: Duration::from_nanos(c.sched_total_ns),
         max: Duration::from_nanos(c.sched_max_ns),
-        histogram: hist::<TASK_BUCKETS>(&c.sched_hist),
+        histogram: hist(&c.sched_hist),
     });
     TaskStats {
         id: c.id,
@@ -48,7 +44,7 @@ pub(crate) fn task_stats(shared: &Shared, c: &TaskCounts, state: TaskState) -> T
         max_poll_duration: Duration::from_nanos(c.max_poll_ns),
         slow_poll_count: c.slow_polls,
         stall_count: c.stalls,
-        poll_histogram: hist::<TASK_BUCKETS>(&c.poll_hist),
+        poll_histogram: hist(&c.poll_hist),
         schedule_latency,
     }
 }

@@ -9,7 +9,7 @@
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`](super::full_state::FullStateSource) from the
 //! same tables.
 
-use crate::scan::{add_counters, dropped};
+use crate::scan::{add_counters, dropped, hist};
 use crate::shared::Shared;
 use crate::shared::stream::{FeedShared, Latest, LocationIds};
 use crate::shared::tables::{FINISHED, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
@@ -78,10 +78,6 @@ fn merge_latency(into: &mut Option<LatencySample>, s: &LatencySample) {
         }
         None => *into = Some(s.clone()),
     }
-}
-
-fn hist(counts: &[u32; TASK_BUCKETS]) -> LogHistogram {
-    LogHistogram { counts: counts.iter().map(|&c| u64::from(c)).collect() }
 }
 
 /// A task entry's counters in stream form.

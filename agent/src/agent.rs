@@ -19,7 +19,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// Errors from [`AgentBuilder::install`].
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A setting (in code or in a `LOOPSCOPE_*` variable) is invalid.
@@ -29,6 +29,15 @@ pub enum Error {
     /// (The *default* address being taken is not an error: the agent then runs without serving.)
     #[error("{0}")]
     Output(String),
+}
+
+/// The message, as `Display` gives it: an app whose `main` returns this error with `?` prints it with
+/// `Debug` (`Error: ...`), and a derived `Debug` would show Rust syntax (`Config(InvalidEnv { .. })`) instead
+/// of the one line that names the setting (as `anyhow::Error` does).
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Builds and installs an [`Agent`]. Start from [`Agent::builder`].

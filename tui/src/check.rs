@@ -108,6 +108,9 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
              `loopscope check --max-poll 10ms -- cargo test`"
         );
     }
+    // The report files are checked before the command runs, which may take an hour: a typo in --json must not
+    // cost the run.
+    let mut reports = ReportFiles::open(&[("--json", args.json.as_deref()), ("--junit", args.junit.as_deref())])?;
     let dir = TempDir::create()?;
     let started = Instant::now();
 
@@ -127,9 +130,10 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 _ => "",
             };
             eprintln!("loopscope check: error: cannot start `{}`: {e}{hint}", shell_words(&args.command));
-            // The shell's codes for a command that is missing (127) or cannot run (126).
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
-            return Ok(ExitCode::from(code));
+            // check could not run it: 2, as documented, rather than the shell's 127/126, which a CI script
+            // could take for the command's own failure.
+            reports.discard();
+            return Ok(ExitCode::from(EXIT_ERROR));
         }
     };
     let forwarding = signals::forward_to(&child);
@@ -161,11 +165,59 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             failed_output = true;
         }
     }
+    reports.written();
     let code = outcome.exit_code();
     if failed_output && code == 0 {
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(ExitCode::from(code))
+}
+
+/// The `--json`/`--junit` files, opened (created if missing, never truncated) before the command runs, so an
+/// unwritable path is an error at once. A file created here and never written (the command could not start)
+/// is removed again.
+struct ReportFiles {
+    created: Vec<PathBuf>,
+}
+
+impl ReportFiles {
+    fn open(paths: &[(&str, Option<&Path>)]) -> anyhow::Result<ReportFiles> {
+        let mut files = ReportFiles { created: Vec::new() };
+        for (option, path) in paths {
+            let Some(path) = path else { continue };
+            if path.is_dir() {
+                files.discard();
+                anyhow::bail!("{option} {} is a directory; give a file name", path.display());
+            }
+            let existed = path.exists();
+            if let Err(e) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+                files.discard();
+                anyhow::bail!("cannot write {option} {}: {e}", path.display());
+            }
+            if !existed {
+                files.created.push(path.to_path_buf());
+            }
+        }
+        Ok(files)
+    }
+
+    /// The reports were written: keep them.
+    fn written(&mut self) {
+        self.created.clear();
+    }
+
+    /// Nothing will be written: remove the empty files this run created.
+    fn discard(&mut self) {
+        for p in self.created.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for ReportFiles {
+    fn drop(&mut self) {
+        self.discard();
+    }
 }
 
 /// The command as one line, quoted where needed, for messages.

@@ -7,7 +7,7 @@ use crate::app::{self, Driver};
 use crate::demo::{DemoApp, DemoOptions};
 use crate::source::{CONNECT_TIMEOUT, LiveFeed, Replay};
 use anyhow::Context as _;
-use loopscope_wire::client::Client;
+use loopscope_wire::client::{Client, ClientError};
 use loopscope_wire::proto::{DEFAULT_ADDR, ServeAddr};
 use loopscope_wire::record::{Recorder, StreamEnd, record_stream};
 use std::io::IsTerminal as _;
@@ -31,7 +31,7 @@ fn require_terminal() -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the dashboard needs a terminal (standard output is not one); to save the stream instead, use \
-             `loopscope record ADDR FILE`"
+             `loopscope record [ADDR] -o FILE`"
         );
     }
     Ok(())
@@ -41,31 +41,61 @@ fn connect(addr: &ServeAddr) -> anyhow::Result<Client> {
     Ok(Client::connect_named(addr, CLIENT_NAME, CONNECT_TIMEOUT)?)
 }
 
-/// `loopscope top [ADDR]`: the dashboard on a running app.
-pub fn top(addr: Option<&str>) -> anyhow::Result<()> {
+/// `loopscope top [ADDR]`: the dashboard on a running app. When nothing listens there yet, it waits for the app
+/// (as tokio-console does), unless `no_wait`; anything else that goes wrong on the first connection (not a
+/// loopscope agent, another protocol version, refused) is an error before the screen changes.
+pub fn top(addr: Option<&str>, no_wait: bool, refresh: Duration) -> anyhow::Result<()> {
     let addr = parse_addr(addr)?;
-    let client = connect(&addr)?;
-    require_terminal()?;
-    let feed = LiveFeed::start(client).context("starting the network thread")?;
-    app::run(Driver::Live(feed), addr.to_string())
+    let feed = match Client::connect_named(&addr, CLIENT_NAME, CONNECT_TIMEOUT) {
+        Ok(client) => {
+            require_terminal()?;
+            LiveFeed::start(client)
+        }
+        Err(ClientError::Unreachable { .. }) if !no_wait => {
+            require_terminal()?;
+            LiveFeed::wait_for(addr.clone(), CLIENT_NAME)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    .context("starting the network thread")?;
+    app::run(Driver::Live(feed), addr.to_string(), refresh)
 }
 
 /// `loopscope replay FILE`: the dashboard over a recording.
-pub fn replay(file: &Path, allow_damaged: bool) -> anyhow::Result<()> {
+pub fn replay(file: &Path, allow_damaged: bool, refresh: Duration) -> anyhow::Result<()> {
     let replay = Replay::load(file, allow_damaged)?;
     require_terminal()?;
     let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
-    app::run(Driver::Replay(Box::new(replay)), name)
+    app::run(Driver::Replay(Box::new(replay)), name, refresh)
 }
 
-/// `loopscope record [ADDR] FILE`: saves the stream until the app goes away, `duration` passes, or Ctrl-C.
-pub fn record(addr: Option<&str>, file: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
+/// Creates the file `record` writes: a new file, or (with `force`) over an existing one. An existing file is
+/// never replaced by mistake: it may be the only copy of an earlier incident.
+fn create_output(file: &Path, force: bool) -> anyhow::Result<std::fs::File> {
+    let mut open = std::fs::File::options();
+    open.write(true);
+    if force {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    open.open(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            anyhow::anyhow!("{} already exists; pass --force to overwrite it, or choose another file", file.display())
+        }
+        _ => anyhow::anyhow!("cannot create {}: {e}", file.display()),
+    })
+}
+
+/// `loopscope record [ADDR] -o FILE`: saves the stream until the app goes away, `duration` passes, or Ctrl-C.
+pub fn record(addr: Option<&str>, file: &Path, force: bool, duration: Option<Duration>) -> anyhow::Result<()> {
     let addr = parse_addr(addr)?;
+    if file.is_dir() {
+        anyhow::bail!("{} is a directory; give the recording's file name, e.g. -o app.lsrec", file.display());
+    }
     let mut client = connect(&addr)?;
     let mut recorder = Recorder::with_name(
-        std::io::BufWriter::new(
-            std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?,
-        ),
+        std::io::BufWriter::new(create_output(file, force)?),
         client.hello(),
         unix_now(),
         CLIENT_NAME,
@@ -102,7 +132,7 @@ pub fn record(addr: Option<&str>, file: &Path, duration: Option<Duration>) -> an
 
 /// `loopscope demo`: starts the demo app and opens the dashboard on it (or, with `no_ui`, serves until
 /// Ctrl-C or `seconds`).
-pub fn demo(opts: &DemoOptions, no_ui: bool, seconds: Option<u64>) -> anyhow::Result<()> {
+pub fn demo(opts: &DemoOptions, no_ui: bool, seconds: Option<u64>, refresh: Duration) -> anyhow::Result<()> {
     if !no_ui {
         require_terminal()?;
     }
@@ -139,7 +169,7 @@ pub fn demo(opts: &DemoOptions, no_ui: bool, seconds: Option<u64>) -> anyhow::Re
     }
     let client = connect(&addr).context("connecting to the demo's own agent")?;
     let feed = LiveFeed::start(client).context("starting the network thread")?;
-    let result = app::run(Driver::Live(feed), format!("demo agent {addr}"));
+    let result = app::run(Driver::Live(feed), format!("demo agent {addr}"), refresh);
     drop(app);
     result
 }

@@ -296,12 +296,21 @@ impl DemoApp {
 impl Drop for DemoApp {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The clients see the flag after their current request; a request may wait on a handler that blocks
+        // for up to 200 ms. Do not wait longer than that for them: the dashboard promises to be gone within a
+        // second of its terminal closing, and a load thread left behind ends with the process.
         if let Some(l) = self.load.take() {
-            let _ = l.join();
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while !l.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if l.is_finished() {
+                let _ = l.join();
+            }
         }
         if let Some(rt) = self.runtime.take() {
-            // A handler may be in the middle of a blocking call; do not wait for it forever.
-            rt.shutdown_timeout(Duration::from_secs(1));
+            // A handler may be in the middle of a blocking call; do not wait for it long.
+            rt.shutdown_timeout(Duration::from_millis(300));
         }
     }
 }

@@ -13,5 +13,6 @@ pub mod commands;
 pub mod demo;
 pub mod model;
 pub mod source;
+pub mod terminal;
 pub mod ui;
 pub mod view;

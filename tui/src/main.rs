@@ -10,7 +10,7 @@ mod check;
 use clap::{Parser, Subcommand};
 use loopscope_tui::commands;
 use loopscope_tui::demo::DemoOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,24 +33,51 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Live dashboard of a running app (default address 127.0.0.1:6670).
+    /// Live dashboard of a running app (default address 127.0.0.1:6670). Waits for the app to start.
+    #[command(after_help = "Exit status: 0 when you quit (q, Ctrl-C) or the terminal closes; 1 when the address is \
+                              invalid, something other than a loopscope agent answers, or (with --no-wait) nothing is \
+                              listening yet; 128+N after signal N.")]
     Top {
         /// The agent's address: HOST:PORT, :PORT, PORT or unix:/path.sock.
         addr: Option<String>,
+        /// Fail at once (exit 1) if nothing listens at the address yet, instead of waiting for the app.
+        #[arg(long)]
+        no_wait: bool,
+        /// The window rates and counts on screen are averaged over (raw samples flicker), e.g. 1s, 500ms, 5s.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
+        refresh: Duration,
     },
     /// The dashboard over a recording, with pause, step, seek and speed.
+    #[command(after_help = "Exit status: 0 when you quit or the terminal closes; 1 when the file cannot be read, \
+                              is not a recording, or is damaged (without --allow-damaged); 128+N after signal N.")]
     Replay {
         /// A recording made with `loopscope record` (or the agent's `record` setting).
         file: PathBuf,
         /// Replay the intact part of a truncated or corrupt recording instead of refusing it.
         #[arg(long)]
         allow_damaged: bool,
+        /// The window rates and counts on screen are averaged over, e.g. 1s, 500ms, 5s.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
+        refresh: Duration,
     },
     /// Save an app's stream to a file, until the app exits, --duration passes, or Ctrl-C.
+    #[command(after_help = "\
+Exit status: 0 when the recording ends; 1 when the address is bad, the app cannot be reached, or FILE exists
+(without --force) or cannot be created; 2 when the arguments are wrong (FILE missing).
+
+Examples:
+  loopscope record -o app.lsrec                    # the agent on 127.0.0.1:6670
+  loopscope record 127.0.0.1:7000 -o app.lsrec --duration 30s
+  loopscope replay app.lsrec")]
     Record {
-        /// [ADDR] FILE: the agent's address (default 127.0.0.1:6670) and the file to write.
-        #[arg(num_args = 1..=2, value_names = ["ADDR", "FILE"], required = true)]
-        args: Vec<String>,
+        /// The agent's address: HOST:PORT, :PORT, PORT or unix:/path.sock (default 127.0.0.1:6670).
+        addr: Option<String>,
+        /// The file to write (required; an existing file is kept unless --force).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
         /// Stop after this long (e.g. 30s, 5m).
         #[arg(long, value_parser = loopscope_wire::parse_duration)]
         duration: Option<Duration>,
@@ -69,17 +96,47 @@ enum Command {
         /// With --no-ui: stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
+        /// The window rates and counts on screen are averaged over, e.g. 1s, 500ms, 5s.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
+        refresh: Duration,
     },
     /// Run a program with CI reporting on; fail if any poll blocked its worker.
     Check(check::CheckArgs),
 }
 
-/// Prints an error on one line (its causes joined with ": ") and gives exit code 1.
+/// `--refresh`: a duration between 100 ms and a minute.
+fn parse_refresh(s: &str) -> Result<Duration, String> {
+    let d = loopscope_wire::parse_duration(s)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&d) {
+        return Err(format!("{s} is outside 100ms..60s"));
+    }
+    Ok(d)
+}
+
+/// The error as one line: its message, then each cause that adds something. Errors often repeat their
+/// source's text in their own message (and `thiserror` makes a field named `source` the source), so a cause
+/// already contained in the line so far is left out rather than printed twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// Prints an error on one line and gives exit code 1; after a signal, gives 128+N.
 fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match loopscope_tui::app::termination_signal() {
+            Some(sig) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
+            None => ExitCode::SUCCESS,
+        },
         Err(e) => {
-            eprintln!("loopscope: {e:#}");
+            eprintln!("loopscope: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -88,18 +145,15 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Top { addr }) => finish(commands::top(addr.as_deref())),
-        Some(Command::Replay { file, allow_damaged }) => finish(commands::replay(&file, allow_damaged)),
-        Some(Command::Record { args, duration }) => {
-            let (addr, file) = match args.as_slice() {
-                [file] => (None, file),
-                [addr, file, ..] => (Some(addr.as_str()), file),
-                [] => return finish(Err(anyhow::anyhow!("record needs a FILE"))),
-            };
-            finish(commands::record(addr, Path::new(file), duration))
+        Some(Command::Top { addr, no_wait, refresh }) => finish(commands::top(addr.as_deref(), no_wait, refresh)),
+        Some(Command::Replay { file, allow_damaged, refresh }) => {
+            finish(commands::replay(&file, allow_damaged, refresh))
         }
-        Some(Command::Demo { serve, workers, no_ui, seconds }) => {
-            finish(commands::demo(&DemoOptions { serve, workers }, no_ui, seconds))
+        Some(Command::Record { addr, output, force, duration }) => {
+            finish(commands::record(addr.as_deref(), &output, force, duration))
+        }
+        Some(Command::Demo { serve, workers, no_ui, seconds, refresh }) => {
+            finish(commands::demo(&DemoOptions { serve, workers }, no_ui, seconds, refresh))
         }
         Some(Command::Check(args)) => check::run(args),
         None => {
@@ -107,5 +161,24 @@ fn main() -> std::process::ExitCode {
             let _ = cmd.print_long_help();
             std::process::ExitCode::SUCCESS
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_repeated_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e = anyhow::Error::new(io).context("I/O error at the file header: No such file or directory (os error 2)");
+        let e =
+            e.context("cannot replay x.lsrec: I/O error at the file header: No such file or directory (os error 2)");
+        assert_eq!(
+            one_line(&e),
+            "cannot replay x.lsrec: I/O error at the file header: No such file or directory (os error 2)"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&e), "outer: inner");
     }
 }

@@ -6,96 +6,15 @@
 
 use crate::view::SortKey;
 use loopscope_wire::proto::{LocationSample, TaskSample};
-use loopscope_wire::state::{LocationEntry, StallEntry, State, WorkerView};
+use loopscope_wire::state::{History, LocationEntry, StallEntry, State, WorkerView};
 use loopscope_wire::{Location, LogHistogram, StallKind};
-use std::cmp::Ordering;
 use std::time::Duration;
 
-/// A duration in the shortest readable form: `850ns`, `12.3µs`, `4.5ms`, `1.23s`, `2m03s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let n = d.as_nanos();
-    if n < 1_000 {
-        format!("{n}ns")
-    } else if n < 1_000_000 {
-        fmt_3(n as f64 / 1e3, "µs")
-    } else if n < 1_000_000_000 {
-        fmt_3(n as f64 / 1e6, "ms")
-    } else if n < 60_000_000_000 {
-        fmt_3(n as f64 / 1e9, "s")
-    } else {
-        let s = d.as_secs();
-        if s < 3600 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{}h{:02}m", s / 3600, (s / 60) % 60) }
-    }
-}
+mod format;
+mod tasks;
 
-/// Three significant digits at most (`1.23`, `12.3`, `123`), so columns stay narrow.
-fn fmt_3(v: f64, unit: &str) -> String {
-    if v < 10.0 {
-        format!("{v:.2}{unit}")
-    } else if v < 100.0 {
-        format!("{v:.1}{unit}")
-    } else {
-        format!("{v:.0}{unit}")
-    }
-}
-
-/// A duration given in nanoseconds; see [`fmt_duration`].
-pub fn fmt_nanos(n: u64) -> String {
-    fmt_duration(Duration::from_nanos(n))
-}
-
-/// A count with a k/M/G suffix past 10,000: `9999`, `12.3k`, `4.56M`.
-pub fn fmt_count(n: u64) -> String {
-    if n < 10_000 {
-        n.to_string()
-    } else if n < 10_000_000 {
-        fmt_3(n as f64 / 1e3, "k")
-    } else if n < 10_000_000_000 {
-        fmt_3(n as f64 / 1e6, "M")
-    } else {
-        fmt_3(n as f64 / 1e9, "G")
-    }
-}
-
-/// A rate with a k/M suffix: `0`, `12.5`, `340`, `12.3k`.
-pub fn fmt_rate(r: f64) -> String {
-    if !r.is_finite() || r <= 0.0 {
-        "0".into()
-    } else if r < 100.0 {
-        format!("{r:.1}")
-    } else if r < 10_000.0 {
-        format!("{r:.0}")
-    } else if r < 10_000_000.0 {
-        fmt_3(r / 1e3, "k")
-    } else {
-        fmt_3(r / 1e6, "M")
-    }
-}
-
-/// The blocks sparklines are drawn with, lowest first.
-const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-
-/// The last `width` values as a one-line sparkline scaled to `max(values, floor)`. A series of zeros is a
-/// flat line of the lowest block, so an idle queue still reads as "measured, empty".
-pub fn sparkline<I>(values: I, width: usize, floor: f64) -> String
-where
-    I: DoubleEndedIterator<Item = f64> + ExactSizeIterator,
-{
-    let skip = values.len().saturating_sub(width);
-    let vals: Vec<f64> = values.skip(skip).collect();
-    let max = vals.iter().copied().fold(floor, f64::max);
-    let mut s: String = vals
-        .iter()
-        .map(|v| {
-            let i = if max > 0.0 { ((v / max) * (SPARK.len() - 1) as f64).round() as usize } else { 0 };
-            SPARK[i.min(SPARK.len() - 1)]
-        })
-        .collect();
-    // Right-align: the newest value sits at the right edge, as in htop and bottom.
-    let pad = width.saturating_sub(vals.len());
-    s.insert_str(0, &" ".repeat(pad));
-    s
-}
+pub use format::{fmt_count, fmt_duration, fmt_nanos, fmt_rate, sparkline};
+pub use tasks::{TaskOrder, TaskRow, TaskScope, TaskStalls, polls_in_flight, stalls_by_task};
 
 /// The dashboard's header figures.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -104,12 +23,14 @@ pub struct HeaderStats {
     pub uptime: Duration,
     /// Worker threads.
     pub workers: usize,
-    /// Alive tasks, as tokio counts them.
+    /// Alive tasks, as tokio counts them, averaged over the window.
     pub alive_tasks: u64,
-    /// Polls per second over the last tick.
+    /// Polls per second over the window.
     pub polls_per_second: f64,
-    /// Mean busy ratio of the workers over the last tick (0.0..=1.0).
+    /// Mean busy ratio of the workers over the window (0.0..=1.0).
     pub busy_ratio: f64,
+    /// The window, in words (`1s avg`).
+    pub window: String,
     /// Stalls per minute over the last minute.
     pub stalls_per_minute: f64,
     /// Stalls since the agent started.
@@ -128,10 +49,45 @@ pub struct HeaderStats {
     pub probes_inactive: Vec<String>,
 }
 
-/// Computes the header figures.
-pub fn header_stats(state: &State) -> HeaderStats {
+/// How often the agent samples (from its greeting; 250 ms, its default, until the greeting arrives).
+pub fn sample_interval(state: &State) -> Duration {
+    state.hello().map_or(Duration::from_millis(250), |h| h.sample_interval).max(Duration::from_millis(1))
+}
+
+/// How many of the latest samples a rate window of `window` spans: at least one.
+pub fn window_samples(state: &State, window: Duration) -> usize {
+    let n = window.as_secs_f64() / sample_interval(state).as_secs_f64();
+    (n.round() as usize).max(1)
+}
+
+/// The window rates are averaged over, in words: `1s avg` (or `per 250ms sample` when the window is one
+/// sample).
+pub fn fmt_window(state: &State, window: Duration) -> String {
+    let n = window_samples(state, window);
+    let interval = sample_interval(state);
+    let whole = |d: Duration| {
+        if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    };
+    if n == 1 {
+        format!("per {} sample", whole(interval))
+    } else {
+        format!("{} avg", whole(interval * u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+}
+
+/// The mean of the latest `n` values of a series (each one sample interval long, so the mean of the rates
+/// is the rate over the window), or `None` when it is empty.
+pub fn window_mean(h: &History<f64>, n: usize) -> Option<f64> {
+    let vals: Vec<f64> = h.iter().rev().take(n.max(1)).copied().collect();
+    (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+}
+
+/// Computes the header figures, rates and the task count averaged over `window` (raw samples flicker: a
+/// burst of short tasks reads `tasks 51` one sample and `tasks 2` the next).
+pub fn header_stats(state: &State, window: Duration) -> HeaderStats {
     let workers: Vec<&WorkerView> = state.workers().collect();
-    let busy: Vec<f64> = workers.iter().filter_map(|w| w.busy_ratio.latest().copied()).collect();
+    let n = window_samples(state, window);
+    let busy: Vec<f64> = workers.iter().filter_map(|w| window_mean(&w.busy_ratio, n)).collect();
     let busy_ratio = if busy.is_empty() { 0.0 } else { busy.iter().sum::<f64>() / busy.len() as f64 };
     let d = state.dropped();
     let sd = state.state_dropped();
@@ -152,11 +108,21 @@ pub fn header_stats(state: &State) -> HeaderStats {
     HeaderStats {
         uptime: state.uptime(),
         workers: workers.len().max(state.global().workers as usize),
-        alive_tasks: state.global().alive_tasks,
-        polls_per_second: state.polls_per_second_history().latest().copied().unwrap_or(0.0),
+        alive_tasks: {
+            let recent: Vec<u64> = state.alive_tasks_history().iter().rev().take(n).copied().collect();
+            if recent.is_empty() {
+                state.global().alive_tasks
+            } else {
+                (recent.iter().sum::<u64>() as f64 / recent.len() as f64).round() as u64
+            }
+        },
+        polls_per_second: window_mean(state.polls_per_second_history(), n).unwrap_or(0.0),
+        window: fmt_window(state, window),
         busy_ratio,
         stalls_per_minute: state.stalls_per_minute(),
-        stalls_total: state.totals().stall_count,
+        // The stall log can run ahead of the totals (a stall's event arrives before the tick that counts it):
+        // the header never shows fewer stalls than the list beside it.
+        stalls_total: state.totals().stall_count.max(state.stalls().count() as u64),
         sched_p50: wait.recent_p50_nanos.map(Duration::from_nanos),
         sched_p99: wait.recent_p99_nanos.map(Duration::from_nanos),
         dropped_total,
@@ -210,7 +176,9 @@ pub fn live_stall(state: &State, w: &WorkerView, now_unix_nanos: u64) -> Option<
 }
 
 /// `file:line:col` shortened to its last two path components (`src/handlers.rs:66:26`), which is what
-/// people recognize; absolute paths would eat the whole column.
+/// people recognize; absolute paths would eat the whole column. Every screen names locations this way (lists,
+/// detail panes), as stack frames do ([`loopscope_wire::Frame::display_short`]), so one file never appears
+/// under two names.
 pub fn short_location(l: &Location) -> String {
     let parts: Vec<&str> = l.file.rsplit('/').take(2).collect();
     let file: Vec<&str> = parts.into_iter().rev().collect();
@@ -220,7 +188,7 @@ pub fn short_location(l: &Location) -> String {
 /// A sort key that orders histograms by their 99th percentile: the index of the bucket holding it (+1; 0 when
 /// empty). Integer-only, because it runs for every task of every frame when sorting by p99; it uses the same
 /// rank rule as [`LogHistogram::quantile`] (rank = ceil(0.99 × count)), in integers.
-fn p99_nanos(h: &LogHistogram) -> u64 {
+pub(crate) fn p99_nanos(h: &LogHistogram) -> u64 {
     let total: u64 = h.counts.iter().sum();
     if total == 0 {
         return 0;
@@ -261,7 +229,7 @@ pub fn task_sched_p99(t: &TaskSample) -> String {
 
 /// Which locations a filter matches, decided once per location (there are few of them, and many tasks), as a
 /// table indexed by location id (ids are small and dense: the agent numbers them from 0).
-fn location_matches(state: &State, needle: &str) -> Vec<bool> {
+pub(crate) fn location_matches(state: &State, needle: &str) -> Vec<bool> {
     let len = state.locations().map(|e| e.id as usize + 1).max().unwrap_or(0);
     let mut m = vec![false; len];
     for e in state.locations() {
@@ -270,83 +238,11 @@ fn location_matches(state: &State, needle: &str) -> Vec<bool> {
     m
 }
 
-fn task_key(t: &TaskSample, sort: SortKey) -> u64 {
-    match sort {
-        SortKey::Busy => t.busy_nanos,
-        SortKey::Polls => t.poll_count,
-        SortKey::MaxPoll => t.max_poll_nanos,
-        SortKey::P99Poll => p99_nanos(&t.poll_histogram),
-        SortKey::SlowPolls => t.slow_poll_count,
-        SortKey::SchedP99 => t.schedule_latency.as_ref().map_or(0, |l| p99_nanos(&l.histogram)),
-        SortKey::Stalls => t.stall_count,
-        SortKey::Name => t.id,
-    }
-}
-
-/// Live tasks, filtered and ordered, of which only the shown window is ever fully sorted.
-#[derive(Debug)]
-pub struct TaskOrder<'a> {
-    /// (sort key, task id, task); the id breaks ties so the order is stable from frame to frame.
-    rows: Vec<(u64, u64, &'a TaskSample)>,
-    descending: bool,
-}
-
-impl<'a> TaskOrder<'a> {
-    /// Filters the live tasks of `state` (case-insensitive substring of the spawn location, or of the task
-    /// id) and prepares them for ordering by `sort`.
-    pub fn new(state: &'a State, filter: &str, sort: SortKey, descending: bool) -> Self {
-        let needle = filter.trim().to_lowercase();
-        let locs = (!needle.is_empty()).then(|| location_matches(state, &needle));
-        let id_filter = !needle.is_empty() && needle.bytes().all(|b| b.is_ascii_digit());
-        let rows = state
-            .tasks()
-            .values()
-            .filter(|t| match &locs {
-                None => true,
-                Some(m) => {
-                    m.get(t.location as usize).copied().unwrap_or(false)
-                        || (id_filter && t.id.to_string().contains(&needle))
-                }
-            })
-            .map(|t| (task_key(t, sort), t.id, t))
-            .collect();
-        TaskOrder { rows, descending }
-    }
-
-    /// Tasks that passed the filter.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether no task passed the filter.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// Rows `start..start + len` of the ordered list. Costs O(n + (start + len) log(start + len)): the rows
-    /// after the window are never sorted.
-    pub fn window(&mut self, start: usize, len: usize) -> Vec<&'a TaskSample> {
-        let desc = self.descending;
-        let cmp = move |a: &(u64, u64, &TaskSample), b: &(u64, u64, &TaskSample)| -> Ordering {
-            let by_key = if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
-            by_key.then(a.1.cmp(&b.1))
-        };
-        let end = start.saturating_add(len).min(self.rows.len());
-        if start >= end {
-            return Vec::new();
-        }
-        if end < self.rows.len() {
-            self.rows.select_nth_unstable_by(end, cmp);
-        }
-        let head = &mut self.rows[..end];
-        head.sort_unstable_by(cmp);
-        head[start..].iter().map(|r| r.2).collect()
-    }
-}
-
 /// One row of the by-location table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocationRow<'a> {
+    /// The stream's id for it (what the selection follows).
+    pub id: u32,
     /// The location.
     pub location: &'a Location,
     /// Its counters (all zero until the agent sent them).
@@ -385,7 +281,7 @@ pub fn location_rows<'a>(state: &'a State, filter: &str, sort: SortKey, descendi
         let by_key = if descending { by_key.reverse() } else { by_key };
         by_key.then_with(|| an.cmp(bn))
     });
-    rows.into_iter().map(|(e, _)| LocationRow { location: &e.location, stats: e.stats.as_ref() }).collect()
+    rows.into_iter().map(|(e, _)| LocationRow { id: e.id, location: &e.location, stats: e.stats.as_ref() }).collect()
 }
 
 /// The stall log, newest first, filtered on its location, task id, classification and frames.
@@ -438,119 +334,4 @@ pub fn shown_buckets(h: &LogHistogram, min_len: usize) -> std::ops::Range<usize>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use loopscope_wire::proto::{FullState, LocationInfo, ServerMessage, Tick, full_state_messages};
-
-    #[test]
-    fn durations_counts_and_rates_read_well() {
-        assert_eq!(fmt_nanos(850), "850ns");
-        assert_eq!(fmt_nanos(12_345), "12.3µs");
-        assert_eq!(fmt_nanos(4_500_000), "4.50ms");
-        assert_eq!(fmt_nanos(1_234_000_000), "1.23s");
-        assert_eq!(fmt_duration(Duration::from_secs(123)), "2m03s");
-        assert_eq!(fmt_duration(Duration::from_secs(7300)), "2h01m");
-        assert_eq!(fmt_count(9_999), "9999");
-        assert_eq!(fmt_count(12_345), "12.3k");
-        assert_eq!(fmt_count(4_560_000), "4560k");
-        assert_eq!(fmt_count(45_600_000), "45.6M");
-        assert_eq!(fmt_rate(0.0), "0");
-        assert_eq!(fmt_rate(12.54), "12.5");
-        assert_eq!(fmt_rate(f64::NAN), "0");
-        assert_eq!(fmt_rate(12_300.0), "12.3k");
-    }
-
-    #[test]
-    fn sparkline_scales_and_right_aligns() {
-        let v = [0.0, 1.0, 2.0, 4.0];
-        assert_eq!(sparkline(v.iter().copied(), 6, 0.0), "  ▁▃▅█");
-        assert_eq!(sparkline(v.iter().copied(), 2, 0.0), "▅█", "keeps the newest values");
-        assert_eq!(sparkline([0.0, 0.0].iter().copied(), 2, 1.0), "▁▁");
-        assert_eq!(sparkline([1.0].iter().copied(), 1, 8.0), "▂", "the floor keeps small values small");
-    }
-
-    fn state_with_tasks(n: u64) -> State {
-        let mut s = State::new();
-        let full = FullState {
-            locations: vec![
-                LocationInfo { id: 0, location: Location::new("src/handlers.rs", 10, 5) },
-                LocationInfo { id: 1, location: Location::new("src/db.rs", 20, 9) },
-            ],
-            ..FullState::default()
-        };
-        let tasks = (0..n)
-            .map(|id| {
-                let mut t = TaskSample::new(id, (id % 2) as u32);
-                t.busy_nanos = (id * 7919) % 1000;
-                t.poll_count = id;
-                t
-            })
-            .collect();
-        for m in full_state_messages(full, tasks) {
-            s.apply(&m);
-        }
-        s
-    }
-
-    #[test]
-    fn task_window_matches_a_full_sort_and_filters_by_location_or_id() {
-        let s = state_with_tasks(1000);
-        let mut all: Vec<&TaskSample> = s.tasks().values().collect();
-        all.sort_by(|a, b| b.busy_nanos.cmp(&a.busy_nanos).then(a.id.cmp(&b.id)));
-        let mut order = TaskOrder::new(&s, "", SortKey::Busy, true);
-        assert_eq!(order.len(), 1000);
-        let ids = |v: &[&TaskSample]| v.iter().map(|t| t.id).collect::<Vec<_>>();
-        assert_eq!(ids(&order.window(0, 10)), ids(&all[0..10]));
-        assert_eq!(ids(&order.window(500, 7)), ids(&all[500..507]));
-        assert_eq!(order.window(999, 10).len(), 1);
-        assert!(order.window(2000, 10).is_empty());
-
-        let mut db = TaskOrder::new(&s, "DB.rs", SortKey::Polls, false);
-        assert_eq!(db.len(), 500);
-        assert_eq!(ids(&db.window(0, 3)), vec![1, 3, 5]);
-        let by_id = TaskOrder::new(&s, "999", SortKey::Polls, false);
-        assert_eq!(by_id.len(), 1);
-    }
-
-    #[test]
-    fn locations_sort_with_names_breaking_ties() {
-        let s = state_with_tasks(4);
-        let rows = location_rows(&s, "", SortKey::Name, false);
-        let names: Vec<String> = rows.iter().map(|r| r.location.to_string()).collect();
-        assert_eq!(names, vec!["src/db.rs:20:9", "src/handlers.rs:10:5"]);
-        assert_eq!(location_rows(&s, "handlers", SortKey::Busy, true).len(), 1);
-    }
-
-    #[test]
-    fn header_sums_what_was_dropped() {
-        let mut s = state_with_tasks(1);
-        let mut t = Tick { seq: 5, uptime_nanos: 1_000_000_000, ..Tick::default() };
-        t.dropped.untracked_tasks = 3;
-        s.apply(&ServerMessage::Tick(Box::new(t)));
-        let h = header_stats(&s);
-        // Ticks 1..=4 never arrived.
-        assert_eq!(h.dropped_total, 3 + 4);
-        assert_eq!(h.dropped_detail, vec!["3 untracked tasks".to_string(), "4 missed ticks".to_string()]);
-    }
-
-    #[test]
-    fn shown_buckets_cover_the_data_and_a_minimum() {
-        let mut h = LogHistogram::new(16);
-        h.record(Duration::from_micros(3));
-        h.record(Duration::from_millis(3));
-        let r = shown_buckets(&h, 4);
-        assert_eq!(r, 2..13);
-        assert_eq!(shown_buckets(&LogHistogram::new(16), 6), 0..6);
-        let mut one = LogHistogram::new(16);
-        one.record(Duration::from_secs(10));
-        assert_eq!(shown_buckets(&one, 4), 12..16);
-        assert_eq!(bucket_label(&h, 0), "<1.02µs");
-        assert_eq!(bucket_label(&h, 15), "≥16.8ms");
-    }
-
-    #[test]
-    fn short_locations_keep_two_path_components() {
-        assert_eq!(short_location(&Location::new("/home/me/app/src/main.rs", 3, 4)), "src/main.rs:3:4");
-        assert_eq!(short_location(&Location::new("main.rs", 3, 4)), "main.rs:3:4");
-    }
-}
+mod tests;

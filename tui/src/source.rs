@@ -35,6 +35,8 @@ pub enum NetEvent {
     Message(ServerMessage),
     /// The connection is gone (or a retry failed); the reason in words. The thread keeps retrying.
     Disconnected(String),
+    /// No app has answered yet (`top` started first); what it waits for, in words. The thread keeps trying.
+    Waiting(String),
 }
 
 /// A short reason for the status line.
@@ -67,6 +69,26 @@ impl LiveFeed {
         let thread = std::thread::Builder::new().name("loopscope-net".into()).spawn({
             let stop = stop.clone();
             move || net_thread(client, &tx, &stop)
+        })?;
+        Ok(LiveFeed { rx, stop, thread: Some(thread), addr })
+    }
+
+    /// Waits on a new thread for an app to serve at `addr` (nothing listens there yet), then reads it as
+    /// [`LiveFeed::start`] does. Until then the UI gets one [`NetEvent::Disconnected`] saying it waits.
+    pub fn wait_for(addr: ServeAddr, client_name: &'static str) -> std::io::Result<LiveFeed> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("loopscope-net".into()).spawn({
+            let stop = stop.clone();
+            let addr = addr.clone();
+            move || {
+                let waiting = format!("Waiting for the app at {addr}: nothing listens there yet.");
+                if !send(&tx, &stop, NetEvent::Waiting(waiting)) {
+                    return;
+                }
+                let Some(client) = first_connection(&addr, client_name, &tx, &stop) else { return };
+                net_thread(client, &tx, &stop);
+            }
         })?;
         Ok(LiveFeed { rx, stop, thread: Some(thread), addr })
     }
@@ -149,6 +171,39 @@ fn net_thread(mut client: Client, tx: &SyncSender<NetEvent>, stop: &AtomicBool) 
     }
 }
 
+/// Tries every second until an agent answers at `addr`, or the UI quits (`None`). Says so when the reason it
+/// cannot connect changes (something else took the port, say).
+fn first_connection(
+    addr: &ServeAddr,
+    client_name: &str,
+    tx: &SyncSender<NetEvent>,
+    stop: &AtomicBool,
+) -> Option<Client> {
+    let mut last_reason = String::new();
+    loop {
+        match Client::connect_named(addr, client_name, CONNECT_TIMEOUT) {
+            Ok(c) => return Some(c),
+            Err(ClientError::Unreachable { .. }) => {}
+            Err(e) => {
+                let reason = disconnect_reason(&e, None);
+                if reason != last_reason {
+                    if !send(tx, stop, NetEvent::Disconnected(reason.clone())) {
+                        return None;
+                    }
+                    last_reason = reason;
+                }
+            }
+        }
+        let next = Instant::now() + RETRY_EVERY;
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Retries every second until it connects, or the UI quits (`None`).
 fn reconnect(old: &Client, tx: &SyncSender<NetEvent>, stop: &AtomicBool) -> Option<Client> {
     let mut last_reason = String::new();
@@ -201,11 +256,13 @@ pub enum ReplayError {
         /// What is wrong, and where (part of the message).
         source: RecordError,
     },
-    /// The file has no data at all after its header.
-    #[error("cannot replay {path}: the recording holds no data (it was stopped before the agent sent anything)")]
+    /// The file has no records after its header.
+    #[error("cannot replay {path}: {why}")]
     Empty {
         /// The file.
         path: String,
+        /// Why, in words: cut short after its header, or stopped before the agent sent anything.
+        why: String,
     },
 }
 
@@ -242,18 +299,34 @@ impl Replay {
         let header = reader.header().clone();
         let mut records = Vec::new();
         let mut note = None;
+        let mut ending: Option<RecordError> = None;
         for r in reader.by_ref() {
             match r {
                 Ok(rec) => records.push(rec),
-                Err(e) if e.is_unfinished() => note = Some("recording unfinished (recorder stopped early)".into()),
-                Err(e) if allow_damaged => note = Some(format!("damaged: {e}")),
+                Err(e) if e.is_unfinished() => {
+                    note = Some("recording unfinished (recorder stopped early)".into());
+                    ending = Some(e);
+                }
+                Err(e) if allow_damaged => {
+                    note = Some(format!("damaged: {e}"));
+                    ending = Some(e);
+                }
                 Err(source) => {
                     return Err(ReplayError::Damaged { path: shown.to_string(), good: records.len(), source });
                 }
             }
         }
         if records.is_empty() {
-            return Err(ReplayError::Empty { path: shown.to_string() });
+            let why = match ending {
+                // A recording is cut or killed just after its header: say that, not that the app was silent.
+                Some(RecordError::Unfinished { byte, .. }) => format!(
+                    "the file ends after its header (byte {byte}) with no records and no end marker: it was cut \
+                     short, or the recorder was stopped before the agent sent anything"
+                ),
+                Some(e) => format!("nothing intact to replay: {e}"),
+                None => "the recording holds no data: the recorder was stopped before the agent sent anything".into(),
+            };
+            return Err(ReplayError::Empty { path: shown.to_string(), why });
         }
         let total = records.last().map_or(Duration::ZERO, |r| r.offset);
         Ok(Replay { header, records, next: 0, position: Duration::ZERO, total, speed: 1.0, note })

@@ -5,7 +5,10 @@
 //! (state, view, area). Keeping the three apart is what lets the snapshot tests drive each screen from a
 //! recording (see `STYLE.md`, "TUI").
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
 use std::cell::Cell;
 
 /// The screens, in Tab order.
@@ -94,6 +97,9 @@ impl SortKey {
     }
 }
 
+/// Numeric columns of the Tasks tables (`ui::tasks::NUM_COLUMNS`), the range of the sideways scroll.
+pub const TASK_COLUMNS: usize = 7;
+
 /// Whether keys go to navigation or into the filter being typed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputMode {
@@ -131,12 +137,17 @@ pub enum Action {
     Replay(ReplayCommand),
 }
 
-/// Per-screen selection: the selected row and the first row shown (kept by the renderer so the selection
-/// stays visible; a `Cell` because rendering only borrows the view).
+/// Per-screen selection. It follows its item, not its row (as in tokio-console and k9s): `id` is the item
+/// (task, location, stall) drawn as selected last frame, and the next frame selects that item wherever the
+/// order has moved it; only when it is gone does the selection stay at its row and take the item there.
+/// The renderer reports what it drew ([`Drawn`]) and [`ViewState::clamp`] writes it back here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
-    /// The selected row index in the current order.
+    /// The selected row index in the current order (as last drawn, or as moved by a key since).
     pub selected: usize,
+    /// The selected item's id, as last drawn; `None` after a key moved the selection (the next frame takes
+    /// the item at `selected`).
+    pub id: Option<u64>,
     /// The first visible row, as last rendered.
     pub offset: Cell<usize>,
 }
@@ -144,13 +155,28 @@ pub struct Selection {
 impl Selection {
     fn up(&mut self, n: usize) {
         self.selected = self.selected.saturating_sub(n);
+        self.id = None;
     }
 
     fn down(&mut self, n: usize) {
         self.selected = self.selected.saturating_add(n);
+        self.id = None;
     }
 
-    /// The row to highlight among `len` rows (the selection may point past the end until the next clamp).
+    /// Selects row `i` (a click, Home, End).
+    pub fn select(&mut self, i: usize) {
+        self.selected = i;
+        self.id = None;
+    }
+
+    /// The row to highlight among `len` rows: where `position_of` finds the followed item, else the selected
+    /// row (which may point past the end until the next clamp).
+    pub fn resolve(&self, len: usize, position_of: impl FnOnce(u64) -> Option<usize>) -> usize {
+        self.id.and_then(position_of).filter(|&i| i < len).unwrap_or_else(|| self.selected.min(len.saturating_sub(1)))
+    }
+
+    /// The row to highlight among `len` rows when the item is not looked up (the selection may point past
+    /// the end until the next clamp).
     pub fn shown(&self, len: usize) -> usize {
         self.selected.min(len.saturating_sub(1))
     }
@@ -160,10 +186,19 @@ impl Selection {
         self.selected = self.selected.min(len.saturating_sub(1));
     }
 
-    /// The first row to show in a window of `height` rows so that the selection is visible, remembering it
-    /// so that moving the selection inside the window does not scroll.
-    pub fn window_start(&self, height: usize, len: usize) -> usize {
-        let sel = self.selected.min(len.saturating_sub(1));
+    /// Takes what a frame drew: the row it highlighted and the item on it.
+    fn sync(&mut self, drawn: &Shown) {
+        self.clamp(drawn.len);
+        if let Some((i, id)) = drawn.selected {
+            self.selected = i;
+            self.id = Some(id);
+        }
+    }
+
+    /// The first row to show in a window of `height` rows so that row `sel` is visible, remembering it so
+    /// that moving the selection inside the window does not scroll.
+    pub fn window_start_at(&self, sel: usize, height: usize, len: usize) -> usize {
+        let sel = sel.min(len.saturating_sub(1));
         let height = height.max(1);
         let mut off = self.offset.get().min(len.saturating_sub(height));
         if sel < off {
@@ -174,19 +209,40 @@ impl Selection {
         self.offset.set(off);
         off
     }
+
+    /// [`Selection::window_start_at`] the selected row.
+    pub fn window_start(&self, height: usize, len: usize) -> usize {
+        self.window_start_at(self.selected, height, len)
+    }
 }
 
-/// Row counts of the current data, for clamping selections.
+/// One list as a frame drew it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RowCounts {
-    /// Rows of the by-task table (after the filter).
-    pub tasks: usize,
-    /// Rows of the by-location table (after the filter).
-    pub locations: usize,
-    /// Stalls in the log (after the filter).
-    pub stalls: usize,
-    /// Workers.
-    pub workers: usize,
+pub struct Shown {
+    /// Rows in the list (after the filter).
+    pub len: usize,
+    /// The highlighted row and its item's id.
+    pub selected: Option<(usize, u64)>,
+    /// Where the list's rows are on screen (for the mouse): `(area, first row index shown)`.
+    pub rows_at: Option<(Rect, usize)>,
+}
+
+/// What a frame drew, for [`ViewState::clamp`] and the mouse: each list drawn this frame (`None`: not drawn,
+/// leave its selection alone) and where the clickable tabs are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drawn {
+    /// The by-task table.
+    pub tasks: Option<Shown>,
+    /// The by-location table.
+    pub locations: Option<Shown>,
+    /// The stall log.
+    pub stalls: Option<Shown>,
+    /// The workers.
+    pub workers: Option<Shown>,
+    /// Screen tabs: the cells each covers on the tab bar.
+    pub screen_tabs: Vec<(Rect, Screen)>,
+    /// The Tasks screen's table tabs.
+    pub table_tabs: Vec<(Rect, TaskTable)>,
 }
 
 /// Everything about *how* the data is shown. See the [module docs](self).
@@ -222,6 +278,13 @@ pub struct ViewState {
     pub paused: bool,
     /// Whether this view drives a replay (enables the replay keys and their help).
     pub replay: bool,
+    /// Numeric columns of the Tasks tables scrolled off to the left (`<` `>`, Shift-← →), for terminals too
+    /// narrow to show them all; the id and location columns stay.
+    pub hscroll: usize,
+    /// Whether the by-task table lists recently finished tasks too (`f` toggles).
+    pub finished: bool,
+    /// What the last frame drew: where the lists and tabs are, for the mouse.
+    pub drawn: Drawn,
 }
 
 impl Default for ViewState {
@@ -252,6 +315,9 @@ impl ViewState {
             help: false,
             paused: false,
             replay: false,
+            hscroll: 0,
+            finished: true,
+            drawn: Drawn::default(),
         }
     }
 
@@ -270,12 +336,19 @@ impl ViewState {
         }
     }
 
-    /// Keeps every selection within the current data.
-    pub fn clamp(&mut self, counts: RowCounts) {
-        self.tasks.clamp(counts.tasks);
-        self.locations.clamp(counts.locations);
-        self.stalls.clamp(counts.stalls);
-        self.workers.clamp(counts.workers);
+    /// Takes what a frame drew: each selection moves to the row its item is on now, within the data.
+    pub fn clamp(&mut self, drawn: Drawn) {
+        for (sel, shown) in [
+            (&mut self.tasks, &drawn.tasks),
+            (&mut self.locations, &drawn.locations),
+            (&mut self.stalls, &drawn.stalls),
+            (&mut self.workers, &drawn.workers),
+        ] {
+            if let Some(s) = shown {
+                sel.sync(s);
+            }
+        }
+        self.drawn = drawn;
     }
 
     /// Handles one key. Key releases and repeats of non-navigation keys are ignored (terminals that report
@@ -307,12 +380,16 @@ impl ViewState {
             KeyCode::Char(c @ '1'..='4') => {
                 self.screen = Screen::ALL[usize::from(c as u8 - b'1')];
             }
+            KeyCode::Left if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_sideways(-1),
+            KeyCode::Right if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_sideways(1),
+            KeyCode::Char('<') => self.scroll_sideways(-1),
+            KeyCode::Char('>') => self.scroll_sideways(1),
             KeyCode::Up | KeyCode::Char('k') => self.current_selection().up(1),
             KeyCode::Down | KeyCode::Char('j') => self.current_selection().down(1),
             KeyCode::PageUp => self.current_selection().up(PAGE),
             KeyCode::PageDown => self.current_selection().down(PAGE),
-            KeyCode::Home | KeyCode::Char('g') => self.current_selection().selected = 0,
-            KeyCode::End | KeyCode::Char('G') => self.current_selection().selected = usize::MAX,
+            KeyCode::Home | KeyCode::Char('g') => self.current_selection().select(0),
+            KeyCode::End | KeyCode::Char('G') => self.current_selection().select(usize::MAX),
             KeyCode::Left | KeyCode::Char('h') | KeyCode::Right | KeyCode::Char('l')
                 if self.screen == Screen::Tasks =>
             {
@@ -326,7 +403,8 @@ impl ViewState {
             KeyCode::Enter => self.enter(),
             KeyCode::Esc => self.escape(),
             KeyCode::Char('/') => {
-                self.filter_before_edit = self.filter.clone();
+                // A new search, as in less, vim and k9s: the old filter comes back with Esc.
+                self.filter_before_edit = std::mem::take(&mut self.filter);
                 self.input = InputMode::Filter;
                 // Filtering only makes sense on lists; from elsewhere, go to the tasks.
                 if !matches!(self.screen, Screen::Tasks | Screen::Stalls) {
@@ -338,6 +416,7 @@ impl ViewState {
                 self.descending = self.sort.default_descending();
             }
             KeyCode::Char('S') | KeyCode::Char('r') => self.descending = !self.descending,
+            KeyCode::Char('f') => self.finished = !self.finished,
             KeyCode::Char('p') | KeyCode::Char(' ') => return Action::TogglePause,
             KeyCode::Char('n') | KeyCode::Char('.') if self.replay => return Action::Replay(ReplayCommand::Step),
             KeyCode::Char(']') if self.replay => return Action::Replay(ReplayCommand::Seek(10)),
@@ -348,6 +427,58 @@ impl ViewState {
             _ => {}
         }
         Action::None
+    }
+
+    /// Scrolls the Tasks tables' numeric columns by `by` columns.
+    fn scroll_sideways(&mut self, by: isize) {
+        self.hscroll = self.hscroll.saturating_add_signed(by).min(TASK_COLUMNS - 1);
+    }
+
+    /// Handles one mouse event: a click selects a row or a tab, the wheel moves the selection (sideways
+    /// on the Tasks tables with the horizontal wheel). Uses where the last frame drew things.
+    pub fn handle_mouse(&mut self, m: MouseEvent) -> Action {
+        if self.help {
+            if matches!(m.kind, MouseEventKind::Down(_)) {
+                self.help = false;
+            }
+            return Action::None;
+        }
+        let at = Position { x: m.column, y: m.row };
+        match m.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                if let Some((_, screen)) = self.drawn.screen_tabs.iter().find(|(r, _)| r.contains(at)) {
+                    self.screen = *screen;
+                    return Action::None;
+                }
+                if let Some((_, table)) = self.drawn.table_tabs.iter().find(|(r, _)| r.contains(at)) {
+                    self.task_table = *table;
+                    return Action::None;
+                }
+                let shown = self.current_shown().and_then(|s| s.rows_at);
+                if let Some((area, first)) = shown
+                    && area.contains(at)
+                {
+                    let row = first + usize::from(at.y - area.y);
+                    self.current_selection().select(row);
+                }
+            }
+            MouseEventKind::ScrollDown => self.current_selection().down(3),
+            MouseEventKind::ScrollUp => self.current_selection().up(3),
+            MouseEventKind::ScrollRight if self.screen == Screen::Tasks => self.scroll_sideways(1),
+            MouseEventKind::ScrollLeft if self.screen == Screen::Tasks => self.scroll_sideways(-1),
+            _ => {}
+        }
+        Action::None
+    }
+
+    /// What the last frame drew of the current screen's list.
+    fn current_shown(&self) -> Option<Shown> {
+        match (self.screen, self.task_table) {
+            (Screen::Tasks, TaskTable::ByTask) => self.drawn.tasks,
+            (Screen::Tasks, TaskTable::ByLocation) => self.drawn.locations,
+            (Screen::Stalls, _) => self.drawn.stalls,
+            (Screen::Overview | Screen::Histograms, _) => self.drawn.workers,
+        }
     }
 
     fn next_screen(&mut self) {
@@ -400,7 +531,8 @@ impl ViewState {
             }
             _ => {}
         }
-        // A new filter changes every row index; start again from the top.
+        // A new filter changes every row index: each selection stays on its item if the filter keeps it, and
+        // starts again from the top if not.
         self.tasks.selected = 0;
         self.locations.selected = 0;
         self.stalls.selected = 0;
@@ -408,168 +540,4 @@ impl ViewState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ratatui::crossterm::event::KeyEventState;
-
-    fn key(code: KeyCode) -> KeyEvent {
-        KeyEvent::new(code, KeyModifiers::NONE)
-    }
-
-    fn press(v: &mut ViewState, codes: &[KeyCode]) -> Vec<Action> {
-        codes.iter().map(|c| v.handle_key(key(*c))).collect()
-    }
-
-    fn chars(s: &str) -> Vec<KeyCode> {
-        s.chars().map(KeyCode::Char).collect()
-    }
-
-    #[test]
-    fn tab_cycles_screens_both_ways() {
-        let mut v = ViewState::new();
-        let mut seen = vec![v.screen];
-        for _ in 0..4 {
-            v.handle_key(key(KeyCode::Tab));
-            seen.push(v.screen);
-        }
-        assert_eq!(seen, vec![Screen::Overview, Screen::Tasks, Screen::Stalls, Screen::Histograms, Screen::Overview]);
-        v.handle_key(key(KeyCode::BackTab));
-        assert_eq!(v.screen, Screen::Histograms);
-        press(&mut v, &chars("2"));
-        assert_eq!(v.screen, Screen::Tasks);
-    }
-
-    #[test]
-    fn arrows_and_vi_keys_move_the_selection_of_the_current_screen() {
-        let mut v = ViewState::new();
-        press(&mut v, &[KeyCode::Tab, KeyCode::Down, KeyCode::Char('j'), KeyCode::Char('j'), KeyCode::Up]);
-        assert_eq!(v.tasks.selected, 2);
-        assert_eq!(v.stalls.selected, 0);
-        v.clamp(RowCounts { tasks: 2, ..RowCounts::default() });
-        assert_eq!(v.tasks.selected, 1);
-        press(&mut v, &[KeyCode::Char('k'), KeyCode::Char('k'), KeyCode::Char('k')]);
-        assert_eq!(v.tasks.selected, 0, "up stops at the top");
-        press(&mut v, &[KeyCode::End]);
-        v.clamp(RowCounts { tasks: 40, ..RowCounts::default() });
-        assert_eq!(v.tasks.selected, 39);
-    }
-
-    #[test]
-    fn left_right_switch_tables_on_tasks_and_screens_elsewhere() {
-        let mut v = ViewState::new();
-        press(&mut v, &[KeyCode::Char('l')]);
-        assert_eq!(v.screen, Screen::Tasks);
-        press(&mut v, &[KeyCode::Right]);
-        assert_eq!((v.screen, v.task_table), (Screen::Tasks, TaskTable::ByLocation));
-        press(&mut v, &[KeyCode::Char('h')]);
-        assert_eq!(v.task_table, TaskTable::ByTask);
-        press(&mut v, &[KeyCode::Tab, KeyCode::Left]);
-        assert_eq!(v.screen, Screen::Tasks);
-    }
-
-    #[test]
-    fn filter_is_typed_kept_with_enter_and_dropped_with_esc() {
-        let mut v = ViewState::new();
-        press(&mut v, &[KeyCode::Char('/')]);
-        assert_eq!((v.screen, v.input), (Screen::Tasks, InputMode::Filter));
-        // While typing, letters that are also commands go into the filter.
-        press(&mut v, &chars("sleq"));
-        press(&mut v, &[KeyCode::Backspace, KeyCode::Char('e'), KeyCode::Char('p'), KeyCode::Enter]);
-        assert_eq!(v.filter, "sleep");
-        assert_eq!(v.input, InputMode::Normal);
-        assert_eq!(v.sort, SortKey::Busy, "'s' typed into the filter must not change the sort");
-        // Editing again and pressing Esc restores what was there.
-        press(&mut v, &[KeyCode::Char('/'), KeyCode::Char('x'), KeyCode::Esc]);
-        assert_eq!(v.filter, "sleep");
-        // In normal mode Esc clears the filter, then goes back to the overview.
-        press(&mut v, &[KeyCode::Esc]);
-        assert_eq!(v.filter, "");
-        press(&mut v, &[KeyCode::Esc]);
-        assert_eq!(v.screen, Screen::Overview);
-    }
-
-    #[test]
-    fn sort_cycles_and_reverses() {
-        let mut v = ViewState::new();
-        let mut order = vec![v.sort];
-        for _ in 0..8 {
-            press(&mut v, &chars("s"));
-            order.push(v.sort);
-        }
-        assert_eq!(order.first(), order.last());
-        assert_eq!(order[1], SortKey::Polls);
-        assert!(v.descending);
-        press(&mut v, &chars("r"));
-        assert!(!v.descending);
-        while v.sort != SortKey::Name {
-            press(&mut v, &chars("s"));
-        }
-        assert!(!v.descending, "names sort A to Z");
-    }
-
-    #[test]
-    fn quit_pause_help_and_ctrl_c() {
-        let mut v = ViewState::new();
-        assert_eq!(v.handle_key(key(KeyCode::Char('p'))), Action::TogglePause);
-        assert_eq!(v.handle_key(key(KeyCode::Char('?'))), Action::None);
-        assert!(v.help);
-        assert_eq!(v.handle_key(key(KeyCode::Tab)), Action::None, "a key closes the help");
-        assert!(!v.help);
-        assert_eq!(v.screen, Screen::Overview, "the key that closes the help does nothing else");
-        assert_eq!(v.handle_key(key(KeyCode::Char('q'))), Action::Quit);
-        press(&mut v, &[KeyCode::Char('/')]);
-        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(v.handle_key(ctrl_c), Action::Quit, "Ctrl-C quits even while typing a filter");
-    }
-
-    #[test]
-    fn key_releases_are_ignored() {
-        let mut v = ViewState::new();
-        let release = KeyEvent {
-            code: KeyCode::Tab,
-            modifiers: KeyModifiers::NONE,
-            kind: KeyEventKind::Release,
-            state: KeyEventState::NONE,
-        };
-        v.handle_key(release);
-        assert_eq!(v.screen, Screen::Overview);
-    }
-
-    #[test]
-    fn replay_keys_only_in_replay() {
-        let mut live = ViewState::new();
-        assert_eq!(live.handle_key(key(KeyCode::Char(']'))), Action::None);
-        let mut r = ViewState::for_replay();
-        assert_eq!(r.handle_key(key(KeyCode::Char(']'))), Action::Replay(ReplayCommand::Seek(10)));
-        assert_eq!(r.handle_key(key(KeyCode::Char('['))), Action::Replay(ReplayCommand::Seek(-10)));
-        assert_eq!(r.handle_key(key(KeyCode::Char('n'))), Action::Replay(ReplayCommand::Step));
-        assert_eq!(r.handle_key(key(KeyCode::Char('+'))), Action::Replay(ReplayCommand::Faster));
-        assert_eq!(r.handle_key(key(KeyCode::Char('-'))), Action::Replay(ReplayCommand::Slower));
-    }
-
-    #[test]
-    fn enter_opens_details_and_overview_enter_goes_to_stalls() {
-        let mut v = ViewState::new();
-        press(&mut v, &[KeyCode::Enter]);
-        assert_eq!(v.screen, Screen::Stalls);
-        press(&mut v, &[KeyCode::Char('1'), KeyCode::Tab, KeyCode::Enter]);
-        assert!(v.detail);
-        press(&mut v, &[KeyCode::Esc]);
-        assert!(!v.detail);
-        assert_eq!(v.screen, Screen::Tasks);
-    }
-
-    #[test]
-    fn window_keeps_the_selection_visible_without_jumping() {
-        let mut s = Selection::default();
-        assert_eq!(s.window_start(5, 100), 0);
-        s.selected = 7;
-        assert_eq!(s.window_start(5, 100), 3);
-        s.selected = 4;
-        assert_eq!(s.window_start(5, 100), 3, "moving up inside the window does not scroll");
-        s.selected = 1;
-        assert_eq!(s.window_start(5, 100), 1);
-        s.selected = 99;
-        assert_eq!(s.window_start(5, 3), 0, "shrunk data");
-    }
-}
+mod tests;

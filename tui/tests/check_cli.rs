@@ -343,7 +343,7 @@ fn an_unparseable_duration_is_an_error() {
 #[test]
 fn a_command_that_cannot_start_is_an_error() {
     loopscope(&["check", "--", "/nonexistent/loopscope-no-such-program", "--flag"], &[])
-        .assert_code(127)
+        .assert_code(2)
         .assert_stderr("cannot start `/nonexistent/loopscope-no-such-program --flag`")
         .assert_stderr("not found");
 }
@@ -354,17 +354,40 @@ fn a_program_without_the_agent_is_an_error() {
         .assert_code(2)
         .assert_stderr("no agent reported; is loopscope installed in this program's runtime?")
         .assert_stderr("nothing was checked");
-    // Its own failure is passed on, with the same warning.
+    // Its own failure is named, with the same warning, and the exit code stays 2: `false` must not give 1,
+    // which means "a poll blocked".
     loopscope(&["check", "--", "sh", "-c", "exit 3"], &[])
-        .assert_code(3)
+        .assert_code(2)
         .assert_stderr("`sh -c 'exit 3'` exited with code 3")
         .assert_stderr("no agent reported");
+    loopscope(&["check", "--", "false"], &[]).assert_code(2).assert_stderr("no agent reported");
+}
+
+#[test]
+fn report_paths_are_checked_before_the_command_runs() {
+    let dir = std::env::temp_dir().join(format!("loopscope-check-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let marker = dir.join("ran");
+    let touch = format!("touch {}", marker.display());
+    for option in ["--json", "--junit"] {
+        loopscope(&["check", option, "/nonexistent/dir/x.report", "--", "sh", "-c", &touch], &[])
+            .assert_code(2)
+            .assert_stderr(&format!("cannot write {option} /nonexistent/dir/x.report"));
+        assert!(!marker.exists(), "{option}: the command ran although its report could not be written");
+    }
+    // A report file that this run created is removed again when the command cannot start.
+    let json = dir.join("r.json");
+    loopscope(&["check", "--json", json.to_str().expect("utf-8"), "--", "/nonexistent/loopscope-no-such"], &[])
+        .assert_code(2);
+    assert!(!json.exists(), "an empty report was left behind");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_crash_without_the_agent_is_named() {
+    // Named, though the exit code is 2 (nothing was checked).
     loopscope(&["check", "--", "sh", "-c", "kill -SEGV $$"], &[])
-        .assert_code(128 + 11)
+        .assert_code(2)
         .assert_stderr("crashed: it was killed by signal 11 (SIGSEGV");
 }
 

@@ -81,6 +81,8 @@ pub struct State {
     polls_per_second: History<f64>,
     waits: WaitTimes,
     poll_histogram: LogHistogram,
+    /// Durations of the stalls that ended, as their events arrived (see [`State::stall_histogram`]).
+    stall_histogram: LogHistogram,
     totals: Totals,
     dropped: Dropped,
     /// Newest first.
@@ -102,6 +104,10 @@ impl Default for State {
         State::new()
     }
 }
+
+/// Buckets of the stall-duration histogram: the last starts at 2^36 ns (about 69 s), so stalls of seconds
+/// have buckets of their own (the agent's per-task poll histograms end at 16.8 ms).
+const STALL_BUCKETS: usize = 28;
 
 /// How long the stall-rate window is.
 const STALL_RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -131,6 +137,7 @@ impl State {
             polls_per_second: History::new(h),
             waits: WaitTimes::default(),
             poll_histogram: LogHistogram::default(),
+            stall_histogram: LogHistogram::new(STALL_BUCKETS),
             totals: Totals::default(),
             dropped: Dropped::default(),
             stalls: VecDeque::new(),
@@ -382,6 +389,9 @@ impl State {
             // A full state's copy of a stall we already follow may be older than what we have.
             let newer = ev.phase == StallPhase::Ended || ev.elapsed >= e.latest.elapsed;
             if newer && !(e.ended && ev.phase != StallPhase::Ended) {
+                if !e.ended && ev.phase == StallPhase::Ended {
+                    self.stall_histogram.record(ev.elapsed);
+                }
                 e.latest = ev.clone();
                 e.ended |= ev.phase == StallPhase::Ended;
             }
@@ -390,6 +400,9 @@ impl State {
             }
             e.events = e.events.saturating_add(1);
             return;
+        }
+        if ev.phase == StallPhase::Ended {
+            self.stall_histogram.record(ev.elapsed);
         }
         if self.limits.max_stalls == 0 {
             return;
@@ -517,6 +530,14 @@ impl State {
     /// Distribution of every poll's duration.
     pub fn poll_histogram(&self) -> &LogHistogram {
         &self.poll_histogram
+    }
+
+    /// Durations of the stalls that ended since this client started watching (each counted once, when its
+    /// `Ended` event arrives; the log may since have evicted it). Its buckets reach past a minute, where the
+    /// per-task poll histograms end at 16.8 ms, so it shows how long the stalls really were. Stalls whose
+    /// events the agent's rate limit suppressed are not in it (the header's total counts them).
+    pub fn stall_histogram(&self) -> &LogHistogram {
+        &self.stall_histogram
     }
 
     /// The stall log, newest first, one entry per stall.

@@ -6,6 +6,7 @@ use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,69 @@ fn assert_one_clear_line(code: i32, stderr: &str, expected: &str) {
 fn unreachable_address_is_one_line_and_exit_1() {
     // A port that was free a moment ago: nothing listens there.
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let (code, err) = run(&["top", &format!("127.0.0.1:{port}")]);
+    let (code, err) = run(&["top", "--no-wait", &format!("127.0.0.1:{port}")]);
     assert_one_clear_line(code, &err, "nothing is listening there");
     assert_eq!(code, 1);
+}
+
+#[test]
+fn record_needs_its_file_and_keeps_an_existing_one() {
+    // The address alone used to be taken for the file name.
+    let out = Command::new(BIN).args(["record", "127.0.0.1:7702"]).output().expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--output <FILE>"), "{err}");
+    assert!(!std::path::Path::new("127.0.0.1:7702").exists(), "a file named after the address was created");
+
+    let app = App::start("127.0.0.1:0");
+    let dir = std::env::temp_dir().join(format!("loopscope-record-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let existing = dir.join("incident.lsrec");
+    std::fs::write(&existing, b"the only copy").expect("write");
+    let (code, err) = run(&["record", &app.addr, "-o", existing.to_str().expect("utf-8"), "--duration", "1s"]);
+    assert_one_clear_line(code, &err, "already exists; pass --force to overwrite it");
+    assert_eq!(std::fs::read(&existing).expect("read"), b"the only copy", "the existing file was touched");
+    let (code, err) = run(&["record", &app.addr, "-o", dir.to_str().expect("utf-8")]);
+    assert_one_clear_line(code, &err, "is a directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn errors_are_one_line_without_repeated_clauses() {
+    let (code, err) = run(&["replay", "/nonexistent/loopscope.lsrec"]);
+    assert_one_clear_line(code, &err, "cannot replay /nonexistent/loopscope.lsrec");
+    assert_eq!(err.matches("I/O error").count(), 1, "a clause printed twice: {err}");
+    assert_eq!(err.matches("No such file").count(), 1, "a clause printed twice: {err}");
+
+    // A bad agent setting names the variable and its value, in words (not Rust's Debug syntax).
+    let out = Command::new(BIN)
+        .args(["demo", "--no-ui", "--seconds", "1"])
+        .env("LOOPSCOPE_STALL_THRESHOLD", "banana")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_one_clear_line(out.status.code().unwrap_or(-1), &err, "LOOPSCOPE_STALL_THRESHOLD=\"banana\" is not valid");
+    assert!(!err.contains("InvalidEnv"), "{err}");
+}
+
+#[test]
+fn a_recording_cut_after_its_header_is_described_as_cut() {
+    let fixture = std::fs::read(super::fixture()).expect("fixture");
+    let dir = std::env::temp_dir().join(format!("loopscope-cut-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    // The header alone: the reader reads it whole and then finds no record.
+    let header_len = (1..fixture.len())
+        .find(|&n| {
+            let r = loopscope_wire::record::RecordingReader::new(&fixture[..n]);
+            r.is_ok()
+        })
+        .expect("a header length");
+    let cut = dir.join("header-only.lsrec");
+    std::fs::write(&cut, &fixture[..header_len]).expect("write");
+    let (code, err) = run(&["replay", cut.to_str().expect("utf-8 path")]);
+    assert_one_clear_line(code, &err, "ends after its header");
+    assert!(err.contains("cut short"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -48,6 +109,13 @@ fn a_server_speaking_another_protocol_is_named() {
     let (code, err) = run(&["top", &addr.to_string()]);
     assert_one_clear_line(code, &err, "is not a loopscope agent: it answered like an HTTP server");
     let _ = server.join();
+}
+
+#[test]
+fn refresh_is_checked() {
+    let (code, err) = run(&["replay", "--refresh", "10ms", "x.lsrec"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("10ms is outside 100ms..60s"), "{err}");
 }
 
 #[test]
@@ -186,35 +254,50 @@ impl Drop for App {
 struct Dashboard {
     screen: Arc<Mutex<vt100::Parser>>,
     child: Box<dyn portable_pty::Child + Send + Sync>,
-    writer: Box<dyn Write + Send>,
+    writer: Option<Box<dyn Write + Send>>,
+    /// Asks the reader thread to close its end of the terminal (the pty master) after its next read.
+    hang_up: Arc<AtomicBool>,
+    /// The reader thread, which owns the pty master; when it ends, the master is closed.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Dashboard {
     fn start(args: &[&str], cols: u16, rows: u16) -> Dashboard {
+        Dashboard::start_with(args, cols, rows, true)
+    }
+
+    /// `controlling`: whether the pty becomes the process's controlling terminal, so that closing it sends
+    /// SIGHUP as a real terminal does; without it, closing it only makes every read return end-of-file.
+    fn start_with(args: &[&str], cols: u16, rows: u16, controlling: bool) -> Dashboard {
         let pty = native_pty_system()
             .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
             .expect("a pseudo-terminal");
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
+        cmd.set_controlling_tty(controlling);
         let child = pty.slave.spawn_command(cmd).expect("spawn the dashboard");
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().expect("reader");
         let writer = pty.master.take_writer().expect("writer");
         let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
         let feed = screen.clone();
-        std::thread::spawn(move || {
-            // Keep the master alive as long as we read from it.
+        let hang_up = Arc::new(AtomicBool::new(false));
+        let closing = hang_up.clone();
+        let reader = std::thread::spawn(move || {
+            // Keep the master alive as long as we read from it; returning closes both of its descriptors.
             let _master = pty.master;
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
+                // The dashboard writes at least every 200 ms (each frame hides the cursor), so this read
+                // returns soon after a hang-up is asked for.
+                if n == 0 || closing.load(Ordering::Relaxed) {
                     break;
                 }
                 feed.lock().expect("parser").process(&buf[..n]);
             }
         });
-        Dashboard { screen, child, writer }
+        Dashboard { screen, child, writer: Some(writer), hang_up, reader: Some(reader) }
     }
 
     fn text(&self) -> String {
@@ -235,8 +318,46 @@ impl Dashboard {
     }
 
     fn keys(&mut self, keys: &str) {
-        self.writer.write_all(keys.as_bytes()).expect("type");
-        self.writer.flush().expect("flush");
+        let w = self.writer.as_mut().expect("the terminal is open");
+        w.write_all(keys.as_bytes()).expect("type");
+        w.flush().expect("flush");
+    }
+
+    /// Closes the terminal, as closing its window does: every descriptor of the pty master is closed.
+    fn close_terminal(&mut self) {
+        self.hang_up.store(true, Ordering::Relaxed);
+        self.writer = None;
+        let reader = self.reader.take().expect("not closed yet");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() {
+            assert!(Instant::now() < deadline, "the pty reader did not let go of the terminal");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = reader.join();
+    }
+
+    /// Waits until everything the process wrote has reached the screen: the reader ends when the process
+    /// has exited and the terminal's other end is closed.
+    fn wait_for_output_end(&mut self) {
+        let reader = self.reader.take().expect("still reading");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() {
+            assert!(Instant::now() < deadline, "the terminal output did not end after the process exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = reader.join();
+    }
+
+    /// Waits for the process to exit; fails if it is still running after `within`.
+    fn exits_within(&mut self, within: Duration, what: &str) -> portable_pty::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: the process was still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -269,16 +390,78 @@ fn the_dashboard_shows_a_stall_live_reconnects_and_restores_the_terminal() {
 
     // Quit restores the terminal: the alternate screen is left and the process exits cleanly.
     ui.keys("q");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = ui.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the dashboard did not quit on q");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = ui.exits_within(Duration::from_secs(5), "q");
     assert!(status.success(), "{status:?}");
+    ui.wait_for_output_end();
     let parser = ui.screen.lock().expect("parser");
     assert!(!parser.screen().alternate_screen(), "the terminal was left on the alternate screen");
     assert!(!parser.screen().hide_cursor(), "the cursor was left hidden");
+}
+
+/// Closing the terminal ends the dashboard within a second, whether the kernel also sends SIGHUP (the pty is
+/// the controlling terminal) or only makes every read return end-of-file (it is not, as after `nohup`).
+#[test]
+fn closing_the_terminal_ends_replay_and_top_within_a_second() {
+    let fixture = super::fixture();
+    let args = ["replay", "--refresh", "2s", fixture.to_str().expect("utf-8 path")];
+    let mut replay = Dashboard::start_with(&args, 100, 30, false);
+    replay.wait_for("Workers", Duration::from_secs(10));
+    replay.wait_for("rates: 2s avg", Duration::from_secs(5));
+    replay.close_terminal();
+    replay.exits_within(Duration::from_secs(1), "replay, terminal closed (end-of-file, no SIGHUP)");
+
+    let app = App::start("127.0.0.1:0");
+    let mut top = Dashboard::start(&["top", &app.addr], 100, 30);
+    top.wait_for("● live", Duration::from_secs(10));
+    top.close_terminal();
+    top.exits_within(Duration::from_secs(1), "top, terminal closed (SIGHUP and end-of-file)");
+}
+
+/// An orphaned demo does not keep its server and load generator running: they live in the process, and the
+/// process is gone within a second of its terminal, after which the demo's agent port refuses connections.
+#[test]
+fn closing_the_terminal_stops_the_demo_within_a_second() {
+    let mut demo = Dashboard::start(&["demo"], 120, 30);
+    let screen = demo.wait_for("● live", Duration::from_secs(20));
+    let addr = screen
+        .split("demo agent ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the tab bar names the demo's agent address:\n{screen}"));
+    demo.close_terminal();
+    demo.exits_within(Duration::from_secs(1), "demo, terminal closed");
+    let refused = std::net::TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(1));
+    assert!(refused.is_err(), "the demo's agent still serves on {addr} after the demo exited");
+}
+
+/// SIGTERM and SIGINT end the dashboard (it restores the terminal on the way out).
+#[test]
+fn sigterm_and_sigint_end_the_dashboard() {
+    let fixture = super::fixture();
+    for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut ui = Dashboard::start(&["replay", fixture.to_str().expect("utf-8 path")], 100, 30);
+        ui.wait_for("Workers", Duration::from_secs(10));
+        let pid = ui.child.process_id().expect("a pid");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits")).expect("non-zero pid");
+        rustix::process::kill_process(pid, sig).expect("signal sent");
+        ui.exits_within(Duration::from_secs(1), &format!("{sig:?}"));
+        ui.wait_for_output_end();
+        let parser = ui.screen.lock().expect("parser");
+        assert!(!parser.screen().alternate_screen(), "{sig:?}: the terminal was left on the alternate screen");
+    }
+}
+
+/// `top` started before the app waits for it, as tokio-console does, and shows the app once it is up.
+#[test]
+fn top_waits_for_the_app_to_start() {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut ui = Dashboard::start(&["top", &addr], 100, 30);
+    ui.wait_for("Waiting for the app at", Duration::from_secs(10));
+    let _app = App::restart(&addr);
+    ui.wait_for("● live", Duration::from_secs(10));
+    ui.wait_for("Workers", Duration::from_secs(10));
+    ui.keys("q");
+    assert!(ui.exits_within(Duration::from_secs(5), "q").success());
 }

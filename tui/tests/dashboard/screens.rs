@@ -53,6 +53,7 @@ fn state_at_end() -> (State, Status) {
         replay: Some(ReplayPosition { at: r.position(), total: r.total(), speed: 1.0, ended: r.ended() }),
         now_unix_nanos: s.sampled_at_unix_nanos(),
         note: None,
+        rate_window: ui::DEFAULT_RATE_WINDOW,
     };
     (s, status)
 }
@@ -182,4 +183,114 @@ fn regenerate_fixture() {
     rec.finish().expect("finish");
     drop(app);
     assert!(ended >= 2, "the demo produced {ended} stalls in a minute");
+}
+
+/// Draws like the app does: the frame's report goes back into the view (selections follow their items).
+fn draw_and_sync(state: &State, view: &mut ViewState, status: &Status, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    let mut drawn = None;
+    t.draw(|f| drawn = Some(ui::draw(f, state, view, status))).expect("draw");
+    view.clamp(drawn.expect("drawn"));
+    render(state, view, status, w, h)
+}
+
+#[test]
+fn the_selected_stall_stays_selected_when_a_newer_one_arrives() {
+    let r = Replay::load(&fixture(), false).expect("fixture loads");
+    let mut s = State::new();
+    s.apply_hello(&r.header().hello);
+    let records = r.records();
+    // Up to the first stall's end: one stall in the log.
+    let first_end = records
+        .iter()
+        .position(|rec| matches!(&rec.message, ServerMessage::Stall(ev) if ev.phase == StallPhase::Ended))
+        .expect("a stall ends in the fixture");
+    for rec in &records[..=first_end] {
+        s.apply(&rec.message);
+    }
+    let mut v = view(Screen::Stalls);
+    let st = Status::at_latest_sample(&s, "demo.lsrec");
+    let before = draw_and_sync(&s, &mut v, &st, 160, 48);
+    let selected = v.stalls.id.expect("a stall is selected");
+    assert!(before.contains(&format!(" Stall {selected} ")), "{before}");
+    // The rest of the recording: a newer stall goes on top of the list, above the selected one.
+    for rec in &records[first_end + 1..] {
+        s.apply(&rec.message);
+    }
+    assert!(s.stalls().count() >= 2, "the fixture has a second stall");
+    let after = draw_and_sync(&s, &mut v, &st, 160, 48);
+    assert_eq!(v.stalls.id, Some(selected), "the selection moved to another stall");
+    assert_eq!(v.stalls.selected, 1, "the selected stall is now the second row");
+    assert!(after.contains(&format!(" Stall {selected} ")), "the detail shows another stall:\n{after}");
+}
+
+#[test]
+fn a_stalling_task_counts_its_poll_in_progress() {
+    let (s, st) = state_mid_stall();
+    let text = render(&s, &view(Screen::Tasks), &st, 160, 48);
+    let row = text.lines().find(|l| l.contains('▶')).unwrap_or_else(|| panic!("no task marked as polling:\n{text}"));
+    assert!(!row.contains(" 0ns "), "the stalled task reads as idle: {row}");
+    assert!(row.contains("17.0ms"), "its poll in progress (17 ms so far) counts: {row}");
+    snap!("tasks_while_a_task_is_stalled", &s, &view(Screen::Tasks), &st);
+}
+
+#[test]
+fn finished_tasks_are_marked_and_toggle() {
+    let (s, st) = state_at_end();
+    let shown = render(&s, &view(Screen::Tasks), &st, 160, 48);
+    assert!(shown.contains("358✓"), "the task that stalled and finished is listed, marked:\n{shown}");
+    // Wide enough for the name column: fed by the function the stall found (the wire has no task names yet).
+    let row = shown.lines().find(|l| l.contains("358✓")).unwrap_or_default();
+    assert!(row.contains("demo::blocking_sleep"), "{row}");
+    let hidden = ViewState { finished: false, ..view(Screen::Tasks) };
+    let text = render(&s, &hidden, &st, 160, 48);
+    assert!(!text.contains('✓'), "{text}");
+    assert!(text.contains("(f shows 42 finished)"), "{text}");
+    // The detail of the task that stalled and ended (first by poll time): its stall counts, marked as such.
+    let detail = ViewState { detail: true, ..view(Screen::Tasks) };
+    let text = render(&s, &detail, &st, 160, 48);
+    assert!(text.contains("task 358  finished"), "{text}");
+    snap!("tasks_detail_of_a_finished_task", &s, &detail, &st);
+}
+
+#[test]
+fn every_sort_column_shows_its_marker() {
+    let (s, st) = state_at_end();
+    for table in [TaskTable::ByTask, TaskTable::ByLocation] {
+        let mut v = ViewState { task_table: table, ..view(Screen::Tasks) };
+        for _ in 0..8 {
+            for (w, h) in [(80, 24), (160, 48)] {
+                let text = render(&s, &v, &st, w, h);
+                let header = text.lines().nth(4).unwrap_or_default();
+                let marker = if v.descending { '▼' } else { '▲' };
+                assert!(
+                    header.contains(marker),
+                    "{table:?} sorted by {:?} at {w}x{h}: no marker in {header:?}",
+                    v.sort
+                );
+            }
+            v.sort = v.sort.next();
+            v.descending = v.sort.default_descending();
+        }
+    }
+}
+
+#[test]
+fn a_small_terminal_says_what_it_hides() {
+    let (s, st) = state_at_end();
+    let overview = render(&s, &view(Screen::Overview), &st, 40, 12);
+    assert!(overview.contains("  3 "), "the workers come before the queues:\n{overview}");
+    let overview = render(&s, &view(Screen::Overview), &st, 40, 9);
+    assert!(overview.contains("+2 more"), "hidden workers are counted:\n{overview}");
+    let tasks = render(&s, &view(Screen::Tasks), &st, 40, 12);
+    assert!(tasks.contains("cols ▶"), "hidden columns are counted:\n{tasks}");
+    let scrolled = ViewState { hscroll: 6, ..view(Screen::Tasks) };
+    let text = render(&s, &scrolled, &st, 40, 12);
+    assert!(text.contains("stall"), "scrolled to the last column:\n{text}");
+    for (name, v) in
+        [("overview", view(Screen::Overview)), ("tasks", view(Screen::Tasks)), ("tasks_scrolled", scrolled)]
+    {
+        insta::assert_snapshot!(format!("{name}_40x12"), render(&s, &v, &st, 40, 12));
+    }
+    insta::assert_snapshot!("overview_40x9", render(&s, &view(Screen::Overview), &st, 40, 9));
 }

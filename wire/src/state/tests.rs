@@ -139,10 +139,15 @@ fn stalls_merge_by_id_newest_first_and_bounded() {
     s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Ended, 33))));
     let log: Vec<(u64, bool, u32)> = s.stalls().map(|e| (e.latest.stall_id, e.ended, e.events)).collect();
     assert_eq!(log, vec![(2, false, 1), (1, true, 3)]);
+    // Stall 1's end is counted once, in the bucket of 33 ms (past the per-task histograms' last bucket).
+    assert_eq!(s.stall_histogram().count(), 1);
+    assert_eq!(s.stall_histogram().counts[LogHistogram::bucket_index(33_000_000, s.stall_histogram().counts.len())], 1);
     assert_eq!(s.stalls().nth(1).unwrap().latest.elapsed, Duration::from_millis(33));
-    // A late copy (from a full state) does not reopen an ended stall.
+    // A late copy (from a full state) does not reopen an ended stall, nor count it again.
     s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Updated, 40))));
+    s.apply(&ServerMessage::Stall(Box::new(stall(1, StallPhase::Ended, 33))));
     assert!(s.stalls().nth(1).unwrap().ended);
+    assert_eq!(s.stall_histogram().count(), 1);
     s.apply(&ServerMessage::Stall(Box::new(stall(3, StallPhase::Started, 10))));
     assert_eq!(s.stalls().map(|e| e.latest.stall_id).collect::<Vec<_>>(), vec![3, 2]);
     assert_eq!(s.state_dropped().stalls_evicted, 1);

@@ -7,11 +7,15 @@
 //! after an idle pause, read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
 
 use crate::shared::Shared;
-use crate::tables::{FINISHED, LIVE, TERMINATING};
-use crate::{TaskHook, slots, taskid::task_id};
+use crate::shared::slots;
+use crate::shared::tables::{FINISHED, LIVE, TERMINATING};
+use crate::taskid::task_id;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use tokio::runtime::{Builder, TaskMeta};
+
+/// A task hook callback, as tokio's builder takes it.
+pub type TaskHook = Arc<dyn Fn(&TaskMeta<'_>) + Send + Sync + 'static>;
 
 /// App callbacks chained behind loopscope's own (tokio keeps one callback per hook).
 #[derive(Default, Clone)]
@@ -34,7 +38,10 @@ impl std::fmt::Debug for Chain {
 }
 
 /// Sets all four task hooks on `builder`, each calling the app's chained callback too.
-pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain) {
+///
+/// `start` starts the agent's threads; the first poll calls it (see `lifecycle.rs`), handed down here so the
+/// hooks never import the stages they feed.
+pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain, start: fn(&Arc<Shared>)) {
     let s = shared.clone();
     let app = chain.spawn;
     builder.on_task_spawn(move |meta| {
@@ -50,7 +57,7 @@ pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain)
         if let Some(f) = &app {
             f(meta);
         }
-        s.before_poll(meta);
+        s.before_poll(meta, start);
     });
     let s = shared.clone();
     let app = chain.after_poll;
@@ -84,9 +91,9 @@ impl Shared {
     }
 
     #[inline]
-    fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>) {
+    fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>, start: fn(&Arc<Shared>)) {
         if !self.started.load(Relaxed) {
-            self.start();
+            start(self);
         }
         let id = task_id(meta.id());
         // Only this thread's own slot is written here; the task table is touched once per poll, after it.

@@ -26,7 +26,8 @@ fn lit_str(e: &Expr) -> Option<(String, Span)> {
 fn duration_tokens(e: &Expr, key: &str) -> syn::Result<TokenStream2> {
     let (s, span) =
         lit_str(e).ok_or_else(|| syn::Error::new_spanned(e, format!("{key} takes a string such as \"10ms\"")))?;
-    let d = loopscope_wire::parse_duration(&s).map_err(|why| syn::Error::new(span, format!("{key} = {s:?}: {why}")))?;
+    let d =
+        loopscope_types::parse_duration(&s).map_err(|why| syn::Error::new(span, format!("{key} = {s:?}: {why}")))?;
     let nanos = u64::try_from(d.as_nanos()).map_err(|_| syn::Error::new(span, "duration too large"))?;
     Ok(quote!(::std::time::Duration::from_nanos(#nanos)))
 }

@@ -7,6 +7,7 @@
 mod check;
 mod culprits;
 mod lifecycle;
+mod module_graph;
 mod probe_leaks;
 mod reporting;
 mod stalls;

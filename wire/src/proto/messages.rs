@@ -9,8 +9,8 @@
 //! loses resolution, never correctness.
 
 use crate::histogram::LogHistogram;
-use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, ThreadInfo, Totals};
-use crate::stall::{Location, ProbeStatus, StallEvent};
+use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, Totals};
+use crate::stall::{Location, ProbeStatus, StallEvent, ThreadInfo};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;

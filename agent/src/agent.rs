@@ -331,6 +331,32 @@ impl Agent {
         AgentBuilder::default()
     }
 
+    /// Times every poll of `fut` as the hooks time a task's poll, for futures that are not tasks: the body of
+    /// your own `block_on`, or any future you want watched on its own. A poll that holds its thread past the
+    /// stall threshold is reported while it still runs, as [`StallKind::BlockOn`](crate::StallKind::BlockOn),
+    /// at the place `instrument` was called, with its stack and classification; `check` counts it like a
+    /// task's stall. (`#[loopscope::main]` does this for its body.)
+    ///
+    /// Polled inside a task's poll it adds nothing, so no poll is charged twice.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// // The accept loop of many servers runs in the body, on the thread every task shares.
+    /// let answer = rt.block_on(agent.instrument(async { 6 * 7 }));
+    /// assert_eq!(answer, 42);
+    /// ```
+    #[track_caller]
+    pub fn instrument<F: std::future::Future>(&self, fut: F) -> crate::Instrumented<F> {
+        crate::instrument::Instrumented::new(
+            fut,
+            Some(self.shared.clone()),
+            crate::lifecycle::start,
+            std::panic::Location::caller(),
+        )
+    }
+
     /// Identifies this agent (one per runtime) within the process.
     pub fn id(&self) -> u64 {
         self.shared.id

@@ -35,6 +35,22 @@ pub(crate) fn task_id(id: tokio::task::Id) -> u64 {
     h.0
 }
 
+/// Ids loopscope gives futures that are not tasks (`Agent::instrument`, the body of `#[loopscope::main]`) have
+/// this bit set; tokio's task ids count up from 1 and never reach it.
+pub(crate) const FUTURE_ID_BIT: u64 = 1 << 62;
+
+/// Whether `id` is one loopscope gave an instrumented future, not a tokio task's.
+#[inline]
+pub(crate) fn is_instrumented(id: u64) -> bool {
+    id & FUTURE_ID_BIT != 0
+}
+
+/// A fresh id for an instrumented future.
+pub(crate) fn next_instrumented_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    FUTURE_ID_BIT | NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

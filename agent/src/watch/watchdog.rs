@@ -552,6 +552,8 @@ impl Watchdog {
     fn flag(&self, slot: &Arc<WorkerSlot>, task_id: u64, entry: u32, location: u32, elapsed_ns: u64) -> Flag {
         let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);
         let (kind, worker) = self.locate(slot);
+        // A future timed with `Agent::instrument` (a `block_on` body) is its own kind, whatever thread runs it.
+        let kind = if crate::taskid::is_instrumented(task_id) { StallKind::BlockOn } else { kind };
         self.shared.stall_count.fetch_add(1, Relaxed);
         if kind == StallKind::BlockInPlace {
             self.shared.block_in_place_count.fetch_add(1, Relaxed);

@@ -153,6 +153,7 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
             let __runtime = __builder.build().expect("Failed building the Runtime");
             // The body is timed like a task's polls: it often holds the accept loop, and on a current-thread
             // runtime it shares its thread with every task.
+            #[allow(clippy::let_unit_value)]
             let __result = __runtime.block_on(::loopscope::__private::instrument_main(
                 __loopscope_agent.as_ref(),
                 async move #block,

@@ -32,12 +32,13 @@ fn body_stall_is_reported(rt: tokio::runtime::Runtime, agent: loopscope::Agent) 
     drop(rt);
     wait_until("the agent to drain", || agent.is_drained());
     let last = agent.stalls().into_iter().find(|s| s.last.stall_id == ev.stall_id).expect("the stall is kept");
-    let culprit = last.last.culprit.expect("a culprit");
+    let culprit = last.last.culprit.clone().expect("a culprit");
     assert!(
         matches!(&culprit.classification, Classification::Syscall { name, .. } if name == "clock_nanosleep"),
-        "{:?}: {}",
+        "{:?}: {}\n{:#?}",
         culprit.classification,
-        culprit.reason
+        culprit.reason,
+        last.last.time
     );
 }
 

@@ -357,6 +357,34 @@ impl Agent {
         )
     }
 
+    /// Spawns `fut` onto the current `LocalSet` (as `tokio::task::spawn_local`) with each of its polls timed
+    /// like a task's, under tokio's task id and the location of this call: tokio fires no task hooks for
+    /// `LocalSet` tasks, so without this their stalls go unseen. Panics outside a `LocalSet`, as tokio's does.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// let n = local.block_on(&rt, async {
+    ///     let shared = std::rc::Rc::new(21); // not Send: a LocalSet's task
+    ///     agent.spawn_local(async move { *shared * 2 }).await.unwrap()
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
+    #[track_caller]
+    pub fn spawn_local<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + 'static,
+        F::Output: 'static,
+    {
+        let location = std::panic::Location::caller();
+        let timed =
+            crate::instrument::Instrumented::new(fut, Some(self.shared.clone()), crate::lifecycle::start, location)
+                .local_task();
+        tokio::task::spawn_local(timed)
+    }
+
     /// Identifies this agent (one per runtime) within the process.
     pub fn id(&self) -> u64 {
         self.shared.id

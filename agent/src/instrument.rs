@@ -10,15 +10,15 @@ use crate::shared::{Shared, slots};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 /// A future whose every poll loopscope times like a task's poll: a poll that holds the thread past the
 /// stall threshold is reported (as [`StallKind::BlockOn`](crate::StallKind::BlockOn)) while it still runs,
 /// with its stack and classification. Made by [`Agent::instrument`](crate::Agent::instrument).
 ///
-/// Polled inside a task's poll (for example a `LocalSet` driven by a spawned task), it adds nothing: that
-/// task's poll is timed already, and a poll is never charged twice.
+/// Polled inside another poll on the same thread (a `LocalSet`'s tasks inside the `block_on` body, or inside a
+/// spawned task that drives the `LocalSet`), it pauses that poll for its own: each slice of time is charged
+/// once, to the future that ran it.
 #[must_use = "futures do nothing unless polled"]
 pub struct Instrumented<F> {
     fut: Pin<Box<F>>,
@@ -27,6 +27,8 @@ pub struct Instrumented<F> {
     start: fn(&Arc<Shared>),
     id: u64,
     location_addr: usize,
+    /// A `LocalSet` task (`Agent::spawn_local`): its id is tokio's, learned at its first poll.
+    local: bool,
 }
 
 impl<F> std::fmt::Debug for Instrumented<F> {
@@ -47,16 +49,38 @@ impl<F: Future> Instrumented<F> {
             s.locations.intern(location);
         }
         let location_addr = location as *const std::panic::Location<'static> as usize;
-        Instrumented { fut: Box::pin(fut), shared, start, id: crate::taskid::next_instrumented_id(), location_addr }
+        Instrumented {
+            fut: Box::pin(fut),
+            shared,
+            start,
+            id: crate::taskid::next_instrumented_id(),
+            location_addr,
+            local: false,
+        }
+    }
+
+    /// The same for a task spawned onto a `LocalSet`, which keeps tokio's task id.
+    pub(crate) fn local_task(mut self) -> Self {
+        self.local = true;
+        self
     }
 }
 
-/// Ends the poll even if the future panics, so the slot never stays "in a poll".
-struct EndPoll<'a>(&'a Shared);
+/// Ends this poll even if the future panics, so the slot never stays "in a poll", and resumes the poll it
+/// interrupted, if any.
+struct EndPoll<'a> {
+    shared: &'a Arc<Shared>,
+    start: fn(&Arc<Shared>),
+    /// The poll in flight when this one began (its task id and location): it goes on from here.
+    outer: Option<(u64, usize)>,
+}
 
 impl Drop for EndPoll<'_> {
     fn drop(&mut self) {
-        self.0.end_poll();
+        self.shared.end_poll();
+        if let Some((id, location_addr)) = self.outer {
+            self.shared.begin_poll(id, location_addr, self.start);
+        }
     }
 }
 
@@ -67,12 +91,21 @@ impl<F: Future> Future for Instrumented<F> {
         // `Instrumented` is `Unpin` (the future is boxed), so this is a plain `&mut`.
         let this = self.get_mut();
         let Some(shared) = &this.shared else { return this.fut.as_mut().poll(cx) };
-        let in_a_poll = slots::existing_slot(shared.id, |s| s.seq.load(Relaxed) & 1 == 1).unwrap_or(false);
-        if in_a_poll {
-            return this.fut.as_mut().poll(cx);
+        if this.local
+            && crate::taskid::is_instrumented(this.id)
+            && let Some(id) = tokio::task::try_id()
+        {
+            this.id = crate::taskid::LOCAL_TASK_BIT | crate::taskid::task_id(id);
+        }
+        // Polled inside another poll on this thread (a `LocalSet`'s tasks inside the `block_on` body or a
+        // spawned task that drives it): that poll pauses here and goes on when this one ends, so each slice of
+        // time is charged once, to the future that ran it.
+        let outer = slots::existing_slot(shared.id, |s| s.in_flight()).flatten().map(|f| (f.task_id, f.location_addr));
+        if outer.is_some() {
+            shared.end_poll();
         }
         shared.begin_poll(this.id, this.location_addr, this.start);
-        let _end = EndPoll(shared);
+        let _end = EndPoll { shared, start: this.start, outer };
         this.fut.as_mut().poll(cx)
     }
 }

@@ -45,6 +45,16 @@ pub(crate) fn is_instrumented(id: u64) -> bool {
     id & FUTURE_ID_BIT != 0
 }
 
+/// A `LocalSet` task spawned with `Agent::spawn_local` (tokio fires no hooks for those) carries tokio's own id
+/// with this bit set, so the watchdog knows it is a task whatever thread runs it.
+pub(crate) const LOCAL_TASK_BIT: u64 = 1 << 61;
+
+/// The id to report for a poll: tokio's, without loopscope's marker bit for local tasks.
+#[inline]
+pub(crate) fn reported_id(id: u64) -> u64 {
+    id & !LOCAL_TASK_BIT
+}
+
 /// A fresh id for an instrumented future.
 pub(crate) fn next_instrumented_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

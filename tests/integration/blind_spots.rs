@@ -58,6 +58,7 @@ fn a_block_on_body_is_watched_on_a_multi_thread_runtime() {
 fn an_instrumented_future_inside_a_task_is_not_charged_twice() {
     let (rt, agent) = multi_thread(1, agent().stall_threshold(ms(20)));
     let a = agent.clone();
+    let line = line!() + 2;
     rt.block_on(async move {
         tokio::spawn(async move { a.instrument(async { std::thread::sleep(ms(80)) }).await }).await.unwrap();
     });
@@ -65,7 +66,35 @@ fn an_instrumented_future_inside_a_task_is_not_charged_twice() {
     wait_until("the agent to drain", || agent.is_drained());
     let stalls = agent.stalls();
     assert_eq!(stalls.len(), 1, "one blocking poll, one stall: {stalls:#?}");
-    assert_eq!(stalls[0].last.kind, StallKind::WorkerBlocked, "it is the task's poll: {stalls:#?}");
+    // The task's poll paused while the instrumented future ran: the time is the future's.
+    ExpectedStall::default().location(FILE, line).kind(StallKind::BlockOn).assert(&stalls[0].last);
+}
+
+#[test]
+fn local_set_tasks_are_watched_with_their_own_identity() {
+    let (rt, agent) = current_thread(agent().stall_threshold(ms(20)));
+    let local = tokio::task::LocalSet::new();
+    let a = agent.clone();
+    let line = line!() + 5;
+    // The LocalSet runs inside the timed body of `block_on`, as under `#[loopscope::main]`.
+    let id = rt.block_on(agent.instrument(local.run_until(async move {
+        tokio::time::sleep(ms(20)).await;
+        let not_send = std::rc::Rc::new(());
+        let h = a.spawn_local(async move {
+            std::thread::sleep(ms(80));
+            drop(not_send);
+        });
+        let id = h.id();
+        h.await.unwrap();
+        id
+    })));
+    drop(rt);
+    wait_until("the agent to drain", || agent.is_drained());
+    let stalls = agent.stalls();
+    assert_eq!(stalls.len(), 1, "the local task's stall, not also the body's: {stalls:#?}");
+    let ev = &stalls[0].last;
+    ExpectedStall::default().location(FILE, line).kind(StallKind::WorkerBlocked).assert(ev);
+    assert_eq!(ev.task_id.to_string(), id.to_string(), "tokio's id of the local task");
 }
 
 #[test]

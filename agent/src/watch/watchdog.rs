@@ -552,8 +552,16 @@ impl Watchdog {
     fn flag(&self, slot: &Arc<WorkerSlot>, task_id: u64, entry: u32, location: u32, elapsed_ns: u64) -> Flag {
         let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);
         let (kind, worker) = self.locate(slot);
-        // A future timed with `Agent::instrument` (a `block_on` body) is its own kind, whatever thread runs it.
-        let kind = if crate::taskid::is_instrumented(task_id) { StallKind::BlockOn } else { kind };
+        // A future timed with `Agent::instrument` (a `block_on` body) is its own kind, whatever thread runs it;
+        // a `LocalSet` task blocks the thread that drives it, worker or not.
+        let kind = if crate::taskid::is_instrumented(task_id) {
+            StallKind::BlockOn
+        } else if task_id & crate::taskid::LOCAL_TASK_BIT != 0 {
+            StallKind::WorkerBlocked
+        } else {
+            kind
+        };
+        let task_id = crate::taskid::reported_id(task_id);
         self.shared.stall_count.fetch_add(1, Relaxed);
         if kind == StallKind::BlockInPlace {
             self.shared.block_in_place_count.fetch_add(1, Relaxed);

@@ -340,6 +340,60 @@ impl Agent {
         AgentBuilder::default()
     }
 
+    /// Times every poll of `fut` as the hooks time a task's poll, for futures that are not tasks: the body of
+    /// your own `block_on`, or any future you want watched on its own. A poll that holds its thread past the
+    /// stall threshold is reported while it still runs, as [`StallKind::BlockOn`](crate::StallKind::BlockOn),
+    /// at the place `instrument` was called, with its stack and classification; `check` counts it like a
+    /// task's stall. (`#[loopscope::main]` does this for its body.)
+    ///
+    /// Polled inside a task's poll it adds nothing, so no poll is charged twice.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// // The accept loop of many servers runs in the body, on the thread every task shares.
+    /// let answer = rt.block_on(agent.instrument(async { 6 * 7 }));
+    /// assert_eq!(answer, 42);
+    /// ```
+    #[track_caller]
+    pub fn instrument<F: std::future::Future>(&self, fut: F) -> crate::Instrumented<F> {
+        crate::instrument::Instrumented::new(
+            fut,
+            Some(self.shared.clone()),
+            crate::lifecycle::start,
+            std::panic::Location::caller(),
+        )
+    }
+
+    /// Spawns `fut` onto the current `LocalSet` (as `tokio::task::spawn_local`) with each of its polls timed
+    /// like a task's, under tokio's task id and the location of this call: tokio fires no task hooks for
+    /// `LocalSet` tasks, so without this their stalls go unseen. Panics outside a `LocalSet`, as tokio's does.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// let n = local.block_on(&rt, async {
+    ///     let shared = std::rc::Rc::new(21); // not Send: a LocalSet's task
+    ///     agent.spawn_local(async move { *shared * 2 }).await.unwrap()
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
+    #[track_caller]
+    pub fn spawn_local<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + 'static,
+        F::Output: 'static,
+    {
+        let location = std::panic::Location::caller();
+        let timed =
+            crate::instrument::Instrumented::new(fut, Some(self.shared.clone()), crate::lifecycle::start, location)
+                .local_task();
+        tokio::task::spawn_local(timed)
+    }
+
     /// Identifies this agent (one per runtime) within the process.
     pub fn id(&self) -> u64 {
         self.shared.id

@@ -92,18 +92,24 @@ impl Shared {
 
     #[inline]
     fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>, start: fn(&Arc<Shared>)) {
-        if !self.started.load(Relaxed) {
-            start(self);
-        }
         let id = task_id(meta.id());
-        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
-        let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
         #[cfg(feature = "schedule-latency")]
         if let Some(latency) = meta.schedule_latency()
             && let Some(e) = self.tasks.sched(self.tasks.find(id))
         {
             e.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
         }
+        let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
+        self.begin_poll(id, location_addr, start);
+    }
+
+    /// A poll of `id` (a task, or a future timed with `Agent::instrument`) starts on this thread.
+    #[inline]
+    pub(crate) fn begin_poll(self: &Arc<Self>, id: u64, location_addr: usize, start: fn(&Arc<Shared>)) {
+        if !self.started.load(Relaxed) {
+            start(self);
+        }
+        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
         slots::with_slot(self.id, &self.slots, |slot| {
             // Read the clock last so the hook's own work is not charged to the task.
             slot.begin(id, location_addr, self.clock.raw());
@@ -117,6 +123,12 @@ impl Shared {
 
     #[inline]
     fn after_poll(&self, _meta: &TaskMeta<'_>) {
+        self.end_poll();
+    }
+
+    /// The poll in flight on this thread ends.
+    #[inline]
+    pub(crate) fn end_poll(&self) {
         // Read the clock first, for the same reason.
         let end = self.clock.raw();
         slots::with_slot(self.id, &self.slots, |slot| {
@@ -153,6 +165,8 @@ impl Shared {
                     }
                 }
                 None => {
+                    // Also a future loopscope instruments (not a task, so no entry): its polls belong in the
+                    // poll histogram all the same.
                     slot.record_untracked(ns);
                     if long {
                         let location = self.locations.find(slot.task_location.load(Relaxed));

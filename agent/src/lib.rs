@@ -95,6 +95,7 @@ mod ci;
 mod config;
 #[cfg(tokio_unstable)]
 mod hooks;
+mod instrument;
 mod lifecycle;
 mod os;
 mod scan;
@@ -110,6 +111,7 @@ pub use capabilities::Capabilities;
 pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, ReportTo};
 #[cfg(tokio_unstable)]
 pub use hooks::TaskHook;
+pub use instrument::Instrumented;
 pub use loopscope_macros::{main, test};
 /// The data types of snapshots and stall events (the `loopscope-wire` crate).
 pub use loopscope_wire as wire;
@@ -135,6 +137,21 @@ pub mod __private {
                 tracing::error!(target: "loopscope", "{e}; the agent is not installed");
                 None
             }
+        }
+    }
+
+    /// The body of `#[loopscope::main]`, timed like a task's polls (untimed when the agent isn't installed).
+    #[track_caller]
+    pub fn instrument_main<F: std::future::Future>(
+        agent: Option<&crate::agent::Agent>,
+        body: F,
+    ) -> crate::instrument::Instrumented<F> {
+        let location = std::panic::Location::caller();
+        match agent {
+            Some(a) => {
+                crate::instrument::Instrumented::new(body, Some(a.shared.clone()), crate::lifecycle::start, location)
+            }
+            None => crate::instrument::Instrumented::new(body, None, crate::lifecycle::start, location),
         }
     }
 }

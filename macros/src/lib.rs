@@ -109,8 +109,9 @@ fn builder_tokens(o: &RuntimeOptions) -> TokenStream2 {
 /// If the configuration is invalid at run time (a malformed `LOOPSCOPE_*` variable), the error is printed
 /// to stderr and the program runs **without** the agent rather than failing to start.
 ///
-/// As with `#[tokio::main]`, the body runs inside `block_on`, not as a spawned task, so loopscope does not
-/// time it: keep the real work in spawned tasks (which is also what lets it use every worker).
+/// As with `#[tokio::main]`, the body runs inside `block_on`, not as a spawned task. loopscope times its
+/// polls like a task's all the same (`Agent::instrument`): a poll of the body that blocks past the threshold
+/// is reported as a `block_on body` stall at the function's location.
 ///
 /// ```ignore
 /// #[loopscope::main(flavor = "current_thread", stall_threshold = "5ms")]
@@ -150,7 +151,13 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
             );
             #[allow(clippy::expect_used)]
             let __runtime = __builder.build().expect("Failed building the Runtime");
-            let __result = __runtime.block_on(async move #block);
+            // The body is timed like a task's polls: it often holds the accept loop, and on a current-thread
+            // runtime it shares its thread with every task.
+            #[allow(clippy::let_unit_value)]
+            let __result = __runtime.block_on(::loopscope::__private::instrument_main(
+                __loopscope_agent.as_ref(),
+                async move #block,
+            ));
             drop(__runtime);
             drop(__loopscope_agent);
             __result

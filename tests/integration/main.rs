@@ -4,6 +4,7 @@
 
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
 
+mod blind_spots;
 mod check;
 mod culprits;
 mod lifecycle;

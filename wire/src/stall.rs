@@ -68,6 +68,10 @@ pub enum StallKind {
     /// thread, so other tasks keep running; the thread that blocks is no longer a worker. Reported apart
     /// because it is legitimate use of the API, though it still occupies a thread and the task itself.
     BlockInPlace,
+    /// A poll of a future that is not a task: the body of `#[loopscope::main]` or of a `block_on`, or any
+    /// future timed with `Agent::instrument`. On a current-thread runtime that body shares its thread with every
+    /// task. `task_id` is an id loopscope gave the future, and `location` where it was instrumented.
+    BlockOn,
 }
 
 impl fmt::Display for StallKind {
@@ -75,6 +79,7 @@ impl fmt::Display for StallKind {
         f.write_str(match self {
             StallKind::WorkerBlocked => "worker blocked",
             StallKind::BlockInPlace => "block_in_place",
+            StallKind::BlockOn => "block_on body",
         })
     }
 }
@@ -153,12 +158,13 @@ impl StallEvent {
             StallPhase::Ended => "",
         };
         let kind = match self.kind {
-            StallKind::WorkerBlocked => String::new(),
+            StallKind::WorkerBlocked | StallKind::BlockOn => String::new(),
             StallKind::BlockInPlace => " in block_in_place".to_string(),
         };
-        let task = match &self.agent_task {
-            Some(name) => format!("loopscope's own task {} ({name})", self.task_id),
-            None => format!("task {} spawned at {loc}", self.task_id),
+        let task = match (&self.agent_task, self.kind) {
+            (Some(name), _) => format!("loopscope's own task {} ({name})", self.task_id),
+            (None, StallKind::BlockOn) => format!("the block_on body at {loc}"),
+            (None, _) => format!("task {} spawned at {loc}", self.task_id),
         };
         let mut s = format!("{task} {what} {worker} (tid {}){kind} for {:.1?}{still}", self.thread.tid, self.elapsed);
         if let Some(c) = &self.culprit {

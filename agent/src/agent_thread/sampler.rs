@@ -26,6 +26,9 @@ use tokio::runtime::Handle;
 
 /// How often the timer-lateness probe wakes.
 pub(crate) const TIMER_PERIOD: Duration = Duration::from_millis(20);
+
+/// How often it wakes while the app is idle.
+const IDLE_TIMER_PERIOD: Duration = Duration::from_secs(1);
 /// Collects one lag probe's values: a cumulative histogram for the stream and a ring of per-tick
 /// hdrhistograms for precise recent quantiles.
 #[derive(Debug)]
@@ -142,7 +145,12 @@ impl Sampler {
         let marks = shared.clone();
         let j = self.handle.spawn(async move {
             while !shared.stopping.load(Relaxed) {
-                let deadline = tokio::time::Instant::now() + TIMER_PERIOD;
+                // While the app is idle (the watchdog saw no poll in flight and sleeps until one starts), a
+                // wake-up every 20 ms would be most of loopscope's idle cost in the app's own threads: check
+                // once a second instead. The app's next poll wakes the watchdog, and the next check is back at
+                // 20 ms.
+                let period = if shared.watchdog_asleep.load(Relaxed) { IDLE_TIMER_PERIOD } else { TIMER_PERIOD };
+                let deadline = tokio::time::Instant::now() + period;
                 tokio::time::sleep_until(deadline).await;
                 let late = tokio::time::Instant::now().saturating_duration_since(deadline);
                 // Full queue: the agent thread is behind; dropping a lag sample loses nothing that matters.
@@ -157,6 +165,10 @@ impl Sampler {
         if let Some((_, done)) = &self.outstanding
             && !done.load(Acquire)
         {
+            return;
+        }
+        // An idle app (see the timer probe) isn't woken to measure a delay nothing is waiting through.
+        if shared.watchdog_asleep.load(Relaxed) {
             return;
         }
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

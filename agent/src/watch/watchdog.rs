@@ -175,7 +175,8 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         // waking every interval regardless cost 1.4% of a core at 1 ms on an idle app (see BENCHMARKS.md).
         let wait_ns = w.tick();
         let mut wait = Duration::from_nanos(wait_ns).clamp(interval, MAX_WAIT);
-        // No poll in flight anywhere: sleep a whole threshold, and let the next poll wake us (one futex wake,
+        // No poll in flight anywhere: sleep (a second where membarrier closes the race below, else a threshold),
+        // and let the next poll wake us (one futex wake,
         // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
         // poll that starts meanwhile is seen here or sees the flag.
         let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
@@ -185,7 +186,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
             // every poll): a membarrier makes every thread's stores so far visible here, so the look below
             // sees the poll, or the poll's hook sees the flag. Without membarrier a poll can, rarely, slip
             // between the two and wait for the next wake.
-            loopscope_probes::thread::process_barrier();
+            let fenced = loopscope_probes::thread::process_barrier();
             // A thread that registered since the tick isn't in `w.slots`; its first poll may have read the flag
             // before it was set: look again at once rather than sleep through that poll.
             if w.shared.slots.generation.load(Acquire) != w.generation
@@ -193,6 +194,10 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
             {
                 w.shared.watchdog_asleep.store(false, Relaxed);
                 wait = interval;
+            } else if fenced {
+                // With the race closed, the next poll is certain to wake us: an idle app pays nothing until then
+                // (a threshold's sleep woke the watchdog 100 times a second at 10 ms).
+                wait = MAX_WAIT;
             }
         }
         let deadline = started + wait;
@@ -552,6 +557,16 @@ impl Watchdog {
     fn flag(&self, slot: &Arc<WorkerSlot>, task_id: u64, entry: u32, location: u32, elapsed_ns: u64) -> Flag {
         let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);
         let (kind, worker) = self.locate(slot);
+        // A future timed with `Agent::instrument` (a `block_on` body) is its own kind, whatever thread runs it;
+        // a `LocalSet` task blocks the thread that drives it, worker or not.
+        let kind = if crate::taskid::is_instrumented(task_id) {
+            StallKind::BlockOn
+        } else if task_id & crate::taskid::LOCAL_TASK_BIT != 0 {
+            StallKind::WorkerBlocked
+        } else {
+            kind
+        };
+        let task_id = crate::taskid::reported_id(task_id);
         self.shared.stall_count.fetch_add(1, Relaxed);
         if kind == StallKind::BlockInPlace {
             self.shared.block_in_place_count.fetch_add(1, Relaxed);

@@ -149,9 +149,10 @@ fn current_thread_runtime_is_watched() {
     let driver = std::thread::spawn(move || {
         rt.block_on(async move {
             tokio::spawn(async move {
-                // Long enough that the report (which follows the prober's look at the thread) arrives while it
-                // still runs, even on a loaded CI machine: the flag itself comes at 10 ms.
-                std::thread::sleep(ms(300));
+                // Long enough that the report (which follows the prober's look at the thread, and the first
+                // symbolization of this large debug binary) arrives while it still runs, even on a loaded CI
+                // machine, where 300 ms was not always enough: the flag itself comes at 10 ms.
+                std::thread::sleep(ms(1000));
                 r.store(true, Ordering::SeqCst);
             })
             .await

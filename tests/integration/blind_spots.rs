@@ -17,7 +17,9 @@ fn body_stall_is_reported(rt: tokio::runtime::Runtime, agent: loopscope::Agent) 
     let body = agent.instrument(async move {
         // The agent's threads start with the first poll; give them a moment.
         tokio::time::sleep(ms(20)).await;
-        std::thread::sleep(ms(300));
+        // Long enough that the first report (after the first symbolization of this large debug binary) comes
+        // while the body still blocks, on a loaded CI machine too.
+        std::thread::sleep(ms(1000));
         r.store(true, Ordering::SeqCst);
     });
     let waiter = std::thread::spawn(move || {

@@ -9,6 +9,8 @@
 //!
 //! Options: `--seconds N` (default 3), `--sleep-ms N` (default 120).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 /// The culprit: a synchronous sleep inside an async handler blocks the whole worker thread.
@@ -27,28 +29,15 @@ async fn healthy_handler(i: u64) -> u64 {
     i * 2
 }
 
-fn arg(name: &str, default: u64) -> Result<u64, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} takes a whole number")),
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Colours only on a terminal: CI logs and `loopscope check` output stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let seconds = arg("--seconds", 3)?;
-    let sleep = Duration::from_millis(arg("--sleep-ms", 120)?);
+    common::init_tracing();
+    let seconds = common::arg("--seconds", 3)?;
+    let sleep = Duration::from_millis(common::arg("--sleep-ms", 120)?);
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
+    let mut builder = common::runtime_builder();
     // The one line that attaches loopscope. Stall reports go to `tracing` (stderr here) and to subscribers.
     let agent = loopscope::Agent::builder().install(&mut builder)?;
-    for missing in agent.capabilities().missing {
-        eprintln!("note: {missing}");
-    }
+    common::note_missing(&agent);
     let runtime = builder.build()?;
     let stalls = agent.subscribe();
 
@@ -77,12 +66,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n{} polls, {} stalls ({} reports, {} suppressed by the rate limit)",
         snap.totals.poll_count, snap.totals.stall_count, snap.totals.stall_reports, snap.totals.suppressed_reports
     );
-    let mut n = 0;
-    while let Some(ev) = stalls.try_recv() {
-        if ev.phase == loopscope::StallPhase::Ended {
-            n += 1;
-            println!("stall #{n}: {}", ev.summary());
-        }
-    }
+    common::print_ended_stalls(&stalls);
     Ok(())
 }

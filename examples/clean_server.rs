@@ -9,6 +9,8 @@
 //!
 //! Options: `--seconds N` (default 3), `--clients N` (default 8).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -41,28 +43,15 @@ async fn client(addr: std::net::SocketAddr, deadline: Instant) -> std::io::Resul
     Ok(answered)
 }
 
-fn arg(name: &str, default: u64) -> Result<u64, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} takes a whole number")),
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Colours only on a terminal: CI logs and `loopscope check` output stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let seconds = arg("--seconds", 3)?;
-    let clients = arg("--clients", 8)?;
+    common::init_tracing();
+    let seconds = common::arg("--seconds", 3)?;
+    let clients = common::arg("--clients", 8)?;
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
+    let mut builder = common::runtime_builder();
     // The one line that attaches loopscope.
     let agent = loopscope::Agent::builder().install(&mut builder)?;
-    for missing in agent.capabilities().missing {
-        eprintln!("note: {missing}");
-    }
+    common::note_missing(&agent);
     let runtime = builder.build()?;
 
     let answered = runtime.block_on(async move {

@@ -12,6 +12,8 @@
 //! The fix is `tokio::sync::Mutex` (its `lock().await` yields instead of blocking), or not holding a lock
 //! across slow work.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,28 +48,15 @@ fn refresh_cache(cache: &Cache, hold: Duration, locked: tokio::sync::oneshot::Se
     }
 }
 
-fn arg(name: &str, default: u64) -> Result<u64, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or_else(|| format!("{name} takes a whole number")),
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Colours only on a terminal: CI logs and `loopscope check` output stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let seconds = arg("--seconds", 3)?;
-    let hold = Duration::from_millis(arg("--hold-ms", 120)?);
+    common::init_tracing();
+    let seconds = common::arg("--seconds", 3)?;
+    let hold = Duration::from_millis(common::arg("--hold-ms", 120)?);
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
+    let mut builder = common::runtime_builder();
     // The one line that attaches loopscope.
     let agent = loopscope::Agent::builder().install(&mut builder)?;
-    for missing in agent.capabilities().missing {
-        eprintln!("note: {missing}");
-    }
+    common::note_missing(&agent);
     let runtime = builder.build()?;
     let stalls = agent.subscribe();
     let cache: Cache = Arc::new(Mutex::new(HashMap::new()));
@@ -99,12 +88,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let snap = agent.snapshot();
     println!("\n{} polls, {} stalls", snap.totals.poll_count, snap.totals.stall_count);
-    let mut n = 0;
-    while let Some(ev) = stalls.try_recv() {
-        if ev.phase == loopscope::StallPhase::Ended {
-            n += 1;
-            println!("stall #{n}: {}", ev.summary());
-        }
-    }
+    common::print_ended_stalls(&stalls);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Agent configuration: set in code with [`AgentBuilder`](crate::AgentBuilder), overridden by `LOOPSCOPE_*`
 //! environment variables.
 
+use loopscope_probes::stack::Unwinder;
 use loopscope_wire::parse_duration;
 use loopscope_wire::proto::ServeAddr;
 use std::path::PathBuf;
@@ -239,12 +240,12 @@ impl Config {
                 "LOOPSCOPE_PROBES" => self.probes = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_STACKS" => self.stacks = parse_bool(v).map_err(err)?,
                 "LOOPSCOPE_PERF" => self.perf = parse_bool(v).map_err(err)?,
-                "LOOPSCOPE_UNWINDER" => self.unwinder = crate::probing::parse_unwinder(v).map_err(err)?,
+                "LOOPSCOPE_UNWINDER" => self.unwinder = parse_unwinder(v).map_err(err)?,
                 "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
                 "LOOPSCOPE_ADDR" => self.serve = ServeAddr::parse(v).map_err(|e| err(e.to_string()))?,
                 "LOOPSCOPE_RECORD" => self.record = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "LOOPSCOPE_CHECK_DIR" => self.check_dir = (!v.is_empty()).then(|| PathBuf::from(v)),
-                _ if crate::EXTRA_ENV_VARS.contains(&var.as_str()) => {}
+                _ if EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {
                     unknown.push(var);
                     continue;
@@ -307,6 +308,19 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 
 fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.replace('_', "").parse().map_err(|_| "expected a whole number".to_string())
+}
+
+/// Environment variables read by later parts of loopscope (the stream server, CI mode); accepted without a
+/// typo warning.
+pub(crate) const EXTRA_ENV_VARS: &[&str] = &[];
+
+/// The unwinder named by `LOOPSCOPE_UNWINDER`.
+fn parse_unwinder(s: &str) -> Result<Unwinder, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "dwarf" => Ok(Unwinder::Dwarf),
+        "fp" | "frame-pointer" | "frame-pointers" | "framepointer" => Ok(Unwinder::FramePointer),
+        _ => Err("expected dwarf or frame-pointer".into()),
+    }
 }
 
 #[cfg(test)]

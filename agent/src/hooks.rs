@@ -7,11 +7,15 @@
 //! after an idle pause, read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
 
 use crate::shared::Shared;
-use crate::tables::{FINISHED, LIVE, TERMINATING};
-use crate::{TaskHook, slots, taskid::task_id};
+use crate::shared::slots;
+use crate::shared::tables::{FINISHED, LIVE, TERMINATING};
+use crate::taskid::task_id;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use tokio::runtime::{Builder, TaskMeta};
+
+/// A task hook callback, as tokio's builder takes it.
+pub type TaskHook = Arc<dyn Fn(&TaskMeta<'_>) + Send + Sync + 'static>;
 
 /// App callbacks chained behind loopscope's own (tokio keeps one callback per hook).
 #[derive(Default, Clone)]
@@ -34,7 +38,10 @@ impl std::fmt::Debug for Chain {
 }
 
 /// Sets all four task hooks on `builder`, each calling the app's chained callback too.
-pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain) {
+///
+/// `start` starts the agent's threads; the first poll calls it (see `lifecycle.rs`), handed down here so the
+/// hooks never import the stages they feed.
+pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain, start: fn(&Arc<Shared>)) {
     let s = shared.clone();
     let app = chain.spawn;
     builder.on_task_spawn(move |meta| {
@@ -50,7 +57,7 @@ pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Chain)
         if let Some(f) = &app {
             f(meta);
         }
-        s.before_poll(meta);
+        s.before_poll(meta, start);
     });
     let s = shared.clone();
     let app = chain.after_poll;
@@ -84,19 +91,25 @@ impl Shared {
     }
 
     #[inline]
-    fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>) {
-        if !self.started.load(Relaxed) {
-            self.start();
-        }
+    fn before_poll(self: &Arc<Self>, meta: &TaskMeta<'_>, start: fn(&Arc<Shared>)) {
         let id = task_id(meta.id());
-        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
-        let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
         #[cfg(feature = "schedule-latency")]
         if let Some(latency) = meta.schedule_latency()
             && let Some(e) = self.tasks.sched(self.tasks.find(id))
         {
             e.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
         }
+        let location_addr = meta.spawned_at() as *const std::panic::Location<'static> as usize;
+        self.begin_poll(id, location_addr, start);
+    }
+
+    /// A poll of `id` (a task, or a future timed with `Agent::instrument`) starts on this thread.
+    #[inline]
+    pub(crate) fn begin_poll(self: &Arc<Self>, id: u64, location_addr: usize, start: fn(&Arc<Shared>)) {
+        if !self.started.load(Relaxed) {
+            start(self);
+        }
+        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
         slots::with_slot(self.id, &self.slots, |slot| {
             // Read the clock last so the hook's own work is not charged to the task.
             slot.begin(id, location_addr, self.clock.raw());
@@ -110,6 +123,12 @@ impl Shared {
 
     #[inline]
     fn after_poll(&self, _meta: &TaskMeta<'_>) {
+        self.end_poll();
+    }
+
+    /// The poll in flight on this thread ends.
+    #[inline]
+    pub(crate) fn end_poll(&self) {
         // Read the clock first, for the same reason.
         let end = self.clock.raw();
         slots::with_slot(self.id, &self.slots, |slot| {
@@ -146,6 +165,8 @@ impl Shared {
                     }
                 }
                 None => {
+                    // Also a future loopscope instruments (not a task, so no entry): its polls belong in the
+                    // poll histogram all the same.
                     slot.record_untracked(ns);
                     if long {
                         let location = self.locations.find(slot.task_location.load(Relaxed));

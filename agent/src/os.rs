@@ -12,3 +12,10 @@ pub(crate) fn unix_nanos() -> u64 {
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// The process-wide TSC clock. Calibrating it takes a few milliseconds, so it happens once, at the first
+/// install, never on a poll.
+pub(crate) fn clock() -> quanta::Clock {
+    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new).clone()
+}

@@ -1,4 +1,4 @@
-//! The atomics of the per-thread slots (`slots.rs`), swapped for [loom](https://docs.rs/loom)'s model-checked
+//! The atomics of the per-thread slots (`shared/slots.rs`), swapped for [loom](https://docs.rs/loom)'s model-checked
 //! ones in the slots' loom tests.
 //!
 //! Only the slots go through this shim: they hold the seqlock that the watchdog reads while a poll runs, the
@@ -9,7 +9,7 @@
 //! `loom` is a dev-dependency, so the swap needs `test` as well as `--cfg loom`:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib slots::loom
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib shared::slots::loom
 //! ```
 //!
 //! `RUSTFLAGS` replaces `.cargo/config.toml`'s `--cfg tokio_unstable`, and it has to: under `cfg(loom)` tokio
@@ -22,3 +22,9 @@
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
 #[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+
+/// Locks a mutex, recovering from poisoning: the data behind our locks stays consistent across a panic
+/// (plain counters and lists), and the host app must never panic because a loopscope thread did.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -35,6 +35,32 @@ pub(crate) fn task_id(id: tokio::task::Id) -> u64 {
     h.0
 }
 
+/// Ids loopscope gives futures that are not tasks (`Agent::instrument`, the body of `#[loopscope::main]`) have
+/// this bit set; tokio's task ids count up from 1 and never reach it.
+pub(crate) const FUTURE_ID_BIT: u64 = 1 << 62;
+
+/// Whether `id` is one loopscope gave an instrumented future, not a tokio task's.
+#[inline]
+pub(crate) fn is_instrumented(id: u64) -> bool {
+    id & FUTURE_ID_BIT != 0
+}
+
+/// A `LocalSet` task spawned with `Agent::spawn_local` (tokio fires no hooks for those) carries tokio's own id
+/// with this bit set, so the watchdog knows it is a task whatever thread runs it.
+pub(crate) const LOCAL_TASK_BIT: u64 = 1 << 61;
+
+/// The id to report for a poll: tokio's, without loopscope's marker bit for local tasks.
+#[inline]
+pub(crate) fn reported_id(id: u64) -> u64 {
+    id & !LOCAL_TASK_BIT
+}
+
+/// A fresh id for an instrumented future.
+pub(crate) fn next_instrumented_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    FUTURE_ID_BIT | NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

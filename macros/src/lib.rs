@@ -26,7 +26,8 @@ fn lit_str(e: &Expr) -> Option<(String, Span)> {
 fn duration_tokens(e: &Expr, key: &str) -> syn::Result<TokenStream2> {
     let (s, span) =
         lit_str(e).ok_or_else(|| syn::Error::new_spanned(e, format!("{key} takes a string such as \"10ms\"")))?;
-    let d = loopscope_wire::parse_duration(&s).map_err(|why| syn::Error::new(span, format!("{key} = {s:?}: {why}")))?;
+    let d =
+        loopscope_types::parse_duration(&s).map_err(|why| syn::Error::new(span, format!("{key} = {s:?}: {why}")))?;
     let nanos = u64::try_from(d.as_nanos()).map_err(|_| syn::Error::new(span, "duration too large"))?;
     Ok(quote!(::std::time::Duration::from_nanos(#nanos)))
 }
@@ -108,8 +109,9 @@ fn builder_tokens(o: &RuntimeOptions) -> TokenStream2 {
 /// If the configuration is invalid at run time (a malformed `LOOPSCOPE_*` variable), the error is printed
 /// to stderr and the program runs **without** the agent rather than failing to start.
 ///
-/// As with `#[tokio::main]`, the body runs inside `block_on`, not as a spawned task, so loopscope does not
-/// time it: keep the real work in spawned tasks (which is also what lets it use every worker).
+/// As with `#[tokio::main]`, the body runs inside `block_on`, not as a spawned task. loopscope times its
+/// polls like a task's all the same (`Agent::instrument`): a poll of the body that blocks past the threshold
+/// is reported as a `block_on body` stall at the function's location.
 ///
 /// ```ignore
 /// #[loopscope::main(flavor = "current_thread", stall_threshold = "5ms")]
@@ -149,7 +151,13 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
             );
             #[allow(clippy::expect_used)]
             let __runtime = __builder.build().expect("Failed building the Runtime");
-            let __result = __runtime.block_on(async move #block);
+            // The body is timed like a task's polls: it often holds the accept loop, and on a current-thread
+            // runtime it shares its thread with every task.
+            #[allow(clippy::let_unit_value)]
+            let __result = __runtime.block_on(::loopscope::__private::instrument_main(
+                __loopscope_agent.as_ref(),
+                async move #block,
+            ));
             drop(__runtime);
             drop(__loopscope_agent);
             __result

@@ -21,32 +21,9 @@ use std::time::Duration;
 use crate::stack::{Frame, FrameOrigin};
 use crate::thread::{RunState, SyscallInfo, ThreadSample, is_futex_syscall};
 
-/// What the thread is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Classification {
-    /// Burning CPU (computation, busy loops, heavy serialization, ...).
-    CpuBound,
-    /// Blocked in a system call other than a lock wait.
-    Syscall {
-        /// The system call's name.
-        name: String,
-        /// What its file descriptor refers to (path, `socket:[...]`, `pipe:[...]`).
-        fd_target: Option<String>,
-    },
-    /// Waiting for a lock, a condition variable, a channel or a thread park (futex).
-    LockWait {
-        /// The lock function on the stack (e.g. `std::sys::sync::mutex::futex::Mutex::lock_contended`) or the
-        /// futex address.
-        detail: Option<String>,
-    },
-    /// Waiting for pages to be read in (or drowning in page faults).
-    PageFault,
-    /// Not enough information.
-    Unknown,
-    /// Runnable, but the OS kept the thread off the CPU (other threads, CPU limits, the hypervisor) for so much
-    /// of the poll that its own time stayed under the threshold.
-    Preempted,
-}
+/// What the thread is doing; defined in `loopscope-types`, so the stream and CI records carry the probes'
+/// verdict as it is.
+pub use loopscope_types::Classification;
 
 /// The verdict of [`classify`].
 #[derive(Debug, Clone, PartialEq)]

@@ -4,9 +4,11 @@
 
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used, dead_code)]
 
+mod blind_spots;
 mod check;
 mod culprits;
 mod lifecycle;
+mod module_graph;
 mod probe_leaks;
 mod reporting;
 mod stalls;

@@ -41,14 +41,15 @@ fn assert_flagged_in_flight(block: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn thread_sleep_in_a_task_is_flagged_while_it_sleeps() {
-    // 250 ms: flagged at 10 ms, the event has 240 ms to reach the subscriber even on a loaded machine.
-    assert_flagged_in_flight(|| std::thread::sleep(ms(250)));
+    // 600 ms: flagged at 10 ms, the event has the rest to reach the subscriber even on a loaded machine (the
+    // first report waits for the first symbolization of this large debug binary).
+    assert_flagged_in_flight(|| std::thread::sleep(ms(600)));
 }
 
 #[test]
 fn cpu_spin_in_a_task_is_flagged_while_it_spins() {
     assert_flagged_in_flight(|| {
-        cpu_spin(ms(250));
+        cpu_spin(ms(600));
     });
 }
 
@@ -149,9 +150,10 @@ fn current_thread_runtime_is_watched() {
     let driver = std::thread::spawn(move || {
         rt.block_on(async move {
             tokio::spawn(async move {
-                // Long enough that the report (which follows the prober's look at the thread) arrives while it
-                // still runs, even on a loaded CI machine: the flag itself comes at 10 ms.
-                std::thread::sleep(ms(300));
+                // Long enough that the report (which follows the prober's look at the thread, and the first
+                // symbolization of this large debug binary) arrives while it still runs, even on a loaded CI
+                // machine, where 300 ms was not always enough: the flag itself comes at 10 ms.
+                std::thread::sleep(ms(1000));
                 r.store(true, Ordering::SeqCst);
             })
             .await

@@ -13,9 +13,11 @@
 
 #![forbid(unsafe_code)]
 
-pub mod check;
+pub mod ci_record;
+/// The former name of [`ci_record`], kept so existing code (the CLI among it) builds unchanged.
+#[doc(hidden)]
+pub use ci_record as check;
 pub mod client;
-mod duration;
 mod histogram;
 pub mod proto;
 pub mod record;
@@ -23,15 +25,15 @@ mod snapshot;
 mod stall;
 pub mod state;
 
-pub use duration::parse_duration;
 pub use histogram::LogHistogram;
+pub use loopscope_types::{Classification, FrameOrigin, parse_duration};
 pub use snapshot::{
-    Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, ThreadInfo,
-    Totals, WorkerDelta, WorkerStats,
+    Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, Totals,
+    WorkerDelta, WorkerStats,
 };
 #[doc(hidden)]
 pub use stall::example_stall;
 pub use stall::{
-    Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, InFlightPoll, Location, ProbeStatus,
-    StallEvent, StallKind, StallPhase, StallSummary, StallTime,
+    CounterDeltas, Culprit, CulpritSample, Frame, InFlightPoll, Location, ProbeStatus, StallEvent, StallKind,
+    StallPhase, StallSummary, StallTime, ThreadInfo,
 };

@@ -423,7 +423,7 @@ impl<R: Read> RecordingReader<R> {
         if !RECORDING_FORMAT.is_compatible_with(format) {
             return Err(RecordError::Unsupported { what: "format", found: format, supported: RECORDING_FORMAT });
         }
-        if !PROTOCOL_VERSION.is_compatible_with(protocol) {
+        if !PROTOCOL_VERSION.can_read(protocol) {
             return Err(RecordError::Unsupported { what: "protocol", found: protocol, supported: PROTOCOL_VERSION });
         }
         let len = u32::from_le_bytes([fixed[16], fixed[17], fixed[18], fixed[19]]);

@@ -1,17 +1,8 @@
 use crate::histogram::LogHistogram;
-use crate::stall::{InFlightPoll, Location};
+use crate::stall::{InFlightPoll, Location, ThreadInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// An OS thread.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ThreadInfo {
-    /// Linux thread id (`gettid`), or 0 where unknown.
-    pub tid: i32,
-    /// Thread name, e.g. `tokio-runtime-worker`.
-    pub name: Option<String>,
-}
 
 /// Which runtime a snapshot describes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

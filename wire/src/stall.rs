@@ -1,7 +1,16 @@
-use crate::snapshot::ThreadInfo;
+use loopscope_types::{Classification, FrameOrigin};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
+
+/// An OS thread.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    /// Linux thread id (`gettid`), or 0 where unknown.
+    pub tid: i32,
+    /// Thread name, e.g. `tokio-runtime-worker`.
+    pub name: Option<String>,
+}
 
 /// A source location: where a task was spawned, or a stack frame's position.
 ///
@@ -59,6 +68,10 @@ pub enum StallKind {
     /// thread, so other tasks keep running; the thread that blocks is no longer a worker. Reported apart
     /// because it is legitimate use of the API, though it still occupies a thread and the task itself.
     BlockInPlace,
+    /// A poll of a future that is not a task: the body of `#[loopscope::main]` or of a `block_on`, or any
+    /// future timed with `Agent::instrument`. On a current-thread runtime that body shares its thread with every
+    /// task. `task_id` is an id loopscope gave the future, and `location` where it was instrumented.
+    BlockOn,
 }
 
 impl fmt::Display for StallKind {
@@ -66,6 +79,7 @@ impl fmt::Display for StallKind {
         f.write_str(match self {
             StallKind::WorkerBlocked => "worker blocked",
             StallKind::BlockInPlace => "block_in_place",
+            StallKind::BlockOn => "block_on body",
         })
     }
 }
@@ -144,12 +158,13 @@ impl StallEvent {
             StallPhase::Ended => "",
         };
         let kind = match self.kind {
-            StallKind::WorkerBlocked => String::new(),
+            StallKind::WorkerBlocked | StallKind::BlockOn => String::new(),
             StallKind::BlockInPlace => " in block_in_place".to_string(),
         };
-        let task = match &self.agent_task {
-            Some(name) => format!("loopscope's own task {} ({name})", self.task_id),
-            None => format!("task {} spawned at {loc}", self.task_id),
+        let task = match (&self.agent_task, self.kind) {
+            (Some(name), _) => format!("loopscope's own task {} ({name})", self.task_id),
+            (None, StallKind::BlockOn) => format!("the block_on body at {loc}"),
+            (None, _) => format!("task {} spawned at {loc}", self.task_id),
         };
         let mut s = format!("{task} {what} {worker} (tid {}){kind} for {:.1?}{still}", self.thread.tid, self.elapsed);
         if let Some(c) = &self.culprit {
@@ -277,62 +292,6 @@ impl StallTime {
             format!("on CPU {:.1?} of {:.1?}{est}", self.on_cpu, self.wall)
         }
     }
-}
-
-/// How the blocked thread spent the stall.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Classification {
-    /// The thread was running on a CPU: a busy loop or heavy computation.
-    CpuBound,
-    /// The thread was blocked in a system call.
-    Syscall {
-        /// The system call's name, e.g. `read`, `clock_nanosleep`.
-        name: String,
-        /// What the file descriptor argument points to (a path, `pipe:[..]`, `socket:[..]`), when relevant.
-        fd_target: Option<String>,
-    },
-    /// The thread was waiting for a lock (a futex wait).
-    LockWait {
-        /// What kind of lock, when the stack tells (e.g. `std::sync::Mutex`).
-        detail: Option<String>,
-    },
-    /// The thread was stalled by page faults (memory paged in from disk).
-    PageFault,
-    /// The probes could not tell.
-    Unknown,
-    /// The thread was runnable but the OS kept it off the CPU (other threads, CPU limits, the hypervisor):
-    /// the poll's own time stayed under the threshold, its wall time did not. Not the task's fault.
-    Preempted,
-}
-
-impl fmt::Display for Classification {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Classification::CpuBound => f.write_str("CPU-bound"),
-            Classification::Syscall { name, fd_target: Some(t) } => write!(f, "blocked in syscall {name} on {t}"),
-            Classification::Syscall { name, fd_target: None } => write!(f, "blocked in syscall {name}"),
-            Classification::LockWait { detail: Some(d) } => write!(f, "waiting on a lock ({d})"),
-            Classification::LockWait { detail: None } => f.write_str("waiting on a lock"),
-            Classification::PageFault => f.write_str("page-faulting"),
-            Classification::Unknown => f.write_str("unclassified"),
-            Classification::Preempted => f.write_str("delayed by the OS (waiting for a CPU)"),
-        }
-    }
-}
-
-/// Where a stack frame's code comes from; used to put the user's own frames first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum FrameOrigin {
-    /// The application's own code.
-    User,
-    /// The async runtime and its ecosystem (tokio, futures, mio, loopscope).
-    Runtime,
-    /// The standard library, libc, the unwinder.
-    Std,
-    /// The sampling signal's own frames.
-    Probe,
-    /// Not symbolized.
-    Unknown,
 }
 
 /// One symbolized stack frame.

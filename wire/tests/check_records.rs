@@ -4,7 +4,7 @@
 // Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use loopscope_wire::check::{
+use loopscope_wire::ci_record::{
     AgentInfo, CHECK_FORMAT, CheckRecord, CheckSummary, CheckWriter, check_dir_from_env, read_dir, read_file,
 };
 use loopscope_wire::{
@@ -314,7 +314,7 @@ fn errors_name_the_path() {
 #[test]
 fn the_env_var_is_read_only_when_not_empty() {
     // This test binary never sets the variable; the CLI's end-to-end tests cover the set case.
-    if std::env::var_os(loopscope_wire::check::CHECK_DIR_ENV).is_none() {
+    if std::env::var_os(loopscope_wire::ci_record::CHECK_DIR_ENV).is_none() {
         assert_eq!(check_dir_from_env(), None);
     }
     let me = AgentInfo::for_this_process(7, Duration::from_millis(5));

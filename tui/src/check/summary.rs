@@ -138,6 +138,7 @@ impl CulpritGroup {
         match self.kind {
             StallKind::WorkerBlocked => what,
             StallKind::BlockInPlace => format!("{what} (in block_in_place)"),
+            StallKind::BlockOn => format!("{what} (a block_on body)"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The footer: key hints on the left, connection or replay clock on the right; the filter being typed.
 
 use super::Connection;
-use super::Status;
+use super::status::Status;
 use super::style::ALERT;
 use super::style::DIM;
 use super::style::GOOD;

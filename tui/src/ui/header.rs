@@ -1,7 +1,7 @@
 //! The two header lines: runtime-wide figures, scheduling delay, dropped data, probes.
 
-use super::Status;
 use super::stall_list::fmt_whole_secs;
+use super::status::Status;
 use super::style::ALERT;
 use super::style::DIM;
 use super::style::GOOD;

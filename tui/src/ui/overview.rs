@@ -1,9 +1,9 @@
 //! The Overview screen: workers, queues and the latest stalls, laid out.
 
-use super::Status;
 use super::queues::draw_queues;
 use super::stall_list::stall_widths;
 use super::stall_list::{stall_header, stall_row};
+use super::status::Status;
 use super::style::DIM;
 use super::style::TITLE;
 use super::workers::draw_workers;

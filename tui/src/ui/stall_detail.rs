@@ -38,6 +38,8 @@ pub(super) fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, n
     };
     let worker = match (ev.kind, ev.worker) {
         (StallKind::BlockInPlace, _) => "block_in_place (the worker's queue moved to another thread)".to_string(),
+        (StallKind::BlockOn, Some(w)) => format!("the block_on body, on worker {w}"),
+        (StallKind::BlockOn, None) => "the block_on body (its thread is not a worker)".to_string(),
         (_, Some(w)) => format!("worker {w} blocked"),
         (_, None) => "a thread that is not a worker".to_string(),
     };

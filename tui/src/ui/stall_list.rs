@@ -64,6 +64,7 @@ pub(super) fn stall_row<'a>(e: &StallEntry, now: u64, wide: bool) -> Row<'a> {
     };
     let worker = match (ev.kind, ev.worker) {
         (StallKind::BlockInPlace, _) => "bip".to_string(),
+        (StallKind::BlockOn, _) => "bdy".to_string(),
         (_, Some(w)) => format!("w{w}"),
         (_, None) => "-".to_string(),
     };

@@ -1,9 +1,9 @@
 //! The Stalls screen: the log, newest first, beside (or above) the selected stall's detail.
 
-use super::Status;
 use super::stall_detail::draw_stall_detail;
 use super::stall_list::stall_widths;
 use super::stall_list::{stall_header, stall_row};
+use super::status::Status;
 use super::style::DIM;
 use super::style::SELECTED;
 use super::style::TITLE;

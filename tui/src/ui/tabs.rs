@@ -1,6 +1,6 @@
 //! The tab bar: the screens, and which app is watched.
 
-use super::Status;
+use super::status::Status;
 use super::style::DIM;
 use crate::view::Screen;
 use crate::view::ViewState;

@@ -1,6 +1,6 @@
 //! The Tasks screen: the by-task and by-location tables with their sort markers, and where the detail goes.
 
-use super::Status;
+use super::status::Status;
 use super::style::ALERT;
 use super::style::DIM;
 use super::style::SELECTED;

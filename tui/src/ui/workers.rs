@@ -1,6 +1,6 @@
 //! The workers table of the Overview: busy bar, local-queue sparkline, polls/s, and what each is doing now.
 
-use super::Status;
+use super::status::Status;
 use super::style::ALERT;
 use super::style::DIM;
 use super::style::SELECTED;

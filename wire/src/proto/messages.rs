@@ -9,8 +9,8 @@
 //! loses resolution, never correctness.
 
 use crate::histogram::LogHistogram;
-use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, ThreadInfo, Totals};
-use crate::stall::{Location, ProbeStatus, StallEvent};
+use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, Totals};
+use crate::stall::{Location, ProbeStatus, StallEvent, ThreadInfo};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -41,6 +41,19 @@ impl ProtocolVersion {
     pub const fn is_compatible_with(self, other: ProtocolVersion) -> bool {
         self.major == other.major
     }
+
+    /// Whether a reader speaking `self` can decode data written at `written` (a recording): the same major, or
+    /// protocol 2 read by 3 (3 only added an enum variant).
+    ///
+    /// ```
+    /// use loopscope_wire::proto::ProtocolVersion;
+    /// let v3 = ProtocolVersion { major: 3, minor: 1 };
+    /// assert!(v3.can_read(ProtocolVersion { major: 2, minor: 1 }));
+    /// assert!(!v3.can_read(ProtocolVersion { major: 1, minor: 1 }));
+    /// ```
+    pub const fn can_read(self, written: ProtocolVersion) -> bool {
+        self.major == written.major || (self.major == 3 && written.major == 2)
+    }
 }
 
 impl fmt::Display for ProtocolVersion {
@@ -51,10 +64,14 @@ impl fmt::Display for ProtocolVersion {
 
 /// The version of the protocol this crate speaks.
 ///
+/// 3.x added `StallKind::BlockOn` (stalls in a `block_on` body or an instrumented future): an enum variant
+/// older decoders can't read, so a new major. Its encoding is otherwise 2.1's, so recordings of protocol 2 are
+/// still read ([`ProtocolVersion::can_read`]).
+///
 /// 2.x added `time` and `agent_task` to `StallEvent` and the `Preempted` classification (a changed encoding, so
 /// a new major). The major bump kept the minor: 2.1 has the same message kinds as 1.1, and minor 1 still means
 /// "understands the compressed envelope".
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 3, minor: 1 };
 
 /// What the agent can measure in this build, so a client can show "n/a" rather than a misleading zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

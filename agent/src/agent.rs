@@ -1,0 +1,523 @@
+//! The handles an app holds. [`AgentBuilder`] configures an agent and installs it on a tokio runtime
+//! builder (building the shared state, starting the outputs and the probes, and setting the task hooks; the
+//! hooks start the rest at the runtime's first poll, see `lifecycle.rs`). [`Agent`] reads an installed
+//! agent's snapshots, stalls and status, and [`StallSubscription`] receives its stall events.
+
+use crate::capabilities::Capabilities;
+use crate::config::{Config, ConfigError, ENV_VARS, ReportTo};
+#[cfg(tokio_unstable)]
+use crate::hooks::{self};
+use crate::server::ServerStats as StreamStats;
+use crate::shared::{Shared, Subscriber};
+use crate::stream::outputs;
+use crate::sync::lock;
+use crate::watch::probing;
+use loopscope_wire::{self as wire, Snapshot, StallEvent, StallSummary};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// Errors from [`AgentBuilder::install`].
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting (in code or in a `LOOPSCOPE_*` variable) is invalid.
+    #[error("loopscope configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The stream server could not listen on the configured address, or the recording could not be created.
+    /// (The *default* address being taken is not an error: the agent then runs without serving.)
+    #[error("{0}")]
+    Output(String),
+}
+
+/// The message, as `Display` gives it: an app whose `main` returns this error with `?` prints it with
+/// `Debug` (`Error: ...`), and a derived `Debug` would show Rust syntax (`Config(InvalidEnv { .. })`) instead
+/// of the one line that names the setting (as `anyhow::Error` does).
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Builds and installs an [`Agent`]. Start from [`Agent::builder`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> Result<(), loopscope::Error> {
+/// let mut builder = tokio::runtime::Builder::new_current_thread();
+/// let agent = loopscope::Agent::builder()
+///     .stall_threshold(Duration::from_millis(5))
+///     .name("api")
+///     .install(&mut builder)?;
+/// assert_eq!(agent.config().stall_threshold, Duration::from_millis(5));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "call .install(&mut builder) to attach the agent"]
+pub struct AgentBuilder {
+    pub(crate) config: Config,
+    use_env: bool,
+    /// A `serve` address that did not parse; reported by `install`.
+    bad_serve: Option<loopscope_wire::proto::AddrError>,
+    #[cfg(tokio_unstable)]
+    chain: hooks::Chain,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        AgentBuilder {
+            config: Config::default(),
+            bad_serve: None,
+            use_env: true,
+            #[cfg(tokio_unstable)]
+            chain: hooks::Chain::default(),
+        }
+    }
+}
+
+impl AgentBuilder {
+    /// A poll that holds its thread longer than this is a stall (default 10 ms, at least 100 µs).
+    pub fn stall_threshold(mut self, d: Duration) -> Self {
+        self.config.stall_threshold = d;
+        self
+    }
+
+    /// Polls at least this long count as slow (default 50 µs, as in tokio-metrics).
+    pub fn slow_poll_threshold(mut self, d: Duration) -> Self {
+        self.config.slow_poll_threshold = d;
+        self
+    }
+
+    /// How often the watchdog looks at running polls (default 1 ms). A stall is flagged within the threshold
+    /// plus about one interval.
+    pub fn watchdog_interval(mut self, d: Duration) -> Self {
+        self.config.watchdog_interval = d;
+        self
+    }
+
+    /// Whether to ask for real-time scheduling (`SCHED_FIFO` priority 1) for the watchdog thread (default
+    /// on). Where it is refused (no root, `CAP_SYS_NICE` or `RLIMIT_RTPRIO`), or when off, the watchdog asks
+    /// for nice -10 instead, and runs unchanged if that is refused too; `probe_status()` says what it got.
+    /// It wakes for microseconds at a time; on a busy machine a watchdog at normal priority can be kept
+    /// waiting for milliseconds, which delays reports and the readings that tell preemption from blocking.
+    pub fn realtime_watchdog(mut self, on: bool) -> Self {
+        self.config.realtime_watchdog = on;
+        self
+    }
+
+    /// At most this many stall reports per second are delivered and logged (default 10; 0 = unlimited).
+    /// Suppressed reports are counted and the count is carried by the next delivered report.
+    pub fn max_reports_per_second(mut self, n: u32) -> Self {
+        self.config.max_reports_per_second = n;
+        self
+    }
+
+    /// Report each stall (default on): where, [`report`](Self::report) says. `false` silences reports (the
+    /// stalls are still counted, kept in [`Agent::stalls`] and sent to subscribers).
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.config.tracing = on;
+        self
+    }
+
+    /// Where stall reports go (default [`ReportTo::Auto`]: a `tracing` warning if the app's subscriber shows
+    /// target `loopscope::stall` at WARN, else a line on stderr). `LOOPSCOPE_REPORT` overrides it.
+    pub fn report(mut self, to: ReportTo) -> Self {
+        self.config.tracing = true;
+        self.config.report = to;
+        self
+    }
+
+    /// Tasks tracked individually (default 65,536). Each costs 128 bytes (192 with schedule latency on). Tasks beyond this are
+    /// counted in `Dropped::untracked_tasks` but still timed per worker and watched for stalls.
+    pub fn max_tasks(mut self, n: usize) -> Self {
+        self.config.max_tasks = n;
+        self
+    }
+
+    /// Distinct spawn locations tracked (default 4,096).
+    pub fn max_locations(mut self, n: usize) -> Self {
+        self.config.max_locations = n;
+        self
+    }
+
+    /// Finished tasks kept for display (default 256).
+    pub fn retain_finished(mut self, n: usize) -> Self {
+        self.config.retain_finished = n;
+        self
+    }
+
+    /// Ask tokio to measure each task's wake→poll latency (default off: it costs two clock reads per wake).
+    pub fn track_schedule_latency(mut self, on: bool) -> Self {
+        self.config.schedule_latency = on;
+        self
+    }
+
+    /// Describe stall culprits with the OS probes: the stalled thread's stack, its state and syscall, CPU
+    /// time and perf counters (default on). The probes are process-wide; the first agent's settings win.
+    pub fn probes(mut self, on: bool) -> Self {
+        self.config.probes = on;
+        self
+    }
+
+    /// Capture stalled threads' stacks with a realtime signal (default on).
+    pub fn stacks(mut self, on: bool) -> Self {
+        self.config.stacks = on;
+        self
+    }
+
+    /// Read per-thread perf counters (default on; degrades by itself where perf is unavailable).
+    pub fn perf(mut self, on: bool) -> Self {
+        self.config.perf = on;
+        self
+    }
+
+    /// Unwind stacks with frame pointers instead of DWARF unwind tables. Only useful if the app is built with
+    /// `-C force-frame-pointers=yes`; otherwise stacks come out partial.
+    pub fn frame_pointer_unwinding(mut self, on: bool) -> Self {
+        self.config.unwinder =
+            if on { loopscope_probes::stack::Unwinder::FramePointer } else { loopscope_probes::stack::Unwinder::Dwarf };
+        self
+    }
+
+    /// How often runtime metrics and the event-loop lag probes are sampled (default 250 ms).
+    pub fn sample_interval(mut self, d: Duration) -> Self {
+        self.config.sample_interval = d;
+        self
+    }
+
+    /// Where to serve the live stream (default `127.0.0.1:6670`): `HOST:PORT` with an IP address (port 0
+    /// picks a free port; see [`Agent::serve_addr`]), `unix:/path/to.sock` (created with mode 0600), or
+    /// `off`. An address that does not parse makes [`install`](Self::install) fail.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), loopscope::Error> {
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("127.0.0.1:0").ignore_env().install(&mut builder)?;
+    /// assert!(agent.serve_addr().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve(mut self, addr: &str) -> Self {
+        match loopscope_wire::proto::ServeAddr::parse(addr) {
+            Ok(a) => {
+                self.config.serve = a;
+                self.bad_serve = None;
+            }
+            Err(e) => self.bad_serve = Some(e),
+        }
+        self
+    }
+
+    /// Also write the stream to `path`, a recording that `loopscope replay` plays back.
+    pub fn record(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.record = Some(path.into());
+        self
+    }
+
+    /// A name for this runtime in reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Turns the agent off (installs nothing); `LOOPSCOPE_ENABLED` can turn it back on.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.config.enabled = on;
+        self
+    }
+
+    /// Ignore `LOOPSCOPE_*` environment variables (for tests and embedded uses).
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// Your own `on_task_spawn` callback, called after loopscope's.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_spawn(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.spawn = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_before_task_poll` callback, called *before* loopscope starts its timer (so its cost is not
+    /// charged to the task).
+    #[cfg(tokio_unstable)]
+    pub fn on_before_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.before_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_after_task_poll` callback, called after loopscope stops its timer.
+    #[cfg(tokio_unstable)]
+    pub fn on_after_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.after_poll = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_task_terminate` callback, called after loopscope's.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_terminate(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.chain.terminate = Some(Arc::new(f));
+        self
+    }
+
+    /// The configuration this builder would install: code settings with `LOOPSCOPE_*` variables applied.
+    pub fn resolve(&self) -> Result<Config, Error> {
+        let mut config = self.config.clone();
+        if let Some(e) = &self.bad_serve {
+            return Err(Error::Config(ConfigError::OutOfRange {
+                setting: "serve",
+                value: e.input.clone(),
+                reason: e.to_string(),
+            }));
+        }
+        config.validate()?;
+        if self.use_env {
+            let unknown = config.apply_env(std::env::vars_os().filter_map(|(k, v)| {
+                let k = k.into_string().ok()?;
+                k.starts_with("LOOPSCOPE_").then(|| (k, v.to_string_lossy().into_owned()))
+            }))?;
+            for var in unknown {
+                tracing::warn!(target: "loopscope", "ignoring unknown variable {var} (known: {})", ENV_VARS.join(", "));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Attaches the agent to a tokio runtime builder (multi-thread or current-thread). Call it once per
+    /// builder, before `build()`.
+    ///
+    /// Fails only on invalid configuration, naming the setting or variable. Without `--cfg tokio_unstable` it
+    /// succeeds but can't time polls; see [`Agent::capabilities`].
+    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<Agent, Error> {
+        let config = self.resolve()?;
+        let shared = Shared::new(config, outputs::finish_check);
+        let agent = Agent { shared: shared.clone() };
+        if !shared.config.enabled {
+            return Ok(agent);
+        }
+        #[cfg(tokio_unstable)]
+        probing::start(&shared.config);
+        outputs::start(&shared, &agent.capabilities()).map_err(Error::Output)?;
+        // The timer-lateness probe needs tokio's time driver; `sleep` would panic without it. Enabling it is
+        // idempotent and costs nothing until a timer is used.
+        builder.enable_time();
+        #[cfg(tokio_unstable)]
+        hooks::install(builder, &shared, self.chain, crate::lifecycle::start);
+        #[cfg(not(tokio_unstable))]
+        warn_missing_unstable();
+        Ok(agent)
+    }
+}
+
+#[cfg(not(tokio_unstable))]
+fn warn_missing_unstable() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let msg = "loopscope: this program was built without `--cfg tokio_unstable`, so tokio offers no task \
+                   hooks: poll timing and stall detection are OFF. Rebuild with RUSTFLAGS=\"--cfg tokio_unstable\" \
+                   (or add it to .cargo/config.toml) to enable them.";
+        tracing::warn!(target: "loopscope", "{msg}");
+        eprintln!("{msg}");
+    });
+}
+
+/// An installed agent: read its snapshots and stall events.
+///
+/// Cheap to clone. Holding it does not keep the runtime alive; after the runtime is dropped, the agent keeps
+/// its last values and subscriptions end.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Agent {
+    /// Starts configuring an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// Times every poll of `fut` as the hooks time a task's poll, for futures that are not tasks: the body of
+    /// your own `block_on`, or any future you want watched on its own. A poll that holds its thread past the
+    /// stall threshold is reported while it still runs, as [`StallKind::BlockOn`](crate::StallKind::BlockOn),
+    /// at the place `instrument` was called, with its stack and classification; `check` counts it like a
+    /// task's stall. (`#[loopscope::main]` does this for its body.)
+    ///
+    /// Polled inside a task's poll it adds nothing, so no poll is charged twice.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// // The accept loop of many servers runs in the body, on the thread every task shares.
+    /// let answer = rt.block_on(agent.instrument(async { 6 * 7 }));
+    /// assert_eq!(answer, 42);
+    /// ```
+    #[track_caller]
+    pub fn instrument<F: std::future::Future>(&self, fut: F) -> crate::Instrumented<F> {
+        crate::instrument::Instrumented::new(
+            fut,
+            Some(self.shared.clone()),
+            crate::lifecycle::start,
+            std::panic::Location::caller(),
+        )
+    }
+
+    /// Spawns `fut` onto the current `LocalSet` (as `tokio::task::spawn_local`) with each of its polls timed
+    /// like a task's, under tokio's task id and the location of this call: tokio fires no task hooks for
+    /// `LocalSet` tasks, so without this their stalls go unseen. Panics outside a `LocalSet`, as tokio's does.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// let n = local.block_on(&rt, async {
+    ///     let shared = std::rc::Rc::new(21); // not Send: a LocalSet's task
+    ///     agent.spawn_local(async move { *shared * 2 }).await.unwrap()
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
+    #[track_caller]
+    pub fn spawn_local<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + 'static,
+        F::Output: 'static,
+    {
+        let location = std::panic::Location::caller();
+        let timed =
+            crate::instrument::Instrumented::new(fut, Some(self.shared.clone()), crate::lifecycle::start, location)
+                .local_task();
+        tokio::task::spawn_local(timed)
+    }
+
+    /// Identifies this agent (one per runtime) within the process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The address the live stream is served on (with the real port when configured with port 0), or `None`
+    /// when serving is off or failed (see [`Agent::serve_error`]). Connect with `loopscope top ADDR`.
+    pub fn serve_addr(&self) -> Option<loopscope_wire::proto::ServeAddr> {
+        self.shared.server.get().map(|s| s.local_addr().clone())
+    }
+
+    /// Why the stream is not served although it was configured: the default address was taken (usually by
+    /// another runtime or process with loopscope). Set another address with `LOOPSCOPE_ADDR`.
+    pub fn serve_error(&self) -> Option<String> {
+        self.shared.serve_error.get().cloned()
+    }
+
+    /// Clients connected to the live stream now.
+    pub fn stream_clients(&self) -> usize {
+        self.shared.server.get().map_or(0, |s| s.client_count())
+    }
+
+    /// Counters of the live-stream server: clients, bytes and frames sent, and frames dropped because a
+    /// client fell behind (`None` when not serving).
+    pub fn stream_stats(&self) -> Option<StreamStats> {
+        self.shared.server.get().map(|s| s.stats())
+    }
+
+    /// The configuration in force (code settings with the environment applied).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// What this build of the agent can observe, and why not.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&self.shared.config)
+    }
+
+    /// Cumulative values now. Compare two snapshots with [`Snapshot::delta`].
+    ///
+    /// Costs time proportional to the task table's capacity; meant for periodic use (every 100 ms or
+    /// slower), not per request.
+    pub fn snapshot(&self) -> Snapshot {
+        crate::scan::snapshot::build(&self.shared)
+    }
+
+    /// The latest state of recent stalls (up to 256), oldest first, including those whose reports the rate
+    /// limit suppressed.
+    pub fn stalls(&self) -> Vec<StallSummary> {
+        lock(&self.shared.recent_stalls).iter().cloned().collect()
+    }
+
+    /// Receives stall events as they happen, with a buffer of 1,024 events.
+    pub fn subscribe(&self) -> StallSubscription {
+        self.subscribe_with_capacity(1024)
+    }
+
+    /// Receives stall events with a buffer of `capacity` events. When the buffer is full, new events are
+    /// dropped and counted ([`StallSubscription::dropped`]); the app is never blocked.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> StallSubscription {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        lock(&self.shared.subscribers).push(Subscriber { tx, dropped: dropped.clone() });
+        StallSubscription { rx, dropped }
+    }
+
+    /// Whether the runtime this agent watches has been dropped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopping.load(Acquire)
+    }
+
+    /// Which OS probes work in this process (stack capture, thread state, CPU time, each perf counter), and
+    /// why the others don't.
+    pub fn probe_status(&self) -> Vec<wire::ProbeStatus> {
+        let mut status = probing::status();
+        // This runtime's own: how its watchdog is scheduled (see `realtime_watchdog`).
+        let priority = self.shared.watchdog_priority.get();
+        status.push(wire::ProbeStatus {
+            name: "watchdog-priority".into(),
+            active: priority.is_some_and(|p| !p.starts_with("unchanged")),
+            detail: priority.cloned().unwrap_or_else(|| "the watchdog has not started yet".into()),
+        });
+        status
+    }
+
+    /// Whether the process-wide probes have started (at the first install), so stall reports carry stacks. Symbols
+    /// are read lazily, one compilation unit at a time, when a stack first needs them.
+    pub fn probes_ready(&self) -> bool {
+        probing::ready()
+    }
+
+    /// Whether the agent has stopped and delivered everything it saw (or never started because the runtime
+    /// never polled a task). After this, [`Agent::stalls`] and [`Agent::snapshot`] are final.
+    pub fn is_drained(&self) -> bool {
+        self.shared.drained.load(Acquire) || !self.shared.started.load(Acquire)
+    }
+}
+
+/// A stream of [`StallEvent`]s from one agent. Ends (returns `None` / disconnects) when the runtime is
+/// dropped.
+#[derive(Debug)]
+pub struct StallSubscription {
+    rx: Receiver<StallEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl StallSubscription {
+    /// Waits up to `timeout` for the next event. `None` on timeout or when the agent stopped.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<StallEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<StallEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Blocks until the next event; `None` once the agent stopped.
+    pub fn recv(&self) -> Option<StallEvent> {
+        self.rx.recv().ok()
+    }
+
+    /// Events lost because this subscription's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}

@@ -1,0 +1,528 @@
+//! Per-thread slots: one per OS thread that polls tasks of one runtime.
+//!
+//! Each slot has a single writer (its thread), is aligned to 128 bytes so two workers never share a cache line
+//! (adjacent-line prefetch pairs lines on x86), and publishes plain counters with `Relaxed` stores, as tokio's
+//! own worker metrics do. It also publishes the poll in progress (start time, task) under a sequence number so
+//! the watchdog can see a poll that is blocking *right now*, not only after it returns.
+//!
+//! Slots are keyed by OS thread, not by tokio worker index: `block_in_place` moves a worker's core to another
+//! thread while the original thread is still inside a poll, so two threads can briefly both claim one index.
+//!
+//! The poll in flight and the long-poll ring are seqlocks (one writer, readers that retry or give up, never
+//! block it). The writer side is: mark the record as changing (the poll sequence even, or a ring entry's
+//! generation 0), a `Release` fence, the fields with `Relaxed` stores, then the new sequence with a `Release`
+//! store. The reader side: the sequence with `Acquire`, the fields, an `Acquire` fence, the sequence again. The
+//! fence pair is what makes a reader that saw *any* new field also see the "changing" mark when it re-reads, so
+//! it never pairs one poll's fields with another poll's sequence (Boehm, "Can seqlocks get along with
+//! programming language memory models?", 2012). A `Release` store alone orders only what comes before it, and
+//! on aarch64 the next poll's fields could otherwise become visible before the previous poll's end. On x86 both
+//! fences compile to nothing. The `loom` tests at the bottom check both seqlocks (see `sync.rs` for how to run
+//! them).
+
+use crate::shared::tables::TASK_BUCKETS;
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+use loopscope_wire::LogHistogram;
+use std::cell::RefCell;
+use std::sync::atomic::Ordering::*;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+
+/// Single-writer increment: a load and a store, not a locked read-modify-write. The same as `tables::bump`,
+/// but on the slot's own atomic type, which the loom tests swap.
+#[inline(always)]
+fn bump(a: &AtomicU64) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// Completed long polls remembered per thread, so the watchdog learns a stall's exact final duration even if
+/// the thread completed more polls before the watchdog's next look.
+pub(crate) const LONG_POLLS: usize = 4;
+
+/// A completed poll that passed the stall threshold. Written only on that (rare) path, as a seqlock.
+#[derive(Debug, Default)]
+pub(crate) struct LongPoll {
+    /// Which long poll of this thread this is, plus one (`n + 1` for the `n`th): 0 while being written,
+    /// set last with `Release`. Readers ask for a given `n`, so an entry already overwritten by a later lap
+    /// of the ring reads as missing, never as the wrong poll.
+    generation: AtomicU64,
+    /// The poll's (odd) sequence number.
+    seq: AtomicU64,
+    ns: AtomicU64,
+    task_id: AtomicU64,
+    entry: AtomicU32,
+    location: AtomicU32,
+}
+
+/// The thread's own scheduler reading, taken in the after-poll hook of a poll that ran past a quarter of the
+/// stall threshold, just before the poll's end is published (a seqlock like a ring entry: `seq` 0 while being
+/// written). The last [`CLOSINGS`] are kept. They serve twice:
+/// * as the *closing* reading of the poll that took it: exact, where the watchdog's own would come late (its
+///   next tick, or never if the thread exits), so no time after the poll's end is guessed at;
+/// * as the *opening* reading of the thread's next poll, when that starts soon after: the thread was running
+///   when it took it, so no wait for a CPU was in progress, and the next poll's run-queue wait can be bounded
+///   from it even if the watchdog (late on a busy machine) never saw that poll start. See `accounting.rs`.
+#[derive(Debug, Default)]
+pub(crate) struct Closing {
+    /// The (odd) sequence number of the poll it closes; 0 while being written or before the first.
+    seq: AtomicU64,
+    /// The agent's raw clock when it was taken.
+    raw: AtomicU64,
+    /// CPU time and run-queue wait in nanoseconds; `u64::MAX` where unreadable.
+    cpu_ns: AtomicU64,
+    run_queue_ns: AtomicU64,
+}
+
+/// How many closing readings a slot keeps: enough that the watchdog, late on a busy machine, still finds a poll's
+/// own closing reading after the thread ran a few more long polls.
+const CLOSINGS: usize = 8;
+
+/// A plain copy of a [`Closing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClosingRecord {
+    /// The sequence number of the poll it closed.
+    pub(crate) seq: u64,
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
+/// A plain copy of a [`LongPoll`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LongPollRecord {
+    pub(crate) seq: u64,
+    pub(crate) ns: u64,
+    pub(crate) task_id: u64,
+    pub(crate) entry: u32,
+    pub(crate) location: u32,
+}
+
+/// What the watchdog reads about the poll in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub(crate) seq: u64,
+    pub(crate) start: u64,
+    pub(crate) task_id: u64,
+    pub(crate) location_addr: usize,
+}
+
+#[repr(align(128))]
+#[derive(Debug)]
+pub(crate) struct WorkerSlot {
+    // --- written by the owning thread on every poll ---
+    /// Odd while a poll is in flight: the seqlock's sequence for the three fields below (module docs). Stored
+    /// with `Release` last on poll start and first on poll end.
+    pub(crate) seq: AtomicU64,
+    pub(crate) poll_start: AtomicU64,
+    pub(crate) task_id: AtomicU64,
+    /// Address of the task's `&'static Location` (its spawn site). The watchdog maps it back through the
+    /// location table, so the hot path never touches the table.
+    pub(crate) task_location: AtomicUsize,
+    pub(crate) polls: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) max_poll_ns: AtomicU64,
+    pub(crate) slow_polls: AtomicU64,
+    /// Poll durations of tasks without a table entry (table full). Tracked tasks' durations live in their
+    /// entries; keeping a per-thread histogram for every poll would cost an extra write per poll.
+    pub(crate) untracked_hist: [AtomicU64; TASK_BUCKETS],
+    pub(crate) long_count: AtomicU64,
+    pub(crate) long_polls: [LongPoll; LONG_POLLS],
+    pub(crate) closings: [Closing; CLOSINGS],
+    pub(crate) closing_count: AtomicU64,
+    /// The thread's own reading at the start of its first poll after an idle pause (same layout as a closing
+    /// reading, with `raw` the poll's start): the watchdog, woken by that poll, may come too late to open it.
+    pub(crate) opening: Closing,
+    /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
+    pub(crate) nested: AtomicU64,
+    // --- identity, fixed at registration ---
+    pub(crate) tid: i32,
+    pub(crate) thread_id: ThreadId,
+    pub(crate) thread_name: Option<String>,
+    pub(crate) alive: AtomicBool,
+    /// Set when the agent that owns this slot shut down, so threads drop their reference lazily.
+    pub(crate) agent_gone: AtomicBool,
+    /// The thread's scheduler clocks when it registered, read by the thread itself (so no wait for a CPU can be
+    /// in progress): the first reading of its first poll, which the watchdog (perhaps not even running yet)
+    /// could not take in time. Cold path: once per thread.
+    pub(crate) born: Option<Birth>,
+}
+
+impl WorkerSlot {
+    fn new() -> Self {
+        let current = std::thread::current();
+        WorkerSlot {
+            seq: AtomicU64::new(0),
+            poll_start: AtomicU64::new(0),
+            task_id: AtomicU64::new(0),
+            task_location: AtomicUsize::new(0),
+            polls: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            max_poll_ns: AtomicU64::new(0),
+            slow_polls: AtomicU64::new(0),
+            untracked_hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            long_count: AtomicU64::new(0),
+            long_polls: Default::default(),
+            closings: Default::default(),
+            closing_count: AtomicU64::new(0),
+            opening: Closing::default(),
+            nested: AtomicU64::new(0),
+            tid: crate::os::current_tid(),
+            thread_id: current.id(),
+            thread_name: current.name().map(str::to_string),
+            alive: AtomicBool::new(true),
+            agent_gone: AtomicBool::new(false),
+            born: Birth::now(),
+        }
+    }
+
+    /// Publishes a poll start. Owner thread only.
+    #[inline]
+    pub(crate) fn begin(&self, task_id: u64, location_addr: usize, start: u64) {
+        let mut seq = self.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            // A before-hook without an after-hook on this thread; see `nested`. End that poll first, so that
+            // the fence below orders its end before the new fields, as it does for an `end`.
+            bump(&self.nested);
+            seq = seq.wrapping_add(1);
+            self.seq.store(seq, Relaxed);
+        }
+        // Seqlock writer (module docs): the even sequence stored by `end` (or just above) must be visible to a
+        // reader before any field of this new poll is, or the reader could pair these fields with the previous
+        // poll's odd sequence and charge that poll's stall to this task.
+        fence(Release);
+        self.task_id.store(task_id, Relaxed);
+        self.task_location.store(location_addr, Relaxed);
+        self.poll_start.store(start, Relaxed);
+        self.seq.store(seq.wrapping_add(1), Release);
+    }
+
+    /// Publishes a poll end and records it. Returns the id of the task polled, or `None` when no poll was in
+    /// flight (hooks installed while a poll ran). Owner thread only.
+    #[inline]
+    pub(crate) fn end(&self, ns: u64, slow: bool) -> Option<u64> {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return None;
+        }
+        self.seq.store(seq + 1, Release);
+        bump(&self.polls);
+        self.busy_ns.store(self.busy_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_poll_ns.load(Relaxed) {
+            self.max_poll_ns.store(ns, Relaxed);
+        }
+        if slow {
+            bump(&self.slow_polls);
+        }
+        Some(self.task_id.load(Relaxed))
+    }
+
+    /// Remembers a completed poll that passed the stall threshold, with its location resolved now, while the
+    /// task is certainly alive. The after-poll hook is the authority on long polls: even if the OS starved the
+    /// watchdog for the whole poll, the watchdog finds it here on its next look. Owner thread only; rare.
+    pub(crate) fn record_long(&self, ns: u64, entry: u32, location: u32) {
+        let seq = self.seq.load(Relaxed).wrapping_sub(1); // the (odd) sequence number of the poll that ended
+        let n = self.long_count.load(Relaxed);
+        if let Some(lp) = self.long_polls.get((n % LONG_POLLS as u64) as usize) {
+            // Seqlock writer (module docs): "being written" must be visible before any new field is.
+            lp.generation.store(0, Relaxed);
+            fence(Release);
+            lp.seq.store(seq, Relaxed);
+            lp.ns.store(ns, Relaxed);
+            lp.task_id.store(self.task_id.load(Relaxed), Relaxed);
+            lp.entry.store(entry, Relaxed);
+            lp.location.store(location, Relaxed);
+            lp.generation.store(n.wrapping_add(1), Release);
+        }
+        self.long_count.store(n.wrapping_add(1), Release);
+    }
+
+    /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past a quarter of
+    /// the stall threshold. Called before [`end`](Self::end), whose `Release` store publishes it together with
+    /// the end: a watchdog that sees the poll ended finds its closing reading. Owner thread only; rare (a few µs
+    /// of syscalls, no allocation, no lock: see `own_sched_times`).
+    pub(crate) fn record_closing(&self, raw: u64, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
+        let n = self.closing_count.load(Relaxed);
+        let Some(c) = self.closings.get((n % CLOSINGS as u64) as usize) else { return };
+        c.seq.store(0, Relaxed);
+        fence(Release);
+        c.raw.store(raw, Relaxed);
+        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.seq.store(seq, Release);
+        self.closing_count.store(n.wrapping_add(1), Relaxed);
+    }
+
+    /// Stores the thread's own reading for the poll in flight, taken just after it started, as if taken at its
+    /// start (the hook's few µs in between are the thread's own CPU time, never a wait). Owner thread only;
+    /// rare (the first poll after an idle pause).
+    pub(crate) fn record_opening(&self, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
+        let c = &self.opening;
+        c.seq.store(0, Relaxed);
+        fence(Release);
+        c.raw.store(self.poll_start.load(Relaxed), Relaxed);
+        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.seq.store(seq, Release);
+    }
+
+    fn read_closing(c: &Closing) -> Option<ClosingRecord> {
+        let seq = c.seq.load(Acquire);
+        if seq == 0 {
+            return None;
+        }
+        let some = |v: u64| (v != u64::MAX).then_some(v);
+        let r = ClosingRecord {
+            seq,
+            raw: c.raw.load(Relaxed),
+            cpu_ns: some(c.cpu_ns.load(Relaxed)),
+            run_queue_ns: some(c.run_queue_ns.load(Relaxed)),
+        };
+        fence(Acquire);
+        (c.seq.load(Relaxed) == seq).then_some(r)
+    }
+
+    /// The thread's own closing reading of the poll with sequence number `seq`, if still kept and read
+    /// consistently.
+    pub(crate) fn closing(&self, seq: u64) -> Option<ClosingRecord> {
+        self.closings.iter().filter_map(Self::read_closing).find(|r| r.seq == seq && seq != 0)
+    }
+
+    /// The newest of the thread's own readings taken at or before `raw` (the start of a later poll), if any.
+    /// Includes the opening reading of a poll after an idle pause (whose `raw` is that poll's start).
+    pub(crate) fn closing_before(&self, raw: u64) -> Option<ClosingRecord> {
+        self.closings
+            .iter()
+            .chain(std::iter::once(&self.opening))
+            .filter_map(Self::read_closing)
+            .filter(|r| r.raw <= raw)
+            .max_by_key(|r| r.raw)
+    }
+
+    /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
+    #[inline]
+    pub(crate) fn is_polling(&self, task_id: u64) -> bool {
+        self.seq.load(Relaxed) & 1 == 1 && self.task_id.load(Relaxed) == task_id
+    }
+
+    /// A consistent read of the poll in flight, for the watchdog (seqlock read side). `None` when idle or
+    /// when the owner changed it during the read (the next tick will see it).
+    pub(crate) fn in_flight(&self) -> Option<InFlight> {
+        let seq = self.seq.load(Acquire);
+        if seq & 1 == 0 {
+            return None;
+        }
+        let start = self.poll_start.load(Relaxed);
+        let task_id = self.task_id.load(Relaxed);
+        let location_addr = self.task_location.load(Relaxed);
+        fence(Acquire);
+        if self.seq.load(Relaxed) != seq {
+            return None;
+        }
+        Some(InFlight { seq, start, task_id, location_addr })
+    }
+
+    /// The final duration of the long poll that had sequence number `seq`, if remembered.
+    pub(crate) fn long_poll_ns(&self, seq: u64) -> Option<u64> {
+        self.long_polls.iter().find_map(|lp| {
+            let generation = lp.generation.load(Acquire);
+            if generation == 0 {
+                return None;
+            }
+            let (s, ns) = (lp.seq.load(Relaxed), lp.ns.load(Relaxed));
+            fence(Acquire);
+            (s == seq && lp.generation.load(Relaxed) == generation).then_some(ns)
+        })
+    }
+
+    /// The `n`th long poll this thread completed (counting from 0; the caller saw `long_count > n`), if it is
+    /// still in the ring and was read consistently.
+    pub(crate) fn long_poll(&self, n: u64) -> Option<LongPollRecord> {
+        let lp = self.long_polls.get((n % LONG_POLLS as u64) as usize)?;
+        let generation = n.wrapping_add(1);
+        // Anything else: overwritten by a later lap (the thread completed LONG_POLLS more long polls), or
+        // being overwritten right now. Either way the caller reports it as missed.
+        if lp.generation.load(Acquire) != generation {
+            return None;
+        }
+        let r = LongPollRecord {
+            seq: lp.seq.load(Relaxed),
+            ns: lp.ns.load(Relaxed),
+            task_id: lp.task_id.load(Relaxed),
+            entry: lp.entry.load(Relaxed),
+            location: lp.location.load(Relaxed),
+        };
+        fence(Acquire);
+        (lp.generation.load(Relaxed) == generation).then_some(r)
+    }
+
+    /// Records an untracked task's poll. Owner thread only; rare (task table full).
+    pub(crate) fn record_untracked(&self, ns: u64) {
+        if let Some(b) = self.untracked_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump(b);
+        }
+    }
+
+    pub(crate) fn untracked_histogram(&self) -> LogHistogram {
+        LogHistogram { counts: self.untracked_hist.iter().map(|a| a.load(Relaxed)).collect() }
+    }
+}
+
+/// Every slot of one agent, live or exited. Locked only when a thread polls for the first time and when the
+/// background threads refresh their copy (when `generation` moved) — never on the per-poll path.
+#[derive(Debug, Default)]
+pub(crate) struct SlotRegistry {
+    slots: Mutex<Vec<Arc<WorkerSlot>>>,
+    pub(crate) generation: AtomicU64,
+}
+
+impl SlotRegistry {
+    fn register(&self) -> Arc<WorkerSlot> {
+        let slot = Arc::new(WorkerSlot::new());
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // A thread that left and came back (e.g. a blocking-pool thread that ran `block_in_place` twice) keeps
+        // one slot per registration; old dead ones are pruned by the aggregator.
+        slots.push(slot.clone());
+        self.generation.fetch_add(1, Release);
+        slot
+    }
+
+    /// A copy of the current slot list.
+    pub(crate) fn list(&self) -> Vec<Arc<WorkerSlot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks every slot as belonging to a shut-down agent.
+    pub(crate) fn mark_agent_gone(&self) {
+        for s in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.agent_gone.store(true, Relaxed);
+        }
+    }
+
+    /// Removes dead slots for which `keep` says false (after their counts were folded into totals).
+    pub(crate) fn retain(&self, keep: impl FnMut(&Arc<WorkerSlot>) -> bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let before = slots.len();
+        slots.retain(keep);
+        if slots.len() != before {
+            self.generation.fetch_add(1, Release);
+        }
+    }
+}
+
+/// The thread-local handle to this thread's slot in one agent. Dropping it (thread exit) marks the slot dead.
+struct SlotRef {
+    agent: u64,
+    slot: Arc<WorkerSlot>,
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        self.slot.alive.store(false, Release);
+    }
+}
+
+thread_local! {
+    /// This thread's slots, one per agent it has polled for. Nearly always one element.
+    static SLOTS: RefCell<Vec<SlotRef>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's slot in agent `agent`, registering one on first use. Returns `None` only if
+/// the thread-local is being destroyed (thread exit) or re-entered, in which case the poll is not recorded.
+#[inline]
+pub(crate) fn with_slot<R>(agent: u64, registry: &SlotRegistry, f: impl FnOnce(&WorkerSlot) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|cell| {
+            {
+                let slots = cell.try_borrow().ok()?;
+                // Fast path: the first entry is this agent's.
+                if let Some(r) = slots.first()
+                    && r.agent == agent
+                {
+                    return Some(f(&r.slot));
+                }
+                if let Some(r) = slots.iter().find(|r| r.agent == agent) {
+                    return Some(f(&r.slot));
+                }
+            }
+            register_slow(cell, agent, registry, f)
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+#[inline(never)]
+fn register_slow<R>(
+    cell: &RefCell<Vec<SlotRef>>,
+    agent: u64,
+    registry: &SlotRegistry,
+    f: impl FnOnce(&WorkerSlot) -> R,
+) -> Option<R> {
+    let slot = registry.register();
+    let mut slots = cell.try_borrow_mut().ok()?;
+    // Bounded: a thread keeps slots only for agents that are still running (think of a test harness thread
+    // that runs many short-lived runtimes one after another).
+    slots.retain(|r| !r.slot.agent_gone.load(Relaxed));
+    slots.push(SlotRef { agent, slot: slot.clone() });
+    drop(slots);
+    Some(f(&slot))
+}
+
+/// This thread's slot in `agent`, if it has one (does not register).
+pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|cell| {
+            let slots = cell.try_borrow().ok()?;
+            slots.iter().find(|r| r.agent == agent).map(|r| f(&r.slot))
+        })
+        .ok()
+        .flatten()
+}
+
+/// A poll's first scheduler reading is taken when it passes this fraction of the threshold:
+/// early enough that the unmeasured start of a stall is small, late enough that short polls cost nothing. A
+/// poll that ends past it gets the thread's own closing reading ([`Closing`]).
+pub(crate) const FIRST_READING_DIVISOR: u64 = 4;
+// (Here rather than in `watch/accounting.rs`, which uses it too: the shared state sizes the hooks' closing
+// threshold from it, and the shared state imports no stage.)
+
+/// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
+/// its first poll): that poll's first reading, see [`Birth::reading`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Birth {
+    /// The agent's raw clock when it was taken.
+    pub(crate) raw: u64,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+}
+
+impl Birth {
+    /// The calling thread's clocks now; `None` where they can't be read.
+    pub(crate) fn now() -> Option<Birth> {
+        let raw = crate::os::clock().raw();
+        let t = loopscope_probes::thread::sched_times(crate::os::current_tid()).ok()?;
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Some(Birth { raw, cpu_ns: t.cpu.map(ns), run_queue_ns: t.run_queue_wait.map(ns) })
+    }
+}
+
+/// Model checks of the two seqlocks under every interleaving and every visibility the C++/Rust memory model
+/// allows (which is more than x86 ever shows). Each fails if either `fence(Release)` above is removed. They
+/// need `--cfg loom` (see `sync.rs` for why exactly this command):
+///
+/// ```text
+/// RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib shared::slots::loom
+/// ```
+
+#[cfg(all(test, loom))]
+mod loom;
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,79 @@
+//! `slots.rs`'s tests, in a file of their own to keep that one short.
+
+use super::*;
+
+#[test]
+fn in_flight_follows_begin_and_end() {
+    let slot = WorkerSlot::new();
+    assert!(slot.in_flight().is_none());
+    slot.begin(7, 0x70, 700);
+    let f = slot.in_flight().expect("a poll in flight");
+    assert_eq!((f.seq, f.task_id, f.location_addr, f.start), (1, 7, 0x70, 700));
+    assert!(slot.is_polling(7));
+    assert_eq!(slot.end(10, false), Some(7));
+    assert!(slot.in_flight().is_none());
+    assert_eq!(slot.end(10, false), None, "no poll in flight");
+    // A before-hook without its after-hook: counted, and the new poll gets its own odd sequence.
+    slot.begin(8, 0x80, 800);
+    slot.begin(9, 0x90, 900);
+    assert_eq!(slot.nested.load(Relaxed), 1);
+    let f = slot.in_flight().expect("a poll in flight");
+    assert_eq!((f.seq, f.task_id, f.location_addr, f.start), (5, 9, 0x90, 900));
+}
+
+#[test]
+fn long_poll_ring_reports_overwritten_entries_as_missing() {
+    let slot = WorkerSlot::new();
+    for task in 1..=LONG_POLLS as u64 + 1 {
+        slot.begin(task, 0, 0);
+        slot.end(task * 1_000, true);
+        slot.record_long(task * 1_000, task as u32, 0);
+    }
+    assert_eq!(slot.long_count.load(Relaxed), LONG_POLLS as u64 + 1);
+    // The first long poll's entry now holds the last one's: missing, not the wrong poll.
+    assert!(slot.long_poll(0).is_none());
+    assert!(slot.long_poll_ns(1).is_none());
+    let last = slot.long_poll(LONG_POLLS as u64).expect("the newest long poll");
+    assert_eq!(
+        (last.seq, last.ns, last.task_id),
+        (2 * LONG_POLLS as u64 + 1, (LONG_POLLS as u64 + 1) * 1_000, LONG_POLLS as u64 + 1)
+    );
+    assert_eq!(slot.long_poll_ns(last.seq), Some(last.ns));
+    let second = slot.long_poll(1).expect("still in the ring");
+    assert_eq!((second.seq, second.task_id), (3, 2));
+}
+
+#[test]
+fn closing_reading_belongs_to_one_poll() {
+    let slot = WorkerSlot::new();
+    // Outside a poll there is nothing to close.
+    slot.record_closing(5, Some(1), Some(2));
+    assert_eq!(slot.closing(1), None);
+    slot.begin(7, 0, 100);
+    slot.record_closing(900, Some(40), None);
+    slot.end(800, true);
+    assert_eq!(slot.closing(1), Some(ClosingRecord { seq: 1, raw: 900, cpu_ns: Some(40), run_queue_ns: None }));
+    slot.begin(8, 0, 1_000);
+    slot.record_closing(2_000, Some(50), Some(60));
+    slot.end(1_000, true);
+    assert_eq!(slot.closing(3), Some(ClosingRecord { seq: 3, raw: 2_000, cpu_ns: Some(50), run_queue_ns: Some(60) }));
+    // The newest is the closing reading of poll 3; the one before opens it.
+    assert_eq!(slot.closing(1).map(|c| c.raw), Some(900));
+    assert_eq!(slot.closing_before(1_000).map(|c| c.seq), Some(1));
+    assert_eq!(slot.closing_before(2_500).map(|c| c.seq), Some(3));
+    assert_eq!(slot.closing_before(800), None);
+    // Once the ring wraps, the oldest is replaced: poll 1's reads as missing, never as the wrong poll.
+    for k in 0..CLOSINGS as u64 - 1 {
+        slot.begin(9, 0, 3_000 + k * 1_000);
+        slot.record_closing(3_500 + k * 1_000, None, None);
+        slot.end(500, true);
+    }
+    assert_eq!(slot.closing(1), None);
+    assert_eq!(slot.closing(5).map(|c| c.raw), Some(3_500));
+    assert_eq!(slot.closing(0), None);
+    // An opening reading counts as taken at its poll's start.
+    slot.begin(10, 0, 50_000);
+    slot.record_opening(Some(70), Some(80));
+    let opened = slot.closing_before(50_000).expect("the opening reading");
+    assert_eq!((opened.raw, opened.cpu_ns, opened.run_queue_ns), (50_000, Some(70), Some(80)));
+}

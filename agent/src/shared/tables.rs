@@ -1,0 +1,578 @@
+//! Fixed-capacity, lock-free tables of per-task and per-location state, written by the task hooks.
+//!
+//! Why hand-written: the hooks run on every poll and may take no lock and make no allocation, and tokio hands
+//! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
+//! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
+//!
+//! * tokio task ids come from one process-wide counter, and a multiplicative (Fibonacci) hash spreads any run
+//!   of consecutive ids evenly over a power-of-two table, so a lookup nearly always hits on its first probe
+//!   (a short bounded probe window handles the rest). Not `id & mask`: that places a block of long-lived tasks
+//!   (connections accepted at startup) in one contiguous run, and every later id whose slot falls in that
+//!   run finds its whole probe window taken, for as long as those tasks live;
+//! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
+//!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
+//!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
+//!
+//! Reclamation: the terminate hook marks an entry finished (or, when it fires inside the task's last poll,
+//! "terminating", and that poll's after-hook finishes it, because tokio runs the terminate hook before the final
+//! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
+//! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
+
+use crossbeam_queue::SegQueue;
+use loopscope_probes::mem::ZeroedSlice;
+use loopscope_wire::LogHistogram;
+use std::panic::Location;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
+pub(crate) const TASK_BUCKETS: usize = 16;
+/// How many slots, from a task's home slot on, an insert or lookup tries.
+const PROBE: u64 = 8;
+/// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
+/// (the three-distance theorem), and the top bits of the product are the best mixed.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Marks "no entry" in `u32` indexes.
+pub(crate) const NONE: u32 = u32::MAX;
+/// The location index used when the location table is full.
+pub(crate) const OTHER_LOCATION: u32 = u32::MAX - 1;
+
+pub(crate) const FREE: u32 = 0;
+pub(crate) const LIVE: u32 = 1;
+/// The terminate hook fired inside the task's final poll; the after-poll hook will finish it.
+pub(crate) const TERMINATING: u32 = 2;
+pub(crate) const FINISHED: u32 = 3;
+
+/// One task's counters: exactly two cache lines (the agent's memory per live task is dominated by this).
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+pub(crate) struct TaskEntry {
+    /// tokio task id; 0 when free.
+    pub(crate) key: AtomicU64,
+    pub(crate) location: AtomicU32,
+    pub(crate) state: AtomicU32,
+    pub(crate) polls: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) max_poll_ns: AtomicU64,
+    pub(crate) slow_polls: AtomicU32,
+    /// Written by the watchdog (rarely), never by the hooks.
+    pub(crate) stalls: AtomicU32,
+    pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    /// What the stream feed last sent of this task (`feed::mark`; 0: nothing). Read and written only by the
+    /// agent thread, which is also the only one to clear the entry: it lives in the entry's padding, so the
+    /// feed's memory follows the entries in use at no cost.
+    pub(crate) feed_mark: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<TaskEntry>() == 128);
+
+/// One task's wake→poll latency, in a table parallel to the task table that exists only when schedule
+/// latency is tracked (it is off by default, and would otherwise cost every task another cache line).
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+pub(crate) struct SchedEntry {
+    pub(crate) total_ns: AtomicU64,
+    pub(crate) max_ns: AtomicU64,
+    // The number of samples is the sum of `hist`: not stored.
+    pub(crate) hist: [AtomicU32; TASK_BUCKETS],
+}
+
+impl SchedEntry {
+    /// Records the wake→poll latency tokio measured for the poll that is starting. Polling thread only.
+    #[inline]
+    pub(crate) fn record(&self, ns: u64) {
+        self.total_ns.store(self.total_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_ns.load(Relaxed) {
+            self.max_ns.store(ns, Relaxed);
+        }
+        if let Some(b) = self.hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump32(b);
+        }
+    }
+
+    fn clear(&self) {
+        self.total_ns.store(0, Relaxed);
+        self.max_ns.store(0, Relaxed);
+        for a in &self.hist {
+            a.store(0, Relaxed);
+        }
+    }
+}
+
+impl TaskEntry {
+    /// Records one completed poll. Called only by the thread that is polling the task.
+    #[inline]
+    pub(crate) fn record_poll(&self, ns: u64, slow: bool) {
+        bump(&self.polls);
+        self.busy_ns.store(self.busy_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        if ns > self.max_poll_ns.load(Relaxed) {
+            self.max_poll_ns.store(ns, Relaxed);
+        }
+        if slow {
+            bump32(&self.slow_polls);
+        }
+        if let Some(b) = self.poll_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+            bump32(b);
+        }
+    }
+
+    /// Resets every counter. Only the aggregator calls this, on an entry in state FINISHED, before it frees
+    /// the key; the `Release` store of the key publishes the zeroes to the next inserter.
+    fn clear(&self) {
+        for a in [&self.polls, &self.busy_ns, &self.max_poll_ns] {
+            a.store(0, Relaxed);
+        }
+        for a in [&self.slow_polls, &self.stalls] {
+            a.store(0, Relaxed);
+        }
+        for a in &self.poll_hist {
+            a.store(0, Relaxed);
+        }
+        self.location.store(0, Relaxed);
+        self.feed_mark.store(0, Relaxed);
+        self.state.store(FREE, Relaxed);
+    }
+}
+
+/// Single-writer increment: a load and a store, not a locked RMW (see the module docs for why it is safe).
+#[inline(always)]
+pub(crate) fn bump(a: &AtomicU64) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+#[inline(always)]
+pub(crate) fn bump32(a: &AtomicU32) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// A plain copy of a task entry's counters, read by the aggregator.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskCounts {
+    pub(crate) id: u64,
+    pub(crate) location: u32,
+    pub(crate) state: u32,
+    pub(crate) polls: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) max_poll_ns: u64,
+    pub(crate) slow_polls: u64,
+    pub(crate) stalls: u64,
+    pub(crate) sched_count: u64,
+    pub(crate) sched_total_ns: u64,
+    pub(crate) sched_max_ns: u64,
+    pub(crate) poll_hist: [u32; TASK_BUCKETS],
+    pub(crate) sched_hist: [u32; TASK_BUCKETS],
+}
+
+/// The table of tracked tasks.
+#[derive(Debug)]
+pub(crate) struct TaskTable {
+    entries: ZeroedSlice<TaskEntry>,
+    /// Parallel to `entries` when schedule latency is tracked; empty otherwise.
+    sched: ZeroedSlice<SchedEntry>,
+    mask: u64,
+    /// `64 - log2(capacity)`: the home slot is the top bits of the id's Fibonacci hash.
+    shift: u32,
+    /// Tasks that could not be inserted (table full in their probe window).
+    pub(crate) untracked: AtomicU64,
+    /// All spawns seen by the hook, tracked or not.
+    pub(crate) spawned: AtomicU64,
+    /// Terminations of the tasks counted in `spawned` (see [`TaskTable::count_termination`]); read through
+    /// [`TaskTable::spawn_counts`].
+    terminated: AtomicU64,
+    /// Untracked tasks whose termination was not counted yet: how many terminations without an entry may
+    /// still be counted.
+    untracked_unfinished: AtomicU64,
+}
+
+impl TaskTable {
+    pub(crate) fn new(max_tasks: usize, schedule_latency: bool) -> Self {
+        let cap = max_tasks.max(PROBE as usize).next_power_of_two();
+        // Mapped zeroed (all-zero is a valid, free entry), so the OS backs a page only once a task uses it:
+        // a large `max_tasks` costs address space, not resident memory, until that many tasks are alive.
+        let entries = ZeroedSlice::<TaskEntry>::new(cap);
+        let sched = ZeroedSlice::<SchedEntry>::new(if schedule_latency { cap } else { 0 });
+        TaskTable {
+            entries,
+            sched,
+            mask: cap as u64 - 1,
+            shift: 64 - cap.trailing_zeros(),
+            untracked: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            terminated: AtomicU64::new(0),
+            untracked_unfinished: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn get(&self, idx: u32) -> Option<&TaskEntry> {
+        self.entries.get(idx as usize)
+    }
+
+    /// The schedule-latency counters of an entry, when tracked.
+    #[inline]
+    pub(crate) fn sched(&self, idx: u32) -> Option<&SchedEntry> {
+        self.sched.get(idx as usize)
+    }
+
+    /// The first slot `id` may occupy.
+    #[inline(always)]
+    fn home(&self, id: u64) -> u64 {
+        // `shift` is at most 61 (capacity >= PROBE), so the shift never overflows.
+        id.wrapping_mul(FIBONACCI) >> self.shift
+    }
+
+    /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
+    pub(crate) fn insert(&self, id: u64, location: u32) -> Option<u32> {
+        self.spawned.fetch_add(1, Relaxed);
+        let home = self.home(id);
+        for i in 0..PROBE {
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
+            let Some(e) = self.entries.get(idx) else { continue };
+            if e.key.load(Relaxed) == 0 && e.key.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
+                e.location.store(location, Relaxed);
+                e.state.store(LIVE, Release);
+                return Some(idx as u32);
+            }
+        }
+        self.untracked.fetch_add(1, Relaxed);
+        self.untracked_unfinished.fetch_add(1, Relaxed);
+        None
+    }
+
+    /// Counts a task's termination, from the terminate hook; `tracked` when the task has an entry.
+    ///
+    /// Only tasks the spawn hook counted may count here, or finished could exceed spawned. tokio fires the
+    /// terminate hook, but never the spawn hook, for `spawn_blocking` tasks, and the agent's own probe tasks
+    /// are spawned from its thread, where the spawn hook ignores them. A task with an entry was counted at
+    /// spawn. One without is either untracked (counted at spawn, but the table was full) or one of those: the
+    /// hook can't tell which, so it counts it only while some untracked task's termination is outstanding.
+    /// Exact while the table has room (no untracked tasks: nothing without an entry counts); when it was full,
+    /// a blocking task may use up an untracked task's turn, and finished stays at most spawned either way.
+    pub(crate) fn count_termination(&self, tracked: bool) {
+        if tracked || self.untracked_unfinished.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+            // Release: a reader that sees this count also sees the spawn it pairs with (`spawn_counts`).
+            self.terminated.fetch_add(1, Release);
+        }
+    }
+
+    /// Tasks spawned and finished so far, read so that finished never exceeds spawned: the spawn of every
+    /// counted termination happened before it (tokio runs a task only after its spawn hook), and reading the
+    /// terminations first (`Acquire`) makes those spawns visible to the second read.
+    pub(crate) fn spawn_counts(&self) -> (u64, u64) {
+        let finished = self.terminated.load(Acquire);
+        let spawned = self.spawned.load(Relaxed);
+        (spawned, finished)
+    }
+
+    /// Finds a live task's entry. Usually the first probe hits: the hash spreads live tasks evenly.
+    #[inline]
+    pub(crate) fn find(&self, id: u64) -> u32 {
+        let home = self.home(id);
+        for i in 0..PROBE {
+            let idx = (home.wrapping_add(i) & self.mask) as usize;
+            if let Some(e) = self.entries.get(idx)
+                && e.key.load(Relaxed) == id
+            {
+                return idx as u32;
+            }
+        }
+        NONE
+    }
+
+    /// Reads an entry's counters if it holds a task in a state other than FREE.
+    pub(crate) fn read(&self, idx: usize) -> Option<TaskCounts> {
+        let e = self.entries.get(idx)?;
+        let id = e.key.load(Acquire);
+        if id == 0 {
+            return None;
+        }
+        let state = e.state.load(Acquire);
+        if state == FREE {
+            return None;
+        }
+        Some(TaskCounts {
+            id,
+            location: e.location.load(Relaxed),
+            state,
+            polls: e.polls.load(Relaxed),
+            busy_ns: e.busy_ns.load(Relaxed),
+            max_poll_ns: e.max_poll_ns.load(Relaxed),
+            slow_polls: e.slow_polls.load(Relaxed) as u64,
+            stalls: e.stalls.load(Relaxed) as u64,
+            sched_count: 0,
+            sched_total_ns: self.sched.get(idx).map_or(0, |s| s.total_ns.load(Relaxed)),
+            sched_max_ns: self.sched.get(idx).map_or(0, |s| s.max_ns.load(Relaxed)),
+            poll_hist: std::array::from_fn(|i| e.poll_hist[i].load(Relaxed)),
+            sched_hist: std::array::from_fn(|i| self.sched.get(idx).map_or(0, |s| s.hist[i].load(Relaxed))),
+        })
+        .map(|mut c| {
+            c.sched_count = c.sched_hist.iter().map(|&n| u64::from(n)).sum();
+            c
+        })
+    }
+
+    /// Frees a FINISHED entry after its counters were harvested. Aggregator only.
+    pub(crate) fn free(&self, idx: usize) {
+        if let Some(e) = self.entries.get(idx)
+            && e.state.load(Acquire) == FINISHED
+        {
+            e.clear();
+            if let Some(s) = self.sched.get(idx) {
+                s.clear();
+            }
+            e.key.store(0, Release);
+        }
+    }
+
+    /// Indexes of every entry, for full scans.
+    pub(crate) fn indexes(&self) -> std::ops::Range<usize> {
+        0..self.entries.len()
+    }
+}
+
+/// Indexes of task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms).
+///
+/// Memory follows the backlog, not the table: the queue grows in blocks of 31 indexes while terminations
+/// outpace the agent thread and hands each block back once drained, so an idle runtime holds nothing. (It was
+/// an `ArrayQueue` sized to the table, 16 bytes per entry written up front: 1 MiB per runtime at defaults.)
+/// The price is one small allocation per 31 terminations, in the terminate hook, never in the poll hooks.
+/// Bounded by the table's capacity, more than there can be finished entries at once, so it never grows
+/// without bound even if the agent thread is gone; past that a push fails and the agent thread's periodic
+/// sweep of the table finds the entry instead.
+#[derive(Debug)]
+pub(crate) struct FinishedQueue {
+    queue: SegQueue<u32>,
+    capacity: usize,
+}
+
+impl FinishedQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        FinishedQueue { queue: SegQueue::new(), capacity }
+    }
+
+    /// Queues an entry index; gives it back when the queue is full.
+    pub(crate) fn push(&self, idx: u32) -> Result<(), u32> {
+        // Several threads may pass this check at once, so the bound can be exceeded by at most one index per
+        // terminating thread: still bounded.
+        if self.queue.len() >= self.capacity {
+            return Err(idx);
+        }
+        self.queue.push(idx);
+        Ok(())
+    }
+
+    /// The next queued index, oldest first.
+    pub(crate) fn pop(&self) -> Option<u32> {
+        self.queue.pop()
+    }
+}
+
+/// One interned spawn location.
+#[derive(Debug)]
+struct LocationEntry {
+    /// The `&'static Location`'s address; 0 when free. Entries are never freed: code has finitely many
+    /// spawn sites, and the table is bounded anyway.
+    key: AtomicUsize,
+    loc: OnceLock<&'static Location<'static>>,
+}
+
+/// Interns `&'static Location`s to small indexes, so task entries and wire messages carry a `u32`.
+#[derive(Debug)]
+pub(crate) struct LocationTable {
+    entries: Box<[LocationEntry]>,
+    mask: usize,
+    pub(crate) overflow: AtomicU64,
+}
+
+const LOC_PROBE: usize = 32;
+
+impl LocationTable {
+    pub(crate) fn new(max: usize) -> Self {
+        let cap = (max.max(LOC_PROBE) * 2).next_power_of_two();
+        let entries = (0..cap).map(|_| LocationEntry { key: AtomicUsize::new(0), loc: OnceLock::new() }).collect();
+        LocationTable { entries, mask: cap - 1, overflow: AtomicU64::new(0) }
+    }
+
+    fn hash(addr: usize) -> usize {
+        // Fibonacci hashing: spreads addresses that share low bits (they are all aligned).
+        (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32) as usize
+    }
+
+    /// The index for `loc`, interning it on first sight.
+    pub(crate) fn intern(&self, loc: &'static Location<'static>) -> u32 {
+        let addr = loc as *const Location<'static> as usize;
+        let h = Self::hash(addr);
+        for i in 0..LOC_PROBE {
+            let idx = (h.wrapping_add(i)) & self.mask;
+            let Some(e) = self.entries.get(idx) else { continue };
+            let k = e.key.load(Acquire);
+            if k == addr {
+                return idx as u32;
+            }
+            if k == 0 {
+                match e.key.compare_exchange(0, addr, AcqRel, Acquire) {
+                    Ok(_) => {
+                        let _ = e.loc.set(loc);
+                        return idx as u32;
+                    }
+                    Err(actual) if actual == addr => {
+                        // Another thread interned it at this moment; make sure the value is visible.
+                        let _ = e.loc.set(loc);
+                        return idx as u32;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        self.overflow.fetch_add(1, Relaxed);
+        OTHER_LOCATION
+    }
+
+    /// The index of an already interned location, by the address of its `&'static Location`; never inserts.
+    pub(crate) fn find(&self, addr: usize) -> u32 {
+        let h = Self::hash(addr);
+        for i in 0..LOC_PROBE {
+            let idx = (h.wrapping_add(i)) & self.mask;
+            match self.entries.get(idx).map(|e| e.key.load(Acquire)) {
+                Some(k) if k == addr => return idx as u32,
+                Some(0) | None => return NONE,
+                Some(_) => {}
+            }
+        }
+        NONE
+    }
+
+    /// The location at `idx`, if interned.
+    pub(crate) fn get(&self, idx: u32) -> Option<&'static Location<'static>> {
+        self.entries.get(idx as usize).and_then(|e| e.loc.get().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_free_cycle() {
+        let t = TaskTable::new(16, true);
+        let a = t.insert(5, 0).unwrap();
+        assert_eq!(t.find(5), a);
+        assert_eq!(t.find(6), NONE);
+        let e = t.get(a).unwrap();
+        e.record_poll(2_000, false);
+        e.record_poll(70_000, true);
+        let c = t.read(a as usize).unwrap();
+        assert_eq!((c.polls, c.busy_ns, c.max_poll_ns, c.slow_polls), (2, 72_000, 70_000, 1));
+        assert_eq!(c.poll_hist.iter().sum::<u32>(), 2);
+        // Not finished yet: free() refuses.
+        t.free(a as usize);
+        assert_eq!(t.find(5), a);
+        e.feed_mark.store(3, Relaxed);
+        e.state.store(FINISHED, Release);
+        t.free(a as usize);
+        assert_eq!(t.find(5), NONE);
+        assert!(t.read(a as usize).is_none());
+        // A new task reusing the slot (the first later id with the same home slot) starts from zero.
+        let same_home = (6..).find(|&id| t.home(id) == t.home(5)).unwrap();
+        let b = t.insert(same_home, 1).unwrap();
+        assert_eq!(b, a);
+        assert_eq!(t.read(b as usize).unwrap().polls, 0);
+        assert_eq!(t.get(b).unwrap().feed_mark.load(Relaxed), 0, "the feed sends the new task");
+    }
+
+    #[test]
+    fn full_window_is_counted_not_lost() {
+        let t = TaskTable::new(8, false);
+        for id in 1..=8 {
+            assert!(t.insert(id, 0).is_some());
+        }
+        assert!(t.insert(9, 0).is_none());
+        assert_eq!(t.untracked.load(Relaxed), 1);
+        assert_eq!(t.spawned.load(Relaxed), 9);
+    }
+
+    /// Issue 11 #8: a block of long-lived tasks (say, connections accepted at startup) must not leave later
+    /// tasks without an entry. With `id & mask` as the home slot, 30k consecutive ids filled a contiguous run
+    /// of the default table for good, and about half of all later tasks found their probe window full.
+    #[test]
+    fn long_lived_block_leaves_room_for_later_tasks() {
+        let t = TaskTable::new(crate::config::Config::default().max_tasks, false);
+        let mut id = 1;
+        for _ in 0..30_000 {
+            assert!(t.insert(id, 0).is_some(), "task {id} of the long-lived block");
+            id += 1;
+        }
+        // A million short-lived tasks after them, a few alive at a time, each freed once it finishes.
+        let mut live = std::collections::VecDeque::new();
+        for _ in 0..1_000_000 {
+            if let Some(idx) = t.insert(id, 0) {
+                live.push_back(idx);
+            }
+            id += 1;
+            if live.len() > 64
+                && let Some(idx) = live.pop_front()
+                && let Some(e) = t.get(idx)
+            {
+                e.state.store(FINISHED, Release);
+                t.free(idx as usize);
+            }
+        }
+        assert_eq!(t.untracked.load(Relaxed), 0, "later tasks left untracked");
+        // And lookups stay one probe in the common case: most live tasks sit in their home slot.
+        let mut at_home = 0;
+        for i in t.indexes() {
+            if let Some(c) = t.read(i) {
+                at_home += usize::from(t.home(c.id) & t.mask == i as u64);
+            }
+        }
+        assert!(at_home * 10 >= 30_000 * 9, "only {at_home} of ~30k live tasks in their home slot");
+    }
+
+    #[test]
+    fn terminations_without_an_entry_count_only_against_untracked_spawns() {
+        let t = TaskTable::new(8, false);
+        for id in 1..=8 {
+            assert!(t.insert(id, 0).is_some());
+        }
+        assert!(t.insert(9, 0).is_none(), "table full: task 9 is untracked");
+        // Task 9 and two tasks the spawn hook never saw (spawn_blocking) terminate without an entry.
+        for _ in 0..3 {
+            t.count_termination(false);
+        }
+        assert_eq!(t.spawn_counts(), (9, 1));
+        for _ in 1..=8 {
+            t.count_termination(true);
+        }
+        assert_eq!(t.spawn_counts(), (9, 9));
+    }
+
+    #[test]
+    fn finished_queue_is_bounded_and_fifo() {
+        let q = FinishedQueue::new(100);
+        for i in 0..100 {
+            assert_eq!(q.push(i), Ok(()));
+        }
+        assert_eq!(q.push(100), Err(100), "full: the sweep finds it instead");
+        assert_eq!(q.pop(), Some(0));
+        assert_eq!(q.push(100), Ok(()));
+        let drained: Vec<u32> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(drained, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn locations_intern_once() {
+        let t = LocationTable::new(4);
+        let l1 = Location::caller();
+        let l2 = Location::caller();
+        let a = t.intern(l1);
+        assert_eq!(t.intern(l1), a);
+        let b = t.intern(l2);
+        assert_ne!(a, b);
+        assert_eq!(t.get(a).map(|l| l.line()), Some(l1.line()));
+        assert_eq!(t.find(l1 as *const _ as usize), a);
+        assert_eq!(t.find(0x1000), NONE);
+    }
+}

@@ -1,0 +1,353 @@
+//! The stream feed: turns the agent's tables and runtime samples into protocol messages (`wire/PROTOCOL.md`)
+//! and hands them to the server, the agent-side recorder and CI reporting.
+//!
+//! It runs on the agent thread, once per sample interval, never on the hot path. A tick carries only the tasks
+//! whose poll count or state changed since the previous tick: the feed remembers, in each task-table entry in
+//! use, the low 32 bits of the poll count it last sent (in the entry's padding, so it costs no memory) and
+//! learns which tasks finished from the agent thread's reclaim pass.
+//!
+//! A new client gets a full state instead, built on its own server thread by [`FullStateSource`](super::full_state::FullStateSource) from the
+//! same tables.
+
+use crate::scan::{add_counters, dropped, hist};
+use crate::shared::Shared;
+use crate::shared::stream::{FeedShared, Latest, LocationIds};
+use crate::shared::tables::{FINISHED, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
+use crate::sync::lock;
+use loopscope_wire::proto::{
+    self, GlobalSample, LatencySample, LocationSample, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample,
+};
+use loopscope_wire::{LogHistogram, TaskState, ThreadInfo, Totals};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
+use std::time::Duration;
+
+/// Per-location sums while scanning.
+#[derive(Debug, Default)]
+pub(super) struct LocAcc {
+    live: u64,
+    spawned: u64,
+    polls: u64,
+    busy: u64,
+    max: u64,
+    slow: u64,
+    stalls: u64,
+    hist: Option<LogHistogram>,
+    sched: Option<LatencySample>,
+}
+
+impl LocAcc {
+    fn add(&mut self, t: &TaskSample, live: bool) {
+        self.live += u64::from(live);
+        self.spawned += 1;
+        self.polls += t.poll_count;
+        self.busy += t.busy_nanos;
+        self.max = self.max.max(t.max_poll_nanos);
+        self.slow += t.slow_poll_count;
+        self.stalls += t.stall_count;
+        self.hist.get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS)).merge(&t.poll_histogram);
+        if let Some(s) = &t.schedule_latency {
+            merge_latency(&mut self.sched, s);
+        }
+    }
+
+    pub(super) fn sample(self, id: u32) -> LocationSample {
+        LocationSample {
+            id,
+            live_tasks: self.live,
+            spawned_tasks: self.spawned,
+            poll_count: self.polls,
+            busy_nanos: self.busy,
+            max_poll_nanos: self.max,
+            slow_poll_count: self.slow,
+            stall_count: self.stalls,
+            poll_histogram: self.hist.unwrap_or_else(|| LogHistogram::new(TASK_BUCKETS)),
+            schedule_latency: self.sched,
+        }
+    }
+}
+
+fn merge_latency(into: &mut Option<LatencySample>, s: &LatencySample) {
+    match into {
+        Some(l) => {
+            l.count += s.count;
+            l.total_nanos += s.total_nanos;
+            l.max_nanos = l.max_nanos.max(s.max_nanos);
+            l.histogram.merge(&s.histogram);
+        }
+        None => *into = Some(s.clone()),
+    }
+}
+
+/// A task entry's counters in stream form.
+fn task_sample(c: &TaskCounts, location: u32) -> TaskSample {
+    TaskSample {
+        id: c.id,
+        location,
+        state: if c.state == FINISHED { TaskState::Finished } else { TaskState::Live },
+        poll_count: c.polls,
+        busy_nanos: c.busy_ns,
+        max_poll_nanos: c.max_poll_ns,
+        slow_poll_count: c.slow_polls,
+        stall_count: c.stalls,
+        poll_histogram: hist(&c.poll_hist),
+        schedule_latency: (c.sched_count > 0).then(|| LatencySample {
+            count: c.sched_count,
+            total_nanos: c.sched_total_ns,
+            max_nanos: c.sched_max_ns,
+            histogram: hist(&c.sched_hist),
+        }),
+    }
+}
+
+/// The result of one pass over the task table.
+pub(super) struct Scan {
+    pub(super) tasks: Vec<TaskSample>,
+    pub(super) locations: HashMap<u32, LocAcc>,
+    pub(super) poll_histogram: LogHistogram,
+    pub(super) totals: Totals,
+}
+
+/// Scans the task table. `keep` decides, per entry index and counters, whether the task goes into
+/// `Scan::tasks` (it also sees empty entries, as `None`); every task counts toward its location. Holds the agent thread's lock, which it frees
+/// entries under, so a task is counted either live or retired, never both.
+pub(super) fn scan(
+    shared: &Shared,
+    ids: &mut LocationIds,
+    mut keep: impl FnMut(usize, Option<&TaskCounts>) -> bool,
+) -> Scan {
+    let sentinel = shared.sentinel_task.load(Relaxed);
+    let mut locations: HashMap<u32, LocAcc> = HashMap::new();
+    let mut tasks = Vec::new();
+    let mut totals = Totals::default();
+    let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
+    let slots = shared.slots.list();
+    for s in &slots {
+        totals.poll_count += s.polls.load(Relaxed);
+        totals.total_poll_duration += Duration::from_nanos(s.busy_ns.load(Relaxed));
+        totals.slow_poll_count += s.slow_polls.load(Relaxed);
+        poll_histogram.merge(&s.untracked_histogram());
+    }
+    let agg = lock(&shared.agg);
+    for i in shared.tasks.indexes() {
+        let Some(c) = shared.tasks.read(i) else {
+            keep(i, None);
+            continue;
+        };
+        if c.id == sentinel {
+            continue;
+        }
+        let id = ids.id(&shared.locations, c.location);
+        let t = task_sample(&c, id);
+        locations.entry(id).or_default().add(&t, c.state != FINISHED);
+        if keep(i, Some(&c)) {
+            tasks.push(t);
+        }
+    }
+    for (index, retired) in &agg.retired {
+        let id = ids.id(&shared.locations, *index);
+        let acc = locations.entry(id).or_default();
+        acc.spawned += retired.spawned_tasks;
+        acc.live += retired.live_tasks;
+        acc.polls += retired.poll_count;
+        acc.busy += proto_nanos(retired.total_poll_duration);
+        acc.max = acc.max.max(proto_nanos(retired.max_poll_duration));
+        acc.slow += retired.slow_poll_count;
+        acc.stalls += retired.stall_count;
+        acc.hist.get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS)).merge(&retired.poll_histogram);
+        if let Some(s) = &retired.schedule_latency {
+            merge_latency(&mut acc.sched, &LatencySample::from(s));
+        }
+    }
+    let retired_workers = agg.retired_workers.clone();
+    drop(agg);
+    totals.poll_count += retired_workers.polls;
+    totals.total_poll_duration += Duration::from_nanos(retired_workers.busy_ns);
+    totals.slow_poll_count += retired_workers.slow_polls;
+    poll_histogram.merge(&retired_workers.untracked_hist);
+    for acc in locations.values() {
+        if let Some(h) = &acc.hist {
+            poll_histogram.merge(h);
+        }
+    }
+    add_counters(shared, &mut totals);
+    Scan { tasks, locations, poll_histogram, totals }
+}
+
+pub(super) fn proto_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The feed's own state, on the agent thread.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    shared_feed: Arc<FeedShared>,
+    seq: u64,
+    /// Location ids announced in ticks so far.
+    announced: usize,
+    /// Poll count and live tasks last sent per location id.
+    location_sent: HashMap<u32, (u64, u64, u64)>,
+}
+
+const FINISHED_BIT: u32 = 1 << 31;
+
+/// What the feed remembers of a task it sent: the low 31 bits of its poll count plus one (never 0, which
+/// means "nothing sent"), and whether it was finished.
+fn mark(polls: u64, state: u32) -> u32 {
+    ((polls as u32 & !FINISHED_BIT).wrapping_add(1) & !FINISHED_BIT).max(1)
+        | if state == FINISHED { FINISHED_BIT } else { 0 }
+}
+
+/// Stores `m` as what the feed sent of an entry's task; whether it differs from the last one. Agent thread
+/// only (see `TaskEntry::feed_mark`), so a plain load and store.
+fn update_mark(e: &TaskEntry, m: u32) -> bool {
+    if e.feed_mark.load(Relaxed) == m {
+        return false;
+    }
+    e.feed_mark.store(m, Relaxed);
+    true
+}
+
+impl Feed {
+    pub(crate) fn new(shared_feed: Arc<FeedShared>) -> Feed {
+        Feed { shared_feed, seq: 0, announced: 0, location_sent: HashMap::new() }
+    }
+
+    /// Records every task's current poll count as sent, without building anything: a pass over the table
+    /// that reads two words per entry and writes a mark only into entries in use, and only when it changed
+    /// (so it never touches a page the tasks left alone).
+    pub(super) fn mark_all(&mut self, shared: &Shared) {
+        for i in shared.tasks.indexes() {
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { break };
+            if e.key.load(Acquire) == 0 {
+                continue;
+            }
+            let state = e.state.load(Acquire);
+            if state != crate::shared::tables::FREE {
+                update_mark(e, mark(e.polls.load(Relaxed), state));
+            }
+        }
+    }
+
+    /// Builds the next tick. `finished` are the ids of tasks whose entries the agent thread's reclaim pass
+    /// freed since the previous tick.
+    pub(crate) fn tick(
+        &mut self,
+        shared: &Shared,
+        sample: Option<&crate::shared::sample::RuntimeSample>,
+        finished: Vec<u64>,
+    ) -> Tick {
+        self.seq += 1;
+        let uptime = shared.uptime();
+        let mut ids = lock(&self.shared_feed.ids);
+        let mut scan = scan(shared, &mut ids, |i, c| {
+            // An empty entry has no mark: the reclaim that freed it cleared it, and put the task it held in
+            // `finished`.
+            let Some(c) = c else { return false };
+            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
+            update_mark(e, mark(c.polls, c.state))
+        });
+        let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
+        let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();
+        self.announced = ids.infos.len();
+        drop(ids);
+        let mut locations = Vec::new();
+        for (id, acc) in scan.locations.drain() {
+            let key = (acc.polls, acc.live, acc.spawned);
+            if self.location_sent.get(&id) != Some(&key) {
+                self.location_sent.insert(id, key);
+                locations.push(acc.sample(id));
+            }
+        }
+        locations.sort_by_key(|l| l.id);
+        let (global, waits) = sample.map(|s| (global(s), waits(s))).unwrap_or_default();
+        *lock(&self.shared_feed.latest) =
+            Latest { seq: self.seq, workers: workers.clone(), global: global.clone(), waits: waits.clone() };
+        Tick {
+            seq: self.seq,
+            at_unix_nanos: crate::os::unix_nanos(),
+            uptime_nanos: proto_nanos(uptime),
+            workers,
+            global,
+            waits,
+            new_locations,
+            locations,
+            tasks: std::mem::take(&mut scan.tasks),
+            finished,
+            poll_histogram: scan.poll_histogram,
+            totals: scan.totals,
+            dropped: dropped(shared),
+            client_dropped_frames: 0,
+        }
+    }
+}
+
+fn workers(shared: &Shared, ids: &mut LocationIds, s: &crate::shared::sample::RuntimeSample) -> Vec<WorkerSample> {
+    let slots = shared.slots.list();
+    let now = shared.clock.raw();
+    s.workers
+        .iter()
+        .map(|w| {
+            let slot = w.thread_id.and_then(|t| slots.iter().find(|s| s.thread_id == t && s.alive.load(Relaxed)));
+            let current_poll = slot.and_then(|sl| sl.in_flight()).map(|f| {
+                let index = shared.locations.find(f.location_addr);
+                let location = (index != NONE).then(|| ids.id(&shared.locations, index));
+                proto::CurrentPoll {
+                    task_id: f.task_id,
+                    location,
+                    elapsed_nanos: shared.clock.delta_as_nanos(f.start, now),
+                }
+            });
+            WorkerSample {
+                index: u32::try_from(w.index).unwrap_or(u32::MAX),
+                thread: slot.map_or(ThreadInfo { tid: 0, name: None }, |sl| ThreadInfo {
+                    tid: sl.tid,
+                    name: sl.thread_name.clone(),
+                }),
+                busy_nanos: proto_nanos(w.busy),
+                poll_count: w.polls,
+                park_count: w.parks,
+                noop_count: w.noops,
+                steal_count: w.steals,
+                overflow_count: w.overflows,
+                local_schedule_count: w.local_schedules,
+                local_queue_depth: w.local_queue_depth as u64,
+                mean_poll_nanos: proto_nanos(w.mean_poll),
+                slow_poll_count: slot.map_or(0, |sl| sl.slow_polls.load(Relaxed)),
+                max_poll_nanos: slot.map_or(0, |sl| sl.max_poll_ns.load(Relaxed)),
+                current_poll,
+            }
+        })
+        .collect()
+}
+
+fn global(s: &crate::shared::sample::RuntimeSample) -> GlobalSample {
+    let g = &s.global;
+    GlobalSample {
+        workers: u32::try_from(g.workers).unwrap_or(u32::MAX),
+        global_queue_depth: g.global_queue_depth as u64,
+        alive_tasks: g.alive_tasks as u64,
+        spawned_tasks: g.spawned_tasks,
+        remote_schedule_count: g.remote_schedules,
+        blocking_threads: g.blocking_threads as u64,
+        idle_blocking_threads: g.idle_blocking_threads as u64,
+        blocking_queue_depth: g.blocking_queue_depth as u64,
+        budget_forced_yields: g.budget_forced_yields,
+        io_driver_ready_events: g.io_ready_events,
+    }
+}
+
+fn waits(s: &crate::shared::sample::RuntimeSample) -> WaitTimes {
+    let w = |l: &crate::shared::sample::LagSample| WaitHistogram {
+        count: l.count,
+        max_nanos: proto_nanos(l.max),
+        histogram: l.histogram.clone(),
+        recent_window_nanos: proto_nanos(crate::shared::sample::LAG_WINDOW),
+        recent_p50_nanos: l.p50.map(proto_nanos),
+        recent_p99_nanos: l.p99.map(proto_nanos),
+        recent_max_nanos: l.window_max.map(proto_nanos),
+        pending_nanos: l.pending.map(proto_nanos),
+    };
+    WaitTimes { first_poll_delay: w(&s.first_poll_delay), timer_lateness: w(&s.timer_lateness) }
+}

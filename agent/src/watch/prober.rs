@@ -1,0 +1,76 @@
+//! The prober (`loopscope-prober`): takes the looks at stalled threads that the watchdog asks for, so the
+//! watchdog itself never waits on a probe.
+//!
+//! A look can take milliseconds: reading `/proc/self/task/<tid>/syscall` of a thread that is on a CPU waits
+//! until the kernel takes it off, and a stack capture waits until the thread runs to take the signal, which
+//! on a crowded CPU can be many milliseconds. A watchdog doing that itself was blind for as long: other
+//! workers' stalls were flagged late, and the next poll's first scheduler reading came late (which leans the
+//! poll's figures toward "blocked"). So the watchdog only reads clocks, sequence numbers and `schedstat`,
+//! and hands every message about a stall to this thread, with the look it wants taken. The prober takes
+//! the look, puts it in the message and forwards the message to the agent thread.
+//!
+//! Every message of a stall passes through here in order (its start, updates, samples and end), so the
+//! agent thread never sees a stall end before it started. The prober may block on the agent thread's queue:
+//! only it waits then, never the watchdog, and looks that come too late to describe their poll are thrown
+//! away by the sequence check below.
+
+use crate::shared::Shared;
+use crate::watch::probing::{self, Look};
+use crate::watch::watchdog::{LookRequest, ProbeJob, WatchMsg};
+use loopscope_probes::thread::RunState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
+    // A look that comes after its poll ended is thrown away, so on a busy machine a prober kept waiting for a
+    // CPU loses the looks. Nice -10 where permitted (never real-time: a capture may wait for its target).
+    let _ = loopscope_probes::thread::raise_priority(false, -10);
+    // Ends when the watchdog exits (its sender is dropped) after draining what it sent.
+    while let Ok(ProbeJob { mut msg, look }) = rx.recv() {
+        let look = look.and_then(|req| take_look(&shared, &req));
+        match &mut msg {
+            WatchMsg::Started(flag) => flag.look = look,
+            WatchMsg::Updated { look: l, .. } => *l = look,
+            WatchMsg::Sampled { look: l, .. } => match look {
+                Some(look) => *l = Some(look),
+                // Nothing to add: the poll ended before the look.
+                None => continue,
+            },
+            WatchMsg::Late(_) | WatchMsg::Ended { .. } => {}
+        }
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Looks at the thread, if it still runs the poll. The look must describe that poll:
+///
+/// * its `/proc` state is thrown away (with the stack) if the poll ended while it was read;
+/// * its stack is captured only if the poll is still in flight right before the capture. A capture
+///   interrupts the thread the next time it runs, before it executes another line of its code, so a stack
+///   taken from a thread that was in the poll when asked is the poll's, even when the thread waited for a
+///   CPU (and then ended the poll) before the result came back.
+fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
+    if req.slot.seq.load(Acquire) != req.seq {
+        shared.discarded_looks.fetch_add(1, Relaxed);
+        return None;
+    }
+    let mut look = Look { at_elapsed: req.at_elapsed, snapshot: probing::look(req.tid, None) };
+    if req.slot.seq.load(Acquire) != req.seq {
+        shared.discarded_looks.fetch_add(1, Relaxed);
+        return None;
+    }
+    if req.with_stack && req.slot.seq.load(Acquire) == req.seq {
+        // A runnable thread takes the signal only when it gets a CPU; don't hold the other looks up for
+        // long. A stall that goes on is captured again at its next doubling.
+        let runnable = look.snapshot.sample.as_ref().is_ok_and(|s| s.state == RunState::Running);
+        let timeout = if runnable { probing::RUNNABLE_CAPTURE_TIMEOUT } else { probing::CAPTURE_TIMEOUT };
+        look.snapshot.stack = probing::look(req.tid, Some(timeout)).stack;
+        if matches!(look.snapshot.stack, Some(Ok(_))) {
+            req.captured.fetch_add(1, Relaxed);
+        }
+    }
+    Some(look)
+}

@@ -1,0 +1,688 @@
+//! The watchdog: a thread that looks at every polling thread's slot each tick (1 ms by default) and flags a
+//! poll that has run past the stall threshold **while it is still running**.
+//!
+//! It does as little as possible per tick — a seqlock read per slot — and hands everything slow (formatting,
+//! symbolizing, rate limiting, logging, fan-out) to the agent thread through a bounded channel, so its own
+//! latency stays within the threshold + one tick. A full channel loses the message and counts it
+//! (`Dropped::watchdog_messages`); the watchdog never blocks.
+
+use crate::shared::Shared;
+use crate::shared::slots::FIRST_READING_DIVISOR;
+use crate::shared::slots::{LONG_POLLS, WorkerSlot};
+use crate::shared::tables::NONE;
+use crate::watch::accounting::{Reading, account};
+use crate::watch::probing::{self, Look};
+use loopscope_wire::{StallKind, StallTime};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+/// A newly flagged stall.
+#[derive(Debug)]
+pub(crate) struct Flag {
+    pub(crate) stall_id: u64,
+    pub(crate) kind: StallKind,
+    pub(crate) worker: Option<u32>,
+    pub(crate) slot: Arc<WorkerSlot>,
+    pub(crate) task_id: u64,
+    /// Resolved when flagged: by the time the agent thread reads it, the task may be gone.
+    pub(crate) location: u32,
+    pub(crate) elapsed_ns: u64,
+    pub(crate) at_unix_nanos: u64,
+    /// What the thread was doing when the stall was flagged (none for stalls found after they ended, or when
+    /// the poll ended while the look was being taken).
+    pub(crate) look: Option<Look>,
+    /// Where the poll's wall time went so far (final for a stall found after it ended).
+    pub(crate) time: Option<StallTime>,
+    /// The name of loopscope's own task, when the stalled task is one.
+    pub(crate) agent_task: Option<&'static str>,
+}
+
+/// What the watchdog tells the agent thread.
+#[derive(Debug)]
+pub(crate) enum WatchMsg {
+    Started(Box<Flag>),
+    /// A stall that began and ended between two looks (the watchdog was starved or the threshold is below
+    /// its interval): found afterwards in the thread's long-poll ring. `elapsed_ns` is the final duration.
+    Late(Box<Flag>),
+    Updated {
+        stall_id: u64,
+        elapsed_ns: u64,
+        at_unix_nanos: u64,
+        /// None when the poll ended while the look was taken (the look would describe other code).
+        look: Option<Look>,
+        time: Option<StallTime>,
+    },
+    /// Another look at a stalled thread, for the on-CPU share; produces no event by itself. The prober fills
+    /// in the look, and drops the message if the poll ended first.
+    Sampled {
+        stall_id: u64,
+        look: Option<Look>,
+        time: Option<StallTime>,
+    },
+    /// `elapsed_ns` is exact when the thread's long-poll ring still had the poll, else the last value seen.
+    Ended {
+        stall_id: u64,
+        elapsed_ns: u64,
+        at_unix_nanos: u64,
+        time: Option<StallTime>,
+    },
+}
+
+/// A look the watchdog wants taken at thread `tid`, which runs poll `seq` of `slot`.
+#[derive(Debug)]
+pub(crate) struct LookRequest {
+    pub(crate) slot: Arc<WorkerSlot>,
+    pub(crate) seq: u64,
+    pub(crate) tid: i32,
+    /// How far into the poll the watchdog asked.
+    pub(crate) at_elapsed: Duration,
+    pub(crate) with_stack: bool,
+    /// Stacks captured so far for this stall, counted here and read by the watchdog (which stops asking
+    /// for stacks after a few).
+    pub(crate) captured: Arc<AtomicUsize>,
+}
+
+/// A message for the agent thread, with the look to take first, if any.
+#[derive(Debug)]
+pub(crate) struct ProbeJob {
+    pub(crate) msg: WatchMsg,
+    pub(crate) look: Option<LookRequest>,
+}
+
+/// A stall the watchdog is following.
+#[derive(Debug)]
+struct Tracked {
+    seq: u64,
+    stall_id: u64,
+    /// Report again when the poll passes this (2×, 4×, ... the threshold).
+    next_report_ns: u64,
+    last_elapsed_ns: u64,
+    /// Take a second /proc look at this point, so even a short stall gets an on-CPU share.
+    next_sample_ns: u64,
+    /// Stacks captured so far (the prober counts; at most `MAX_CAPTURES` are asked for).
+    captured: Arc<AtomicUsize>,
+    tid: i32,
+}
+
+/// Scheduler readings of the thread running one poll (see `accounting.rs`).
+#[derive(Debug, Clone, Copy)]
+struct PollReadings {
+    seq: u64,
+    start: u64,
+    /// Taken when the poll passed a quarter of the threshold (or when first seen, if later).
+    first: Reading,
+    /// The newest reading taken while the poll was still in flight.
+    latest: Option<Reading>,
+}
+
+/// The watchdog's view of one slot.
+#[derive(Debug, Default)]
+struct SlotWatch {
+    tracked: Option<Tracked>,
+    /// Long polls of this slot already accounted for.
+    seen_long: u64,
+    /// Sequence numbers of polls recently flagged in flight, so the long-poll ring doesn't report them twice.
+    flagged: VecDeque<u64>,
+    /// Readings of the poll in flight, once it passed a quarter of the threshold.
+    readings: Option<PollReadings>,
+}
+
+struct Watchdog {
+    shared: Arc<Shared>,
+    handle: Option<Handle>,
+    tx: SyncSender<ProbeJob>,
+    slots: Vec<Arc<WorkerSlot>>,
+    generation: u64,
+    watch: HashMap<usize, SlotWatch>,
+    prepared: std::collections::HashSet<i32>,
+    /// Messages that must reach the agent thread (a stall's start and end) but found its queue full; sent
+    /// first at the next tick. A lost `Ended` would leave a stall open forever, with its stacks kept.
+    backlog: VecDeque<ProbeJob>,
+}
+
+/// The most messages the backlog holds while the agent thread is behind; past it they are dropped and
+/// counted, so a stuck agent thread can't grow the watchdog without bound.
+const BACKLOG: usize = 4096;
+
+pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<ProbeJob>) {
+    let interval = shared.config.watchdog_interval;
+    // On an oversubscribed machine a late watchdog means late reports and late readings (which lean toward
+    // blaming the task). Ask for a better share of the CPU where the OS allows it; say what we got.
+    let priority = match loopscope_probes::thread::raise_priority(shared.config.realtime_watchdog, WATCHDOG_NICE) {
+        Ok(p) => p.to_string(),
+        Err(e) => format!("unchanged ({e})"),
+    };
+    let _ = shared.watchdog_priority.set(priority);
+    // Before the first tick: a poll that finds the watchdog asleep must be able to wake it.
+    let _ = shared.watchdog_thread.set(std::thread::current());
+    let mut w = Watchdog {
+        shared,
+        handle,
+        tx,
+        slots: Vec::new(),
+        generation: u64::MAX,
+        watch: HashMap::new(),
+        prepared: Default::default(),
+        backlog: VecDeque::new(),
+    };
+    while !w.shared.stopping.load(Acquire) {
+        let started = Instant::now();
+        // Sleep until the earliest moment a stall could need flagging, but never less than one interval:
+        // waking every interval regardless cost 1.4% of a core at 1 ms on an idle app (see BENCHMARKS.md).
+        let wait_ns = w.tick();
+        let mut wait = Duration::from_nanos(wait_ns).clamp(interval, MAX_WAIT);
+        // No poll in flight anywhere: sleep (a second where membarrier closes the race below, else a threshold),
+        // and let the next poll wake us (one futex wake,
+        // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
+        // poll that starts meanwhile is seen here or sees the flag.
+        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
+        if deep {
+            w.shared.watchdog_asleep.store(true, SeqCst);
+            // The hook stores its poll's sequence number and then reads the flag, with no fence (it runs on
+            // every poll): a membarrier makes every thread's stores so far visible here, so the look below
+            // sees the poll, or the poll's hook sees the flag. Without membarrier a poll can, rarely, slip
+            // between the two and wait for the next wake.
+            let fenced = loopscope_probes::thread::process_barrier();
+            // A thread that registered since the tick isn't in `w.slots`; its first poll may have read the flag
+            // before it was set: look again at once rather than sleep through that poll.
+            if w.shared.slots.generation.load(Acquire) != w.generation
+                || w.slots.iter().any(|s| s.in_flight().is_some())
+            {
+                w.shared.watchdog_asleep.store(false, Relaxed);
+                wait = interval;
+            } else if fenced {
+                // With the race closed, the next poll is certain to wake us: an idle app pays nothing until then
+                // (a threshold's sleep woke the watchdog 100 times a second at 10 ms).
+                wait = MAX_WAIT;
+            }
+        }
+        let deadline = started + wait;
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::park_timeout(deadline - now);
+        }
+        if deep {
+            w.shared.watchdog_asleep.store(false, Relaxed);
+        }
+    }
+    // One last look, so stalls that ended just before shutdown are counted too.
+    w.tick();
+    // End any stall still open so subscribers see a closed record, split as well as it can be: by the thread's
+    // own closing reading if the poll has ended by now (the agent can stop before the watchdog's last look sees
+    // the end), else by the readings so far.
+    for slot in w.slots.clone() {
+        let Some(mut sw) = w.watch.remove(&key(&slot)) else { continue };
+        let Some(t) = sw.tracked.take() else { continue };
+        let readings = sw.readings.filter(|r| r.seq == t.seq);
+        let ended_ns = slot.closing(t.seq).map(|_| slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns));
+        let (elapsed_ns, time) = match ended_ns {
+            Some(ns) => (ns, w.final_time(&slot, t.seq, ns, readings)),
+            None => (t.last_elapsed_ns, w.time_so_far(t.last_elapsed_ns, readings)),
+        };
+        w.send_msg(WatchMsg::Ended { stall_id: t.stall_id, elapsed_ns, at_unix_nanos: crate::os::unix_nanos(), time });
+    }
+    let open: Vec<_> = w.watch.drain().filter_map(|(_, sw)| sw.tracked).collect();
+    for t in open {
+        w.send_msg(WatchMsg::Ended {
+            stall_id: t.stall_id,
+            elapsed_ns: t.last_elapsed_ns,
+            at_unix_nanos: crate::os::unix_nanos(),
+            time: None,
+        });
+    }
+    // The prober drains its queue until this thread exits, so waiting for room here ends.
+    for msg in w.backlog.drain(..) {
+        if w.tx.send(msg).is_err() {
+            break;
+        }
+    }
+    // Release what this runtime's threads hold in the process-wide probes (perf fds, stack slots): they are
+    // reference-counted per agent, and the threads leave with the runtime without the watchdog seeing them go.
+    for tid in w.prepared.drain() {
+        probing::forget(tid);
+    }
+}
+
+/// A stalled thread gets a second /proc look this long after it was flagged (or a quarter of the threshold,
+/// if longer), so that even a stall shorter than 2× the threshold gets an on-CPU share.
+const CONFIRM_AFTER_NS: u64 = 2_000_000;
+
+/// The longest the watchdog sleeps, whatever the threshold.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The watchdog's nice value where real-time scheduling is refused or off, where permitted (root,
+/// CAP_SYS_NICE or RLIMIT_NICE).
+const WATCHDOG_NICE: i32 = -10;
+
+impl Watchdog {
+    /// Looks at every slot. Returns how many nanoseconds may pass before anything could need a look: a poll
+    /// seen in flight since `start` can't become a stall before `start + threshold`, and a poll that has not
+    /// started yet can't before `now + threshold`; an open stall is watched every interval so that its end is
+    /// reported promptly.
+    fn tick(&mut self) -> u64 {
+        self.flush_backlog();
+        let mut wait = self.shared.stall_ns;
+        let generation = self.shared.slots.generation.load(Acquire);
+        if generation != self.generation {
+            self.slots = self.shared.slots.list();
+            self.generation = generation;
+            let live: std::collections::HashSet<usize> = self.slots.iter().map(key).collect();
+            self.watch.retain(|k, _| live.contains(k));
+            // Open perf counters and reserve stack storage for new threads; release exited ones.
+            let tids: std::collections::HashSet<i32> = self.slots.iter().map(|s| s.tid).collect();
+            for tid in tids.difference(&self.prepared) {
+                probing::prepare(*tid);
+            }
+            for tid in self.prepared.difference(&tids) {
+                probing::forget(*tid);
+            }
+            self.prepared = tids;
+        }
+        for i in 0..self.slots.len() {
+            let slot = self.slots[i].clone();
+            let mut sw = self.watch.remove(&key(&slot)).unwrap_or_default();
+            // The clock is read per slot: a scheduler reading of one thread must not make the next thread's
+            // stall look younger than it is.
+            wait = wait.min(self.look(&slot, &mut sw));
+            self.watch.insert(key(&slot), sw);
+        }
+        if !self.backlog.is_empty() {
+            // Come back soon for what the agent thread had no room for.
+            wait = 0;
+        }
+        wait
+    }
+
+    /// Looks at one slot; returns the nanoseconds until it could need another look.
+    fn look(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch) -> u64 {
+        // A thread that exited can't be in a poll, whatever its slot last said (its runtime may have shut
+        // down between the before- and after-poll hooks): a stall it was in ends here.
+        let in_flight = if slot.alive.load(Acquire) { slot.in_flight() } else { None };
+        // A stall we follow ended if its poll is no longer the one in flight.
+        if let Some(t) = &sw.tracked
+            && in_flight.is_none_or(|f| f.seq != t.seq)
+            && let Some(t) = sw.tracked.take()
+        {
+            self.end(slot, t, sw.readings.take());
+        }
+        self.late_stalls(slot, sw);
+        if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq)) {
+            sw.readings = None;
+        }
+        let first_reading_ns = self.shared.stall_ns / FIRST_READING_DIVISOR;
+        // A reading the thread took of itself just before this poll began is as good as one taken at its start.
+        if sw.readings.is_none()
+            && let Some(f) = in_flight
+        {
+            sw.readings = self.opening_readings(slot, f.seq, f.start, first_reading_ns);
+        }
+        // Nothing in flight: sleep a whole threshold. The next poll wakes the watchdog (see `run`), so its first
+        // reading still comes at a quarter of the threshold.
+        let Some(f) = in_flight else { return self.shared.stall_ns };
+        let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, self.shared.clock.raw());
+        let at_elapsed = Duration::from_nanos(elapsed_ns);
+        match &mut sw.tracked {
+            Some(t) => {
+                t.last_elapsed_ns = elapsed_ns;
+                let report = elapsed_ns >= t.next_report_ns;
+                if report || elapsed_ns >= t.next_sample_ns {
+                    if report {
+                        t.next_report_ns = t.next_report_ns.saturating_mul(2);
+                    }
+                    t.next_sample_ns = u64::MAX;
+                    // Only stacks that arrived count: a thread waiting for a CPU may miss the capture's
+                    // deadline, and is tried again at the next doubling.
+                    let captured = t.captured.load(Relaxed);
+                    let with_stack = if report { captured < probing::MAX_CAPTURES } else { captured == 0 };
+                    let look = LookRequest {
+                        slot: slot.clone(),
+                        seq: f.seq,
+                        tid: t.tid,
+                        at_elapsed,
+                        with_stack,
+                        captured: t.captured.clone(),
+                    };
+                    let stall_id = t.stall_id;
+                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
+                    let time = self.time_so_far(elapsed_ns, sw.readings);
+                    let msg = if report {
+                        WatchMsg::Updated {
+                            stall_id,
+                            elapsed_ns,
+                            at_unix_nanos: crate::os::unix_nanos(),
+                            look: None,
+                            time,
+                        }
+                    } else {
+                        WatchMsg::Sampled { stall_id, look: None, time }
+                    };
+                    self.send(ProbeJob { msg, look: Some(look) });
+                }
+                0
+            }
+            None if elapsed_ns >= self.shared.stall_ns => {
+                let location = self.shared.locations.find(f.location_addr);
+                let mut flag = self.flag(slot, f.task_id, self.shared.tasks.find(f.task_id), location, elapsed_ns);
+                // Seen for the first time past the threshold (the watchdog was late, or the threshold is below
+                // its interval): the first reading is taken now.
+                if sw.readings.is_none()
+                    && let Some(r) = self.first_readings(slot, f.seq, f.start, elapsed_ns)
+                {
+                    sw.readings = Some(r);
+                } else {
+                    // The first report's figures cover the poll up to now.
+                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
+                }
+                flag.time = self.time_so_far(elapsed_ns, sw.readings);
+                let captured = Arc::new(AtomicUsize::new(0));
+                // The prober looks at the thread now, mid-stall: state and syscall first, then the stack.
+                let look = LookRequest {
+                    slot: slot.clone(),
+                    seq: f.seq,
+                    tid: slot.tid,
+                    at_elapsed,
+                    with_stack: true,
+                    captured: captured.clone(),
+                };
+                sw.tracked = Some(Tracked {
+                    seq: f.seq,
+                    stall_id: flag.stall_id,
+                    next_report_ns: self.shared.stall_ns.saturating_mul(2),
+                    last_elapsed_ns: elapsed_ns,
+                    next_sample_ns: elapsed_ns.saturating_add(CONFIRM_AFTER_NS.max(self.shared.stall_ns / 4)),
+                    captured,
+                    tid: slot.tid,
+                });
+                if sw.flagged.len() >= LONG_POLLS {
+                    sw.flagged.pop_front();
+                }
+                sw.flagged.push_back(f.seq);
+                self.send(ProbeJob { msg: WatchMsg::Started(Box::new(flag)), look: Some(look) });
+                0
+            }
+            None => {
+                if !self.shared.config.probes {
+                    return self.shared.stall_ns - elapsed_ns;
+                }
+                if sw.readings.is_none() {
+                    if elapsed_ns < first_reading_ns {
+                        return first_reading_ns - elapsed_ns;
+                    }
+                    sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
+                }
+                // This poll may end and the thread's next one start any moment, without waking the watchdog
+                // (it is awake): come back in time for that one's first reading.
+                (self.shared.stall_ns - elapsed_ns).min(first_reading_ns)
+            }
+        }
+    }
+
+    /// Opening readings of poll `seq` (started at raw `start`) from a reading the thread took of itself before it
+    /// began, no more than `max_lead_ns` before: its own reading as it registered (which covers its first poll,
+    /// when the watchdog may not even be running yet), or as its last poll past a quarter of the threshold
+    /// ended (`slots::Closing`). The thread was running when it took either, so no wait for a CPU was in
+    /// progress, and the time between the reading and the poll's start is taken off the poll's figures
+    /// (`Reading::lead_ns`).
+    fn opening_readings(&self, slot: &WorkerSlot, seq: u64, start: u64, max_lead_ns: u64) -> Option<PollReadings> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, start)?;
+        let lead_ns = self.shared.clock.delta_as_nanos(raw, start);
+        (lead_ns <= max_lead_ns).then_some(PollReadings {
+            seq,
+            start,
+            first: Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns },
+            latest: None,
+        })
+    }
+
+    /// The split of poll `seq`, which ended after `wall_ns` without the watchdog seeing it, from the thread's
+    /// own readings: the one that closed it, and the newest before it began (no closing readings are taken
+    /// during a poll, so that one is older than the poll's start).
+    fn own_time(&self, slot: &WorkerSlot, seq: u64, wall_ns: u64) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let first = slot.closing(seq).and_then(|c| {
+            let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, c.raw.checked_sub(1)?)?;
+            let lead_ns = self.shared.clock.delta_as_nanos(raw, c.raw).saturating_sub(wall_ns);
+            let opening = Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns };
+            let closing = Reading { at_ns: wall_ns, lead_ns: 0, cpu_ns: c.cpu_ns, run_queue_ns: c.run_queue_ns };
+            Some((opening, closing))
+        });
+        Some(match first {
+            Some((opening, closing)) => account(wall_ns, Some(opening), None, Some(closing)),
+            None => account(wall_ns, None, None, None),
+        })
+    }
+
+    /// The first readings of poll `seq`, `elapsed_ns` into it: the thread's own from before it began if that
+    /// one is closer to its start, else one taken now.
+    fn first_readings(&self, slot: &WorkerSlot, seq: u64, start: u64, elapsed_ns: u64) -> Option<PollReadings> {
+        self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
+            let first = self.read(slot.tid, start)?;
+            (slot.seq.load(Acquire) == seq).then_some(PollReadings { seq, start, first, latest: None })
+        })
+    }
+
+    /// Takes a new reading of poll `seq` while it is still in flight, as its newest.
+    fn refresh_latest(&self, slot: &WorkerSlot, seq: u64, start: u64, readings: &mut Option<PollReadings>) {
+        if let Some(r) = readings.as_mut()
+            && r.seq == seq
+            && let Some(reading) = self.read(slot.tid, start)
+            && slot.seq.load(Acquire) == seq
+        {
+            r.latest = Some(reading);
+        }
+    }
+
+    /// A cheap scheduler reading of thread `tid`, for a poll that started at `start`.
+    fn read(&self, tid: i32, start: u64) -> Option<Reading> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let at_ns = self.shared.clock.delta_as_nanos(start, self.shared.clock.raw());
+        let t = loopscope_probes::thread::sched_times(tid).ok()?;
+        Some(Reading::new(at_ns, t.cpu, t.run_queue_wait))
+    }
+
+    /// The split of a poll still in flight, `elapsed_ns` into it.
+    fn time_so_far(&self, elapsed_ns: u64, readings: Option<PollReadings>) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        // A reading taken during this look is a little newer than `elapsed_ns`: the poll has run at least that long.
+        let wall_ns = readings
+            .map(|r| r.latest.map_or(r.first.at_ns, |l| l.at_ns.max(r.first.at_ns)))
+            .map_or(elapsed_ns, |at| at.max(elapsed_ns));
+        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
+    }
+
+    /// The split of poll `seq`, which ended after `wall_ns`: closed by the thread's own reading as it ended
+    /// (exact), or else by one taken now.
+    fn final_time(
+        &self,
+        slot: &WorkerSlot,
+        seq: u64,
+        wall_ns: u64,
+        readings: Option<PollReadings>,
+    ) -> Option<StallTime> {
+        if !self.shared.config.probes {
+            return None;
+        }
+        let closing = readings.and_then(|r| match slot.closing(seq) {
+            Some(c) => Some(Reading {
+                at_ns: self.shared.clock.delta_as_nanos(r.start, c.raw),
+                lead_ns: 0,
+                cpu_ns: c.cpu_ns,
+                run_queue_ns: c.run_queue_ns,
+            }),
+            None => self.read(slot.tid, r.start),
+        });
+        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
+    }
+
+    /// Long polls that completed since the last look and were never seen in flight.
+    fn late_stalls(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch) {
+        let count = slot.long_count.load(Acquire);
+        for n in sw.seen_long..count {
+            match slot.long_poll(n) {
+                Some(r) if sw.flagged.contains(&r.seq) => {}
+                Some(r) => {
+                    let mut flag = self.flag(slot, r.task_id, r.entry, r.location, r.ns);
+                    // The watchdog may have taken the first reading before it was starved. If not, the thread's
+                    // own readings open and close it: the poll's start is known from its closing reading.
+                    flag.time = match sw.readings.filter(|p| p.seq == r.seq) {
+                        Some(readings) => self.final_time(slot, r.seq, r.ns, Some(readings)),
+                        None => self.own_time(slot, r.seq, r.ns),
+                    };
+                    self.send_msg(WatchMsg::Late(Box::new(flag)));
+                }
+                None => {
+                    // Overwritten before we looked: still a stall, but its details are gone.
+                    self.shared.stall_count.fetch_add(1, Relaxed);
+                    self.shared.stalls_without_details.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        sw.seen_long = count;
+    }
+
+    /// Counts a new stall and describes it.
+    fn flag(&self, slot: &Arc<WorkerSlot>, task_id: u64, entry: u32, location: u32, elapsed_ns: u64) -> Flag {
+        let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);
+        let (kind, worker) = self.locate(slot);
+        // A future timed with `Agent::instrument` (a `block_on` body) is its own kind, whatever thread runs it;
+        // a `LocalSet` task blocks the thread that drives it, worker or not.
+        let kind = if crate::taskid::is_instrumented(task_id) {
+            StallKind::BlockOn
+        } else if task_id & crate::taskid::LOCAL_TASK_BIT != 0 {
+            StallKind::WorkerBlocked
+        } else {
+            kind
+        };
+        let task_id = crate::taskid::reported_id(task_id);
+        self.shared.stall_count.fetch_add(1, Relaxed);
+        if kind == StallKind::BlockInPlace {
+            self.shared.block_in_place_count.fetch_add(1, Relaxed);
+        }
+        let mut location = location;
+        if entry != NONE
+            && let Some(e) = self.shared.tasks.get(entry)
+            && e.key.load(Relaxed) == task_id
+        {
+            e.stalls.fetch_add(1, Relaxed);
+            location = e.location.load(Relaxed);
+        }
+        Flag {
+            stall_id,
+            kind,
+            worker,
+            slot: slot.clone(),
+            task_id,
+            location,
+            elapsed_ns,
+            at_unix_nanos: crate::os::unix_nanos(),
+            look: None,
+            time: None,
+            agent_task: self.shared.agent_task_name(task_id),
+        }
+    }
+
+    fn end(&mut self, slot: &WorkerSlot, t: Tracked, readings: Option<PollReadings>) {
+        let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
+        let readings = readings.filter(|r| r.seq == t.seq);
+        let time = self.final_time(slot, t.seq, elapsed_ns, readings);
+        self.send_msg(WatchMsg::Ended {
+            stall_id: t.stall_id,
+            elapsed_ns,
+            at_unix_nanos: crate::os::unix_nanos(),
+            time,
+        });
+    }
+
+    /// The newest reading thread `slot` took of itself at or before raw clock `raw`: as it registered, or as one
+    /// of its polls ended (`slots::Closing`). `(raw, cpu_ns, run_queue_ns)`.
+    fn own_reading_before(slot: &WorkerSlot, raw: u64) -> Option<(u64, Option<u64>, Option<u64>)> {
+        let born = slot.born.filter(|b| b.raw <= raw).map(|b| (b.raw, b.cpu_ns, b.run_queue_ns));
+        let closed = slot.closing_before(raw).map(|c| (c.raw, c.cpu_ns, c.run_queue_ns));
+        match (born, closed) {
+            (Some(b), Some(c)) => Some(if c.0 >= b.0 { c } else { b }),
+            (b, c) => b.or(c),
+        }
+    }
+
+    /// Which worker the stalled thread is, and whether it still is one: after `block_in_place`, tokio gives
+    /// the worker's core to another thread, so no worker maps to this thread any more.
+    fn locate(&self, slot: &WorkerSlot) -> (StallKind, Option<u32>) {
+        let Some(handle) = &self.handle else { return (StallKind::WorkerBlocked, None) };
+        let metrics = handle.metrics();
+        #[cfg(tokio_unstable)]
+        for i in 0..metrics.num_workers() {
+            if metrics.worker_thread_id(i) == Some(slot.thread_id) {
+                return (StallKind::WorkerBlocked, u32::try_from(i).ok());
+            }
+        }
+        match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => (StallKind::BlockInPlace, None),
+            _ => (StallKind::WorkerBlocked, None),
+        }
+    }
+
+    fn send_msg(&mut self, msg: WatchMsg) {
+        self.send(ProbeJob { msg, look: None });
+    }
+
+    /// Hands a message to the prober without blocking. Looks in the middle of a stall (`Updated`, `Sampled`)
+    /// may be lost when the prober or the agent thread is behind (counted); a stall's start and end wait in
+    /// the backlog instead, in order.
+    fn send(&mut self, job: ProbeJob) {
+        let must_arrive = matches!(job.msg, WatchMsg::Started(_) | WatchMsg::Late(_) | WatchMsg::Ended { .. });
+        if must_arrive && !self.backlog.is_empty() {
+            self.queue(job);
+            return;
+        }
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) if must_arrive => self.queue(job),
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped_watchdog.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn queue(&mut self, job: ProbeJob) {
+        if self.backlog.len() < BACKLOG {
+            self.backlog.push_back(job);
+        } else {
+            self.shared.dropped_watchdog.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sends what the backlog holds, oldest first, until the queue is full again.
+    fn flush_backlog(&mut self) {
+        while let Some(msg) = self.backlog.pop_front() {
+            match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    self.backlog.push_front(msg);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn key(slot: &Arc<WorkerSlot>) -> usize {
+    Arc::as_ptr(slot) as usize
+}

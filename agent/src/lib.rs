@@ -98,6 +98,7 @@ mod hooks;
 mod instrument;
 mod lifecycle;
 mod os;
+mod poll;
 mod scan;
 mod server;
 mod shared;

@@ -1,0 +1,84 @@
+//! The start and end of a timed poll: the hot path that the task hooks (`hooks.rs`, with `--cfg tokio_unstable`)
+//! and instrumented futures (`instrument.rs`, in every build) share. It writes only this thread's slot and,
+//! after the poll, the task's table entry.
+//!
+//! Budget: no lock, no allocation, no channel send. Two rare paths make syscalls (still no lock or
+//! allocation): a poll that ran past a quarter of the stall threshold, and the first poll after an idle pause,
+//! read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
+
+use crate::shared::Shared;
+use crate::shared::slots;
+use crate::shared::tables::{FINISHED, TERMINATING};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
+
+impl Shared {
+    /// A poll of `id` (a task, or a future timed with `Agent::instrument`) starts on this thread.
+    #[inline]
+    pub(crate) fn begin_poll(self: &Arc<Self>, id: u64, location_addr: usize, start: fn(&Arc<Shared>)) {
+        if !self.started.load(Relaxed) {
+            start(self);
+        }
+        // Only this thread's own slot is written here; the task table is touched once per poll, after it.
+        slots::with_slot(self.id, &self.slots, |slot| {
+            // Read the clock last so the hook's own work is not charged to the task.
+            slot.begin(id, location_addr, self.clock.raw());
+        });
+        // After an idle pause the watchdog sleeps a whole threshold; wake it so that this poll's first
+        // scheduler reading comes early (see watchdog.rs). Only the first poll after the pause pays for it.
+        if self.watchdog_asleep.load(Relaxed) {
+            self.wake_watchdog(id);
+        }
+    }
+
+    /// The poll in flight on this thread ends.
+    #[inline]
+    pub(crate) fn end_poll(&self) {
+        // Read the clock first, for the same reason.
+        let end = self.clock.raw();
+        slots::with_slot(self.id, &self.slots, |slot| {
+            let ns = self.clock.delta_as_nanos(slot.poll_start.load(Relaxed), end);
+            let slow = ns >= self.slow_ns;
+            let long = ns >= self.stall_ns;
+            if ns >= self.closing_ns && self.config.probes {
+                // Rare: a poll of a quarter of the threshold or more just ended. The thread's own scheduler
+                // clocks now, published with the end, split this poll's time exactly if it was a stall (the
+                // watchdog's reading would come later, or never if the thread exits), and open the thread's next
+                // poll (see `slots::Closing`). A few µs of syscalls after a poll of at least 2.5 ms at the default
+                // threshold; no lock, no allocation.
+                let t = loopscope_probes::thread::own_sched_times();
+                let ns_of =
+                    |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+                let raw = self.clock.raw();
+                slot.record_closing(raw, t.and_then(|t| ns_of(t.cpu)), t.and_then(|t| ns_of(t.run_queue_wait)));
+            }
+            let Some(id) = slot.end(ns, slow) else { return };
+            let entry = self.tasks.find(id);
+            // Untracked tasks (table full) still count in this thread's totals above.
+            match self.tasks.get(entry) {
+                Some(e) => {
+                    e.record_poll(ns, slow);
+                    if long {
+                        // Rare: remember the location now, while the entry is certainly this task's.
+                        slot.record_long(ns, entry, e.location.load(Relaxed));
+                    }
+                    // tokio runs the terminate hook inside the final poll, before this hook: finish the entry
+                    // only now, so the aggregator never frees an entry this poll is still writing. Nothing
+                    // reads the entry after this store: from then on the agent thread may free and reuse it.
+                    if e.state.load(Relaxed) == TERMINATING {
+                        e.state.store(FINISHED, Release);
+                    }
+                }
+                None => {
+                    // Also a future loopscope instruments (not a task, so no entry): its polls belong in the
+                    // poll histogram all the same.
+                    slot.record_untracked(ns);
+                    if long {
+                        let location = self.locations.find(slot.task_location.load(Relaxed));
+                        slot.record_long(ns, entry, location);
+                    }
+                }
+            }
+        });
+    }
+}

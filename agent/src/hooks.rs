@@ -1,10 +1,7 @@
-//! The tokio task hooks: the only loopscope code that runs on every poll.
-//!
-//! Budget: no lock, no allocation, no channel send, no syscall per poll. A poll costs two TSC reads, a
-//! thread-local lookup, one probe into the task table, and a handful of `Relaxed` stores into memory that only
-//! this thread writes (see `slots.rs` and `tables.rs` for why that is sound). Two rare paths make syscalls,
-//! still without locks or allocation: a poll that ran past a quarter of the stall threshold, and the first poll
-//! after an idle pause, read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
+//! The tokio task hooks (with `--cfg tokio_unstable`): the only loopscope code that runs on every poll of a
+//! task. They hand the poll's start and end to `poll.rs`, whose budget they share: no lock, no allocation, no
+//! channel send, and a syscall only on two rare paths (see there). The spawn and terminate hooks claim and
+//! finish the task's table entry.
 
 use crate::shared::Shared;
 use crate::shared::slots;

@@ -222,14 +222,10 @@ impl Shared {
         }
         // The watchdog's wake-up can come late on a busy machine (a real-time thread still waits for a kernel
         // that doesn't preempt), and with it the poll's first scheduler reading. The thread's own reading now,
-        // at the poll's start, opens the poll exactly instead (see `slots::WorkerSlot::opening`). A few µs, once
-        // per idle pause.
+        // at the poll's start, opens the poll exactly instead (see `slots::WorkerSlot::record_opening`). A few µs,
+        // once per idle pause.
         if self.config.probes {
-            let t = loopscope_probes::thread::own_sched_times();
-            let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
-            slots::existing_slot(self.id, |slot| {
-                slot.record_opening(t.and_then(|t| ns(t.cpu)), t.and_then(|t| ns(t.run_queue_wait)))
-            });
+            slots::existing_slot(self.id, |slot| slot.record_own_opening());
         }
     }
 

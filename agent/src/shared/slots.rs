@@ -235,6 +235,19 @@ impl WorkerSlot {
         self.long_count.store(n.wrapping_add(1), Release);
     }
 
+    /// [`record_closing`](Self::record_closing) with the calling thread's clocks read now, `clock` read right
+    /// after them.
+    pub(crate) fn record_own_closing(&self, clock: &quanta::Clock) {
+        let (cpu_ns, run_queue_ns) = own_clocks();
+        self.record_closing(clock.raw(), cpu_ns, run_queue_ns);
+    }
+
+    /// [`record_opening`](Self::record_opening) with the calling thread's clocks read now.
+    pub(crate) fn record_own_opening(&self) {
+        let (cpu_ns, run_queue_ns) = own_clocks();
+        self.record_opening(cpu_ns, run_queue_ns);
+    }
+
     /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past a quarter of
     /// the stall threshold. Called before [`end`](Self::end), whose `Release` store publishes it together with
     /// the end: a watchdog that sees the poll ended finds its closing reading. Owner thread only; rare (a few µs
@@ -493,8 +506,19 @@ pub(crate) const FIRST_READING_DIVISOR: u64 = 4;
 // (Here rather than in `watch/accounting.rs`, which uses it too: the shared state sizes the hooks' closing
 // threshold from it, and the shared state imports no stage.)
 
+/// The calling thread's CPU time and run-queue wait, in nanoseconds (`own_sched_times`: no lock, no
+/// allocation, errno kept, so the hooks may call it). `u64::MAX` is kept free: it means "unreadable" in a
+/// [`Closing`].
+fn own_clocks() -> (Option<u64>, Option<u64>) {
+    let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+    match loopscope_probes::thread::own_sched_times() {
+        Some(t) => (ns(t.cpu), ns(t.run_queue_wait)),
+        None => (None, None),
+    }
+}
+
 /// A thread's scheduler clocks as it registered with the agent (taken by the thread itself, on its way into
-/// its first poll): that poll's first reading, see [`Birth::reading`].
+/// its first poll): an opening reading for that poll (see `watchdog::own_reading_before`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Birth {
     /// The agent's raw clock when it was taken.
@@ -507,9 +531,10 @@ impl Birth {
     /// The calling thread's clocks now; `None` where they can't be read.
     pub(crate) fn now() -> Option<Birth> {
         let raw = crate::os::clock().raw();
-        let t = loopscope_probes::thread::sched_times(crate::os::current_tid()).ok()?;
-        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Some(Birth { raw, cpu_ns: t.cpu.map(ns), run_queue_ns: t.run_queue_wait.map(ns) })
+        match own_clocks() {
+            (None, None) => None,
+            (cpu_ns, run_queue_ns) => Some(Birth { raw, cpu_ns, run_queue_ns }),
+        }
     }
 }
 

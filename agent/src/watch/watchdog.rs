@@ -455,10 +455,8 @@ impl Watchdog {
             let closing = Reading { at_ns: wall_ns, lead_ns: 0, cpu_ns: c.cpu_ns, run_queue_ns: c.run_queue_ns };
             Some((opening, closing))
         });
-        Some(match first {
-            Some((opening, closing)) => account(wall_ns, Some(opening), None, Some(closing)),
-            None => account(wall_ns, None, None, None),
-        })
+        let (opening, closing) = first.unzip();
+        Some(account(wall_ns, opening, None, closing))
     }
 
     /// The first readings of poll `seq`, `elapsed_ns` into it: the thread's own from before it began if that

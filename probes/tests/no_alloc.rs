@@ -152,7 +152,70 @@ fn own_sched_times_does_not_allocate_and_keeps_errno() {
         assert!(other_cpu >= own_cpu, "the later reading has less CPU: {own:?} then {other:?}");
         let (own_rq, other_rq) = (own.run_queue_wait.unwrap(), other.run_queue_wait.unwrap());
         assert!(other_rq >= own_rq, "the run-queue wait went back: {own:?} then {other:?}");
+        // Both sources count the same voluntary switches (the reading thread is running, so the outside reading
+        // gives its count too); a sleep adds at least one.
+        let own_switches = own.voluntary_switches.expect("getrusage(RUSAGE_THREAD)");
+        assert!(other.voluntary_switches.unwrap() >= own_switches, "{own:?} then {other:?}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = loopscope_probes::thread::own_sched_times().unwrap();
+        assert!(after.voluntary_switches.unwrap() > own_switches, "a sleep is a voluntary switch: {after:?}");
     })
     .join()
     .unwrap();
+}
+
+/// A thread blocked when read from outside gives no switch count: an unchanged count must prove that it never
+/// blocked, and this block began before the reading and goes on after it. A spinning thread gives one.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_blocked_thread_read_from_outside_gives_no_switch_count() {
+    use std::sync::atomic::AtomicI32;
+    use std::sync::{Arc, Barrier};
+    use std::time::{Duration, Instant};
+    let tid = Arc::new(AtomicI32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Barrier::new(2));
+    let sleeper = {
+        let (tid, ready) = (tid.clone(), ready.clone());
+        std::thread::spawn(move || {
+            tid.store(loopscope_probes::current_tid(), Ordering::SeqCst);
+            ready.wait();
+            std::thread::sleep(Duration::from_secs(2));
+        })
+    };
+    ready.wait();
+    let sleeping = tid.load(Ordering::SeqCst);
+    // Wait (with a deadline) until the kernel shows it asleep, then read it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while loopscope_probes::thread::sample(sleeping).unwrap().state.letter() != 'S' {
+        assert!(Instant::now() < deadline, "the sleeper never slept");
+        std::thread::yield_now();
+    }
+    let t = loopscope_probes::thread::sched_times(sleeping).unwrap();
+    assert_eq!(t.voluntary_switches, None, "{t:?}");
+    assert!(t.run_queue_wait.is_some(), "the other figures stay: {t:?}");
+    let spinner = {
+        let (tid, stop) = (tid.clone(), stop.clone());
+        std::thread::spawn(move || {
+            tid.store(loopscope_probes::current_tid(), Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spinning = loop {
+        let t = tid.load(Ordering::SeqCst);
+        if t != sleeping {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the spinner never started");
+        std::thread::yield_now();
+    };
+    // Running or waiting for a CPU (both state R), never blocked: a count each time.
+    let t = loopscope_probes::thread::sched_times(spinning).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(t.voluntary_switches.is_some(), "{t:?}");
+    spinner.join().unwrap();
+    sleeper.join().unwrap();
 }

@@ -246,7 +246,10 @@ pub struct StallTime {
     pub on_cpu: Duration,
     /// Off the CPU and not runnable: blocked in a system call, on a lock, or paging in.
     pub off_cpu: Duration,
-    /// Runnable but waiting for a CPU: other threads, or the hypervisor, kept the worker off the CPU.
+    /// Runnable but waiting for a CPU: other threads, or the hypervisor, kept the worker off the CPU. Time
+    /// that is in neither of the thread's clocks counts here too, not as `off_cpu`, when the thread provably
+    /// never blocked (not one voluntary context switch): a virtual CPU taken away by the hypervisor (steal
+    /// time), or interrupts on the thread's CPU.
     pub run_queue: Duration,
     /// Not covered by a reading (before the first, or after the latest while the poll still runs); counted
     /// as the poll's own time.

@@ -67,9 +67,10 @@ pub(crate) struct Closing {
     seq: AtomicU64,
     /// The agent's raw clock when it was taken.
     raw: AtomicU64,
-    /// CPU time and run-queue wait in nanoseconds; `u64::MAX` where unreadable.
+    /// CPU time and run-queue wait in nanoseconds, and voluntary switches; `u64::MAX` where unreadable.
     cpu_ns: AtomicU64,
     run_queue_ns: AtomicU64,
+    switches: AtomicU64,
 }
 
 /// How many closing readings a slot keeps: enough that the watchdog, late on a busy machine, still finds a poll's
@@ -82,8 +83,7 @@ pub(crate) struct ClosingRecord {
     /// The sequence number of the poll it closed.
     pub(crate) seq: u64,
     pub(crate) raw: u64,
-    pub(crate) cpu_ns: Option<u64>,
-    pub(crate) run_queue_ns: Option<u64>,
+    pub(crate) clocks: Clocks,
 }
 
 /// A plain copy of a [`LongPoll`].
@@ -238,21 +238,20 @@ impl WorkerSlot {
     /// [`record_closing`](Self::record_closing) with the calling thread's clocks read now, `clock` read right
     /// after them.
     pub(crate) fn record_own_closing(&self, clock: &quanta::Clock) {
-        let (cpu_ns, run_queue_ns) = own_clocks();
-        self.record_closing(clock.raw(), cpu_ns, run_queue_ns);
+        let clocks = Clocks::own();
+        self.record_closing(clock.raw(), clocks);
     }
 
     /// [`record_opening`](Self::record_opening) with the calling thread's clocks read now.
     pub(crate) fn record_own_opening(&self) {
-        let (cpu_ns, run_queue_ns) = own_clocks();
-        self.record_opening(cpu_ns, run_queue_ns);
+        self.record_opening(Clocks::own());
     }
 
     /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past a quarter of
     /// the stall threshold. Called before [`end`](Self::end), whose `Release` store publishes it together with
     /// the end: a watchdog that sees the poll ended finds its closing reading. Owner thread only; rare (a few µs
     /// of syscalls, no allocation, no lock: see `own_sched_times`).
-    pub(crate) fn record_closing(&self, raw: u64, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+    pub(crate) fn record_closing(&self, raw: u64, clocks: Clocks) {
         let seq = self.seq.load(Relaxed);
         if seq & 1 == 0 {
             return;
@@ -262,8 +261,7 @@ impl WorkerSlot {
         c.seq.store(0, Relaxed);
         fence(Release);
         c.raw.store(raw, Relaxed);
-        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
-        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        Self::store_clocks(c, clocks);
         c.seq.store(seq, Release);
         self.closing_count.store(n.wrapping_add(1), Relaxed);
     }
@@ -271,7 +269,7 @@ impl WorkerSlot {
     /// Stores the thread's own reading for the poll in flight, taken just after it started, as if taken at its
     /// start (the hook's few µs in between are the thread's own CPU time, never a wait). Owner thread only;
     /// rare (the first poll after an idle pause).
-    pub(crate) fn record_opening(&self, cpu_ns: Option<u64>, run_queue_ns: Option<u64>) {
+    pub(crate) fn record_opening(&self, clocks: Clocks) {
         let seq = self.seq.load(Relaxed);
         if seq & 1 == 0 {
             return;
@@ -280,9 +278,15 @@ impl WorkerSlot {
         c.seq.store(0, Relaxed);
         fence(Release);
         c.raw.store(self.poll_start.load(Relaxed), Relaxed);
-        c.cpu_ns.store(cpu_ns.unwrap_or(u64::MAX), Relaxed);
-        c.run_queue_ns.store(run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        Self::store_clocks(c, clocks);
         c.seq.store(seq, Release);
+    }
+
+    /// The seqlock's payload of a [`Closing`] being written.
+    fn store_clocks(c: &Closing, clocks: Clocks) {
+        c.cpu_ns.store(clocks.cpu_ns.unwrap_or(u64::MAX), Relaxed);
+        c.run_queue_ns.store(clocks.run_queue_ns.unwrap_or(u64::MAX), Relaxed);
+        c.switches.store(clocks.switches.unwrap_or(u64::MAX), Relaxed);
     }
 
     fn read_closing(c: &Closing) -> Option<ClosingRecord> {
@@ -294,8 +298,11 @@ impl WorkerSlot {
         let r = ClosingRecord {
             seq,
             raw: c.raw.load(Relaxed),
-            cpu_ns: some(c.cpu_ns.load(Relaxed)),
-            run_queue_ns: some(c.run_queue_ns.load(Relaxed)),
+            clocks: Clocks {
+                cpu_ns: some(c.cpu_ns.load(Relaxed)),
+                run_queue_ns: some(c.run_queue_ns.load(Relaxed)),
+                switches: some(c.switches.load(Relaxed)),
+            },
         };
         fence(Acquire);
         (c.seq.load(Relaxed) == seq).then_some(r)
@@ -506,14 +513,30 @@ pub(crate) const FIRST_READING_DIVISOR: u64 = 4;
 // (Here rather than in `watch/accounting.rs`, which uses it too: the shared state sizes the hooks' closing
 // threshold from it, and the shared state imports no stage.)
 
-/// The calling thread's CPU time and run-queue wait, in nanoseconds (`own_sched_times`: no lock, no
-/// allocation, errno kept, so the hooks may call it). `u64::MAX` is kept free: it means "unreadable" in a
-/// [`Closing`].
-fn own_clocks() -> (Option<u64>, Option<u64>) {
-    let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
-    match loopscope_probes::thread::own_sched_times() {
-        Some(t) => (ns(t.cpu), ns(t.run_queue_wait)),
-        None => (None, None),
+/// A thread's scheduler clocks at one moment: CPU time and run-queue wait in nanoseconds, and its voluntary
+/// switches (how many times it blocked: see `loopscope_probes::thread::SchedTimes`). `None` where unreadable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Clocks {
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) run_queue_ns: Option<u64>,
+    pub(crate) switches: Option<u64>,
+}
+
+impl Clocks {
+    /// The calling thread's clocks now (`own_sched_times`: no lock, no allocation, errno kept, so the hooks
+    /// may call it). `u64::MAX` is kept free: it means "unreadable" in a [`Closing`].
+    pub(crate) fn own() -> Clocks {
+        loopscope_probes::thread::own_sched_times().map_or_else(Clocks::default, Clocks::from_sched)
+    }
+
+    /// The probes' figures in nanoseconds.
+    pub(crate) fn from_sched(t: loopscope_probes::thread::SchedTimes) -> Clocks {
+        let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+        Clocks {
+            cpu_ns: ns(t.cpu),
+            run_queue_ns: ns(t.run_queue_wait),
+            switches: t.voluntary_switches.map(|n| n.min(u64::MAX - 1)),
+        }
     }
 }
 
@@ -523,18 +546,15 @@ fn own_clocks() -> (Option<u64>, Option<u64>) {
 pub(crate) struct Birth {
     /// The agent's raw clock when it was taken.
     pub(crate) raw: u64,
-    pub(crate) cpu_ns: Option<u64>,
-    pub(crate) run_queue_ns: Option<u64>,
+    pub(crate) clocks: Clocks,
 }
 
 impl Birth {
     /// The calling thread's clocks now; `None` where they can't be read.
     pub(crate) fn now() -> Option<Birth> {
         let raw = crate::os::clock().raw();
-        match own_clocks() {
-            (None, None) => None,
-            (cpu_ns, run_queue_ns) => Some(Birth { raw, cpu_ns, run_queue_ns }),
-        }
+        let clocks = Clocks::own();
+        (clocks.cpu_ns.is_some() || clocks.run_queue_ns.is_some()).then_some(Birth { raw, clocks })
     }
 }
 

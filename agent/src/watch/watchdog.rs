@@ -8,7 +8,7 @@
 
 use crate::shared::Shared;
 use crate::shared::slots::FIRST_READING_DIVISOR;
-use crate::shared::slots::{LONG_POLLS, WorkerSlot};
+use crate::shared::slots::{Clocks, LONG_POLLS, WorkerSlot};
 use crate::shared::tables::NONE;
 use crate::watch::accounting::{Reading, account};
 use crate::watch::probing::{self, Look};
@@ -431,12 +431,12 @@ impl Watchdog {
         if !self.shared.config.probes {
             return None;
         }
-        let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, start)?;
+        let (raw, clocks) = Self::own_reading_before(slot, start)?;
         let lead_ns = self.shared.clock.delta_as_nanos(raw, start);
         (lead_ns <= max_lead_ns).then_some(PollReadings {
             seq,
             start,
-            first: Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns },
+            first: Reading::at(0, lead_ns, clocks),
             latest: None,
         })
     }
@@ -449,10 +449,10 @@ impl Watchdog {
             return None;
         }
         let first = slot.closing(seq).and_then(|c| {
-            let (raw, cpu_ns, run_queue_ns) = Self::own_reading_before(slot, c.raw.checked_sub(1)?)?;
+            let (raw, clocks) = Self::own_reading_before(slot, c.raw.checked_sub(1)?)?;
             let lead_ns = self.shared.clock.delta_as_nanos(raw, c.raw).saturating_sub(wall_ns);
-            let opening = Reading { at_ns: 0, lead_ns, cpu_ns, run_queue_ns };
-            let closing = Reading { at_ns: wall_ns, lead_ns: 0, cpu_ns: c.cpu_ns, run_queue_ns: c.run_queue_ns };
+            let opening = Reading::at(0, lead_ns, clocks);
+            let closing = Reading::at(wall_ns, 0, c.clocks);
             Some((opening, closing))
         });
         let (opening, closing) = first.unzip();
@@ -486,7 +486,7 @@ impl Watchdog {
         }
         let at_ns = self.shared.clock.delta_as_nanos(start, self.shared.clock.raw());
         let t = loopscope_probes::thread::sched_times(tid).ok()?;
-        Some(Reading::new(at_ns, t.cpu, t.run_queue_wait))
+        Some(Reading::at(at_ns, 0, Clocks::from_sched(t)))
     }
 
     /// The split of a poll still in flight, `elapsed_ns` into it.
@@ -514,12 +514,7 @@ impl Watchdog {
             return None;
         }
         let closing = readings.and_then(|r| match slot.closing(seq) {
-            Some(c) => Some(Reading {
-                at_ns: self.shared.clock.delta_as_nanos(r.start, c.raw),
-                lead_ns: 0,
-                cpu_ns: c.cpu_ns,
-                run_queue_ns: c.run_queue_ns,
-            }),
+            Some(c) => Some(Reading::at(self.shared.clock.delta_as_nanos(r.start, c.raw), 0, c.clocks)),
             None => self.read(slot.tid, r.start),
         });
         Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
@@ -605,10 +600,10 @@ impl Watchdog {
     }
 
     /// The newest reading thread `slot` took of itself at or before raw clock `raw`: as it registered, or as one
-    /// of its polls ended (`slots::Closing`). `(raw, cpu_ns, run_queue_ns)`.
-    fn own_reading_before(slot: &WorkerSlot, raw: u64) -> Option<(u64, Option<u64>, Option<u64>)> {
-        let born = slot.born.filter(|b| b.raw <= raw).map(|b| (b.raw, b.cpu_ns, b.run_queue_ns));
-        let closed = slot.closing_before(raw).map(|c| (c.raw, c.cpu_ns, c.run_queue_ns));
+    /// of its polls ended (`slots::Closing`). `(raw, clocks)`.
+    fn own_reading_before(slot: &WorkerSlot, raw: u64) -> Option<(u64, Clocks)> {
+        let born = slot.born.filter(|b| b.raw <= raw).map(|b| (b.raw, b.clocks));
+        let closed = slot.closing_before(raw).map(|c| (c.raw, c.clocks));
         match (born, closed) {
             (Some(b), Some(c)) => Some(if c.0 >= b.0 { c } else { b }),
             (b, c) => b.or(c),

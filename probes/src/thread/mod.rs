@@ -195,11 +195,23 @@ pub struct SchedTimes {
     /// wait in progress is not in it yet: a reading taken after the thread ran again includes every earlier
     /// wait in full.
     pub run_queue_wait: Option<Duration>,
+    /// How many times the thread has blocked so far: its voluntary context switches (`ru_nvcsw`, or
+    /// `voluntary_ctxt_switches` in `/proc/self/task/<tid>/status`). Every sleep, lock wait, I/O wait or page
+    /// fault that waits counts one as it begins. Two readings with the same count therefore prove that the
+    /// thread never blocked between them: whatever of that time it was neither on a CPU nor in `run_delay` was
+    /// taken from it (the hypervisor ran another guest on its virtual CPU, or interrupts ran on its CPU), not
+    /// spent waiting for anything its code did.
+    ///
+    /// `Some` only where that proof holds for the reading's moment: taken by the thread itself (it was
+    /// running), or read from outside *before* the thread's state, which was then running or runnable. (A
+    /// thread blocked when its count was read, and still blocked after the reading, would otherwise block on
+    /// without adding to the count.)
+    pub voluntary_switches: Option<u64>,
 }
 
-/// Reads thread `tid`'s CPU time and run-queue wait: one `clock_gettime` and one small `/proc` read (a few
-/// microseconds), cheap enough for the watchdog to take at the start of every long poll. Errors only when
-/// neither figure can be read.
+/// Reads thread `tid`'s CPU time, run-queue wait and voluntary switches: one `clock_gettime` and three small
+/// `/proc` reads (`status`, `stat` and `schedstat`; some 20 µs), cheap enough for the watchdog to take at the
+/// start of every long poll. Errors only when neither the CPU time nor the wait can be read.
 ///
 /// ```
 /// # #[cfg(target_os = "linux")] {
@@ -220,8 +232,8 @@ pub fn sched_times(tid: Tid) -> Result<SchedTimes, ProbeError> {
 }
 
 /// The calling thread's own [`SchedTimes`], read without allocating and without locks: one
-/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` and one read of `/proc/thread-self/schedstat` into a stack buffer
-/// (about 5 µs). Meant for a hook that has just seen a long poll end: the thread's clocks at that exact moment
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, one read of `/proc/thread-self/schedstat` into a stack buffer and
+/// one `getrusage(RUSAGE_THREAD)` (about 5 µs). Meant for a hook that has just seen a long poll end: the thread's clocks at that exact moment
 /// let the poll's own time be split without guessing what happened after it ended. Because the caller is
 /// running, no wait for a CPU is in progress, so the run-queue figure is complete. `None` where neither figure
 /// can be read (not Linux, or `/proc` unavailable and no thread clock).
@@ -249,9 +261,15 @@ pub fn own_sched_times() -> Option<SchedTimes> {
                 + Duration::from_nanos(u64::try_from(ts.tv_nsec).unwrap_or(0))
         });
         let run_queue_wait = own_schedstat().map(|(_, wait)| Duration::from_nanos(wait));
+        // SAFETY: `rusage` is plain old data, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage; RUSAGE_THREAD reads the calling thread's counters only.
+        let voluntary_switches = (unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0)
+            .then(|| u64::try_from(usage.ru_nvcsw).ok())
+            .flatten();
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = saved_errno };
-        (cpu.is_some() || run_queue_wait.is_some()).then_some(SchedTimes { cpu, run_queue_wait })
+        (cpu.is_some() || run_queue_wait.is_some()).then_some(SchedTimes { cpu, run_queue_wait, voluntary_switches })
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -456,13 +474,18 @@ mod linux {
         if tid <= 0 {
             return Err(ProbeError::NoSuchThread { tid, source: io::Error::from_raw_os_error(libc::ESRCH) });
         }
+        // The switch count first, the state after it (see `SchedTimes::voluntary_switches`): if the thread is
+        // running or runnable now, any block in progress when the count was read ended within these few µs.
+        let switches = read(tid, "status").ok().and_then(|text| parse::parse_status(&text).voluntary_ctxt_switches);
+        let runnable = read(tid, "stat").ok().and_then(|text| parse::parse_stat(&text).ok()).map(|s| s.state == 'R');
+        let voluntary_switches = switches.filter(|_| runnable == Some(true));
         let clock = cpu_time(tid).ok().filter(|(_, src)| *src == CpuClockSource::ThreadClock).map(|(d, _)| d);
         let schedstat = read(tid, "schedstat").map(|text| parse::parse_schedstat(&text));
         match (clock, schedstat) {
             (cpu, Ok(Some((on_cpu, wait)))) => {
-                Ok(super::SchedTimes { cpu: cpu.or(Some(on_cpu)), run_queue_wait: Some(wait) })
+                Ok(super::SchedTimes { cpu: cpu.or(Some(on_cpu)), run_queue_wait: Some(wait), voluntary_switches })
             }
-            (Some(cpu), _) => Ok(super::SchedTimes { cpu: Some(cpu), run_queue_wait: None }),
+            (Some(cpu), _) => Ok(super::SchedTimes { cpu: Some(cpu), run_queue_wait: None, voluntary_switches }),
             (None, Err(e)) => Err(e),
             (None, Ok(None)) => Err(ProbeError::Parse {
                 path: task_path(tid, "schedstat"),

@@ -47,16 +47,16 @@ fn long_poll_ring_reports_overwritten_entries_as_missing() {
 fn closing_reading_belongs_to_one_poll() {
     let slot = WorkerSlot::new();
     // Outside a poll there is nothing to close.
-    slot.record_closing(5, Some(1), Some(2));
+    slot.record_closing(5, clocks(Some(1), Some(2), Some(3)));
     assert_eq!(slot.closing(1), None);
     slot.begin(7, 0, 100);
-    slot.record_closing(900, Some(40), None);
+    slot.record_closing(900, clocks(Some(40), None, Some(7)));
     slot.end(800, true);
-    assert_eq!(slot.closing(1), Some(ClosingRecord { seq: 1, raw: 900, cpu_ns: Some(40), run_queue_ns: None }));
+    assert_eq!(slot.closing(1), Some(ClosingRecord { seq: 1, raw: 900, clocks: clocks(Some(40), None, Some(7)) }));
     slot.begin(8, 0, 1_000);
-    slot.record_closing(2_000, Some(50), Some(60));
+    slot.record_closing(2_000, clocks(Some(50), Some(60), None));
     slot.end(1_000, true);
-    assert_eq!(slot.closing(3), Some(ClosingRecord { seq: 3, raw: 2_000, cpu_ns: Some(50), run_queue_ns: Some(60) }));
+    assert_eq!(slot.closing(3), Some(ClosingRecord { seq: 3, raw: 2_000, clocks: clocks(Some(50), Some(60), None) }));
     // The newest is the closing reading of poll 3; the one before opens it.
     assert_eq!(slot.closing(1).map(|c| c.raw), Some(900));
     assert_eq!(slot.closing_before(1_000).map(|c| c.seq), Some(1));
@@ -65,7 +65,7 @@ fn closing_reading_belongs_to_one_poll() {
     // Once the ring wraps, the oldest is replaced: poll 1's reads as missing, never as the wrong poll.
     for k in 0..CLOSINGS as u64 - 1 {
         slot.begin(9, 0, 3_000 + k * 1_000);
-        slot.record_closing(3_500 + k * 1_000, None, None);
+        slot.record_closing(3_500 + k * 1_000, Clocks::default());
         slot.end(500, true);
     }
     assert_eq!(slot.closing(1), None);
@@ -73,7 +73,11 @@ fn closing_reading_belongs_to_one_poll() {
     assert_eq!(slot.closing(0), None);
     // An opening reading counts as taken at its poll's start.
     slot.begin(10, 0, 50_000);
-    slot.record_opening(Some(70), Some(80));
+    slot.record_opening(clocks(Some(70), Some(80), Some(9)));
     let opened = slot.closing_before(50_000).expect("the opening reading");
-    assert_eq!((opened.raw, opened.cpu_ns, opened.run_queue_ns), (50_000, Some(70), Some(80)));
+    assert_eq!((opened.raw, opened.clocks), (50_000, clocks(Some(70), Some(80), Some(9))));
+}
+
+fn clocks(cpu_ns: Option<u64>, run_queue_ns: Option<u64>, switches: Option<u64>) -> Clocks {
+    Clocks { cpu_ns, run_queue_ns, switches }
 }

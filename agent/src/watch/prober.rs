@@ -17,6 +17,7 @@
 use crate::shared::Shared;
 use crate::watch::probing::{self, Look};
 use crate::watch::watchdog::{LookRequest, ProbeJob, WatchMsg};
+use loopscope_probes::stack::CaptureMethod;
 use loopscope_probes::thread::RunState;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
@@ -48,10 +49,19 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
 /// Looks at the thread, if it still runs the poll. The look must describe that poll:
 ///
 /// * its `/proc` state is thrown away (with the stack) if the poll ended while it was read;
-/// * its stack is captured only if the poll is still in flight right before the capture. A capture
-///   interrupts the thread the next time it runs, before it executes another line of its code, so a stack
-///   taken from a thread that was in the poll when asked is the poll's, even when the thread waited for a
-///   CPU (and then ended the poll) before the result came back.
+/// * its stack is captured only if the poll is still in flight right before the capture. A signal interrupts
+///   the thread the next time it runs, before it executes another line of its code, so a stack taken by
+///   signal from a thread that was in the poll when asked is the poll's, even when the thread waited for a
+///   CPU (and then ended the poll) before the result came back. (A thread running on another CPU at that
+///   moment could end the poll in the microseconds before the signal lands: a stall is at least a threshold
+///   long, so that window is rare, and closing it would cost the stacks of every preempted stall that ends
+///   just after its capture.)
+/// * a stack unwound from outside (a thread blocked in a call that a signal would interrupt) is kept only if
+///   the poll is still in flight after the unwind. That unwind takes whatever call the thread is blocked in
+///   when it reads it: the poll's sleep, or (seen in `examples/accuracy.rs`, a `block_on` body) the next sleep
+///   of the code that ran after the poll ended, which then stood as the stall's culprit. The unwinder proves
+///   the thread did not move while it was read, so a poll in flight before and after means the call was the
+///   poll's.
 fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
     if req.slot.seq.load(Acquire) != req.seq {
         shared.discarded_looks.fetch_add(1, Relaxed);
@@ -67,9 +77,15 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
         // long. A stall that goes on is captured again at its next doubling.
         let runnable = look.snapshot.sample.as_ref().is_ok_and(|s| s.state == RunState::Running);
         let timeout = if runnable { probing::RUNNABLE_CAPTURE_TIMEOUT } else { probing::CAPTURE_TIMEOUT };
-        look.snapshot.stack = probing::look(req.tid, Some(timeout)).stack;
-        if matches!(look.snapshot.stack, Some(Ok(_))) {
-            req.captured.fetch_add(1, Relaxed);
+        let stack = probing::look(req.tid, Some(timeout)).stack;
+        let outside = matches!(&stack, Some(Ok(raw)) if raw.method == CaptureMethod::Outside);
+        if outside && req.slot.seq.load(Acquire) != req.seq {
+            shared.discarded_looks.fetch_add(1, Relaxed);
+        } else {
+            look.snapshot.stack = stack;
+            if matches!(look.snapshot.stack, Some(Ok(_))) {
+                req.captured.fetch_add(1, Relaxed);
+            }
         }
     }
     Some(look)

@@ -155,10 +155,12 @@ fn pattern_child(d: Duration) {
     }
 }
 
+// The three sleeping patterns differ by a nanosecond or two: identical functions are merged in release builds
+// (rustc enables LLVM's function merging), and all three would then be named `pattern_sleep`.
 #[inline(never)]
 fn pattern_nested(d: Duration) {
     mark_start();
-    std::thread::sleep(d);
+    std::thread::sleep(d + Duration::from_nanos(1));
 }
 
 async fn nested_inner(d: Duration) {
@@ -173,7 +175,7 @@ async fn nested_outer(d: Duration) {
 #[inline(never)]
 fn pattern_select(d: Duration) {
     mark_start();
-    std::thread::sleep(d);
+    std::thread::sleep(d + Duration::from_nanos(2));
 }
 
 /// Receives until `d` has passed from a channel that always has a message ready: under `unconstrained`, tokio's

@@ -176,9 +176,101 @@ pub(crate) fn pretty(name: &str, short: Option<&str>) -> String {
     joined
 }
 
+/// A qualified name for an inlined closure or async body whose DWARF name carries no path (`{closure#0}<()>`,
+/// `{async_fn#0}`: all that line-tables-only builds record for a function inlined everywhere), from the frames
+/// it was inlined into. `callers` are those frames, innermost first: their DWARF name (with generic arguments)
+/// and their readable name. `None` when they don't tell.
+///
+/// * A caller generic over the body names its type: `with_budget<…, my_app::load::{async_fn_env#0}>` was
+///   instantiated for the body of `my_app::load`, so an inlined `{async_fn#0}` below it is that body. The index
+///   must match, and the nearest caller that mentions the kind must name exactly one such path.
+/// * A closure inlined into a caller that is not generic over any closure was called by name, so it was
+///   defined there: `{closure#0}` inlined into `my_app::spin` is `my_app::spin::{closure}`. (A closure reached
+///   through `dyn Fn` is an indirect call, never inlined.)
+pub(crate) fn qualify_body(name: &str, callers: &[(Option<&str>, Option<&str>)]) -> Option<String> {
+    let stripped = strip_generics(name);
+    let (kind, index) = stripped.strip_prefix('{')?.strip_suffix('}')?.split_once('#')?;
+    let env_kind = match kind {
+        "closure" => "closure_env",
+        "async_fn" => "async_fn_env",
+        "async_block" => "async_block_env",
+        _ => return None,
+    };
+    let needle = format!("::{{{env_kind}#{index}}}");
+    for (raw, _) in callers.iter().take(8) {
+        let Some(raw) = raw else { continue };
+        if !raw.contains(&format!("{{{env_kind}#")) {
+            continue;
+        }
+        let mut paths: Vec<&str> = raw.match_indices(&needle).map(|(at, _)| path_ending_at(raw, at)).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        return match paths.as_slice() {
+            [path] if !path.is_empty() => Some(pretty(&format!("{path}::{{{kind}#{index}}}"), None)),
+            // Generic over another body of this kind, or over two with this index: it doesn't tell which.
+            _ => None,
+        };
+    }
+    // A closure called by name from where it was defined.
+    let (raw, readable) = callers.first()?;
+    let readable = readable.as_deref()?;
+    let generic_over_closure = raw.is_some_and(|r| r.contains("{closure_env#"));
+    if kind == "closure" && !generic_over_closure && is_qualified(readable) && !readable.starts_with('<') {
+        return Some(format!("{}::{{closure}}", readable.trim_end_matches(" (async fn)")));
+    }
+    None
+}
+
+/// The path that ends at byte `end` of `text` (just before a `::{…_env#N}`): the run of path characters
+/// before it, which stops at the `<`, `, ` or `(` of an enclosing generic argument list.
+fn path_ending_at(text: &str, end: usize) -> &str {
+    let head = &text[..end];
+    let start = head
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_alphanumeric() || matches!(c, '_' | ':' | '{' | '}' | '#')))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    &head[start..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inlined_bodies_are_qualified_from_their_callers() {
+        // Real line-tables-only names (rustc 1.95, `examples/accuracy.rs` under `tokio::task::unconstrained`).
+        let with_budget = "with_budget<core::task::poll::Poll<u64>, tokio::task::coop::unconstrained::{impl#0}::poll::{closure_env#0}<accuracy::pattern_unconstrained::{async_fn_env#0}>>";
+        let callers = [(Some(with_budget), Some("with_budget"))];
+        assert_eq!(
+            qualify_body("{async_fn#0}", &callers).as_deref(),
+            Some("accuracy::pattern_unconstrained (async fn)")
+        );
+        assert_eq!(
+            qualify_body("{closure#0}<core::task::poll::Poll<u64>>", &callers).as_deref(),
+            Some("tokio::task::coop::unconstrained::{impl#0}::poll::{closure}")
+        );
+        // No async block in the caller's type, and it is generic over a closure: nothing to say.
+        assert_eq!(qualify_body("{async_block#0}", &callers), None);
+        // The nearest caller that mentions the kind decides; an outer one is not consulted past it.
+        let callers = [(Some("poll<my_app::a::{async_fn_env#1}>"), Some("poll")), (Some(with_budget), None)];
+        assert_eq!(qualify_body("{async_fn#0}", &callers), None);
+        // A closure inlined into the function that calls it by name.
+        let callers = [(Some("pattern_spin"), Some("accuracy::pattern_spin"))];
+        assert_eq!(qualify_body("{closure#0}<()>", &callers).as_deref(), Some("accuracy::pattern_spin::{closure}"));
+        let callers = [(Some("{async_fn#0}"), Some("my_app::handler (async fn)"))];
+        assert_eq!(qualify_body("{closure#1}", &callers).as_deref(), Some("my_app::handler::{closure}"));
+        // ... but not into one generic over a closure (`map(|x| …)` inlined into `Iterator::fold`), nor into an
+        // unqualified one.
+        let callers = [(Some("fold<my_app::f::{closure_env#1}>"), Some("fold"))];
+        assert_eq!(qualify_body("{closure#0}", &callers), None);
+        assert_eq!(qualify_body("{closure#0}", &[(Some("spin"), Some("spin"))]), None);
+        // Two different bodies with the same index: ambiguous.
+        let two = "join<a::x::{async_fn_env#0}, b::y::{async_fn_env#0}>";
+        assert_eq!(qualify_body("{async_fn#0}", &[(Some(two), None)]), None);
+        // Not a body at all.
+        assert_eq!(qualify_body("hash_spin", &callers), None);
+    }
 
     #[test]
     fn qualified() {

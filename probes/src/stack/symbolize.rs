@@ -275,6 +275,20 @@ fn build_frames(ip: usize, resolved: &Resolved, object: Option<&str>) -> Vec<Fra
             }
         })
         .collect();
+    // Inlined closures and async bodies of line-tables-only builds carry no path: name them from the frames they
+    // were inlined into, outermost first, so that each caller is already qualified when the next body asks.
+    for i in (0..frames.len().saturating_sub(1)).rev() {
+        if frames[i].function.as_deref().is_some_and(|f| f.starts_with('{'))
+            && let Some(raw) = resolved.frames.get(i).and_then(|r| r.name.as_deref())
+        {
+            let callers: Vec<(Option<&str>, Option<&str>)> = (i + 1..frames.len())
+                .map(|j| (resolved.frames.get(j).and_then(|r| r.name.as_deref()), frames[j].function.as_deref()))
+                .collect();
+            if let Some(name) = names::qualify_body(raw, &callers) {
+                frames[i].function = Some(name);
+            }
+        }
+    }
     if frames.is_empty() {
         frames.push(Frame {
             ip,

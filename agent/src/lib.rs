@@ -93,6 +93,7 @@ pub mod check {
 }
 mod ci;
 mod config;
+mod exporter;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod instrument;

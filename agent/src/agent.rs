@@ -261,7 +261,7 @@ impl AgentBuilder {
     /// of series Prometheus keeps stays bounded. `LOOPSCOPE_METRICS_MAX_LOCATIONS` overrides it.
     ///
     /// ```
-    /// let builder = loopscope::Agent::builder().metrics_addr("9464").metrics_max_locations(20);
+    /// let builder = loopscope::Agent::builder().metrics_addr("9464").metrics_max_locations(20).ignore_env();
     /// assert_eq!(builder.resolve().unwrap().metrics_max_locations, 20);
     /// ```
     pub fn metrics_max_locations(mut self, n: usize) -> Self {

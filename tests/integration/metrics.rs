@@ -268,6 +268,21 @@ fn malformed_metrics_addr_names_the_variable() {
     assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("metrics"), "{err}");
 }
 
+#[test]
+fn the_port_is_released_when_the_runtime_shuts_down() {
+    let (rt, agent) = current_thread(metrics_agent());
+    let addr = agent.metrics_addr().unwrap();
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    assert_eq!(exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").0, 200);
+    drop(rt);
+    wait_until("the metrics port to be free again", || std::net::TcpListener::bind(addr).is_ok());
+    // And an agent whose runtime never ran releases it when the agent goes.
+    let (rt, agent) = current_thread(metrics_agent());
+    let addr = agent.metrics_addr().unwrap();
+    drop((rt, agent));
+    wait_until("the never-started agent's port to be free", || std::net::TcpListener::bind(addr).is_ok());
+}
+
 // ---- a real Prometheus server ----
 
 /// A child process killed when the test ends, however it ends.

@@ -32,9 +32,8 @@ pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one write may wait for a client that does not read.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the acceptor looks for a new connection or a stop (the listener is non-blocking, so that
-/// stopping never depends on a connection arriving).
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How long the acceptor backs off after a failed accept (out of file descriptors, or the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct Inner {
@@ -54,8 +53,9 @@ impl MetricsServer {
     /// Binds `addr` and starts the acceptor thread. Fails when the address can't be bound or the thread
     /// can't start.
     pub(crate) fn start(addr: SocketAddr, first: Exposition) -> io::Result<MetricsServer> {
+        // A blocking accept: no wake-ups while nobody scrapes, and no polling delay when someone does. The
+        // stop wakes it with a connection of its own (`shutdown`).
         let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             latest: Mutex::new(Arc::new(first)),
@@ -77,9 +77,22 @@ impl MetricsServer {
         *lock(&self.inner.latest) = Arc::new(e);
     }
 
-    /// Stops accepting; the port is released within [`ACCEPT_POLL`].
+    /// Stops accepting and releases the port: the acceptor, blocked in `accept`, is woken by a connection
+    /// to itself. (Should that connection fail, it stops at the next scrape instead.)
     pub(crate) fn shutdown(&self) {
-        self.inner.stopping.store(true, Release);
+        if self.inner.stopping.swap(true, AcqRel) {
+            return;
+        }
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+            tracing::debug!(target: "loopscope::metrics", "could not wake the metrics acceptor at {wake}: {e}");
+        }
     }
 }
 
@@ -90,8 +103,12 @@ impl Drop for MetricsServer {
 }
 
 fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
-    while !inner.stopping.load(Acquire) {
-        match listener.accept() {
+    loop {
+        let accepted = listener.accept();
+        if inner.stopping.load(Acquire) {
+            return;
+        }
+        match accepted {
             Ok((conn, _)) => {
                 if inner.active.load(Acquire) >= MAX_CONNECTIONS {
                     // A flood must not become a thread flood. A fresh socket's send buffer is empty, so this
@@ -112,12 +129,11 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
                     tracing::debug!(target: "loopscope::metrics", "could not start a scrape thread: {e}");
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // Out of file descriptors, or the like: back off rather than spin.
                 tracing::debug!(target: "loopscope::metrics", "accept failed: {e}");
-                std::thread::sleep(ACCEPT_POLL);
+                std::thread::sleep(ACCEPT_BACKOFF);
             }
         }
     }
@@ -139,8 +155,6 @@ enum Refusal {
 }
 
 fn serve(inner: &Inner, mut conn: TcpStream) {
-    // Accepted sockets inherit the listener's non-blocking mode on some platforms.
-    let _ = conn.set_nonblocking(false);
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let request = read_head(&mut conn).and_then(|head| parse(&head));
     let (req, fmt) = match request {

@@ -15,7 +15,9 @@ use crate::shared::stream::FileRecorder;
 use crate::sync::lock;
 use loopscope_wire::StallEvent;
 use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter};
-use loopscope_wire::proto::{AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage};
+use loopscope_wire::proto::{
+    AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage, Tick,
+};
 use loopscope_wire::record::Recorder;
 use std::sync::Arc;
 
@@ -158,12 +160,15 @@ impl Outputs {
     /// One sample interval: a tick for every listener. `freed` are the ids of tasks reclaimed since the last
     /// call; it is emptied either way.
     pub(crate) fn tick(&mut self, shared: &Arc<Shared>, sample: Option<&RuntimeSample>, freed: &mut Vec<u64>) {
-        let listening = self.listening(shared);
-        if !listening && self.metrics.is_none() {
+        if !self.listening(shared) {
             // Nobody to tell; a client that connects later gets a full state. Keep the marks current, though,
             // so that the first tick after it connects carries only what changed, not every task.
             self.feed.mark_all(shared);
             freed.clear();
+            if self.metrics.is_some() {
+                let tick = self.feed.totals_tick(shared, sample);
+                self.publish_metrics(shared, &tick, sample);
+            }
             return;
         }
         if let Some(rec) = &mut self.recorder
@@ -180,13 +185,16 @@ impl Outputs {
         }
         let tick = self.feed.tick(shared, sample, std::mem::take(freed));
         // The metrics derive from the same tick clients get (one scan of the tables for both).
+        self.publish_metrics(shared, &tick, sample);
+        self.emit(shared, &ServerMessage::Tick(Box::new(tick)));
+    }
+
+    /// The metrics' view of a tick, published to the exporter.
+    fn publish_metrics(&mut self, shared: &Shared, tick: &Tick, sample: Option<&RuntimeSample>) {
         if let (Some(model), Some(server)) = (&mut self.metrics, shared.metrics.get()) {
             let flavor = lock(&shared.facts).flavor.clone();
             let dropped_frames = shared.server.get().map_or(0, |s| s.stats().dropped_frames);
-            server.publish(model.tick(&tick, sample, flavor.as_deref(), dropped_frames));
-        }
-        if listening {
-            self.emit(shared, &ServerMessage::Tick(Box::new(tick)));
+            server.publish(model.tick(tick, sample, flavor.as_deref(), dropped_frames));
         }
     }
 

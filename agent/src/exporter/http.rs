@@ -32,6 +32,8 @@ pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one write may wait for a client that does not read.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a scrape's thread waits, after answering, for the client to close (see `linger`).
+const LINGER: Duration = Duration::from_secs(1);
 /// How long the acceptor backs off after a failed accept (out of file descriptors, or the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -90,7 +92,9 @@ impl MetricsServer {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+        // Loopback: this connects at once or is refused at once; the bound is for a full backlog (a flood), so
+        // that a drop on an app thread never waits long.
+        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_millis(100)) {
             tracing::debug!(target: "loopscope::metrics", "could not wake the metrics acceptor at {wake}: {e}");
         }
     }
@@ -115,7 +119,12 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
                     // short answer doesn't wait on the client.
                     let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
                     let _ =
-                        respond(&conn, 503, "Service Unavailable", "text/plain", b"too many scrapes at once\n", true);
+                        respond(&conn, 503, "Service Unavailable", "text/plain", b"too many scrapes at once\n", false);
+                    // No waiting here for the request to finish arriving: discard what already has (see
+                    // `linger`), and close.
+                    if conn.set_nonblocking(true).is_ok() {
+                        drain(&conn, MAX_REQUEST_HEAD);
+                    }
                     continue;
                 }
                 inner.active.fetch_add(1, AcqRel);
@@ -156,7 +165,33 @@ enum Refusal {
 
 fn serve(inner: &Inner, mut conn: TcpStream) {
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let request = read_head(&mut conn).and_then(|head| parse(&head));
+    answer(inner, &mut conn);
+    linger(&conn);
+}
+
+/// After the answer: reads and discards what the client still sends, until it closes (it does once it has
+/// read a `Connection: close` answer) or briefly. Closing a socket with unread input sends a reset, and a
+/// reset can destroy the answer before the client reads it — a `400` or `431` for a request we stopped
+/// reading halfway would then never arrive.
+fn linger(conn: &TcpStream) {
+    let _ = conn.set_read_timeout(Some(LINGER));
+    drain(conn, 64 * 1024);
+}
+
+/// Reads and discards up to `limit` bytes, until end of input, an error or a timeout.
+fn drain(mut conn: &TcpStream, limit: usize) {
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match conn.read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+fn answer(inner: &Inner, conn: &mut TcpStream) {
+    let request = read_head(conn).and_then(|head| parse(&head));
     let (req, fmt) = match request {
         Ok(req) => {
             let fmt = Format::negotiate(req.accept.as_deref());
@@ -164,23 +199,22 @@ fn serve(inner: &Inner, mut conn: TcpStream) {
         }
         Err(Refusal::Gone) => return,
         Err(Refusal::Status(code, reason, why)) => {
-            let _ = respond(&conn, code, reason, "text/plain; charset=utf-8", why.as_bytes(), false);
+            let _ = respond(conn, code, reason, "text/plain; charset=utf-8", why.as_bytes(), false);
             return;
         }
     };
     if req.path != "/metrics" {
         let body = b"not found: loopscope serves its metrics at /metrics\n";
-        let _ = respond(&conn, 404, "Not Found", "text/plain; charset=utf-8", body, req.head_only);
+        let _ = respond(conn, 404, "Not Found", "text/plain; charset=utf-8", body, req.head_only);
         return;
     }
     let latest = lock(&inner.latest).clone();
     match render(latest, fmt) {
         Ok(body) => {
-            let _ = respond(&conn, 200, "OK", fmt.content_type(), body.as_bytes(), req.head_only);
+            let _ = respond(conn, 200, "OK", fmt.content_type(), body.as_bytes(), req.head_only);
         }
         Err(_) => {
-            let _ =
-                respond(&conn, 500, "Internal Server Error", "text/plain", b"could not encode the metrics\n", false);
+            let _ = respond(conn, 500, "Internal Server Error", "text/plain", b"could not encode the metrics\n", false);
         }
     }
 }

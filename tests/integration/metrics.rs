@@ -154,6 +154,53 @@ fn exposition_has_prometheus_names_types_and_labels() {
     assert!(body.contains("# UNIT loopscope_stall_duration_seconds seconds"), "{body}");
 }
 
+/// The `+Inf` bucket of a histogram: how many values it holds.
+fn histogram_total(s: &Scrape, name: &str) -> f64 {
+    match s.samples.iter().find(|x| x.metric == name).map(|x| &x.value) {
+        Some(Value::Histogram(b)) => b.last().map_or(0.0, |b| b.count),
+        other => panic!("{name} should be a histogram, is {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_stay_whole_as_stream_clients_come_and_go() {
+    // Without a stream client the metrics get a totals-only scan; with one, the ticks the client gets. The
+    // counters must carry on across the switch, never go back.
+    let (rt, agent) = multi_thread(2, metrics_agent().serve("127.0.0.1:0"));
+    let addr = agent.metrics_addr().unwrap();
+    rt.block_on(spawn_stall(&rt, ms(60))).unwrap();
+    let mut s = scrape(addr);
+    wait_until("the first stall, with no client", || {
+        s = scrape(addr);
+        counter_sum(&s, "loopscope_stalls_total") >= 1.0
+    });
+    let polls = counter_sum(&s, "loopscope_task_polls_total");
+    let timed = histogram_total(&s, "loopscope_poll_duration_seconds");
+    assert!(polls >= 1.0 && timed >= 1.0, "{polls} polls, {timed} in the histogram");
+
+    let client = loopscope::wire::client::Client::connect(&agent.serve_addr().unwrap(), ms(2000)).unwrap();
+    wait_until("the stream client to register", || agent.stream_clients() == 1);
+    rt.block_on(spawn_stall(&rt, ms(60))).unwrap();
+    wait_until("the second stall, with a client listening", || {
+        s = scrape(addr);
+        counter_sum(&s, "loopscope_stalls_total") >= 2.0
+    });
+    assert!(counter_sum(&s, "loopscope_task_polls_total") >= polls + 1.0);
+    assert!(histogram_total(&s, "loopscope_poll_duration_seconds") >= timed + 1.0);
+    assert_eq!(labels_of(&s, "loopscope_worker_busy_ratio", "worker").len(), 2);
+
+    drop(client);
+    wait_until("the stream client to leave", || agent.stream_clients() == 0);
+    let (polls, timed) =
+        (counter_sum(&s, "loopscope_task_polls_total"), histogram_total(&s, "loopscope_poll_duration_seconds"));
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    wait_until("the polls counted on, with the client gone", || {
+        s = scrape(addr);
+        counter_sum(&s, "loopscope_task_polls_total") > polls
+            && histogram_total(&s, "loopscope_poll_duration_seconds") > timed
+    });
+}
+
 #[test]
 fn locations_past_the_cap_count_as_other() {
     let (rt, agent) = multi_thread(2, metrics_agent().metrics_max_locations(1));

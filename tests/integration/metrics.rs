@@ -226,6 +226,11 @@ fn locations_past_the_cap_count_as_other() {
 fn bad_requests_get_clear_answers() {
     let (_rt, agent) = current_thread(metrics_agent());
     let addr = agent.metrics_addr().unwrap();
+    // Before the runtime's first poll, the exposition is already whole: every histogram has its +Inf.
+    let (_, body) = scrape_with(addr, "application/openmetrics-text");
+    for h in ["loopscope_poll_duration_seconds", "loopscope_stall_duration_seconds"] {
+        assert!(body.contains(&format!("{h}_bucket{{le=\"+Inf\"}} 0")), "{h}: {body}");
+    }
     let status = |req: &[u8]| exchange(addr, req).0;
     assert_eq!(status(b"GET /nope HTTP/1.1\r\n\r\n"), 404);
     assert_eq!(status(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405);

@@ -12,6 +12,7 @@
 use crate::config::Config;
 use crate::exporter::{Exposition, Hist, StallSeries, WorkerSeries};
 use crate::shared::sample::RuntimeSample;
+use crate::shared::tables::TASK_BUCKETS;
 use loopscope_wire::proto::Tick;
 use loopscope_wire::{Classification, LogHistogram, StallEvent, StallKind, StallPhase};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -52,10 +53,18 @@ impl MetricsModel {
             latest: Exposition {
                 runtime_id,
                 runtime_name: config.name.clone().unwrap_or_default(),
+                // Every histogram has its buckets (`+Inf` included) from the first scrape on, before the
+                // runtime's first tick: a histogram without `+Inf` is not valid OpenMetrics.
                 stall_duration: Hist::from_log(&LogHistogram::new(STALL_BUCKETS), Duration::ZERO),
+                poll_duration: Hist::from_log(&LogHistogram::new(TASK_BUCKETS), Duration::ZERO),
                 ..Exposition::default()
             },
         }
+    }
+
+    /// The exposition as it stands: before the first tick, the agent's identity and empty histograms.
+    pub(crate) fn exposition(&self) -> Exposition {
+        self.latest.clone()
     }
 
     /// Counts a stall when it ends. Every event of every stall comes here, rate-limited or not.

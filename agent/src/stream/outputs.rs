@@ -92,7 +92,7 @@ pub(crate) fn start(shared: &Arc<Shared>, caps: &crate::capabilities::Capabiliti
     if let Some(addr) = shared.config.metrics {
         // Off by default, so any address was asked for: one that can't be bound is an error, unlike the
         // stream's default address.
-        let first = MetricsModel::new(&shared.config, shared.id).tick(&Default::default(), None, None, 0);
+        let first = MetricsModel::new(&shared.config, shared.id).exposition();
         let server = MetricsServer::start(addr, first).map_err(|e| {
             format!("loopscope cannot serve metrics on {addr} (LOOPSCOPE_METRICS_ADDR / metrics_addr): {e}")
         })?;

@@ -123,15 +123,22 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
                     // No waiting here for the request to finish arriving: discard what already has (see
                     // `linger`), and close.
                     if conn.set_nonblocking(true).is_ok() {
-                        drain(&conn, MAX_REQUEST_HEAD);
+                        drain(&conn, MAX_REQUEST_HEAD, None);
                     }
                     continue;
                 }
                 inner.active.fetch_add(1, AcqRel);
                 let me = inner.clone();
                 let spawned = std::thread::Builder::new().name("loopscope-metrics-scrape".into()).spawn(move || {
-                    serve(&me, conn);
-                    me.active.fetch_sub(1, AcqRel);
+                    // Counted out even if the scrape panics, so that a bug costs one answer, not a slot.
+                    struct Active(Arc<Inner>);
+                    impl Drop for Active {
+                        fn drop(&mut self) {
+                            self.0.active.fetch_sub(1, AcqRel);
+                        }
+                    }
+                    let active = Active(me);
+                    serve(&active.0, conn);
                 });
                 if let Err(e) = spawned {
                     inner.active.fetch_sub(1, AcqRel);
@@ -174,15 +181,21 @@ fn serve(inner: &Inner, mut conn: TcpStream) {
 /// reset can destroy the answer before the client reads it — a `400` or `431` for a request we stopped
 /// reading halfway would then never arrive.
 fn linger(conn: &TcpStream) {
-    let _ = conn.set_read_timeout(Some(LINGER));
-    drain(conn, 64 * 1024);
+    drain(conn, 64 * 1024, Some(Instant::now() + LINGER));
 }
 
-/// Reads and discards up to `limit` bytes, until end of input, an error or a timeout.
-fn drain(mut conn: &TcpStream, limit: usize) {
+/// Reads and discards up to `limit` bytes, until end of input, an error, or `deadline` however the client
+/// trickles its bytes. Without a deadline the socket must be non-blocking: what is already there is read.
+fn drain(mut conn: &TcpStream, limit: usize, deadline: Option<Instant>) {
     let mut scratch = [0u8; 4096];
     let mut total = 0;
     while total < limit {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+        }
         match conn.read(&mut scratch) {
             Ok(0) | Err(_) => return,
             Ok(n) => total += n,

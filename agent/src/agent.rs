@@ -62,6 +62,8 @@ pub struct AgentBuilder {
     use_env: bool,
     /// A `serve` address that did not parse; reported by `install`.
     bad_serve: Option<loopscope_wire::proto::AddrError>,
+    /// A `metrics_addr` that did not parse (the value and why); reported by `install`.
+    bad_metrics: Option<(String, String)>,
     #[cfg(tokio_unstable)]
     chain: hooks::Chain,
 }
@@ -71,6 +73,7 @@ impl Default for AgentBuilder {
         AgentBuilder {
             config: Config::default(),
             bad_serve: None,
+            bad_metrics: None,
             use_env: true,
             #[cfg(tokio_unstable)]
             chain: hooks::Chain::default(),
@@ -211,6 +214,61 @@ impl AgentBuilder {
         self
     }
 
+    /// Serve Prometheus/OpenMetrics metrics over HTTP at `http://ADDR/metrics` (default: off).
+    /// `LOOPSCOPE_METRICS_ADDR` overrides it.
+    ///
+    /// `addr` is `HOST:PORT` with an IP address (`0.0.0.0:9464` to let other machines scrape), a port alone
+    /// (`"9464"` or `":9464"`, served on 127.0.0.1), or `off`. Port 0 picks a free port (see
+    /// [`Agent::metrics_addr`]). An address that does not parse, or cannot be bound, makes
+    /// [`install`](Self::install) fail with an error that names it.
+    ///
+    /// The server runs on a thread of its own and serves what the agent thread last published (every
+    /// sample interval): a scrape never touches the app's runtime or the task hooks, and a slow or broken
+    /// scraper holds up only its own connection. The metrics are listed in the README.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{Read, Write};
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder()
+    ///     .metrics_addr("127.0.0.1:0")
+    ///     .serve("off")
+    ///     .ignore_env()
+    ///     .install(&mut builder)?;
+    /// let addr = agent.metrics_addr().expect("serving metrics");
+    /// let mut conn = std::net::TcpStream::connect(addr)?;
+    /// conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    /// let mut response = String::new();
+    /// conn.read_to_string(&mut response)?;
+    /// assert!(response.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(response.contains("loopscope_build_info"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics_addr(mut self, addr: &str) -> Self {
+        match crate::config::parse_metrics_addr(addr) {
+            Ok(a) => {
+                self.config.metrics = a;
+                self.bad_metrics = None;
+            }
+            Err(reason) => self.bad_metrics = Some((addr.to_string(), reason)),
+        }
+        self
+    }
+
+    /// How many spawn locations get a `location` label of their own in `/metrics` (default 100, at most
+    /// 10,000); stalls of tasks spawned anywhere else are counted under `location="other"`, so the number
+    /// of series Prometheus keeps stays bounded. `LOOPSCOPE_METRICS_MAX_LOCATIONS` overrides it.
+    ///
+    /// ```
+    /// let builder = loopscope::Agent::builder().metrics_addr("9464").metrics_max_locations(20).ignore_env();
+    /// assert_eq!(builder.resolve().unwrap().metrics_max_locations, 20);
+    /// ```
+    pub fn metrics_max_locations(mut self, n: usize) -> Self {
+        self.config.metrics_max_locations = n;
+        self
+    }
+
     /// Also write the stream to `path`, a recording that `loopscope replay` plays back.
     pub fn record(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config.record = Some(path.into());
@@ -272,6 +330,13 @@ impl AgentBuilder {
                 setting: "serve",
                 value: e.input.clone(),
                 reason: e.to_string(),
+            }));
+        }
+        if let Some((value, reason)) = &self.bad_metrics {
+            return Err(Error::Config(ConfigError::OutOfRange {
+                setting: "metrics_addr",
+                value: value.clone(),
+                reason: reason.clone(),
             }));
         }
         config.validate()?;
@@ -403,6 +468,18 @@ impl Agent {
     /// when serving is off or failed (see [`Agent::serve_error`]). Connect with `loopscope top ADDR`.
     pub fn serve_addr(&self) -> Option<loopscope_wire::proto::ServeAddr> {
         self.shared.server.get().map(|s| s.local_addr().clone())
+    }
+
+    /// The address `/metrics` is served on, with the real port when configured with port 0; `None` when
+    /// metrics are off (the default; see [`AgentBuilder::metrics_addr`]).
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let agent = loopscope::Agent::builder().serve("off").ignore_env().install(&mut builder).unwrap();
+    /// assert_eq!(agent.metrics_addr(), None);
+    /// ```
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.metrics.get().map(|m| m.local_addr())
     }
 
     /// Why the stream is not served although it was configured: the default address was taken (usually by

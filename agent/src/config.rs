@@ -4,6 +4,7 @@
 use loopscope_probes::stack::Unwinder;
 use loopscope_wire::parse_duration;
 use loopscope_wire::proto::ServeAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ use std::time::Duration;
 /// | `LOOPSCOPE_NAME` | a name for this runtime in reports | none |
 /// | `LOOPSCOPE_ADDR` | where to serve the live stream: `HOST:PORT` (loopback by default), `unix:/path.sock` (mode 0600) or `off` | `127.0.0.1:6670` |
 /// | `LOOPSCOPE_RECORD` | also write the stream to this file (replay it with `loopscope replay FILE`) | none |
+/// | `LOOPSCOPE_METRICS_ADDR` | serve Prometheus/OpenMetrics `/metrics` over HTTP: `HOST:PORT` (an IP), a port alone (on 127.0.0.1), or `off` | off |
+/// | `LOOPSCOPE_METRICS_MAX_LOCATIONS` | spawn locations that get a `location` label of their own in `/metrics`; stalls elsewhere count under `other` | `100` |
 /// | `LOOPSCOPE_CHECK_DIR` | CI mode: write every stall to a file in this directory (set by `loopscope check`) | none |
 ///
 /// Durations take a number and a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`; e.g. `250us`, `1.5ms`, `2s`.
@@ -56,6 +59,8 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_NAME",
     "LOOPSCOPE_ADDR",
     "LOOPSCOPE_RECORD",
+    "LOOPSCOPE_METRICS_ADDR",
+    "LOOPSCOPE_METRICS_MAX_LOCATIONS",
     "LOOPSCOPE_CHECK_DIR",
 ];
 
@@ -171,6 +176,13 @@ pub struct Config {
     pub serve: Option<ServeAddr>,
     /// Write the stream to this file as well.
     pub record: Option<PathBuf>,
+    /// Where to serve Prometheus/OpenMetrics `/metrics` over HTTP; `None` (the default) serves nothing.
+    /// An address that can't be bound fails [`install`](crate::AgentBuilder::install).
+    pub metrics: Option<SocketAddr>,
+    /// How many spawn locations get a `location` label of their own in `/metrics` (the first seen keep
+    /// theirs); stalls anywhere else are counted under `location="other"`, so the number of series stays
+    /// bounded however many places the app spawns from.
+    pub metrics_max_locations: usize,
     /// CI mode (`loopscope check`): write every stall into a file in this directory.
     pub check_dir: Option<PathBuf>,
 }
@@ -198,6 +210,8 @@ impl Default for Config {
             name: None,
             serve: Some(ServeAddr::default()),
             record: None,
+            metrics: None,
+            metrics_max_locations: 100,
             check_dir: None,
         }
     }
@@ -244,6 +258,8 @@ impl Config {
                 "LOOPSCOPE_NAME" => self.name = if v.is_empty() { None } else { Some(v.to_string()) },
                 "LOOPSCOPE_ADDR" => self.serve = ServeAddr::parse(v).map_err(|e| err(e.to_string()))?,
                 "LOOPSCOPE_RECORD" => self.record = (!v.is_empty()).then(|| PathBuf::from(v)),
+                "LOOPSCOPE_METRICS_ADDR" => self.metrics = parse_metrics_addr(v).map_err(err)?,
+                "LOOPSCOPE_METRICS_MAX_LOCATIONS" => self.metrics_max_locations = parse_num(v).map_err(err)?,
                 "LOOPSCOPE_CHECK_DIR" => self.check_dir = (!v.is_empty()).then(|| PathBuf::from(v)),
                 _ if EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {
@@ -291,6 +307,11 @@ impl Config {
         if self.max_locations == 0 || self.max_locations > (1 << 20) {
             return range("max_locations", self.max_locations.to_string(), "must be between 1 and 1048576");
         }
+        if self.metrics_max_locations > 10_000 {
+            // Each location label is a series per kind and classification: past this, a scrape's size and
+            // Prometheus' memory grow more than any dashboard needs.
+            return range("metrics_max_locations", self.metrics_max_locations.to_string(), "must be at most 10000");
+        }
         if self.retain_finished > 1 << 20 {
             return range("retain_finished", self.retain_finished.to_string(), "must be at most 1048576");
         }
@@ -313,6 +334,37 @@ fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
 /// Environment variables read by later parts of loopscope (the stream server, CI mode); accepted without a
 /// typo warning.
 pub(crate) const EXTRA_ENV_VARS: &[&str] = &[];
+
+/// The address `/metrics` is served on (`LOOPSCOPE_METRICS_ADDR`, [`AgentBuilder::metrics_addr`]): `HOST:PORT`
+/// with an IP address (`[::1]:9464` for IPv6) or `localhost`, a port alone (`9464` or `:9464`, served on
+/// 127.0.0.1: metrics say what the app runs, so they stay on this machine unless asked), or `off`. Host
+/// names other than `localhost` are refused rather than resolved: resolving could pick any address.
+///
+/// [`AgentBuilder::metrics_addr`]: crate::AgentBuilder::metrics_addr
+pub(crate) fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let expected = "expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464 or [::1]:9464), a port alone \
+                    (9464, served on 127.0.0.1), or off";
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port (0-65535); {expected}"));
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if let Some(p) = s.strip_prefix(':') {
+        return Ok(Some(SocketAddr::new(loopback, port(p)?)));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Some(SocketAddr::new(loopback, port(s)?)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(Some(a));
+    }
+    match s.rsplit_once(':') {
+        Some((host, p)) if host.eq_ignore_ascii_case("localhost") => Ok(Some(SocketAddr::new(loopback, port(p)?))),
+        Some((_, p)) if p.parse::<u16>().is_err() => Err(format!("{p:?} is not a port (0-65535); {expected}")),
+        _ => Err(expected.to_string()),
+    }
+}
 
 /// The unwinder named by `LOOPSCOPE_UNWINDER`.
 fn parse_unwinder(s: &str) -> Result<Unwinder, String> {
@@ -362,5 +414,33 @@ mod tests {
         assert!(e.to_string().contains("LOOPSCOPE_TRACING"));
         let e = c.apply_env(env(&[("LOOPSCOPE_MAX_TASKS", "-3")])).unwrap_err();
         assert!(e.to_string().contains("LOOPSCOPE_MAX_TASKS"));
+    }
+
+    #[test]
+    fn metrics_addr_forms() {
+        let parse = |s| parse_metrics_addr(s).map(|a| a.map(|a| a.to_string()));
+        assert_eq!(parse("off"), Ok(None));
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("9464").unwrap().as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(parse(":9464").unwrap().as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(parse("localhost:9464").unwrap().as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(parse("0.0.0.0:9464").unwrap().as_deref(), Some("0.0.0.0:9464"));
+        assert_eq!(parse("[::1]:0").unwrap().as_deref(), Some("[::1]:0"));
+        for bad in ["example.com:9464", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:http", "nine", ":"] {
+            assert!(parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn malformed_metrics_addr_names_the_variable() {
+        let mut c = Config::default();
+        let e = c.apply_env(env(&[("LOOPSCOPE_METRICS_ADDR", "127.0.0.1:port")])).unwrap_err().to_string();
+        assert!(e.contains("LOOPSCOPE_METRICS_ADDR") && e.contains("127.0.0.1:port") && e.contains("HOST:PORT"), "{e}");
+        let e = c.apply_env(env(&[("LOOPSCOPE_METRICS_MAX_LOCATIONS", "1000000")])).unwrap_err().to_string();
+        assert!(e.contains("LOOPSCOPE_METRICS_MAX_LOCATIONS") && e.contains("10000"), "{e}");
+        let mut c = Config::default();
+        assert_eq!(c.metrics, None, "metrics are off by default");
+        c.apply_env(env(&[("LOOPSCOPE_METRICS_ADDR", "9464")])).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     }
 }

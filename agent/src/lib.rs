@@ -45,6 +45,13 @@
 //! In code with [`AgentBuilder`], or with the `LOOPSCOPE_*` environment variables listed in [`ENV_VARS`].
 //! The environment overrides the code. A malformed value is an error that names the variable.
 //!
+//! ## Prometheus
+//!
+//! [`AgentBuilder::metrics_addr`] (or `LOOPSCOPE_METRICS_ADDR`) serves `/metrics` for Prometheus: stall
+//! counts by kind, classification and spawn location, stall and poll duration histograms, worker busy
+//! ratios, queue depths, the lag probes and drop counters. Off by default; a port alone serves on
+//! 127.0.0.1. The server runs on threads of its own and never touches the hooks or the app's runtime.
+//!
 //! ## Your own task hooks
 //!
 //! tokio keeps **one** callback per task hook, and `install` sets all four (`on_task_spawn`,
@@ -93,6 +100,7 @@ pub mod check {
 }
 mod ci;
 mod config;
+mod exporter;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod instrument;

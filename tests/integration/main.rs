@@ -8,6 +8,7 @@ mod blind_spots;
 mod check;
 mod culprits;
 mod lifecycle;
+mod metrics;
 mod module_graph;
 mod probe_leaks;
 mod reporting;

@@ -1,7 +1,7 @@
 //! `loopscope check`: run a program with the agent's CI reporting switched on, and fail when a poll blocked.
 //!
 //! The flow: create a fresh directory, run `CMD` with `LOOPSCOPE_CHECK_DIR` pointing at it (plus
-//! `LOOPSCOPE_STALL_THRESHOLD` = `--max-poll` and `LOOPSCOPE_ADDR=off`), wait for it, read every agent's
+//! `LOOPSCOPE_STALL_THRESHOLD` = `--max-poll`, `LOOPSCOPE_ADDR=off` and `LOOPSCOPE_METRICS_ADDR=off`), wait for it, read every agent's
 //! records (every runtime of every process under `CMD`: `cargo test` runs many test binaries with many
 //! runtimes), group the stalls by culprit, print the summary, write the `--json`/`--junit` reports and choose
 //! the exit code. The records and the reader are in `loopscope_wire::check`.
@@ -120,7 +120,10 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         // The environment overrides the app's own settings, so every agent under CMD uses --max-poll.
         .env("LOOPSCOPE_STALL_THRESHOLD", format!("{}ns", args.max_poll.as_nanos()))
         // Many test processes at once would fight over the agent's default port; CI mode needs no server.
-        .env("LOOPSCOPE_ADDR", "off");
+        .env("LOOPSCOPE_ADDR", "off")
+        // Nor metrics: an app that serves them on a fixed port would fail to install in all but the first
+        // process (and `#[loopscope::main]` would then run unmonitored, unchecked).
+        .env("LOOPSCOPE_METRICS_ADDR", "off");
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {

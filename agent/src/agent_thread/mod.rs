@@ -373,7 +373,7 @@ impl AgentThread {
 
     /// Keeps the latest state of every stall (rate-limited or not) for [`Agent::stalls`](crate::Agent::stalls).
     fn remember(&mut self, ev: &StallEvent, ended: bool) {
-        self.outputs.check_stall(ev);
+        self.outputs.stall_seen(ev);
         let mut recent = lock(&self.shared.recent_stalls);
         if let Some(s) = recent.iter_mut().rev().find(|s| s.last.stall_id == ev.stall_id) {
             s.last = ev.clone();

@@ -35,6 +35,8 @@ const IDLE_TIMER_PERIOD: Duration = Duration::from_secs(1);
 struct LagStats {
     cumulative: LogHistogram,
     count: u64,
+    /// The sum of every value, for the Prometheus histogram's `_sum`.
+    sum: Duration,
     max: Duration,
     ring: VecDeque<hdrhistogram::Histogram<u64>>,
     ring_len: usize,
@@ -45,6 +47,7 @@ impl LagStats {
         LagStats {
             cumulative: LogHistogram::new(24),
             count: 0,
+            sum: Duration::ZERO,
             max: Duration::ZERO,
             ring: VecDeque::new(),
             ring_len: ring_len.max(1),
@@ -70,6 +73,7 @@ impl LagStats {
         let d = Duration::from_nanos(ns);
         self.cumulative.record(d);
         self.count += 1;
+        self.sum = self.sum.saturating_add(d);
         self.max = self.max.max(d);
         if let Some(h) = self.ring.back_mut() {
             h.saturating_record(ns.clamp(1_000, 60_000_000_000));
@@ -88,6 +92,7 @@ impl LagStats {
         LagSample {
             histogram: self.cumulative.clone(),
             count: self.count,
+            sum: self.sum,
             max: self.max,
             p50: q(0.5),
             p99: q(0.99),

@@ -14,6 +14,7 @@ pub(crate) mod stream;
 pub(crate) mod tables;
 
 use crate::config::Config;
+use crate::exporter::http::MetricsServer;
 use crate::server::Server;
 use crate::sync::lock;
 use loopscope_wire::ci_record::CheckWriter;
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) runtime_sample: Mutex<Option<RuntimeSample>>,
     /// The stream server, when serving.
     pub(crate) server: OnceLock<Server>,
+    /// The `/metrics` responder, when serving metrics (`LOOPSCOPE_METRICS_ADDR`).
+    pub(crate) metrics: OnceLock<MetricsServer>,
     /// Why the configured default address could not be served.
     pub(crate) serve_error: std::sync::OnceLock<String>,
     /// The agent-side recording, until the agent thread takes it.
@@ -181,6 +184,7 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             runtime_sample: Mutex::new(None),
             server: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
             serve_error: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
             check: Mutex::new(None),

@@ -45,6 +45,8 @@ pub(crate) struct LagSample {
     /// Every measurement since the agent started.
     pub(crate) histogram: LogHistogram,
     pub(crate) count: u64,
+    /// The sum of every measurement since the agent started.
+    pub(crate) sum: Duration,
     pub(crate) max: Duration,
     /// Over the last [`LAG_WINDOW`].
     pub(crate) p50: Option<Duration>,

@@ -122,13 +122,7 @@ pub(super) fn scan(
     let mut tasks = Vec::new();
     let mut totals = Totals::default();
     let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
-    let slots = shared.slots.list();
-    for s in &slots {
-        totals.poll_count += s.polls.load(Relaxed);
-        totals.total_poll_duration += Duration::from_nanos(s.busy_ns.load(Relaxed));
-        totals.slow_poll_count += s.slow_polls.load(Relaxed);
-        poll_histogram.merge(&s.untracked_histogram());
-    }
+    add_slots(shared, &mut totals, &mut poll_histogram);
     let agg = lock(&shared.agg);
     for i in shared.tasks.indexes() {
         let Some(c) = shared.tasks.read(i) else {
@@ -162,10 +156,7 @@ pub(super) fn scan(
     }
     let retired_workers = agg.retired_workers.clone();
     drop(agg);
-    totals.poll_count += retired_workers.polls;
-    totals.total_poll_duration += Duration::from_nanos(retired_workers.busy_ns);
-    totals.slow_poll_count += retired_workers.slow_polls;
-    poll_histogram.merge(&retired_workers.untracked_hist);
+    add_retired_workers(&retired_workers, &mut totals, &mut poll_histogram);
     for acc in locations.values() {
         if let Some(h) = &acc.hist {
             poll_histogram.merge(h);
@@ -173,6 +164,59 @@ pub(super) fn scan(
     }
     add_counters(shared, &mut totals);
     Scan { tasks, locations, poll_histogram, totals }
+}
+
+/// The live threads' poll counts, and the polls of tasks the task table doesn't track.
+fn add_slots(shared: &Shared, totals: &mut Totals, poll_histogram: &mut LogHistogram) {
+    for s in &shared.slots.list() {
+        totals.poll_count += s.polls.load(Relaxed);
+        totals.total_poll_duration += Duration::from_nanos(s.busy_ns.load(Relaxed));
+        totals.slow_poll_count += s.slow_polls.load(Relaxed);
+        poll_histogram.merge(&s.untracked_histogram());
+    }
+}
+
+/// The counts of threads that exited.
+fn add_retired_workers(
+    r: &crate::shared::retired::RetiredWorkers,
+    totals: &mut Totals,
+    poll_histogram: &mut LogHistogram,
+) {
+    totals.poll_count += r.polls;
+    totals.total_poll_duration += Duration::from_nanos(r.busy_ns);
+    totals.slow_poll_count += r.slow_polls;
+    poll_histogram.merge(&r.untracked_hist);
+}
+
+/// The totals and the poll histogram of [`scan`] without the per-task and per-location samples: what the
+/// metrics need while no stream client listens. The same pass over the table (under the same lock), but it
+/// only adds each entry's histogram buckets, allocating nothing per task; a full scan builds a sample per
+/// task, which with 10,000 tasks costs the agent thread several times more.
+pub(super) fn scan_totals(shared: &Shared) -> (Totals, LogHistogram) {
+    let sentinel = shared.sentinel_task.load(Relaxed);
+    let mut totals = Totals::default();
+    let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
+    add_slots(shared, &mut totals, &mut poll_histogram);
+    let mut counts = [0u64; TASK_BUCKETS];
+    let agg = lock(&shared.agg);
+    for i in shared.tasks.indexes() {
+        let Some(c) = shared.tasks.read(i) else { continue };
+        if c.id == sentinel {
+            continue;
+        }
+        for (sum, n) in counts.iter_mut().zip(c.poll_hist) {
+            *sum += u64::from(n);
+        }
+    }
+    for retired in agg.retired.values() {
+        poll_histogram.merge(&retired.poll_histogram);
+    }
+    let retired_workers = agg.retired_workers.clone();
+    drop(agg);
+    add_retired_workers(&retired_workers, &mut totals, &mut poll_histogram);
+    poll_histogram.merge(&LogHistogram { counts: counts.to_vec() });
+    add_counters(shared, &mut totals);
+    (totals, poll_histogram)
 }
 
 pub(super) fn proto_nanos(d: Duration) -> u64 {
@@ -227,6 +271,29 @@ impl Feed {
             if state != crate::shared::tables::FREE {
                 update_mark(e, mark(e.polls.load(Relaxed), state));
             }
+        }
+    }
+
+    /// The runtime-wide part of a tick (workers, globals, lag probes, totals, the poll histogram, drops)
+    /// for the metrics while no client listens: no task or location samples, and nothing recorded as sent.
+    pub(crate) fn totals_tick(&self, shared: &Shared, sample: Option<&crate::shared::sample::RuntimeSample>) -> Tick {
+        let (totals, poll_histogram) = scan_totals(shared);
+        let workers = match sample {
+            Some(s) => workers(shared, &mut lock(&self.shared_feed.ids), s),
+            None => Vec::new(),
+        };
+        let (global, waits) = sample.map(|s| (global(s), waits(s))).unwrap_or_default();
+        Tick {
+            seq: self.seq,
+            at_unix_nanos: crate::os::unix_nanos(),
+            uptime_nanos: proto_nanos(shared.uptime()),
+            workers,
+            global,
+            waits,
+            poll_histogram,
+            totals,
+            dropped: dropped(shared),
+            ..Tick::default()
         }
     }
 

@@ -7,8 +7,10 @@
 //!
 //! * `feed.rs`: ticks, carrying only what changed since the last one;
 //! * `full_state.rs`: a full state for a new client or the start of a recording;
-//! * `outputs.rs`: the server, the recording and the CI records, and what goes to each.
+//! * `outputs.rs`: the server, the recording, the CI records and the metrics exporter, and what goes to each;
+//! * `metrics.rs`: the Prometheus view of ticks and stall events, published to `crate::exporter`.
 
 pub(crate) mod feed;
 pub(crate) mod full_state;
+pub(crate) mod metrics;
 pub(crate) mod outputs;

@@ -1,9 +1,12 @@
 //! The stream's outputs, built at install and driven by the agent thread: the server (live clients), the
-//! agent-side recording (`LOOPSCOPE_RECORD`) and the CI records (`LOOPSCOPE_CHECK_DIR`). Each tick and stall
-//! event goes to all of them; the runtime's end says goodbye to clients and closes the files.
+//! agent-side recording (`LOOPSCOPE_RECORD`), the CI records (`LOOPSCOPE_CHECK_DIR`) and the metrics
+//! exporter (`LOOPSCOPE_METRICS_ADDR`). Each tick and stall event goes to all of them; the runtime's end
+//! says goodbye to clients, closes the files and stops serving metrics.
 
 use super::feed::{Feed, proto_nanos};
 use super::full_state::FullStateSource;
+use super::metrics::MetricsModel;
+use crate::exporter::http::MetricsServer;
 use crate::scan::runtime_info;
 use crate::server::Server;
 use crate::shared::Shared;
@@ -12,7 +15,9 @@ use crate::shared::stream::FileRecorder;
 use crate::sync::lock;
 use loopscope_wire::StallEvent;
 use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter};
-use loopscope_wire::proto::{AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage};
+use loopscope_wire::proto::{
+    AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage, Tick,
+};
 use loopscope_wire::record::Recorder;
 use std::sync::Arc;
 
@@ -84,6 +89,15 @@ pub(crate) fn start(shared: &Arc<Shared>, caps: &crate::capabilities::Capabiliti
             }
         }
     }
+    if let Some(addr) = shared.config.metrics {
+        // Off by default, so any address was asked for: one that can't be bound is an error, unlike the
+        // stream's default address.
+        let first = MetricsModel::new(&shared.config, shared.id).exposition();
+        let server = MetricsServer::start(addr, first).map_err(|e| {
+            format!("loopscope cannot serve metrics on {addr} (LOOPSCOPE_METRICS_ADDR / metrics_addr): {e}")
+        })?;
+        let _ = shared.metrics.set(server);
+    }
     if let Some(path) = &shared.config.record {
         let rec = Recorder::create(path, &hello)
             .map_err(|e| format!("loopscope cannot record the stream to {}: {e}", path.display()))?;
@@ -105,6 +119,8 @@ pub(crate) struct Outputs {
     recorder: Option<FileRecorder>,
     /// CI records (`LOOPSCOPE_CHECK_DIR`).
     check: Option<CheckWriter>,
+    /// The Prometheus view, when serving metrics.
+    metrics: Option<MetricsModel>,
     /// The recording starts with a full state, written at the first tick.
     recorder_primed: bool,
     hello_complete: bool,
@@ -116,6 +132,7 @@ impl Outputs {
             feed: Feed::new(shared.feed.clone()),
             recorder: lock(&shared.recorder).take(),
             check: lock(&shared.check).take(),
+            metrics: shared.metrics.get().map(|_| MetricsModel::new(&shared.config, shared.id)),
             recorder_primed: false,
             hello_complete: false,
         }
@@ -148,6 +165,10 @@ impl Outputs {
             // so that the first tick after it connects carries only what changed, not every task.
             self.feed.mark_all(shared);
             freed.clear();
+            if self.metrics.is_some() {
+                let tick = self.feed.totals_tick(shared, sample);
+                self.publish_metrics(shared, &tick, sample);
+            }
             return;
         }
         if let Some(rec) = &mut self.recorder
@@ -162,12 +183,26 @@ impl Outputs {
                 }
             }
         }
-        let tick = ServerMessage::Tick(Box::new(self.feed.tick(shared, sample, std::mem::take(freed))));
-        self.emit(shared, &tick);
+        let tick = self.feed.tick(shared, sample, std::mem::take(freed));
+        // The metrics derive from the same tick clients get (one scan of the tables for both).
+        self.publish_metrics(shared, &tick, sample);
+        self.emit(shared, &ServerMessage::Tick(Box::new(tick)));
     }
 
-    /// Every event of every stall, rate-limited or not, for CI mode.
-    pub(crate) fn check_stall(&mut self, ev: &StallEvent) {
+    /// The metrics' view of a tick, published to the exporter.
+    fn publish_metrics(&mut self, shared: &Shared, tick: &Tick, sample: Option<&RuntimeSample>) {
+        if let (Some(model), Some(server)) = (&mut self.metrics, shared.metrics.get()) {
+            let flavor = lock(&shared.facts).flavor.clone();
+            let dropped_frames = shared.server.get().map_or(0, |s| s.stats().dropped_frames);
+            server.publish(model.tick(tick, sample, flavor.as_deref(), dropped_frames));
+        }
+    }
+
+    /// Every event of every stall, rate-limited or not: CI mode's records and the metrics' stall counts.
+    pub(crate) fn stall_seen(&mut self, ev: &StallEvent) {
+        if let Some(m) = &mut self.metrics {
+            m.stall(ev);
+        }
         if let Some(w) = &mut self.check
             && let Err(e) = w.write_stall(ev)
             && w.failed_writes() == 1
@@ -216,6 +251,9 @@ impl Outputs {
         }
         if let Some(server) = shared.server.get() {
             server.shutdown_with(reason);
+        }
+        if let Some(metrics) = shared.metrics.get() {
+            metrics.shutdown();
         }
     }
 }

@@ -133,3 +133,32 @@ fn spawn_storm_leaves_no_task_untracked() {
         "finished tasks keep their figures"
     );
 }
+
+/// Issue 14 item 5: a task's poll histogram reaches seconds, so its stalls of 50 ms and 300 ms are told apart
+/// (both fell into the last bucket, `≥16.8ms`) and its p99 is a bounded value rather than "more than 16.8 ms".
+#[test]
+fn a_tasks_stalls_of_50_and_300_ms_land_in_buckets_of_their_own() {
+    let (rt, agent) = multi_thread(2, agent().probes(false));
+    let task = rt.spawn(async {
+        std::thread::sleep(ms(50));
+        tokio::task::yield_now().await;
+        std::thread::sleep(ms(300));
+    });
+    let id: u64 = task.id().to_string().parse().expect("tokio task ids print as numbers");
+    rt.block_on(task).unwrap();
+    wait_until("the task's two polls to be counted", || {
+        agent.snapshot().tasks.iter().any(|t| t.id == id && t.poll_count == 2)
+    });
+    let s = agent.snapshot();
+    let t = s.tasks.iter().find(|t| t.id == id).expect("the task, live or retained as finished");
+    let h = &t.poll_histogram;
+    assert_eq!(h.counts.len(), loopscope::wire::TASK_HISTOGRAM_BUCKETS);
+    let bucket =
+        |d: std::time::Duration| loopscope::wire::LogHistogram::bucket_index(d.as_nanos() as u64, h.counts.len());
+    let (b50, b300) = (bucket(ms(50)), bucket(ms(300)));
+    assert!(b50 < b300 && b300 < h.counts.len() - 1, "{b50} {b300} of {}", h.counts.len());
+    // The sleeps may overrun on a loaded machine, but not by a factor of two.
+    assert_eq!((h.counts[b50], h.counts[b300]), (1, 1), "{h:?}");
+    let p99 = h.quantile(0.99).expect("two polls");
+    assert!(p99 > ms(300) && p99 <= ms(600) && h.bucket_range(b300).1.is_some(), "p99 {p99:?}: a bounded value");
+}

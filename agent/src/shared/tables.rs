@@ -33,10 +33,17 @@ use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence};
 
-/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
-pub(crate) const TASK_BUCKETS: usize = 16;
+/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~1.07 s, so stalls
+/// of 20 ms, 50 ms, 300 ms and a second land in buckets of their own (issue 14 item 5; it was 16, ending at
+/// 16.8 ms, where every stall fell into one bucket).
+pub(crate) const TASK_BUCKETS: usize = loopscope_wire::TASK_HISTOGRAM_BUCKETS;
+const _: () = assert!(TASK_BUCKETS == 22, "the entry layout below counts on 16 wide and 6 narrow buckets");
+/// The buckets a task entry counts in `u32`s: every poll under ~33.5 ms. The slower ones, which are stalls at
+/// any sensible threshold, are counted in `u16`s (`TaskEntry::long_poll_hist`), which is what keeps the entry
+/// at two cache lines.
+const WIDE_BUCKETS: usize = 16;
 /// How many slots, from a task's home slot on, an insert or lookup tries.
 const PROBE: u64 = 8;
 /// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
@@ -75,7 +82,12 @@ pub(crate) struct TaskEntry {
     pub(crate) slow_polls: AtomicU32,
     /// Written by the watchdog (rarely), never by the hooks.
     pub(crate) stalls: AtomicU32,
-    pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    /// Buckets `0..WIDE_BUCKETS` of the poll histogram (polls under ~33.5 ms).
+    pub(crate) poll_hist: [AtomicU32; WIDE_BUCKETS],
+    /// The other buckets (~33.5 ms to ≥ 1.07 s), saturating at `u16::MAX`: 65,535 polls of a third of a
+    /// second or more is 6 hours of stalls for one task, and a saturated bucket still reads as "that many or
+    /// more" (the task's `max_poll_ns`, busy time and stall count stay exact).
+    pub(crate) long_poll_hist: [AtomicU16; TASK_BUCKETS - WIDE_BUCKETS],
     /// What the stream feed last sent of this task (`feed::mark`; 0: nothing). Read and written only by the
     /// agent thread, which is also the only one to clear the entry: it lives in the entry's padding, so the
     /// feed's memory follows the entries in use at no cost.
@@ -129,8 +141,21 @@ impl TaskEntry {
         if slow {
             bump32(&self.slow_polls);
         }
-        if let Some(b) = self.poll_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+        let i = LogHistogram::bucket_index(ns, TASK_BUCKETS);
+        if let Some(b) = self.poll_hist.get(i) {
             bump32(b);
+        } else if let Some(b) = self.long_poll_hist.get(i - WIDE_BUCKETS) {
+            // Rare: a poll of 33.5 ms or more.
+            let n = b.load(Relaxed);
+            b.store(n.saturating_add(1), Relaxed);
+        }
+    }
+
+    /// The poll histogram's count in bucket `i`.
+    fn poll_bucket(&self, i: usize) -> u32 {
+        match self.poll_hist.get(i) {
+            Some(b) => b.load(Relaxed),
+            None => self.long_poll_hist.get(i - WIDE_BUCKETS).map_or(0, |b| u32::from(b.load(Relaxed))),
         }
     }
 
@@ -144,6 +169,9 @@ impl TaskEntry {
             a.store(0, Relaxed);
         }
         for a in &self.poll_hist {
+            a.store(0, Relaxed);
+        }
+        for a in &self.long_poll_hist {
             a.store(0, Relaxed);
         }
         self.location.store(0, Relaxed);
@@ -357,7 +385,7 @@ impl TaskTable {
             sched_count: sched_hist.iter().map(|&n| u64::from(n)).sum(),
             sched_total_ns: sched.map_or(0, |s| s.total_ns.load(Relaxed)),
             sched_max_ns: sched.map_or(0, |s| s.max_ns.load(Relaxed)),
-            poll_hist: std::array::from_fn(|i| e.poll_hist[i].load(Relaxed)),
+            poll_hist: std::array::from_fn(|i| e.poll_bucket(i)),
             sched_hist,
         })
     }
@@ -952,6 +980,28 @@ mod tests {
         let none = FinishedRing::new(0, false);
         none.push(&TaskCounts::default());
         assert!(none.drain(&mut RingCursor::default()).is_empty());
+    }
+
+    /// Issue 14 item 5: stalls of 50 ms and 300 ms land in buckets of their own (both fell into `≥16.8ms`), and
+    /// the narrow counters of the slow buckets saturate rather than wrap.
+    #[test]
+    fn slow_polls_have_buckets_up_to_a_second() {
+        let t = TaskTable::new(16, false);
+        let a = t.insert(5, 0).unwrap();
+        let e = t.get(a).unwrap();
+        for ns in [20_000, 50_000_000, 300_000_000, 2_000_000_000] {
+            e.record_poll(ns, true);
+        }
+        let h = t.read(a as usize).unwrap().poll_hist;
+        let at = |ns| LogHistogram::bucket_index(ns, TASK_BUCKETS);
+        assert_eq!((at(50_000_000), at(300_000_000), at(2_000_000_000)), (16, 19, TASK_BUCKETS - 1));
+        assert_eq!((h[at(20_000)], h[16], h[19], h[TASK_BUCKETS - 1]), (1, 1, 1, 1));
+        assert_eq!(h.iter().sum::<u32>(), 4);
+        for _ in 0..70_000 {
+            e.record_poll(40_000_000, false);
+        }
+        assert_eq!(t.read(a as usize).unwrap().poll_hist[16], u32::from(u16::MAX), "saturated, not wrapped");
+        assert_eq!(t.read(a as usize).unwrap().polls, 70_004, "the poll count stays exact");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The tokio task hooks (with `--cfg tokio_unstable`): the only loopscope code that runs on every poll of a
 //! task. They hand the poll's start and end to `poll.rs`, whose budget they share: no lock, no allocation, no
-//! channel send, and a syscall only on two rare paths (see there). The spawn and terminate hooks claim and
-//! finish the task's table entry.
+//! channel send, and a syscall only on two rare paths (see there). The spawn hook claims the task's table
+//! entry; the terminate hook (or, when it fires inside the task's last poll, that poll's after-hook) retires it,
+//! so the entry is free again the moment the task ends (`tables.rs`).
 
 use crate::shared::Shared;
 use crate::shared::slots;

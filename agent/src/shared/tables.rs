@@ -487,7 +487,8 @@ impl TaskTable {
     }
 }
 
-/// Indexes of task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms).
+/// Indexes of `SEEN` task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms;
+/// the hooks retire every other entry themselves).
 ///
 /// Memory follows the backlog, not the table: the queue grows in blocks of 31 indexes while terminations
 /// outpace the agent thread and hands each block back once drained, so an idle runtime holds nothing. (It was

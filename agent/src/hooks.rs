@@ -1,14 +1,14 @@
 //! The tokio task hooks (with `--cfg tokio_unstable`): the only loopscope code that runs on every poll of a
 //! task. They hand the poll's start and end to `poll.rs`, whose budget they share: no lock, no allocation, no
-//! channel send, and a syscall only on two rare paths (see there). The spawn and terminate hooks claim and
-//! finish the task's table entry.
+//! channel send, and a syscall only on two rare paths (see there). The spawn hook claims the task's table
+//! entry; the terminate hook (or, when it fires inside the task's last poll, that poll's after-hook) retires it,
+//! so the entry is free again the moment the task ends (`tables.rs`).
 
 use crate::shared::Shared;
 use crate::shared::slots;
-use crate::shared::tables::{FINISHED, LIVE, TERMINATING};
+use crate::shared::tables::Finish;
 use crate::taskid::task_id;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::*;
 use tokio::runtime::{Builder, TaskMeta};
 
 /// A task hook callback, as tokio's builder takes it.
@@ -112,12 +112,16 @@ impl Shared {
         // Also fires for tasks the spawn hook never saw (`spawn_blocking`); see `count_termination`.
         self.tasks.count_termination(e.is_some());
         let Some(e) = e else { return };
-        if e.state.load(Relaxed) != LIVE {
-            return;
-        }
         let in_poll = slots::existing_slot(self.id, |s| s.is_polling(id)).unwrap_or(false);
-        e.state.store(if in_poll { TERMINATING } else { FINISHED }, Release);
-        // Tell the aggregator where to look. If the queue is full the periodic sweep finds the entry instead.
-        let _ = self.finished.push(idx);
+        match self.tasks.finish(e, in_poll) {
+            // The entry goes back to the table now, so a spawn storm never waits for the agent thread.
+            Finish::Retire => self.tasks.retire(idx, &self.locations, &self.finished_ring),
+            // A client has it: the agent thread tells them and frees it. If the queue is full the periodic
+            // sweep finds the entry instead.
+            Finish::Queue => {
+                let _ = self.finished.push(idx);
+            }
+            Finish::AfterPoll | Finish::Nothing => {}
+        }
     }
 }

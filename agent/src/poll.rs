@@ -10,7 +10,6 @@
 
 use crate::shared::Shared;
 use crate::shared::slots;
-use crate::shared::tables::{FINISHED, TERMINATING};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 
@@ -60,12 +59,10 @@ impl Shared {
                         // Rare: remember the location now, while the entry is certainly this task's.
                         slot.record_long(ns, entry, e.location.load(Relaxed));
                     }
-                    // tokio runs the terminate hook inside the final poll, before this hook: finish the entry
-                    // only now, so the aggregator never frees an entry this poll is still writing. Nothing
-                    // reads the entry after this store: from then on the agent thread may free and reuse it.
-                    if e.state.load(Relaxed) == TERMINATING {
-                        e.state.store(FINISHED, Release);
-                    }
+                    // tokio runs the terminate hook inside the final poll, before this hook: finish (or retire)
+                    // the entry only now, so nobody frees an entry this poll is still writing. One relaxed load
+                    // of the state on every other poll.
+                    self.tasks.end_of_poll(entry, e, &self.locations, &self.finished_ring);
                 }
                 None => {
                     // Also a future loopscope instruments (not a task, so no entry): its polls belong in the

@@ -4,8 +4,11 @@ use std::time::Duration;
 /// A histogram of durations with power-of-two buckets, as recorded by the agent's poll hooks.
 ///
 /// **Layout.** Bucket 0 holds values below 1,024 ns (about 1 µs). Bucket `i` (for `0 < i < len - 1`) holds
-/// values in `[2^(9+i), 2^(10+i))` ns. The last bucket is open-ended. With 16 buckets (per task) the last one
-/// starts at about 16.8 ms; with 24 buckets (per worker) at about 4.3 s.
+/// values in `[2^(9+i), 2^(10+i))` ns. The last bucket is open-ended. With 22 buckets (per task and per
+/// location, [`TASK_HISTOGRAM_BUCKETS`]) the last one starts at about 1.07 s; with 24 buckets (per worker) at
+/// about 4.3 s. Every histogram carries its own bucket count, and readers take the layout from it: per-task
+/// histograms from agents before issue 14 item 5 (and recordings of them) have 16 buckets, the last one
+/// starting at about 16.8 ms.
 ///
 /// Power-of-two buckets let the hot path find a bucket with one `leading_zeros` instruction, and keep the
 /// per-task footprint small. The price is resolution: a quantile is only known to within a factor of two, so
@@ -32,6 +35,10 @@ pub struct LogHistogram {
     /// Count per bucket; see the type docs for the layout.
     pub counts: Vec<u64>,
 }
+
+/// Buckets of the agent's per-task and per-location poll histograms (and of the runtime-wide one built from
+/// them): the last starts at 2^30 ns, about 1.07 s.
+pub const TASK_HISTOGRAM_BUCKETS: usize = 22;
 
 /// log2 of the upper bound of bucket 0, in nanoseconds.
 const BASE_LOG2: u32 = 10;

@@ -25,7 +25,7 @@ mod snapshot;
 mod stall;
 pub mod state;
 
-pub use histogram::LogHistogram;
+pub use histogram::{LogHistogram, TASK_HISTOGRAM_BUCKETS};
 pub use loopscope_types::{Classification, FrameOrigin, parse_duration};
 pub use snapshot::{
     Dropped, LocationStats, RuntimeInfo, ScheduleLatency, Snapshot, SnapshotDelta, TaskState, TaskStats, Totals,

@@ -144,7 +144,7 @@ impl LocationStats {
             max_poll_duration: Duration::ZERO,
             slow_poll_count: 0,
             stall_count: 0,
-            poll_histogram: LogHistogram::new(16),
+            poll_histogram: LogHistogram::new(crate::histogram::TASK_HISTOGRAM_BUCKETS),
             schedule_latency: None,
         }
     }

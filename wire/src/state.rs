@@ -105,8 +105,9 @@ impl Default for State {
     }
 }
 
-/// Buckets of the stall-duration histogram: the last starts at 2^36 ns (about 69 s), so stalls of seconds
-/// have buckets of their own (the agent's per-task poll histograms end at 16.8 ms).
+/// Buckets of the stall-duration histogram: the last starts at 2^36 ns (about 69 s), so stalls of many seconds
+/// have buckets of their own (the agent's per-task poll histograms end at about 1.07 s; before issue 14 item 5
+/// they ended at 16.8 ms, and recordings from then still do).
 const STALL_BUCKETS: usize = 28;
 
 /// How long the stall-rate window is.
@@ -534,7 +535,7 @@ impl State {
 
     /// Durations of the stalls that ended since this client started watching (each counted once, when its
     /// `Ended` event arrives; the log may since have evicted it). Its buckets reach past a minute, where the
-    /// per-task poll histograms end at 16.8 ms, so it shows how long the stalls really were. Stalls whose
+    /// per-task poll histograms end at about 1.07 s, so it shows how long the longest stalls really were. Stalls whose
     /// events the agent's rate limit suppressed are not in it (the header's total counts them).
     pub fn stall_histogram(&self) -> &LogHistogram {
         &self.stall_histogram

@@ -3,8 +3,10 @@
 //!
 //! * turns watchdog flags into [`StallEvent`]s: names the location, applies the rate limit (counting what it
 //!   suppresses), logs `tracing` warnings, and fans events out to subscribers;
-//! * reclaims finished tasks: folds their final counts into their location's totals, keeps a bounded list of
-//!   recently finished tasks, and frees their table entries;
+//! * reclaims the finished tasks that went out to clients (`SEEN`; the hooks retire every other task's entry
+//!   themselves): folds their final counts into their location's totals, lists them in the stream's next
+//!   tick, and frees their table entries; keeps a bounded list of recently finished tasks, from those and from
+//!   the ring the hooks fill;
 //! * folds exited threads' counts into totals and forgets their slots;
 //! * spawns the sentinel task that tells it when the runtime is dropped.
 //!
@@ -18,12 +20,12 @@
 pub(crate) mod sampler;
 
 use crate::scan::snapshot;
-use crate::shared::tables::{FINISHED, LIVE, NONE, TERMINATING};
+use crate::shared::tables::{FINISHED, LIVE, RingCursor, TERMINATING, TaskCounts};
 use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared};
 use crate::stream::outputs::Outputs;
 use crate::sync::lock;
 use crate::watch::watchdog::{Flag, WatchMsg};
-use loopscope_wire::{LocationStats, StallEvent, StallPhase, StallSummary, ThreadInfo};
+use loopscope_wire::{StallEvent, StallPhase, StallSummary, ThreadInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
@@ -84,6 +86,8 @@ struct AgentThread {
     outputs: Outputs,
     /// Ids of tasks reclaimed since the stream's last tick.
     freed: Vec<u64>,
+    /// How far the list of finished tasks has read the hooks' ring.
+    ring: RingCursor,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<WatchMsg>) {
@@ -99,6 +103,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         last_sweep: Instant::now(),
         outputs: Outputs::new(&shared),
         freed: Vec::new(),
+        ring: RingCursor::default(),
         shared,
     };
     let mut sampler = None;
@@ -280,7 +285,7 @@ impl AgentThread {
     }
 
     fn event_from(&self, f: &Flag, phase: StallPhase, caught_in_flight: bool) -> StallEvent {
-        let location = snapshot::location_of(&self.shared, NONE, f.location);
+        let location = snapshot::location_of(&self.shared, f.location);
         StallEvent {
             stall_id: f.stall_id,
             phase,
@@ -399,6 +404,7 @@ impl AgentThread {
             for i in shared.tasks.indexes() {
                 if let Some(c) = shared.tasks.read(i)
                     && c.state == FINISHED
+                    && c.seen
                 {
                     todo.push(i as u32);
                 }
@@ -407,23 +413,33 @@ impl AgentThread {
             todo.dedup();
         }
         let sentinel = shared.sentinel_task.load(Relaxed);
+        let retain = shared.config.retain_finished;
         let mut agg = lock(&shared.agg);
+        let keep = |agg: &mut crate::shared::retired::AggState, c: &TaskCounts| {
+            if c.id != sentinel && retain > 0 {
+                if agg.finished.len() >= retain {
+                    agg.finished.pop_front();
+                }
+                agg.finished.push_back(snapshot::task_stats(&shared, c, loopscope_wire::TaskState::Finished));
+            }
+        };
+        // The tasks the hooks retired (their totals are folded already), newest last; at most the ring's
+        // length, however many finished since the last pass.
+        for c in shared.finished_ring.drain(&mut self.ring) {
+            keep(&mut agg, &c);
+        }
         for idx in todo {
             let Some(c) = shared.tasks.read(idx as usize) else { continue };
+            // Only SEEN entries are queued, and only they are this thread's to free; the hooks retire the rest.
+            if !c.seen {
+                continue;
+            }
             match c.state {
                 FINISHED => {
-                    let stats = snapshot::task_stats(&shared, &c, loopscope_wire::TaskState::Finished);
-                    agg.retired
-                        .entry(c.location)
-                        .or_insert_with(|| LocationStats::new(stats.location.clone()))
-                        .add_task(&stats);
-                    agg.finished_count += 1;
-                    if c.id != sentinel && shared.config.retain_finished > 0 {
-                        if agg.finished.len() >= shared.config.retain_finished {
-                            agg.finished.pop_front();
-                        }
-                        agg.finished.push_back(stats);
-                    }
+                    // Folded and freed under the lock that scans hold: a scan counts the task live or in
+                    // the totals, never both.
+                    shared.locations.fold(c.location, &c);
+                    keep(&mut agg, &c);
                     shared.tasks.free(idx as usize);
                     if c.id != sentinel {
                         self.freed.push(c.id);

@@ -8,6 +8,7 @@
 
 pub(crate) mod snapshot;
 
+use crate::shared::tables::FinishedTotals;
 use crate::shared::{RuntimeFacts, Shared};
 use loopscope_wire::{Dropped, LogHistogram, RuntimeInfo, Totals};
 use std::sync::atomic::Ordering::*;
@@ -42,6 +43,17 @@ pub(crate) fn runtime_info(shared: &Shared, facts: RuntimeFacts) -> RuntimeInfo 
         workers: facts.workers,
         pid: std::process::id(),
     }
+}
+
+/// The totals of finished tasks per location index, for a scan that then reads the task table.
+///
+/// Read *before* the table: a hook retiring a task changes the entry's key before it adds to these totals (see
+/// `TaskTable::retire`), so a task whose figures are in what this returns is no longer in the table when the
+/// scan gets there. The only inexactness is the other way round: a task retired between the two reads is in
+/// neither for that one scan (its location's figures dip by one task's, and the next scan has it; deltas
+/// saturate). Tasks the agent thread frees are folded and freed under the lock scans hold, and are exact.
+pub(crate) fn finished_totals(shared: &Shared) -> Vec<(u32, FinishedTotals)> {
+    shared.locations.finished_totals()
 }
 
 /// A table entry's bucket counts (a task's poll times or schedule latencies) as a histogram.

@@ -1,6 +1,6 @@
 //! Building [`Snapshot`]s: cumulative values read from the hooks' tables and the agent thread's totals.
 
-use super::{add_counters, dropped, hist, runtime_info};
+use super::{add_counters, dropped, finished_totals, hist, runtime_info};
 use crate::shared::Shared;
 use crate::shared::tables::{NONE, OTHER_LOCATION, TASK_BUCKETS, TaskCounts};
 use crate::sync::lock;
@@ -13,9 +13,8 @@ use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 /// The wire location for a location index (or, when the task has an entry, the entry's location).
-pub(crate) fn location_of(shared: &Shared, entry: u32, location: u32) -> Option<Location> {
-    let idx = if entry != NONE { shared.tasks.get(entry).map_or(NONE, |e| e.location.load(Relaxed)) } else { location };
-    location_for_index(shared, idx)
+pub(crate) fn location_of(shared: &Shared, location: u32) -> Option<Location> {
+    location_for_index(shared, location)
 }
 
 fn location_for_index(shared: &Shared, idx: u32) -> Option<Location> {
@@ -67,7 +66,10 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
             totals.slow_poll_count += slow;
             let current_poll = s.in_flight().map(|f| InFlightPoll {
                 task_id: f.task_id,
-                location: location_of(shared, shared.tasks.find(f.task_id), shared.locations.find(f.location_addr)),
+                location: location_of(
+                    shared,
+                    shared.tasks.location_of(f.task_id).unwrap_or_else(|| shared.locations.find(f.location_addr)),
+                ),
                 elapsed: Duration::from_nanos(shared.clock.delta_as_nanos(f.start, now_raw)),
             });
             WorkerStats {
@@ -97,7 +99,9 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
         })
         .collect();
 
-    // Live tasks, and their per-location sums.
+    // Finished tasks' totals first, then live tasks (see `finished_totals` for why in this order), and their
+    // per-location sums.
+    let finished = finished_totals(shared);
     let mut tasks = Vec::new();
     let mut by_index: HashMap<u32, LocationStats> = HashMap::new();
     for i in shared.tasks.indexes() {
@@ -121,10 +125,28 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
     }
     let present: std::collections::HashSet<u64> = tasks.iter().map(|t| t.id).collect();
     tasks.extend(agg.finished.iter().filter(|t| !present.contains(&t.id)).cloned());
-    for (idx, retired) in &agg.retired {
-        by_index.entry(*idx).or_insert_with(|| LocationStats::new(retired.location.clone())).merge(retired);
-    }
     drop(agg);
+    for (idx, t) in finished {
+        let Some(location) = location_for_index(shared, idx) else { continue };
+        let done = LocationStats {
+            location: location.clone(),
+            live_tasks: 0,
+            spawned_tasks: t.finished,
+            poll_count: t.polls,
+            total_poll_duration: Duration::from_nanos(t.busy_ns),
+            max_poll_duration: Duration::from_nanos(t.max_poll_ns),
+            slow_poll_count: t.slow_polls,
+            stall_count: t.stalls,
+            poll_histogram: LogHistogram { counts: t.poll_hist.to_vec() },
+            schedule_latency: (t.sched_count > 0).then(|| ScheduleLatency {
+                count: t.sched_count,
+                total: Duration::from_nanos(t.sched_total_ns),
+                max: Duration::from_nanos(t.sched_max_ns),
+                histogram: LogHistogram { counts: t.sched_hist.to_vec() },
+            }),
+        };
+        by_index.entry(idx).or_insert_with(|| LocationStats::new(location)).merge(&done);
+    }
 
     // One location may have several `&'static Location` addresses (one per codegen unit); merge by value.
     let mut merged: HashMap<Location, LocationStats> = HashMap::new();

@@ -29,7 +29,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stream::{FeedShared, FileRecorder};
-use tables::{FinishedQueue, LocationTable, TaskTable};
+use tables::{FinishedQueue, FinishedRing, LocationTable, TaskTable};
 
 static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -67,8 +67,11 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTable,
     pub(crate) locations: LocationTable,
     pub(crate) slots: SlotRegistry,
-    /// Indexes of entries the terminate hook finished; drained by the agent thread.
+    /// Indexes of `SEEN` entries the terminate hook finished; drained by the agent thread.
     pub(crate) finished: FinishedQueue,
+    /// The final figures of the latest tasks whose hooks retired their entries; drained by the agent thread
+    /// into its list of finished tasks.
+    pub(crate) finished_ring: FinishedRing,
     /// The first poll happened and the background threads were started.
     pub(crate) started: AtomicBool,
     /// The runtime was dropped (or the agent is shutting down): background threads exit.
@@ -153,6 +156,7 @@ impl Shared {
             locations: LocationTable::new(config.max_locations),
             tasks,
             finished,
+            finished_ring: FinishedRing::new(config.retain_finished, config.schedule_latency),
             clock,
             installed_at: Instant::now(),
             slow_ns,

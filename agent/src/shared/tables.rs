@@ -13,20 +13,37 @@
 //!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
 //!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
 //!
-//! Reclamation: the terminate hook marks an entry finished (or, when it fires inside the task's last poll,
-//! "terminating", and that poll's after-hook finishes it, because tokio runs the terminate hook before the final
-//! after-poll hook). The aggregator thread then folds the finished entry into its location's totals, clears it,
-//! and frees the key. Nothing else frees entries, so a hook never writes to an entry that was reused.
-
+//! Reclamation (issue 16 item 1): an entry goes back to the table the moment its task ends, so a spawn storm
+//! never waits for the agent thread's 100 ms tick to find room. The terminate hook (or, when it fires inside the
+//! task's last poll, that poll's after-hook, because tokio runs the terminate hook before the final after-poll
+//! hook) *retires* the entry: it folds the final figures into the location's totals ([`LocationTotals`],
+//! lock-free atomics), copies them into the ring of recently finished tasks ([`FinishedRing`], for display),
+//! clears the entry and frees the key. The table is its own free list: a free entry is one whose key is 0, and
+//! claiming one is a CAS from 0 to the task id. Task ids are never reused, so that CAS has no ABA problem, and
+//! the key doubles as the entry's generation: a reader checks it again after reading (a seqlock whose sequence
+//! is the key; see [`TaskTable::read`]) and drops what it read if the entry changed hands meanwhile.
+//!
+//! One exception keeps clients right: a task that went out individually in a stream message or a full state
+//! (it is `SEEN`, set with a CAS that races the hook's own CAS from `LIVE`) must be reported finished to those
+//! clients, or they would show it alive forever (console#238). The hooks only mark such an entry finished and
+//! queue it; the agent thread folds it, lists it in the next tick's `finished` and frees it, as before. Those
+//! are the tasks alive at a tick, a small share of a storm.
 use crossbeam_queue::SegQueue;
 use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence};
 
-/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~16.8 ms.
-pub(crate) const TASK_BUCKETS: usize = 16;
+/// Buckets in per-task histograms (see [`LogHistogram`] for the layout): the last starts at ~1.07 s, so stalls
+/// of 20 ms, 50 ms, 300 ms and a second land in buckets of their own (issue 14 item 5; it was 16, ending at
+/// 16.8 ms, where every stall fell into one bucket).
+pub(crate) const TASK_BUCKETS: usize = loopscope_wire::TASK_HISTOGRAM_BUCKETS;
+const _: () = assert!(TASK_BUCKETS == 22, "the entry layout below counts on 16 wide and 6 narrow buckets");
+/// The buckets a task entry counts in `u32`s: every poll under ~33.5 ms. The slower ones, which are stalls at
+/// any sensible threshold, are counted in `u16`s (`TaskEntry::long_poll_hist`), which is what keeps the entry
+/// at two cache lines.
+const WIDE_BUCKETS: usize = 16;
 /// How many slots, from a task's home slot on, an insert or lookup tries.
 const PROBE: u64 = 8;
 /// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
@@ -37,11 +54,19 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// The location index used when the location table is full.
 pub(crate) const OTHER_LOCATION: u32 = u32::MAX - 1;
 
+/// `TaskEntry::state`: the low two bits are the task's lifecycle (`state & LIFECYCLE`).
 pub(crate) const FREE: u32 = 0;
 pub(crate) const LIVE: u32 = 1;
 /// The terminate hook fired inside the task's final poll; the after-poll hook will finish it.
 pub(crate) const TERMINATING: u32 = 2;
 pub(crate) const FINISHED: u32 = 3;
+/// The lifecycle bits of `TaskEntry::state`.
+pub(crate) const LIFECYCLE: u32 = 3;
+/// Set in `TaskEntry::state` once the task went out individually to a client (see the module docs): from then
+/// on only the agent thread frees the entry, after telling the clients. Set only on a `LIVE` entry, by CAS.
+pub(crate) const SEEN: u32 = 4;
+/// The key of an entry a hook is retiring: no task's, and not free yet (see [`TaskTable::retire`]).
+const RETIRING: u64 = u64::MAX;
 
 /// One task's counters: exactly two cache lines (the agent's memory per live task is dominated by this).
 #[repr(C, align(64))]
@@ -57,7 +82,12 @@ pub(crate) struct TaskEntry {
     pub(crate) slow_polls: AtomicU32,
     /// Written by the watchdog (rarely), never by the hooks.
     pub(crate) stalls: AtomicU32,
-    pub(crate) poll_hist: [AtomicU32; TASK_BUCKETS],
+    /// Buckets `0..WIDE_BUCKETS` of the poll histogram (polls under ~33.5 ms).
+    pub(crate) poll_hist: [AtomicU32; WIDE_BUCKETS],
+    /// The other buckets (~33.5 ms to ≥ 1.07 s), saturating at `u16::MAX`: 65,535 polls of a third of a
+    /// second or more is 6 hours of stalls for one task, and a saturated bucket still reads as "that many or
+    /// more" (the task's `max_poll_ns`, busy time and stall count stay exact).
+    pub(crate) long_poll_hist: [AtomicU16; TASK_BUCKETS - WIDE_BUCKETS],
     /// What the stream feed last sent of this task (`feed::mark`; 0: nothing). Read and written only by the
     /// agent thread, which is also the only one to clear the entry: it lives in the entry's padding, so the
     /// feed's memory follows the entries in use at no cost.
@@ -111,13 +141,26 @@ impl TaskEntry {
         if slow {
             bump32(&self.slow_polls);
         }
-        if let Some(b) = self.poll_hist.get(LogHistogram::bucket_index(ns, TASK_BUCKETS)) {
+        let i = LogHistogram::bucket_index(ns, TASK_BUCKETS);
+        if let Some(b) = self.poll_hist.get(i) {
             bump32(b);
+        } else if let Some(b) = self.long_poll_hist.get(i - WIDE_BUCKETS) {
+            // Rare: a poll of 33.5 ms or more.
+            let n = b.load(Relaxed);
+            b.store(n.saturating_add(1), Relaxed);
         }
     }
 
-    /// Resets every counter. Only the aggregator calls this, on an entry in state FINISHED, before it frees
-    /// the key; the `Release` store of the key publishes the zeroes to the next inserter.
+    /// The poll histogram's count in bucket `i`.
+    fn poll_bucket(&self, i: usize) -> u32 {
+        match self.poll_hist.get(i) {
+            Some(b) => b.load(Relaxed),
+            None => self.long_poll_hist.get(i - WIDE_BUCKETS).map_or(0, |b| u32::from(b.load(Relaxed))),
+        }
+    }
+
+    /// Resets every counter, before the key is freed: by the agent thread on a `SEEN` entry it finished, or by
+    /// the hook that retires the entry. The `Release` store of the key publishes the zeroes to the next inserter.
     fn clear(&self) {
         for a in [&self.polls, &self.busy_ns, &self.max_poll_ns] {
             a.store(0, Relaxed);
@@ -126,6 +169,9 @@ impl TaskEntry {
             a.store(0, Relaxed);
         }
         for a in &self.poll_hist {
+            a.store(0, Relaxed);
+        }
+        for a in &self.long_poll_hist {
             a.store(0, Relaxed);
         }
         self.location.store(0, Relaxed);
@@ -150,7 +196,10 @@ pub(crate) fn bump32(a: &AtomicU32) {
 pub(crate) struct TaskCounts {
     pub(crate) id: u64,
     pub(crate) location: u32,
+    /// The lifecycle (`FREE` .. `FINISHED`), without the `SEEN` bit.
     pub(crate) state: u32,
+    /// Whether the task went out individually to a client (`SEEN`).
+    pub(crate) seen: bool,
     pub(crate) polls: u64,
     pub(crate) busy_ns: u64,
     pub(crate) max_poll_ns: u64,
@@ -161,6 +210,19 @@ pub(crate) struct TaskCounts {
     pub(crate) sched_max_ns: u64,
     pub(crate) poll_hist: [u32; TASK_BUCKETS],
     pub(crate) sched_hist: [u32; TASK_BUCKETS],
+}
+
+/// What the terminate hook does next with a task's entry ([`TaskTable::finish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// Retire it now ([`TaskTable::retire`]).
+    Retire,
+    /// The task is inside its last poll: the after-poll hook retires or finishes it.
+    AfterPoll,
+    /// It was `SEEN`: queue it for the agent thread, which tells the clients and frees it.
+    Queue,
+    /// It was not live (already finished).
+    Nothing,
 }
 
 /// The table of tracked tasks.
@@ -232,6 +294,9 @@ impl TaskTable {
             let idx = (home.wrapping_add(i) & self.mask) as usize;
             let Some(e) = self.entries.get(idx) else { continue };
             if e.key.load(Relaxed) == 0 && e.key.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
+                // Orders the new key before every write of the new task, so that a reader that sees one of
+                // them sees the new key when it checks again (see `read`).
+                fence(Release);
                 e.location.store(location, Relaxed);
                 e.state.store(LIVE, Release);
                 return Some(idx as u32);
@@ -282,42 +347,122 @@ impl TaskTable {
         NONE
     }
 
-    /// Reads an entry's counters if it holds a task in a state other than FREE.
+    /// Reads an entry's counters if it holds a task in a state other than FREE: a consistent copy of one task's
+    /// figures, never a mix of two tasks'.
+    ///
+    /// A seqlock whose sequence is the key: task ids are never reused, and whoever frees or claims an entry
+    /// changes the key before touching the counters (`retire` marks it `RETIRING` and fences; `insert` fences
+    /// after its CAS), so if any counter read here came from the next owner, the second read of the key says so.
     pub(crate) fn read(&self, idx: usize) -> Option<TaskCounts> {
         let e = self.entries.get(idx)?;
         let id = e.key.load(Acquire);
-        if id == 0 {
+        if id == 0 || id == RETIRING {
             return None;
         }
+        let c = self.copy(idx, e, id)?;
+        fence(Acquire);
+        (e.key.load(Relaxed) == id).then_some(c)
+    }
+
+    /// The counters of entry `idx` (holding task `id`) as they are now; `None` if it is not in use.
+    fn copy(&self, idx: usize, e: &TaskEntry, id: u64) -> Option<TaskCounts> {
         let state = e.state.load(Acquire);
-        if state == FREE {
+        if state & LIFECYCLE == FREE {
             return None;
         }
+        let sched = self.sched.get(idx);
+        let sched_hist: [u32; TASK_BUCKETS] = std::array::from_fn(|i| sched.map_or(0, |s| s.hist[i].load(Relaxed)));
         Some(TaskCounts {
             id,
             location: e.location.load(Relaxed),
-            state,
+            state: state & LIFECYCLE,
+            seen: state & SEEN != 0,
             polls: e.polls.load(Relaxed),
             busy_ns: e.busy_ns.load(Relaxed),
             max_poll_ns: e.max_poll_ns.load(Relaxed),
             slow_polls: e.slow_polls.load(Relaxed) as u64,
             stalls: e.stalls.load(Relaxed) as u64,
-            sched_count: 0,
-            sched_total_ns: self.sched.get(idx).map_or(0, |s| s.total_ns.load(Relaxed)),
-            sched_max_ns: self.sched.get(idx).map_or(0, |s| s.max_ns.load(Relaxed)),
-            poll_hist: std::array::from_fn(|i| e.poll_hist[i].load(Relaxed)),
-            sched_hist: std::array::from_fn(|i| self.sched.get(idx).map_or(0, |s| s.hist[i].load(Relaxed))),
-        })
-        .map(|mut c| {
-            c.sched_count = c.sched_hist.iter().map(|&n| u64::from(n)).sum();
-            c
+            sched_count: sched_hist.iter().map(|&n| u64::from(n)).sum(),
+            sched_total_ns: sched.map_or(0, |s| s.total_ns.load(Relaxed)),
+            sched_max_ns: sched.map_or(0, |s| s.max_ns.load(Relaxed)),
+            poll_hist: std::array::from_fn(|i| e.poll_bucket(i)),
+            sched_hist,
         })
     }
 
-    /// Frees a FINISHED entry after its counters were harvested. Aggregator only.
+    /// Marks the task in entry `idx` `SEEN` before it goes out individually to a client; whether it may
+    /// (false: the task is ending and its hook retires the entry, or the entry no longer holds task `id`).
+    /// Called by the agent thread and the server's threads, never by the hooks.
+    pub(crate) fn publish(&self, idx: usize, id: u64) -> bool {
+        let Some(e) = self.entries.get(idx) else { return false };
+        let seen = match e.state.compare_exchange(LIVE, LIVE | SEEN, AcqRel, Acquire) {
+            Ok(_) => true,
+            // Already seen (by this or another client's thread), in whatever state: the agent thread frees it.
+            Err(actual) => actual & SEEN != 0,
+        };
+        // The CAS may have hit a later task in the same entry (it only becomes SEEN, which is harmless); the
+        // key says whose state it was.
+        seen && e.key.load(Acquire) == id
+    }
+
+    /// The terminate hook's transition for a `LIVE` entry: `in_poll` when it fires inside the task's last poll.
+    pub(crate) fn finish(&self, e: &TaskEntry, in_poll: bool) -> Finish {
+        let next = if in_poll { TERMINATING } else { FINISHED };
+        match e.state.compare_exchange(LIVE, next, AcqRel, Relaxed) {
+            Ok(_) if in_poll => Finish::AfterPoll,
+            Ok(_) => Finish::Retire,
+            Err(s) if s == LIVE | SEEN => {
+                // Nobody else writes a SEEN entry's state until the agent thread frees it.
+                e.state.store(next | SEEN, Release);
+                Finish::Queue
+            }
+            Err(_) => Finish::Nothing,
+        }
+    }
+
+    /// The after-poll hook's check, on every poll of a tracked task: if the terminate hook fired inside this
+    /// poll, finish the entry now. Nothing reads the entry after this: from then on it may be freed and reused.
+    #[inline]
+    pub(crate) fn end_of_poll(&self, idx: u32, e: &TaskEntry, locations: &LocationTable, ring: &FinishedRing) {
+        let state = e.state.load(Relaxed);
+        if state & LIFECYCLE == TERMINATING {
+            if state & SEEN != 0 {
+                // The terminate hook queued it; the agent thread frees it.
+                e.state.store(FINISHED | SEEN, Release);
+            } else {
+                e.state.store(FINISHED, Relaxed);
+                self.retire(idx, locations, ring);
+            }
+        }
+    }
+
+    /// Retires the entry of a task that just ended and was never `SEEN`: folds its final figures into its
+    /// location's totals, copies them into the ring of recently finished tasks, and frees the entry for the next
+    /// spawn. Called by the hook that ended the task (its only writer now), never on a `SEEN` entry.
+    ///
+    /// The key becomes `RETIRING` before the totals change, so a scan that reads the totals first and the table
+    /// second never counts the task twice (see `scan::retired_locations`).
+    pub(crate) fn retire(&self, idx: u32, locations: &LocationTable, ring: &FinishedRing) {
+        let Some(e) = self.entries.get(idx as usize) else { return };
+        let id = e.key.load(Relaxed);
+        let Some(c) = self.copy(idx as usize, e, id) else { return };
+        e.key.store(RETIRING, Relaxed);
+        // Orders RETIRING before the totals, the ring and the clearing: a reader that sees any of them, and
+        // then fences, sees the key changed.
+        fence(Release);
+        locations.fold(c.location, &c);
+        ring.push(&c);
+        e.clear();
+        if let Some(s) = self.sched.get(idx as usize) {
+            s.clear();
+        }
+        e.key.store(0, Release);
+    }
+
+    /// Frees a `SEEN`, FINISHED entry after the agent thread harvested its counters. Agent thread only.
     pub(crate) fn free(&self, idx: usize) {
         if let Some(e) = self.entries.get(idx)
-            && e.state.load(Acquire) == FINISHED
+            && e.state.load(Acquire) & LIFECYCLE == FINISHED
         {
             e.clear();
             if let Some(s) = self.sched.get(idx) {
@@ -327,13 +472,23 @@ impl TaskTable {
         }
     }
 
+    /// The location index of task `id`, if it has an entry; checked against the key after the read, so that
+    /// an entry reused meanwhile never lends its location to another task.
+    pub(crate) fn location_of(&self, id: u64) -> Option<u32> {
+        let e = self.get(self.find(id))?;
+        let location = e.location.load(Relaxed);
+        fence(Acquire);
+        (e.key.load(Relaxed) == id).then_some(location)
+    }
+
     /// Indexes of every entry, for full scans.
     pub(crate) fn indexes(&self) -> std::ops::Range<usize> {
         0..self.entries.len()
     }
 }
 
-/// Indexes of task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms).
+/// Indexes of `SEEN` task entries the terminate hook finished, for the agent thread to reclaim (every 100 ms;
+/// the hooks retire every other entry themselves).
 ///
 /// Memory follows the backlog, not the table: the queue grows in blocks of 31 indexes while terminations
 /// outpace the agent thread and hands each block back once drained, so an idle runtime holds nothing. (It was
@@ -370,6 +525,239 @@ impl FinishedQueue {
     }
 }
 
+/// One slot of the [`FinishedRing`]: a finished task's final figures behind a seqlock.
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+struct FinishedRecord {
+    /// `2 * ticket + 1` while the ticket's writer writes, `2 * ticket + 2` once it is done; 0 never written.
+    seq: AtomicU64,
+    id: AtomicU64,
+    location: AtomicU32,
+    slow_polls: AtomicU32,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    max_poll_ns: AtomicU64,
+    stalls: AtomicU64,
+    sched_total_ns: AtomicU64,
+    sched_max_ns: AtomicU64,
+    poll_hist: [AtomicU32; TASK_BUCKETS],
+    sched_hist: [AtomicU32; TASK_BUCKETS],
+}
+
+/// The final figures of the most recently finished tasks that the hooks retired, for the agent thread's list
+/// of finished tasks (`LOOPSCOPE_RETAIN_FINISHED`): a ring that overwrites its oldest records, since only the
+/// newest ones can end up in that list anyway.
+///
+/// Lock-free for any number of writers: a writer takes a ticket (one `fetch_add`), claims the ticket's slot by
+/// CAS on its sequence number, and publishes the record seqlock-style. If the slot is still being written by a
+/// writer a whole lap behind (preempted mid-write), the newer record is skipped and counted in `skipped`
+/// rather than mixed into that one; the agent thread skips tickets whose record never appeared. Mapped zeroed,
+/// so an unused ring costs no memory.
+#[derive(Debug)]
+pub(crate) struct FinishedRing {
+    records: ZeroedSlice<FinishedRecord>,
+    /// The next ticket.
+    head: AtomicU64,
+    /// Records given up because their slot was busy.
+    pub(crate) skipped: AtomicU64,
+    sched: bool,
+}
+
+impl FinishedRing {
+    /// A ring for the newest `retain` finished tasks (none when 0).
+    pub(crate) fn new(retain: usize, schedule_latency: bool) -> Self {
+        let len = if retain == 0 { 0 } else { retain.next_power_of_two() };
+        FinishedRing {
+            records: ZeroedSlice::new(len),
+            head: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            sched: schedule_latency,
+        }
+    }
+
+    /// Copies a finished task's figures into the ring. From the hook that retires the task's entry.
+    fn push(&self, c: &TaskCounts) {
+        let len = self.records.len() as u64;
+        if len == 0 {
+            return;
+        }
+        let ticket = self.head.fetch_add(1, Relaxed);
+        let Some(r) = self.records.get((ticket & (len - 1)) as usize) else { return };
+        let seq = r.seq.load(Relaxed);
+        if seq & 1 == 1 || seq > 2 * ticket || r.seq.compare_exchange(seq, 2 * ticket + 1, Acquire, Relaxed).is_err() {
+            self.skipped.fetch_add(1, Relaxed);
+            return;
+        }
+        fence(Release);
+        r.id.store(c.id, Relaxed);
+        r.location.store(c.location, Relaxed);
+        r.slow_polls.store(u32::try_from(c.slow_polls).unwrap_or(u32::MAX), Relaxed);
+        r.polls.store(c.polls, Relaxed);
+        r.busy_ns.store(c.busy_ns, Relaxed);
+        r.max_poll_ns.store(c.max_poll_ns, Relaxed);
+        r.stalls.store(c.stalls, Relaxed);
+        for (a, &n) in r.poll_hist.iter().zip(&c.poll_hist) {
+            a.store(n, Relaxed);
+        }
+        if self.sched {
+            r.sched_total_ns.store(c.sched_total_ns, Relaxed);
+            r.sched_max_ns.store(c.sched_max_ns, Relaxed);
+            for (a, &n) in r.sched_hist.iter().zip(&c.sched_hist) {
+                a.store(n, Relaxed);
+            }
+        }
+        r.seq.store(2 * ticket + 2, Release);
+    }
+
+    /// The records written since `cursor` (oldest first, at most the ring's length: older ones were
+    /// overwritten), advancing it. A ticket whose writer has not finished is waited for once (one call), then
+    /// skipped. Agent thread only.
+    pub(crate) fn drain(&self, cursor: &mut RingCursor) -> Vec<TaskCounts> {
+        let len = self.records.len() as u64;
+        let head = self.head.load(Acquire);
+        let mut out = Vec::new();
+        let mut t = cursor.next.max(head.saturating_sub(len));
+        while t < head {
+            let Some(r) = self.records.get((t & (len - 1)) as usize) else { break };
+            let seq = r.seq.load(Acquire);
+            if seq < 2 * t + 2 {
+                // Not written yet (or given up): wait for it once.
+                if cursor.waited != Some(t) {
+                    cursor.waited = Some(t);
+                    break;
+                }
+            } else if seq == 2 * t + 2
+                && let Some(c) = self.read(r, seq)
+            {
+                out.push(c);
+            }
+            t += 1;
+        }
+        cursor.next = t;
+        out
+    }
+
+    fn read(&self, r: &FinishedRecord, seq: u64) -> Option<TaskCounts> {
+        let sched_hist: [u32; TASK_BUCKETS] = std::array::from_fn(|i| r.sched_hist[i].load(Relaxed));
+        let c = TaskCounts {
+            id: r.id.load(Relaxed),
+            location: r.location.load(Relaxed),
+            state: FINISHED,
+            seen: false,
+            polls: r.polls.load(Relaxed),
+            busy_ns: r.busy_ns.load(Relaxed),
+            max_poll_ns: r.max_poll_ns.load(Relaxed),
+            slow_polls: u64::from(r.slow_polls.load(Relaxed)),
+            stalls: r.stalls.load(Relaxed),
+            sched_count: sched_hist.iter().map(|&n| u64::from(n)).sum(),
+            sched_total_ns: r.sched_total_ns.load(Relaxed),
+            sched_max_ns: r.sched_max_ns.load(Relaxed),
+            poll_hist: std::array::from_fn(|i| r.poll_hist[i].load(Relaxed)),
+            sched_hist,
+        };
+        fence(Acquire);
+        (r.seq.load(Relaxed) == seq).then_some(c)
+    }
+}
+
+/// Where the agent thread is in the [`FinishedRing`].
+#[derive(Debug, Default)]
+pub(crate) struct RingCursor {
+    next: u64,
+    /// A ticket found unwritten once already.
+    waited: Option<u64>,
+}
+
+/// What the tasks of one spawn location that have finished add up to: the hooks (and the agent thread, for
+/// `SEEN` tasks) fold each task's final figures in when its entry is freed. Atomic read-modify-writes, but only
+/// once per task and only for the buckets it used; the location's live tasks are read from the task table.
+#[repr(C, align(64))]
+#[derive(Debug, bytemuck::Zeroable)]
+pub(crate) struct LocationTotals {
+    finished: AtomicU64,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    max_poll_ns: AtomicU64,
+    slow_polls: AtomicU64,
+    stalls: AtomicU64,
+    poll_hist: [AtomicU64; TASK_BUCKETS],
+    sched_total_ns: AtomicU64,
+    sched_max_ns: AtomicU64,
+    sched_hist: [AtomicU64; TASK_BUCKETS],
+}
+
+/// A plain copy of a location's [`LocationTotals`].
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedTotals {
+    pub(crate) finished: u64,
+    pub(crate) polls: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) max_poll_ns: u64,
+    pub(crate) slow_polls: u64,
+    pub(crate) stalls: u64,
+    pub(crate) poll_hist: [u64; TASK_BUCKETS],
+    pub(crate) sched_count: u64,
+    pub(crate) sched_total_ns: u64,
+    pub(crate) sched_max_ns: u64,
+    pub(crate) sched_hist: [u64; TASK_BUCKETS],
+}
+
+fn add_if(a: &AtomicU64, n: u64) {
+    if n > 0 {
+        a.fetch_add(n, Relaxed);
+    }
+}
+
+fn max_if(a: &AtomicU64, n: u64) {
+    if n > a.load(Relaxed) {
+        a.fetch_max(n, Relaxed);
+    }
+}
+
+impl LocationTotals {
+    fn fold(&self, c: &TaskCounts) {
+        self.finished.fetch_add(1, Relaxed);
+        add_if(&self.polls, c.polls);
+        add_if(&self.busy_ns, c.busy_ns);
+        max_if(&self.max_poll_ns, c.max_poll_ns);
+        add_if(&self.slow_polls, c.slow_polls);
+        add_if(&self.stalls, c.stalls);
+        for (a, &n) in self.poll_hist.iter().zip(&c.poll_hist) {
+            add_if(a, u64::from(n));
+        }
+        if c.sched_count > 0 {
+            add_if(&self.sched_total_ns, c.sched_total_ns);
+            max_if(&self.sched_max_ns, c.sched_max_ns);
+            for (a, &n) in self.sched_hist.iter().zip(&c.sched_hist) {
+                add_if(a, u64::from(n));
+            }
+        }
+    }
+
+    /// Every load acquires: a scan that sees a retiring hook's contribution here then sees that entry's key
+    /// changed (see `TaskTable::retire`), so it never counts the task twice.
+    fn read(&self) -> Option<FinishedTotals> {
+        let finished = self.finished.load(Acquire);
+        if finished == 0 {
+            return None;
+        }
+        let sched_hist: [u64; TASK_BUCKETS] = std::array::from_fn(|i| self.sched_hist[i].load(Acquire));
+        Some(FinishedTotals {
+            finished,
+            polls: self.polls.load(Acquire),
+            busy_ns: self.busy_ns.load(Acquire),
+            max_poll_ns: self.max_poll_ns.load(Acquire),
+            slow_polls: self.slow_polls.load(Acquire),
+            stalls: self.stalls.load(Acquire),
+            poll_hist: std::array::from_fn(|i| self.poll_hist[i].load(Acquire)),
+            sched_count: sched_hist.iter().sum(),
+            sched_total_ns: self.sched_total_ns.load(Acquire),
+            sched_max_ns: self.sched_max_ns.load(Acquire),
+            sched_hist,
+        })
+    }
+}
+
 /// One interned spawn location.
 #[derive(Debug)]
 struct LocationEntry {
@@ -383,6 +771,9 @@ struct LocationEntry {
 #[derive(Debug)]
 pub(crate) struct LocationTable {
     entries: Box<[LocationEntry]>,
+    /// Finished tasks' totals, parallel to `entries`, plus one last for [`OTHER_LOCATION`]. Mapped zeroed: a
+    /// location that never had a task finish costs nothing.
+    totals: ZeroedSlice<LocationTotals>,
     mask: usize,
     pub(crate) overflow: AtomicU64,
 }
@@ -393,7 +784,7 @@ impl LocationTable {
     pub(crate) fn new(max: usize) -> Self {
         let cap = (max.max(LOC_PROBE) * 2).next_power_of_two();
         let entries = (0..cap).map(|_| LocationEntry { key: AtomicUsize::new(0), loc: OnceLock::new() }).collect();
-        LocationTable { entries, mask: cap - 1, overflow: AtomicU64::new(0) }
+        LocationTable { entries, totals: ZeroedSlice::new(cap + 1), mask: cap - 1, overflow: AtomicU64::new(0) }
     }
 
     fn hash(addr: usize) -> usize {
@@ -445,6 +836,26 @@ impl LocationTable {
         NONE
     }
 
+    fn totals_of(&self, idx: u32) -> Option<&LocationTotals> {
+        let i = if idx == OTHER_LOCATION { self.entries.len() } else { idx as usize };
+        self.totals.get(i)
+    }
+
+    /// Adds a finished task's final figures to its location's totals.
+    pub(crate) fn fold(&self, location: u32, c: &TaskCounts) {
+        if let Some(t) = self.totals_of(location) {
+            t.fold(c);
+        }
+    }
+
+    /// The finished tasks' totals of every location where a task finished, by location index.
+    pub(crate) fn finished_totals(&self) -> Vec<(u32, FinishedTotals)> {
+        // Only interned locations (and the overflow's) can have totals; skipping the others keeps the scan
+        // off the totals' unused pages.
+        let interned = self.entries.iter().enumerate().filter(|(_, e)| e.key.load(Relaxed) != 0).map(|(i, _)| i as u32);
+        interned.chain(std::iter::once(OTHER_LOCATION)).filter_map(|i| Some((i, self.totals_of(i)?.read()?))).collect()
+    }
+
     /// The location at `idx`, if interned.
     pub(crate) fn get(&self, idx: u32) -> Option<&'static Location<'static>> {
         self.entries.get(idx as usize).and_then(|e| e.loc.get().copied())
@@ -481,6 +892,117 @@ mod tests {
         assert_eq!(b, a);
         assert_eq!(t.read(b as usize).unwrap().polls, 0);
         assert_eq!(t.get(b).unwrap().feed_mark.load(Relaxed), 0, "the feed sends the new task");
+    }
+
+    /// Issue 16 item 1: a task's entry goes back to the table when the task ends, not when the agent thread gets
+    /// round to it; its figures go to its location's totals and to the ring of recently finished tasks.
+    #[test]
+    fn retire_frees_at_once_and_keeps_the_figures() {
+        let t = TaskTable::new(16, false);
+        let locations = LocationTable::new(4);
+        let ring = FinishedRing::new(4, false);
+        let loc = locations.intern(Location::caller());
+        let a = t.insert(5, loc).unwrap();
+        let e = t.get(a).unwrap();
+        e.record_poll(2_000, false);
+        e.record_poll(70_000, true);
+        assert_eq!(t.finish(e, false), Finish::Retire);
+        t.retire(a, &locations, &ring);
+        assert_eq!(t.find(5), NONE, "freed at once");
+        assert!(t.read(a as usize).is_none());
+        let totals = locations.finished_totals();
+        assert_eq!(totals.len(), 1);
+        let (idx, f) = &totals[0];
+        assert_eq!((*idx, f.finished, f.polls, f.busy_ns, f.max_poll_ns, f.slow_polls), (loc, 1, 2, 72_000, 70_000, 1));
+        assert_eq!(f.poll_hist.iter().sum::<u64>(), 2);
+        let mut cursor = RingCursor::default();
+        let recent = ring.drain(&mut cursor);
+        assert_eq!(recent.iter().map(|c| (c.id, c.polls, c.state)).collect::<Vec<_>>(), [(5, 2, FINISHED)]);
+        assert!(ring.drain(&mut cursor).is_empty(), "each record once");
+        // The entry is as new for the next task.
+        let same_home = (6..).find(|&id| t.home(id) == t.home(5)).unwrap();
+        assert_eq!(t.insert(same_home, loc), Some(a));
+        let c = t.read(a as usize).unwrap();
+        assert_eq!((c.polls, c.busy_ns, c.state, c.seen), (0, 0, LIVE, false));
+    }
+
+    /// A task that ends inside its last poll is retired by that poll's after-hook, which records the poll first.
+    #[test]
+    fn a_task_ending_in_its_poll_is_retired_after_it() {
+        let t = TaskTable::new(16, false);
+        let locations = LocationTable::new(4);
+        let ring = FinishedRing::new(4, false);
+        let a = t.insert(5, locations.intern(Location::caller())).unwrap();
+        let e = t.get(a).unwrap();
+        assert_eq!(t.finish(e, true), Finish::AfterPoll);
+        assert!(!t.publish(a as usize, 5), "an ending task is not sent to clients");
+        assert_eq!(t.finish(e, false), Finish::Nothing, "terminates once");
+        e.record_poll(1_000, false);
+        t.end_of_poll(a, e, &locations, &ring);
+        assert_eq!(t.find(5), NONE);
+        assert_eq!(locations.finished_totals()[0].1.polls, 1, "the last poll counts");
+    }
+
+    /// A task a client was sent must be reported finished to it: the hooks leave its entry to the agent thread.
+    #[test]
+    fn seen_tasks_wait_for_the_agent_thread() {
+        let t = TaskTable::new(16, false);
+        let locations = LocationTable::new(4);
+        let ring = FinishedRing::new(4, false);
+        let a = t.insert(5, 0).unwrap();
+        assert!(t.publish(a as usize, 5));
+        assert!(t.publish(a as usize, 5), "twice is fine");
+        assert!(!t.publish(a as usize, 6), "not another task's entry");
+        let e = t.get(a).unwrap();
+        assert_eq!(t.finish(e, true), Finish::Queue);
+        t.end_of_poll(a, e, &locations, &ring);
+        let c = t.read(a as usize).unwrap();
+        assert_eq!((c.id, c.state, c.seen), (5, FINISHED, true), "still there for the agent thread");
+        assert!(locations.finished_totals().is_empty() && ring.drain(&mut RingCursor::default()).is_empty());
+        t.free(a as usize);
+        assert_eq!(t.find(5), NONE);
+    }
+
+    /// The ring keeps the newest records, oldest first, however many were written since the last drain.
+    #[test]
+    fn finished_ring_keeps_the_newest() {
+        let ring = FinishedRing::new(3, false);
+        let mut cursor = RingCursor::default();
+        let push = |id| ring.push(&TaskCounts { id, polls: id * 10, ..TaskCounts::default() });
+        for id in 1..=10 {
+            push(id);
+        }
+        // Four records (3 rounded up to a power of two).
+        assert_eq!(ring.drain(&mut cursor).iter().map(|c| c.id).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        push(11);
+        let recent = ring.drain(&mut cursor);
+        assert_eq!(recent.iter().map(|c| (c.id, c.polls)).collect::<Vec<_>>(), [(11, 110)]);
+        assert_eq!(ring.skipped.load(Relaxed), 0);
+        let none = FinishedRing::new(0, false);
+        none.push(&TaskCounts::default());
+        assert!(none.drain(&mut RingCursor::default()).is_empty());
+    }
+
+    /// Issue 14 item 5: stalls of 50 ms and 300 ms land in buckets of their own (both fell into `≥16.8ms`), and
+    /// the narrow counters of the slow buckets saturate rather than wrap.
+    #[test]
+    fn slow_polls_have_buckets_up_to_a_second() {
+        let t = TaskTable::new(16, false);
+        let a = t.insert(5, 0).unwrap();
+        let e = t.get(a).unwrap();
+        for ns in [20_000, 50_000_000, 300_000_000, 2_000_000_000] {
+            e.record_poll(ns, true);
+        }
+        let h = t.read(a as usize).unwrap().poll_hist;
+        let at = |ns| LogHistogram::bucket_index(ns, TASK_BUCKETS);
+        assert_eq!((at(50_000_000), at(300_000_000), at(2_000_000_000)), (16, 19, TASK_BUCKETS - 1));
+        assert_eq!((h[at(20_000)], h[16], h[19], h[TASK_BUCKETS - 1]), (1, 1, 1, 1));
+        assert_eq!(h.iter().sum::<u32>(), 4);
+        for _ in 0..70_000 {
+            e.record_poll(40_000_000, false);
+        }
+        assert_eq!(t.read(a as usize).unwrap().poll_hist[16], u32::from(u16::MAX), "saturated, not wrapped");
+        assert_eq!(t.read(a as usize).unwrap().polls, 70_004, "the poll count stays exact");
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! A new client gets a full state instead, built on its own server thread by [`FullStateSource`](super::full_state::FullStateSource) from the
 //! same tables.
 
-use crate::scan::{add_counters, dropped, hist};
+use crate::scan::{add_counters, dropped, finished_totals, hist};
 use crate::shared::Shared;
 use crate::shared::stream::{FeedShared, Latest, LocationIds};
-use crate::shared::tables::{FINISHED, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
+use crate::shared::tables::{FINISHED, LIFECYCLE, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
 use crate::sync::lock;
 use loopscope_wire::proto::{
     self, GlobalSample, LatencySample, LocationSample, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample,
@@ -110,8 +110,10 @@ pub(super) struct Scan {
 }
 
 /// Scans the task table. `keep` decides, per entry index and counters, whether the task goes into
-/// `Scan::tasks` (it also sees empty entries, as `None`); every task counts toward its location. Holds the agent thread's lock, which it frees
-/// entries under, so a task is counted either live or retired, never both.
+/// `Scan::tasks` (it also sees empty entries, as `None`); every task counts toward its location. A task that
+/// goes in is marked `SEEN` first (`TaskTable::publish`), so that its end reaches the clients; one that is
+/// ending right then stays out. Holds the agent thread's lock, which it frees entries under, and reads the
+/// finished tasks' totals before the table (see `scan::finished_totals`), so a task is never counted twice.
 pub(super) fn scan(
     shared: &Shared,
     ids: &mut LocationIds,
@@ -124,6 +126,7 @@ pub(super) fn scan(
     let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
     add_slots(shared, &mut totals, &mut poll_histogram);
     let agg = lock(&shared.agg);
+    let finished = finished_totals(shared);
     for i in shared.tasks.indexes() {
         let Some(c) = shared.tasks.read(i) else {
             keep(i, None);
@@ -135,23 +138,30 @@ pub(super) fn scan(
         let id = ids.id(&shared.locations, c.location);
         let t = task_sample(&c, id);
         locations.entry(id).or_default().add(&t, c.state != FINISHED);
-        if keep(i, Some(&c)) {
+        if keep(i, Some(&c)) && shared.tasks.publish(i, c.id) {
             tasks.push(t);
         }
     }
-    for (index, retired) in &agg.retired {
-        let id = ids.id(&shared.locations, *index);
+    for (index, t) in finished {
+        let id = ids.id(&shared.locations, index);
         let acc = locations.entry(id).or_default();
-        acc.spawned += retired.spawned_tasks;
-        acc.live += retired.live_tasks;
-        acc.polls += retired.poll_count;
-        acc.busy += proto_nanos(retired.total_poll_duration);
-        acc.max = acc.max.max(proto_nanos(retired.max_poll_duration));
-        acc.slow += retired.slow_poll_count;
-        acc.stalls += retired.stall_count;
-        acc.hist.get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS)).merge(&retired.poll_histogram);
-        if let Some(s) = &retired.schedule_latency {
-            merge_latency(&mut acc.sched, &LatencySample::from(s));
+        acc.spawned += t.finished;
+        acc.polls += t.polls;
+        acc.busy += t.busy_ns;
+        acc.max = acc.max.max(t.max_poll_ns);
+        acc.slow += t.slow_polls;
+        acc.stalls += t.stalls;
+        acc.hist
+            .get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS))
+            .merge(&LogHistogram { counts: t.poll_hist.to_vec() });
+        if t.sched_count > 0 {
+            let s = LatencySample {
+                count: t.sched_count,
+                total_nanos: t.sched_total_ns,
+                max_nanos: t.sched_max_ns,
+                histogram: LogHistogram { counts: t.sched_hist.to_vec() },
+            };
+            merge_latency(&mut acc.sched, &s);
         }
     }
     let retired_workers = agg.retired_workers.clone();
@@ -199,6 +209,8 @@ pub(super) fn scan_totals(shared: &Shared) -> (Totals, LogHistogram) {
     add_slots(shared, &mut totals, &mut poll_histogram);
     let mut counts = [0u64; TASK_BUCKETS];
     let agg = lock(&shared.agg);
+    // Before the table, as in `scan`: a task is counted finished or live, never both.
+    let finished = finished_totals(shared);
     for i in shared.tasks.indexes() {
         let Some(c) = shared.tasks.read(i) else { continue };
         if c.id == sentinel {
@@ -208,8 +220,10 @@ pub(super) fn scan_totals(shared: &Shared) -> (Totals, LogHistogram) {
             *sum += u64::from(n);
         }
     }
-    for retired in agg.retired.values() {
-        poll_histogram.merge(&retired.poll_histogram);
+    for (_, t) in finished {
+        for (sum, n) in counts.iter_mut().zip(t.poll_hist) {
+            *sum += n;
+        }
     }
     let retired_workers = agg.retired_workers.clone();
     drop(agg);
@@ -243,14 +257,18 @@ fn mark(polls: u64, state: u32) -> u32 {
         | if state == FINISHED { FINISHED_BIT } else { 0 }
 }
 
-/// Stores `m` as what the feed sent of an entry's task; whether it differs from the last one. Agent thread
-/// only (see `TaskEntry::feed_mark`), so a plain load and store.
-fn update_mark(e: &TaskEntry, m: u32) -> bool {
+/// Stores `m` as what the feed sent of the task `id` in entry `e`, unless it is already there. Only the agent
+/// thread writes marks, but a hook may retire the entry (clearing the mark) at any moment, and the next task
+/// must not inherit this one's mark: the swap reads the clearing if it came first, and then the key check sees
+/// the entry changed hands (the hook changes the key, and fences, before it clears), and takes the mark back.
+fn update_mark(e: &TaskEntry, id: u64, m: u32) {
     if e.feed_mark.load(Relaxed) == m {
-        return false;
+        return;
     }
-    e.feed_mark.store(m, Relaxed);
-    true
+    e.feed_mark.swap(m, AcqRel);
+    if e.key.load(Acquire) != id {
+        let _ = e.feed_mark.compare_exchange(m, 0, Relaxed, Relaxed);
+    }
 }
 
 impl Feed {
@@ -264,12 +282,13 @@ impl Feed {
     pub(super) fn mark_all(&mut self, shared: &Shared) {
         for i in shared.tasks.indexes() {
             let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { break };
-            if e.key.load(Acquire) == 0 {
+            let id = e.key.load(Acquire);
+            if id == 0 {
                 continue;
             }
-            let state = e.state.load(Acquire);
+            let state = e.state.load(Acquire) & LIFECYCLE;
             if state != crate::shared::tables::FREE {
-                update_mark(e, mark(e.polls.load(Relaxed), state));
+                update_mark(e, id, mark(e.polls.load(Relaxed), state));
             }
         }
     }
@@ -313,7 +332,14 @@ impl Feed {
             // `finished`.
             let Some(c) = c else { return false };
             let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
-            update_mark(e, mark(c.polls, c.state))
+            let m = mark(c.polls, c.state);
+            // Unchanged since the last tick: not sent. Changed: sent if `scan` may publish it, and then the mark
+            // is stored (a task it may not publish is ending, and its entry is being retired).
+            if e.feed_mark.load(Relaxed) == m || !shared.tasks.publish(i, c.id) {
+                return false;
+            }
+            update_mark(e, c.id, m);
+            true
         });
         let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
         let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();

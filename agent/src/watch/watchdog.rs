@@ -567,10 +567,19 @@ impl Watchdog {
         let mut location = location;
         if entry != NONE
             && let Some(e) = self.shared.tasks.get(entry)
-            && e.key.load(Relaxed) == task_id
+            && e.key.load(Acquire) == task_id
         {
-            e.stalls.fetch_add(1, Relaxed);
-            location = e.location.load(Relaxed);
+            // The task's own hook may retire the entry at any moment once this poll has ended (and another
+            // task may claim it): count, then check the key again. The add reads the hook's clearing if that
+            // came first, and then the key shows the change; take the count back unless the clearing already
+            // did, so a stall is never charged to the next task. (A task retired right then may miss it.)
+            let before = e.stalls.fetch_add(1, AcqRel);
+            let location_now = e.location.load(Relaxed);
+            if e.key.load(Acquire) == task_id {
+                location = location_now;
+            } else {
+                let _ = e.stalls.compare_exchange(before.wrapping_add(1), before, Relaxed, Relaxed);
+            }
         }
         Flag {
             stall_id,

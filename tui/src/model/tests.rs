@@ -192,3 +192,27 @@ fn short_locations_keep_two_path_components() {
     assert_eq!(short_location(&Location::new("main.rs", 3, 4)), "main.rs:3:4");
     assert_eq!(short_location(&Location::new("tui/src/demo.rs", 3, 4)), "src/demo.rs:3:4", "as frames show it");
 }
+
+/// Issue 14 item 5: the agent's per-task histograms now reach seconds, so a task's stalls of 50 ms and 300 ms
+/// land in buckets of their own and its p99 reads a value, where every stall used to fall into `≥16.8ms` and
+/// p99 read `>16.8ms`. Histograms from older agents (16 buckets, in recordings) still read as they did.
+#[test]
+fn per_task_histograms_reach_seconds_and_p99_reads_a_value() {
+    let mut h = LogHistogram::new(loopscope_wire::TASK_HISTOGRAM_BUCKETS);
+    for _ in 0..50 {
+        h.record(Duration::from_micros(20));
+    }
+    h.record(Duration::from_millis(50));
+    h.record(Duration::from_millis(300));
+    let b50 = LogHistogram::bucket_index(50_000_000, h.counts.len());
+    let b300 = LogHistogram::bucket_index(300_000_000, h.counts.len());
+    assert_ne!(b50, b300, "50 ms and 300 ms told apart");
+    assert_eq!((bucket_label(&h, b50), bucket_label(&h, b300)), ("33.6ms".to_string(), "268ms".to_string()));
+    assert_eq!(bucket_label(&h, h.counts.len() - 1), "≥1.07s");
+    // p99 of 52 polls is the slowest one: the bucket's bound, capped by the known maximum.
+    assert_eq!(fmt_p99(&h, 300_000_000), "300ms");
+    let mut old = LogHistogram::new(16);
+    old.record(Duration::from_millis(50));
+    old.record(Duration::from_millis(300));
+    assert_eq!(fmt_p99(&old, 300_000_000), ">16.8ms", "an old recording says what it can");
+}

@@ -22,7 +22,8 @@ use crate::shared::tables::{FINISHED, LIVE, NONE, TERMINATING};
 use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared};
 use crate::stream::outputs::Outputs;
 use crate::sync::lock;
-use crate::watch::watchdog::{Flag, WatchMsg};
+use crate::watch::probing::BusyVerdict;
+use crate::watch::watchdog::{Flag, Verdict, WatchMsg};
 use loopscope_wire::{LocationStats, StallEvent, StallPhase, StallSummary, ThreadInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ struct Open {
     delivered: bool,
     /// Looks at the stalled thread, the first taken when the stall was flagged.
     looks: Vec<crate::watch::probing::Look>,
+    /// Stable mode: the watchdog's verdict to update, and the app's frames under the poll that confirmed the
+    /// stall, by which later looks tell whether it still runs.
+    busy: Option<(Arc<Verdict>, Option<Vec<String>>)>,
 }
 
 struct RateLimit {
@@ -218,6 +222,14 @@ impl AgentThread {
             }
             WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos, look, time } => {
                 let threshold = self.shared.config.stall_threshold;
+                if let Some(look) = &look
+                    && let Some(open) = self.open.get(&stall_id)
+                    && let Some((_, Some(frames))) = &open.busy
+                    && crate::watch::probing::same_poll(look, frames) == Some(false)
+                {
+                    self.busy_poll_ended(stall_id);
+                    return;
+                }
                 let Some(open) = self.open.get_mut(&stall_id) else { return };
                 open.looks.extend(look);
                 open.event.elapsed = Duration::from_nanos(elapsed_ns);
@@ -259,13 +271,66 @@ impl AgentThread {
     }
 
     fn started(&mut self, mut f: Flag) {
-        let looks: Vec<_> = f.look.take().into_iter().collect();
+        let mut looks: Vec<_> = f.look.take().into_iter().collect();
+        let mut busy = None;
+        if let Some(verdict) = f.confirm.take() {
+            // Stable mode: a worker busy past the threshold; a stall only if the looks show one poll holding it.
+            looks.append(&mut f.more_looks);
+            let decided = crate::watch::probing::confirm_busy(&looks, f.span_ended);
+            // Counted once decided, so that `rejected <= candidates` and a reader never sees one undecided.
+            self.shared.busy_candidates.fetch_add(1, Relaxed);
+            match decided {
+                BusyVerdict::Stall { reason, block_in_place, frames } => {
+                    tracing::debug!(target: "loopscope", stall_id = f.stall_id, "busy worker confirmed: {reason}");
+                    self.shared.stall_count.fetch_add(1, Relaxed);
+                    if block_in_place {
+                        f.kind = loopscope_wire::StallKind::BlockInPlace;
+                        f.worker = None;
+                        self.shared.block_in_place_count.fetch_add(1, Relaxed);
+                    }
+                    verdict.set(Verdict::CONFIRMED);
+                    busy = Some((verdict, frames));
+                }
+                BusyVerdict::NotOnePoll(why) => {
+                    tracing::trace!(target: "loopscope", "busy worker not stalled: {why}");
+                    self.shared.busy_rejected.fetch_add(1, Relaxed);
+                    verdict.set(Verdict::REJECTED);
+                    return;
+                }
+                BusyVerdict::NotWorker => {
+                    self.shared.busy_rejected.fetch_add(1, Relaxed);
+                    verdict.set(Verdict::NOT_WORKER);
+                    return;
+                }
+            }
+        }
         let mut event = self.event_from(&f, StallPhase::Started, true);
         let threshold = self.shared.config.stall_threshold;
         event.culprit = crate::watch::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
         self.remember(&event, false);
-        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
+        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks, busy });
         self.deliver_limited(f.stall_id, event);
+    }
+
+    /// Stable mode: a later look at a confirmed stall found the worker out of that poll, though it has not parked
+    /// (it went on to other tasks, or a current-thread runtime's `block_on` returned): the stall ended between
+    /// the last look that still saw it and this one. Its end is reported now, with the duration the last event
+    /// gave (a lower bound), and the watchdog looks at the rest of the busy span afresh.
+    fn busy_poll_ended(&mut self, stall_id: u64) {
+        let Some(mut open) = self.open.remove(&stall_id) else { return };
+        if let Some((verdict, _)) = &open.busy {
+            verdict.set(Verdict::ENDED);
+        }
+        open.event.phase = StallPhase::Ended;
+        open.event.at_unix_nanos = crate::os::unix_nanos();
+        let threshold = self.shared.config.stall_threshold;
+        open.event.culprit =
+            crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
+        self.remember(&open.event, true);
+        if open.delivered {
+            open.event.suppressed = std::mem::take(&mut self.suppressed_since);
+            self.deliver(&open.event);
+        }
     }
 
     /// A stall found only after it ended: one `Ended` event.

@@ -163,6 +163,35 @@ fn a_storm_of_short_polls_is_no_stall() {
         for t in storm {
             t.await.unwrap();
         }
+        // `yield_now` defers its wake-up to the worker's next park, so the workers above park often. Tasks that
+        // wake each other directly keep a worker's queue full and its span unbroken: pairs playing ping-pong
+        // over channels, each turn a few microseconds of work.
+        let pairs: Vec<_> = (0..2)
+            .map(|_| {
+                let (to_b, mut from_a) = tokio::sync::mpsc::channel::<u64>(1);
+                let (to_a, mut from_b) = tokio::sync::mpsc::channel::<u64>(1);
+                let a = tokio::spawn(async move {
+                    let end = Instant::now() + ms(1000);
+                    let mut n = 0u64;
+                    while Instant::now() < end {
+                        to_b.send(std::hint::black_box(n)).await.unwrap();
+                        n = from_b.recv().await.unwrap().wrapping_add(1);
+                    }
+                });
+                let b = tokio::spawn(async move {
+                    while let Some(n) = from_a.recv().await {
+                        if to_a.send(n).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                (a, b)
+            })
+            .collect();
+        for (a, b) in pairs {
+            a.await.unwrap();
+            b.await.unwrap();
+        }
     });
     // The workers were busy for the whole second: the candidates were looked at, and none was one poll.
     let end = Instant::now() + DEADLINE;
@@ -171,6 +200,7 @@ fn a_storm_of_short_polls_is_no_stall() {
     }
     drop(rt);
     let busy = agent.busy_snapshot();
+    eprintln!("stable mode, 1 s of yield storm and 1 s of ping-pong on 2 workers: {busy:?}");
     assert!(busy.candidates >= 1, "the storm's busy workers were never examined: {busy:?}");
     let stalls: Vec<String> = std::iter::from_fn(|| sub.try_recv()).map(|e| e.summary()).collect();
     assert!(stalls.is_empty(), "a storm of short polls was reported as stalls ({busy:?}): {stalls:#?}");

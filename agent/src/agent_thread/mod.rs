@@ -47,7 +47,7 @@ struct Open {
     looks: Vec<crate::watch::probing::Look>,
     /// Stable mode: the watchdog's verdict to update, and the app's frames under the poll that confirmed the
     /// stall, by which later looks tell whether it still runs.
-    busy: Option<(Arc<Verdict>, Option<Vec<String>>)>,
+    busy: Option<(Arc<Verdict>, Option<crate::watch::probing::UserFrames>)>,
 }
 
 struct RateLimit {
@@ -88,6 +88,9 @@ struct AgentThread {
     outputs: Outputs,
     /// Ids of tasks reclaimed since the stream's last tick.
     freed: Vec<u64>,
+    /// Stable mode: per thread (its slot's address), the busy span (tagged sequence number) whose last candidate
+    /// was rejected, and the run of agreeing stacks it ended on, for the span's next candidate to continue.
+    carry: HashMap<usize, (u64, (crate::watch::probing::UserFrames, usize))>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<WatchMsg>) {
@@ -103,6 +106,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         last_sweep: Instant::now(),
         outputs: Outputs::new(&shared),
         freed: Vec::new(),
+        carry: HashMap::new(),
         shared,
     };
     let mut sampler = None;
@@ -276,7 +280,21 @@ impl AgentThread {
         if let Some(verdict) = f.confirm.take() {
             // Stable mode: a worker busy past the threshold; a stall only if the looks show one poll holding it.
             looks.append(&mut f.more_looks);
-            let decided = crate::watch::probing::confirm_busy(&looks, f.span_ended);
+            let key = Arc::as_ptr(&f.slot) as usize;
+            let carry = self.carry.get(&key).filter(|c| c.0 == f.span_seq).map(|c| &c.1);
+            let (decided, carried) = crate::watch::probing::confirm_busy(&looks, f.span_ended, carry);
+            match carried {
+                Some(c) => {
+                    // One entry per thread that has a rejected span now; bounded all the same.
+                    if self.carry.len() >= 256 {
+                        self.carry.clear();
+                    }
+                    self.carry.insert(key, (f.span_seq, c));
+                }
+                None => {
+                    self.carry.remove(&key);
+                }
+            }
             // Counted once decided, so that `rejected <= candidates` and a reader never sees one undecided.
             self.shared.busy_candidates.fetch_add(1, Relaxed);
             match decided {

@@ -353,7 +353,7 @@ pub(crate) enum BusyVerdict {
     /// One poll holds the worker: why; whether the poll is inside `block_in_place` (tokio moved the worker's
     /// queue to another thread, so this is reported as such); and the app's frames under its poll frame, when
     /// stacks showed them, by which later looks tell whether it is still the same poll ([`same_poll`]).
-    Stall { reason: String, block_in_place: bool, frames: Option<Vec<String>> },
+    Stall { reason: String, block_in_place: bool, frames: Option<UserFrames> },
     /// Not shown to be one poll (many short polls, or the scheduler's own work): why not.
     NotOnePoll(String),
     /// No stack shows a scheduler: a `spawn_blocking` thread (busy from its start, it never parks), or a thread
@@ -367,7 +367,19 @@ struct PollView {
     in_scheduler: bool,
     block_in_place: bool,
     /// The app's frames above the innermost poll frame (innermost first); `None` without a poll frame.
-    user: Option<Vec<String>>,
+    user: Option<UserFrames>,
+}
+
+/// The app's frames of a poll, innermost first: each function's name and, for the outermost (the task's body,
+/// right under the poll frame), the address it was at: the call site it is in (its return address). A task
+/// polled over and over (a ping-pong over channels) is sampled at different awaits, so that call site differs
+/// where a long poll's stays put. `0` for the other frames (a long poll calls one function, then another) and
+/// for a body in its own code (a spin loop's address moves): they match any address.
+pub(crate) type UserFrames = Vec<(String, usize)>;
+
+/// Whether two polls' frames are the same (see [`UserFrames`]).
+fn same_frames(a: &UserFrames, b: &UserFrames) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((na, ia), (nb, ib))| na == nb && (ia == ib || *ia == 0 || *ib == 0))
 }
 
 impl PollView {
@@ -386,7 +398,22 @@ fn poll_view(frames: &[ProbeFrame]) -> PollView {
     PollView {
         in_scheduler: frames.iter().any(|f| name(f).contains(SCHEDULER_FRAMES)),
         block_in_place: frames.iter().any(|f| name(f).contains("block_in_place")),
-        user: poll.map(|i| frames.iter().take(i).filter(|f| f.origin == FrameOrigin::User).map(name).collect()),
+        user: poll.map(|i| {
+            let innermost = frames.first().map_or(0, |f| f.ip);
+            let mut user: UserFrames = frames
+                .iter()
+                .take(i)
+                .filter(|f| f.origin == FrameOrigin::User)
+                .map(|f| (name(f), if f.ip == innermost { 0 } else { f.ip }))
+                .collect();
+            // Only the outermost frame's call site (the await the task's body is at) tells polls apart; frames
+            // inside a long poll call one function, then another.
+            let outer = user.len().saturating_sub(1);
+            for (_, ip) in user.iter_mut().take(outer) {
+                *ip = 0;
+            }
+            user
+        }),
     }
 }
 
@@ -401,17 +428,22 @@ fn view_of(look: &Look) -> Option<PollView> {
 /// * the thread is asleep in the same system call at two looks in a row or more (a blocking syscall, or a
 ///   lock wait: a futex under a lock's frames), inside a poll — with no stacks, any call but the park's
 ///   `futex`/`epoll_wait`;
-/// * the first [`CONFIRM_STACKS`] stack samples (two when the worker parked right after: the poll is over)
-///   have the same frames of the app's own under the task's poll frame: one task that yields in a tight loop
-///   shows its frames in a sample now and then, rarely in three in a row.
+/// * [`CONFIRM_STACKS`] stack samples in a row (two when they are all and the worker parked right after: the
+///   poll is over) have the same frames of the app's own under the task's poll frame: one task that yields in
+///   a tight loop shows its frames in a sample now and then, rarely in three in a row. The run may begin in
+///   the span's previous candidate (`carry`, returned on rejection for the next one).
 ///
 /// A run of looks counts wherever it is: the first may come before the poll began (the busy span began with
 /// other work), the last after it ended (the worker hasn't parked yet).
-pub(crate) fn confirm_busy(looks: &[Look], span_ended: bool) -> BusyVerdict {
+pub(crate) fn confirm_busy(
+    looks: &[Look],
+    span_ended: bool,
+    carry: Option<&(UserFrames, usize)>,
+) -> (BusyVerdict, Option<(UserFrames, usize)>) {
     let views: Vec<Option<PollView>> = looks.iter().map(view_of).collect();
     let stacks: Vec<&PollView> = views.iter().flatten().collect();
     if !stacks.is_empty() && stacks.iter().all(|v| !v.in_scheduler) {
-        return BusyVerdict::NotWorker;
+        return (BusyVerdict::NotWorker, None);
     }
     let block_in_place = stacks.iter().any(|v| v.block_in_place);
     let first_frames = || stacks.iter().find(|v| v.in_poll()).and_then(|v| v.user.clone());
@@ -446,37 +478,56 @@ pub(crate) fn confirm_busy(looks: &[Look], span_ended: bool) -> BusyVerdict {
         // Without a stack, the park's own waits can't be told from the app's.
         let park = !seen_in_poll && (loopscope_probes::thread::is_futex_syscall(&call) || call.starts_with("epoll_"));
         if n >= 2 && !park && (seen_in_poll || stacks.is_empty()) {
-            return BusyVerdict::Stall {
+            let verdict = BusyVerdict::Stall {
                 reason: format!("asleep in {call} at {n} looks in a row, inside one poll"),
                 block_in_place,
                 frames: first_frames(),
             };
+            return (verdict, None);
         }
     }
-    let same = match stacks.first() {
-        Some(first) if first.in_poll() => stacks.iter().take_while(|v| v.in_poll() && v.user == first.user).count(),
-        _ => 0,
-    };
-    let wanted = if span_ended && same == stacks.len() { 2 } else { CONFIRM_STACKS };
-    if same >= wanted {
-        return BusyVerdict::Stall {
-            reason: format!("the same frames under the task's poll in {same} stack samples in a row"),
-            block_in_place,
-            frames: first_frames(),
-        };
+    // Runs of stacks (failed captures don't count either way) inside one poll with the same app frames, the
+    // first continuing the run the span's previous candidate ended on (`carry`): a runnable thread on a crowded
+    // CPU gives few stacks per candidate, and a spin goes on agreeing with itself from one to the next.
+    let (mut frames, mut run) = carry.map_or((None, 0), |(f, n)| (Some(f.clone()), *n));
+    let mut best = (None, 0);
+    for v in &stacks {
+        if !v.in_poll() {
+            (frames, run) = (None, 0);
+        } else if let (Some(f), Some(u)) = (&frames, &v.user)
+            && same_frames(f, u)
+        {
+            run += 1;
+        } else {
+            (frames, run) = (v.user.clone(), 1);
+        }
+        if run > best.1 {
+            best = (frames.clone(), run);
+        }
     }
-    BusyVerdict::NotOnePoll(format!(
+    let carried = frames.map(|f| (f, run));
+    let wanted = if span_ended && best.1 == stacks.len() + carry.map_or(0, |c| c.1) { 2 } else { CONFIRM_STACKS };
+    if best.1 >= wanted {
+        let verdict = BusyVerdict::Stall {
+            reason: format!("the same frames under the task's poll in {} stack samples in a row", best.1),
+            block_in_place,
+            frames: best.0,
+        };
+        return (verdict, None);
+    }
+    let why = format!(
         "{} looks, {} stacks: not one poll (short polls, or the scheduler's own work)",
         looks.len(),
         stacks.len()
-    ))
+    );
+    (BusyVerdict::NotOnePoll(why), carried)
 }
 
 /// Stable mode: whether a later look at a confirmed stall still shows the same poll (the app's `frames` under
 /// a poll frame). `None` when the look has no stack to tell by.
-pub(crate) fn same_poll(look: &Look, frames: &[String]) -> Option<bool> {
+pub(crate) fn same_poll(look: &Look, frames: &UserFrames) -> Option<bool> {
     let v = view_of(look)?;
-    Some(v.in_scheduler && v.user.as_deref() == Some(frames))
+    Some(v.in_scheduler && v.user.as_ref().is_some_and(|u| same_frames(u, frames)))
 }
 
 #[cfg(test)]
@@ -505,7 +556,8 @@ mod tests {
     fn a_task_poll_shows_the_apps_frames_above_the_innermost_poll_frame() {
         let v = poll_view(&worker_stack(&["app::handler", "app::serve::{async block}"]));
         assert!(v.in_scheduler && v.in_poll() && !v.block_in_place);
-        assert_eq!(v.user, Some(vec!["app::handler".to_string(), "app::serve::{async block}".to_string()]));
+        let names: Vec<String> = v.user.unwrap_or_default().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["app::handler", "app::serve::{async block}"]);
     }
 
     #[test]
@@ -525,6 +577,21 @@ mod tests {
         ];
         let v = poll_view(&frames);
         assert!(!v.in_scheduler, "{v:?}");
+    }
+
+    #[test]
+    fn a_task_polled_again_and_again_differs_by_its_call_sites() {
+        // A long poll: the body stays at one call site; the frames inside it match by name.
+        let spin_a = vec![("app::spin".to_string(), 0), ("app::handler".to_string(), 0x1010)];
+        let spin_b = vec![("app::spin".to_string(), 0), ("app::handler".to_string(), 0x1010)];
+        assert!(same_frames(&spin_a, &spin_b));
+        let frames = worker_stack(&["app::spin", "app::handler"]);
+        let v = poll_view(&frames);
+        assert!(v.user.is_some_and(|u| u.iter().take(1).all(|(_, ip)| *ip == 0)));
+        // A ping-pong: sampled at its send, then at its receive.
+        let at_send = vec![("app::ping::{async block}".to_string(), 0x3010)];
+        let at_recv = vec![("app::ping::{async block}".to_string(), 0x3080)];
+        assert!(!same_frames(&at_send, &at_recv));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub(crate) struct Flag {
     pub(crate) more_looks: Vec<Look>,
     /// Stable mode: the busy span ended (the worker parked) before those looks were all taken.
     pub(crate) span_ended: bool,
+    /// Stable mode: the busy span's (tagged) sequence number; 0 for a poll.
+    pub(crate) span_seq: u64,
 }
 
 /// The agent thread's verdict on a candidate stall (stable mode), read by the watchdog.
@@ -623,6 +625,7 @@ impl Watchdog {
             confirm: Some(verdict.clone()),
             more_looks: Vec::new(),
             span_ended: false,
+            span_seq: f.seq,
         };
         let look = LookRequest {
             slot: slot.clone(),
@@ -824,6 +827,7 @@ impl Watchdog {
             confirm: None,
             more_looks: Vec::new(),
             span_ended: false,
+            span_seq: 0,
         }
     }
 

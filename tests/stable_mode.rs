@@ -220,6 +220,29 @@ fn an_idle_runtime_is_no_stall() {
     assert_eq!(agent.snapshot().totals.stall_count, 0);
 }
 
+/// `on_thread_start` fires for `spawn_blocking` threads too, and they never park: their spans pass the threshold,
+/// and the probes find no scheduler on their stacks.
+#[test]
+fn spawn_blocking_is_never_a_stall() {
+    let (rt, agent) = multi_thread(2);
+    let sub = agent.subscribe();
+    rt.block_on(async {
+        let jobs: Vec<_> = (0..2).map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(ms(300)))).collect();
+        for j in jobs {
+            j.await.unwrap();
+        }
+    });
+    let end = Instant::now() + DEADLINE;
+    while agent.busy_snapshot().candidates < 2 && Instant::now() < end {
+        std::thread::sleep(ms(5));
+    }
+    drop(rt);
+    let busy = agent.busy_snapshot();
+    let stalls: Vec<String> = std::iter::from_fn(|| sub.try_recv()).map(|e| e.summary()).collect();
+    assert!(stalls.is_empty(), "spawn_blocking reported as stalls ({busy:?}): {stalls:#?}");
+    assert!(busy.candidates >= 2, "the blocking threads' spans were never examined: {busy:?}");
+}
+
 #[test]
 fn agent_spawn_times_its_task_exactly_and_names_it() {
     let (rt, agent) = multi_thread(2);

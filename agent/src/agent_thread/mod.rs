@@ -324,7 +324,9 @@ impl AgentThread {
         }
         let mut event = self.event_from(&f, StallPhase::Started, true);
         let threshold = self.shared.config.stall_threshold;
-        event.culprit = crate::watch::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
+        // A confirmed busy span's stacks were just symbolized to confirm it: names cost nothing more now.
+        let wait = busy.is_some();
+        event.culprit = crate::watch::probing::culprit(&looks, wait, event.time.as_ref(), threshold, false);
         self.remember(&event, false);
         self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks, busy });
         self.deliver_limited(f.stall_id, event);

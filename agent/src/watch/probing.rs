@@ -245,7 +245,10 @@ fn user_part(frames: &[Frame]) -> Vec<Option<String>> {
 fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<ProbeFrame>> {
     let p = PROBES.get()?;
     if wait {
-        return Some(p.symbolize(raw));
+        let frames = p.symbolize(raw);
+        // The indexes are read now: later reports need not wait for them (see below).
+        SYMBOLS_READY.store(true, Release);
+        return Some(frames);
     }
     if SYMBOLS_READY.load(Acquire) {
         // A stack in units not parsed yet costs milliseconds (more in debug builds): never wait for another
@@ -366,6 +369,10 @@ pub(crate) enum BusyVerdict {
 struct PollView {
     in_scheduler: bool,
     block_in_place: bool,
+    /// The innermost frame of the poll that isn't the standard library's is the app's: a poll stuck in a
+    /// sleep, a lock or a loop is in the app's code or in std under it, while a task that keeps being polled
+    /// is mostly caught inside tokio (sending, receiving, waking).
+    own_code: bool,
     /// The app's frames above the innermost poll frame (innermost first); `None` without a poll frame.
     user: Option<UserFrames>,
 }
@@ -385,7 +392,7 @@ fn same_frames(a: &UserFrames, b: &UserFrames) -> bool {
 impl PollView {
     /// Inside a poll that a scheduler runs, with some of the app's frames in it.
     fn in_poll(&self) -> bool {
-        self.in_scheduler && self.user.as_ref().is_some_and(|u| !u.is_empty())
+        self.in_scheduler && self.own_code && self.user.as_ref().is_some_and(|u| !u.is_empty())
     }
 }
 
@@ -395,7 +402,15 @@ fn poll_view(frames: &[ProbeFrame]) -> PollView {
         let n = name(f);
         POLL_FRAMES.iter().any(|m| n.contains(m))
     });
+    let own_code = poll.is_some_and(|i| {
+        frames
+            .iter()
+            .take(i)
+            .find(|f| !matches!(f.origin, FrameOrigin::Std | FrameOrigin::Probe | FrameOrigin::Unknown))
+            .is_some_and(|f| f.origin == FrameOrigin::User)
+    });
     PollView {
+        own_code,
         in_scheduler: frames.iter().any(|f| name(f).contains(SCHEDULER_FRAMES)),
         block_in_place: frames.iter().any(|f| name(f).contains("block_in_place")),
         user: poll.map(|i| {
@@ -592,6 +607,14 @@ mod tests {
         let at_send = vec![("app::ping::{async block}".to_string(), 0x3010)];
         let at_recv = vec![("app::ping::{async block}".to_string(), 0x3080)];
         assert!(!same_frames(&at_send, &at_recv));
+    }
+
+    #[test]
+    fn a_task_caught_inside_tokio_is_not_held_by_its_own_code() {
+        let mut frames = worker_stack(&["app::ping::{async block}"]);
+        frames.insert(1, frame("tokio::sync::mpsc::bounded::Sender::send", FrameOrigin::Runtime));
+        let v = poll_view(&frames);
+        assert!(v.in_scheduler && !v.own_code && !v.in_poll(), "{v:?}");
     }
 
     #[test]

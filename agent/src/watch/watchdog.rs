@@ -594,9 +594,12 @@ impl Watchdog {
             _ => stall_ns,
         };
         // Without the probes nothing can tell one long poll from many short ones: report nothing rather than
-        // guess (`Capabilities` says so).
-        if elapsed_ns < retry_at || !self.shared.config.probes {
-            return retry_at.saturating_sub(elapsed_ns).clamp(1, stall_ns);
+        // guess (`Capabilities` says so), and look no more often than while idle.
+        if !self.shared.config.probes {
+            return stall_ns;
+        }
+        if elapsed_ns < retry_at {
+            return (retry_at - elapsed_ns).min(stall_ns);
         }
         self.prepare(slot.tid);
         let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);

@@ -3,8 +3,9 @@
 //! hooks start the rest at the runtime's first poll, see `lifecycle.rs`). [`Agent`] reads an installed
 //! agent's snapshots, stalls and status, and [`StallSubscription`] receives its stall events.
 
+use crate::busy::{self, ThreadChain};
 use crate::capabilities::Capabilities;
-use crate::config::{Config, ConfigError, ENV_VARS, ReportTo};
+use crate::config::{Config, ConfigError, ENV_VARS, Mode, ReportTo};
 #[cfg(tokio_unstable)]
 use crate::hooks::{self};
 use crate::server::ServerStats as StreamStats;
@@ -66,6 +67,7 @@ pub struct AgentBuilder {
     bad_metrics: Option<(String, String)>,
     #[cfg(tokio_unstable)]
     chain: hooks::Chain,
+    threads: ThreadChain,
 }
 
 impl Default for AgentBuilder {
@@ -77,11 +79,28 @@ impl Default for AgentBuilder {
             use_env: true,
             #[cfg(tokio_unstable)]
             chain: hooks::Chain::default(),
+            threads: ThreadChain::default(),
         }
     }
 }
 
 impl AgentBuilder {
+    /// How stalls are found (default [`Mode::TaskHooks`] in builds with `--cfg tokio_unstable`, else
+    /// [`Mode::Stable`]); `LOOPSCOPE_MODE` overrides it. [`Mode::TaskHooks`] in a build without the cfg falls
+    /// back to [`Mode::Stable`], and [`Agent::capabilities`] says so.
+    ///
+    /// ```
+    /// use loopscope::Mode;
+    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
+    /// let agent = loopscope::Agent::builder().mode(Mode::Stable).ignore_env().serve("off").install(&mut builder).unwrap();
+    /// assert!(agent.capabilities().stall_detection);
+    /// assert!(!agent.capabilities().poll_timing);
+    /// ```
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
     /// A poll that holds its thread longer than this is a stall (default 10 ms, at least 100 µs).
     pub fn stall_threshold(mut self, d: Duration) -> Self {
         self.config.stall_threshold = d;
@@ -322,6 +341,34 @@ impl AgentBuilder {
         self
     }
 
+    /// Your own `on_thread_start` callback. tokio keeps one per runtime and stable mode sets it, so pass yours
+    /// here rather than on the runtime builder; it runs after loopscope's (in either mode).
+    pub fn on_thread_start(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.threads.start = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_thread_stop` callback, run before loopscope's (in either mode); see
+    /// [`on_thread_start`](Self::on_thread_start).
+    pub fn on_thread_stop(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.threads.stop = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_thread_park` callback. tokio keeps one per runtime and stable mode sets it, so pass yours
+    /// here rather than on the runtime builder; it runs after loopscope's (in either mode).
+    pub fn on_thread_park(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.threads.park = Some(Arc::new(f));
+        self
+    }
+
+    /// Your own `on_thread_unpark` callback, run before loopscope's (in either mode); see
+    /// [`on_thread_park`](Self::on_thread_park).
+    pub fn on_thread_unpark(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.threads.unpark = Some(Arc::new(f));
+        self
+    }
+
     /// The configuration this builder would install: code settings with `LOOPSCOPE_*` variables applied.
     pub fn resolve(&self) -> Result<Config, Error> {
         let mut config = self.config.clone();
@@ -356,7 +403,8 @@ impl AgentBuilder {
     /// builder, before `build()`.
     ///
     /// Fails only on invalid configuration, naming the setting or variable. Without `--cfg tokio_unstable` it
-    /// succeeds but can't time polls; see [`Agent::capabilities`].
+    /// runs in [`Mode::Stable`]: stalls are found and described, but tasks' polls are not timed and a stall's
+    /// task is unknown; see [`Agent::capabilities`].
     pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<Agent, Error> {
         let config = self.resolve()?;
         let shared = Shared::new(config, outputs::finish_check);
@@ -364,29 +412,47 @@ impl AgentBuilder {
         if !shared.config.enabled {
             return Ok(agent);
         }
-        #[cfg(tokio_unstable)]
         probing::start(&shared.config);
         outputs::start(&shared, &agent.capabilities()).map_err(Error::Output)?;
         // The timer-lateness probe needs tokio's time driver; `sleep` would panic without it. Enabling it is
         // idempotent and costs nothing until a timer is used.
         builder.enable_time();
-        #[cfg(tokio_unstable)]
-        hooks::install(builder, &shared, self.chain, crate::lifecycle::start);
-        #[cfg(not(tokio_unstable))]
-        warn_missing_unstable();
+        match shared.config.mode.effective() {
+            Mode::TaskHooks => {
+                #[cfg(tokio_unstable)]
+                hooks::install(builder, &shared, self.chain, crate::lifecycle::start);
+                busy::pass_through(builder, self.threads);
+            }
+            Mode::Stable => {
+                busy::install(builder, &shared, self.threads, crate::lifecycle::start);
+                note_stable_mode();
+            }
+        }
         Ok(agent)
     }
 }
 
-#[cfg(not(tokio_unstable))]
-fn warn_missing_unstable() {
+/// Says once per process what stable mode can't see, and how to get it: on stderr too when the build chose it
+/// (no `--cfg tokio_unstable`), since the user may not know; only as a `tracing` event when the code did.
+fn note_stable_mode() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let msg = "loopscope: this program was built without `--cfg tokio_unstable`, so tokio offers no task \
-                   hooks: poll timing and stall detection are OFF. Rebuild with RUSTFLAGS=\"--cfg tokio_unstable\" \
-                   (or add it to .cargo/config.toml) to enable them.";
-        tracing::warn!(target: "loopscope", "{msg}");
-        eprintln!("{msg}");
+        let built_without = !cfg!(tokio_unstable);
+        let why = if built_without {
+            "this program was built without `--cfg tokio_unstable`, so tokio offers no task hooks"
+        } else {
+            "Mode::Stable was chosen"
+        };
+        let msg = format!(
+            "loopscope: stable mode ({why}): stalls are found from the workers' busy spans and stack samples and \
+             reported with stack and classification, but their task id and spawn location are unknown and tasks' \
+             polls are not timed. For those, rebuild with RUSTFLAGS=\"--cfg tokio_unstable\" (or add it to \
+             .cargo/config.toml), or spawn the code you want timed with agent.spawn(..) / agent.instrument(..)."
+        );
+        tracing::info!(target: "loopscope", "{msg}");
+        if built_without {
+            eprintln!("{msg}");
+        }
     });
 }
 
@@ -457,6 +523,41 @@ impl Agent {
             crate::instrument::Instrumented::new(fut, Some(self.shared.clone()), crate::lifecycle::start, location)
                 .local_task();
         tokio::task::spawn_local(timed)
+    }
+
+    /// Spawns `fut` as a task (as `tokio::spawn`) with each of its polls timed exactly, under tokio's task id and
+    /// the location of this call: in [`Mode::Stable`], where tokio's task hooks are missing, this is how a task
+    /// gets per-poll timing and a stall report that names it and its spawn site. (With the task hooks it adds
+    /// nothing but the same figures, charged once.) Panics outside a runtime, as tokio's does.
+    ///
+    /// ```
+    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
+    /// let agent = loopscope::Agent::builder().mode(loopscope::Mode::Stable).serve("off").install(&mut builder).unwrap();
+    /// let rt = builder.enable_all().build().unwrap();
+    /// let answer = rt.block_on(async { agent.spawn(async { 6 * 7 }).await.unwrap() });
+    /// assert_eq!(answer, 42);
+    /// ```
+    #[track_caller]
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let location = std::panic::Location::caller();
+        let timed =
+            crate::instrument::Instrumented::new(fut, Some(self.shared.clone()), crate::lifecycle::start, location)
+                .local_task();
+        tokio::spawn(timed)
+    }
+
+    /// Stable mode's candidates so far: workers found busy past the threshold, and how many of them the probes
+    /// did not show to be held by one poll (many short polls, or the scheduler's own work), so no stall was
+    /// reported. Always zero in [`Mode::TaskHooks`].
+    pub fn busy_snapshot(&self) -> BusySnapshot {
+        BusySnapshot {
+            candidates: self.shared.busy_candidates.load(Relaxed),
+            rejected: self.shared.busy_rejected.load(Relaxed),
+        }
     }
 
     /// Identifies this agent (one per runtime) within the process.
@@ -597,4 +698,22 @@ impl StallSubscription {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }
+}
+
+/// Stable mode's busy workers so far ([`Agent::busy_snapshot`]).
+///
+/// # Examples
+/// ```
+/// let mut builder = tokio::runtime::Builder::new_current_thread();
+/// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();
+/// let busy = agent.busy_snapshot();
+/// assert!(busy.rejected <= busy.candidates);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusySnapshot {
+    /// Workers found busy past the stall threshold and looked at.
+    pub candidates: u64,
+    /// Of those, the ones not reported: the looks did not show one poll holding the worker.
+    pub rejected: u64,
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 /// | variable | meaning | default |
 /// |---|---|---|
 /// | `LOOPSCOPE_ENABLED` | `0`/`false`/`off` installs nothing | on |
+/// | `LOOPSCOPE_MODE` | `hooks` (tokio's task hooks: every poll timed, needs `--cfg tokio_unstable`) or `stable` (workers' busy spans and stack samples, any build) | `hooks` with the cfg, else `stable` |
 /// | `LOOPSCOPE_STALL_THRESHOLD` | a poll running longer than this is a stall (≥ 100µs) | `10ms` |
 /// | `LOOPSCOPE_SLOW_POLL_THRESHOLD` | polls at least this long count as slow | `50us` |
 /// | `LOOPSCOPE_WATCHDOG_INTERVAL` | how often the watchdog looks at running polls (100µs..=1s) | `1ms` |
@@ -40,6 +41,7 @@ use std::time::Duration;
 /// Booleans take `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`.
 pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_ENABLED",
+    "LOOPSCOPE_MODE",
     "LOOPSCOPE_STALL_THRESHOLD",
     "LOOPSCOPE_SLOW_POLL_THRESHOLD",
     "LOOPSCOPE_WATCHDOG_INTERVAL",
@@ -128,12 +130,70 @@ impl ReportTo {
     }
 }
 
+/// How the agent finds stalls ([`Config::mode`], `LOOPSCOPE_MODE`).
+///
+/// # Examples
+/// ```
+/// use loopscope::Mode;
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// let agent = loopscope::Agent::builder().mode(Mode::Stable).serve("off").install(&mut builder).unwrap();
+/// assert_eq!(agent.capabilities().mode, Mode::Stable);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// tokio's task hooks time every task poll: exact durations, task ids and spawn locations, per-task
+    /// statistics. Needs `--cfg tokio_unstable`; without it, `install` falls back to [`Mode::Stable`] and says so.
+    TaskHooks,
+    /// Built only from stable tokio APIs: the workers' park/unpark hooks say when each worker is busy, and a
+    /// worker busy past the threshold is confirmed as one long poll by the probes (a blocking syscall, a lock
+    /// wait, or the same frames under the task's poll in several stack samples) before it is reported, with
+    /// stack and classification. Task ids and spawn locations are unknown (reported as such); futures run
+    /// through [`Agent::spawn`](crate::Agent::spawn) or [`Agent::instrument`](crate::Agent::instrument) are
+    /// timed exactly, with their location, as in [`Mode::TaskHooks`].
+    Stable,
+}
+
+impl Default for Mode {
+    /// [`Mode::TaskHooks`] in builds with `--cfg tokio_unstable`, else [`Mode::Stable`].
+    fn default() -> Self {
+        if cfg!(tokio_unstable) { Mode::TaskHooks } else { Mode::Stable }
+    }
+}
+
+impl Mode {
+    /// `hooks` or `stable`.
+    fn parse(s: &str) -> Result<Mode, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "hooks" | "task-hooks" | "unstable" => Ok(Mode::TaskHooks),
+            "stable" => Ok(Mode::Stable),
+            _ => Err("expected hooks or stable".into()),
+        }
+    }
+
+    /// The mode this build can run: [`Mode::TaskHooks`] needs `--cfg tokio_unstable`.
+    pub(crate) fn effective(self) -> Mode {
+        if cfg!(tokio_unstable) { self } else { Mode::Stable }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::TaskHooks => "task hooks",
+            Mode::Stable => "stable",
+        })
+    }
+}
+
 /// The agent's settings after code and environment are combined. Read it back with
 /// [`Agent::config`](crate::Agent::config).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Install the agent at all.
     pub enabled: bool,
+    /// How stalls are found: every poll timed through tokio's task hooks, or (stable tokio only) the
+    /// workers' busy spans confirmed by stack samples.
+    pub mode: Mode,
     /// A poll that has run longer than this is a stall.
     pub stall_threshold: Duration,
     /// Polls at least this long count as slow.
@@ -191,6 +251,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: true,
+            mode: Mode::default(),
             stall_threshold: Duration::from_millis(10),
             slow_poll_threshold: Duration::from_micros(50),
             watchdog_interval: Duration::from_millis(1),
@@ -233,6 +294,7 @@ impl Config {
             let err = |reason: String| ConfigError::InvalidEnv { var: var.clone(), value: value.clone(), reason };
             match var.as_str() {
                 "LOOPSCOPE_ENABLED" => self.enabled = parse_bool(v).map_err(err)?,
+                "LOOPSCOPE_MODE" => self.mode = Mode::parse(v).map_err(err)?,
                 "LOOPSCOPE_STALL_THRESHOLD" => self.stall_threshold = parse_duration(v).map_err(err)?,
                 "LOOPSCOPE_SLOW_POLL_THRESHOLD" => self.slow_poll_threshold = parse_duration(v).map_err(err)?,
                 "LOOPSCOPE_WATCHDOG_INTERVAL" => self.watchdog_interval = parse_duration(v).map_err(err)?,

@@ -27,7 +27,7 @@ pub struct Instrumented<F> {
     start: fn(&Arc<Shared>),
     id: u64,
     location_addr: usize,
-    /// A `LocalSet` task (`Agent::spawn_local`): its id is tokio's, learned at its first poll.
+    /// A task (`Agent::spawn_local`, `Agent::spawn`): its id is tokio's, learned at its first poll.
     local: bool,
 }
 
@@ -59,7 +59,8 @@ impl<F: Future> Instrumented<F> {
         }
     }
 
-    /// The same for a task spawned onto a `LocalSet`, which keeps tokio's task id.
+    /// The same for a task (spawned onto a `LocalSet` by `Agent::spawn_local`, or onto the runtime by
+    /// `Agent::spawn`), which keeps tokio's task id.
     pub(crate) fn local_task(mut self) -> Self {
         self.local = true;
         self

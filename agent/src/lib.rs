@@ -36,9 +36,12 @@
 //! ## Requirements
 //!
 //! Task hooks are an unstable tokio API: build with `RUSTFLAGS="--cfg tokio_unstable"` (or set it in
-//! `.cargo/config.toml`). Without it the crate still compiles and [`AgentBuilder::install`] succeeds, but it
-//! reports (once, as a warning, and in [`Agent::capabilities`]) that poll timing and stall detection are
-//! unavailable.
+//! `.cargo/config.toml`) for every task's polls timed and every stall named by task and spawn location.
+//! Without it, [`AgentBuilder::install`] runs in [`Mode::Stable`], built from stable tokio APIs only: the
+//! workers' park/unpark hooks say when a worker is busy, and the probes confirm that one poll holds a worker
+//! busy past the threshold before it is reported (with stack and classification, but no task id or spawn
+//! location; [`Agent::spawn`] and [`Agent::instrument`] give those for the code that uses them).
+//! [`Agent::capabilities`] says which mode runs and what it lacks.
 //!
 //! ## Configuration
 //!
@@ -66,12 +69,13 @@
 //! counters that only the polling thread writes. See BENCHMARKS.md in the repository for measured figures.
 
 #![forbid(unsafe_code)]
-// Without tokio's task hooks most of the machinery is never started; it still compiles, so that apps built
-// without the flag get a clear message instead of a build failure.
+// Without tokio's task hooks the task table and the hooks' helpers are unused (stable mode watches busy spans);
+// they still compile, so the two builds share one source.
 #![cfg_attr(not(tokio_unstable), allow(dead_code, unused_imports, unused_variables))]
 
 mod agent;
 mod agent_thread;
+mod busy;
 mod capabilities;
 pub mod check {
     //! CI mode: fail a test when any handler blocks the event loop, and name the culprit.
@@ -115,9 +119,10 @@ mod sync;
 mod taskid;
 mod watch;
 
-pub use agent::{Agent, AgentBuilder, Error, StallSubscription};
+pub use agent::{Agent, AgentBuilder, BusySnapshot, Error, StallSubscription};
+pub use busy::ThreadHook;
 pub use capabilities::Capabilities;
-pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, ReportTo};
+pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, Mode, ReportTo};
 #[cfg(tokio_unstable)]
 pub use hooks::TaskHook;
 pub use instrument::Instrumented;

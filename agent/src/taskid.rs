@@ -45,8 +45,9 @@ pub(crate) fn is_instrumented(id: u64) -> bool {
     id & FUTURE_ID_BIT != 0
 }
 
-/// A `LocalSet` task spawned with `Agent::spawn_local` (tokio fires no hooks for those) carries tokio's own id
-/// with this bit set, so the watchdog knows it is a task whatever thread runs it.
+/// A task whose future loopscope wraps — a `LocalSet` task spawned with `Agent::spawn_local` (tokio fires no
+/// hooks for those), or a task spawned with `Agent::spawn` (stable mode has no task hooks) — carries tokio's own
+/// id with this bit set, so the watchdog knows it is a task whatever thread runs it.
 pub(crate) const LOCAL_TASK_BIT: u64 = 1 << 61;
 
 /// The id to report for a poll: tokio's, without loopscope's marker bit for local tasks.

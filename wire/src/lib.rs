@@ -35,5 +35,5 @@ pub use snapshot::{
 pub use stall::example_stall;
 pub use stall::{
     CounterDeltas, Culprit, CulpritSample, Frame, InFlightPoll, Location, ProbeStatus, StallEvent, StallKind,
-    StallPhase, StallSummary, StallTime, ThreadInfo,
+    StallPhase, StallSummary, StallTime, ThreadInfo, UNKNOWN_TASK,
 };

@@ -113,9 +113,11 @@ pub struct StallEvent {
     pub worker: Option<u32>,
     /// The OS thread running the poll.
     pub thread: ThreadInfo,
-    /// The task being polled.
+    /// The task being polled; 0 when unknown: an agent in stable mode (no tokio task hooks) finds a stall from
+    /// the worker's busy span and its stack, not from the task's poll, unless the task was spawned with
+    /// `Agent::spawn`.
     pub task_id: u64,
-    /// Where the task was spawned, when known.
+    /// Where the task was spawned, when known (never in stable mode, unless spawned with `Agent::spawn`).
     pub location: Option<Location>,
     /// How long the poll had run when this event was produced; for `Ended`, the poll's final duration.
     pub elapsed: Duration,
@@ -143,6 +145,11 @@ pub struct StallEvent {
     pub agent_task: Option<String>,
 }
 
+/// How a report names a stall whose task is unknown (task id 0, no location): an agent in stable mode, without
+/// tokio's task hooks; the words say how to get them.
+pub const UNKNOWN_TASK: &str = "an unknown task (stable mode has no task hooks: build with --cfg tokio_unstable, or \
+                                spawn it with Agent::spawn, to name it)";
+
 impl StallEvent {
     /// A one-line human description, e.g. for logs.
     pub fn summary(&self) -> String {
@@ -164,6 +171,7 @@ impl StallEvent {
         let task = match (&self.agent_task, self.kind) {
             (Some(name), _) => format!("loopscope's own task {} ({name})", self.task_id),
             (None, StallKind::BlockOn) => format!("the block_on body at {loc}"),
+            (None, _) if self.task_id == 0 && self.location.is_none() => UNKNOWN_TASK.to_string(),
             (None, _) => format!("task {} spawned at {loc}", self.task_id),
         };
         let mut s = format!("{task} {what} {worker} (tid {}){kind} for {:.1?}{still}", self.thread.tid, self.elapsed);

@@ -24,7 +24,8 @@ use crate::shared::tables::{FINISHED, LIVE, RingCursor, TERMINATING, TaskCounts}
 use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared};
 use crate::stream::outputs::Outputs;
 use crate::sync::lock;
-use crate::watch::watchdog::{Flag, WatchMsg};
+use crate::watch::probing::BusyVerdict;
+use crate::watch::watchdog::{Flag, Verdict, WatchMsg};
 use loopscope_wire::{StallEvent, StallPhase, StallSummary, ThreadInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ struct Open {
     delivered: bool,
     /// Looks at the stalled thread, the first taken when the stall was flagged.
     looks: Vec<crate::watch::probing::Look>,
+    /// Stable mode: the watchdog's verdict to update, and the app's frames under the poll that confirmed the
+    /// stall, by which later looks tell whether it still runs.
+    busy: Option<(Arc<Verdict>, Option<crate::watch::probing::UserFrames>)>,
 }
 
 struct RateLimit {
@@ -88,6 +92,9 @@ struct AgentThread {
     freed: Vec<u64>,
     /// How far the list of finished tasks has read the hooks' ring.
     ring: RingCursor,
+    /// Stable mode: per thread (its slot's address), the busy span (tagged sequence number) whose last candidate
+    /// was rejected, and the run of agreeing stacks it ended on, for the span's next candidate to continue.
+    carry: HashMap<usize, (u64, (crate::watch::probing::UserFrames, usize))>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<WatchMsg>) {
@@ -104,6 +111,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         outputs: Outputs::new(&shared),
         freed: Vec::new(),
         ring: RingCursor::default(),
+        carry: HashMap::new(),
         shared,
     };
     let mut sampler = None;
@@ -223,6 +231,14 @@ impl AgentThread {
             }
             WatchMsg::Updated { stall_id, elapsed_ns, at_unix_nanos, look, time } => {
                 let threshold = self.shared.config.stall_threshold;
+                if let Some(look) = &look
+                    && let Some(open) = self.open.get(&stall_id)
+                    && let Some((_, Some(frames))) = &open.busy
+                    && crate::watch::probing::same_poll(look, frames) == Some(false)
+                {
+                    self.busy_poll_ended(stall_id);
+                    return;
+                }
                 let Some(open) = self.open.get_mut(&stall_id) else { return };
                 open.looks.extend(look);
                 open.event.elapsed = Duration::from_nanos(elapsed_ns);
@@ -264,13 +280,82 @@ impl AgentThread {
     }
 
     fn started(&mut self, mut f: Flag) {
-        let looks: Vec<_> = f.look.take().into_iter().collect();
+        let mut looks: Vec<_> = f.look.take().into_iter().collect();
+        let mut busy = None;
+        if let Some(verdict) = f.confirm.take() {
+            // Stable mode: a worker busy past the threshold; a stall only if the looks show one poll holding it.
+            looks.append(&mut f.more_looks);
+            let key = Arc::as_ptr(&f.slot) as usize;
+            let carry = self.carry.get(&key).filter(|c| c.0 == f.span_seq).map(|c| &c.1);
+            let (decided, carried) = crate::watch::probing::confirm_busy(&looks, f.span_ended, carry);
+            match carried {
+                Some(c) => {
+                    // One entry per thread that has a rejected span now; bounded all the same.
+                    if self.carry.len() >= 256 {
+                        self.carry.clear();
+                    }
+                    self.carry.insert(key, (f.span_seq, c));
+                }
+                None => {
+                    self.carry.remove(&key);
+                }
+            }
+            // Counted once decided, so that `rejected <= candidates` and a reader never sees one undecided.
+            self.shared.busy_candidates.fetch_add(1, Relaxed);
+            match decided {
+                BusyVerdict::Stall { reason, block_in_place, frames } => {
+                    tracing::debug!(target: "loopscope", stall_id = f.stall_id, "busy worker confirmed: {reason}");
+                    self.shared.stall_count.fetch_add(1, Relaxed);
+                    if block_in_place {
+                        f.kind = loopscope_wire::StallKind::BlockInPlace;
+                        f.worker = None;
+                        self.shared.block_in_place_count.fetch_add(1, Relaxed);
+                    }
+                    verdict.set(Verdict::CONFIRMED);
+                    busy = Some((verdict, frames));
+                }
+                BusyVerdict::NotOnePoll(why) => {
+                    tracing::trace!(target: "loopscope", "busy worker not stalled: {why}");
+                    self.shared.busy_rejected.fetch_add(1, Relaxed);
+                    verdict.set(Verdict::REJECTED);
+                    return;
+                }
+                BusyVerdict::NotWorker => {
+                    self.shared.busy_rejected.fetch_add(1, Relaxed);
+                    verdict.set(Verdict::NOT_WORKER);
+                    return;
+                }
+            }
+        }
         let mut event = self.event_from(&f, StallPhase::Started, true);
         let threshold = self.shared.config.stall_threshold;
-        event.culprit = crate::watch::probing::culprit(&looks, false, event.time.as_ref(), threshold, false);
+        // A confirmed busy span's stacks were just symbolized to confirm it: names cost nothing more now.
+        let wait = busy.is_some();
+        event.culprit = crate::watch::probing::culprit(&looks, wait, event.time.as_ref(), threshold, false);
         self.remember(&event, false);
-        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks });
+        self.open.insert(f.stall_id, Open { event: event.clone(), delivered: false, looks, busy });
         self.deliver_limited(f.stall_id, event);
+    }
+
+    /// Stable mode: a later look at a confirmed stall found the worker out of that poll, though it has not parked
+    /// (it went on to other tasks, or a current-thread runtime's `block_on` returned): the stall ended between
+    /// the last look that still saw it and this one. Its end is reported now, with the duration the last event
+    /// gave (a lower bound), and the watchdog looks at the rest of the busy span afresh.
+    fn busy_poll_ended(&mut self, stall_id: u64) {
+        let Some(mut open) = self.open.remove(&stall_id) else { return };
+        if let Some((verdict, _)) = &open.busy {
+            verdict.set(Verdict::ENDED);
+        }
+        open.event.phase = StallPhase::Ended;
+        open.event.at_unix_nanos = crate::os::unix_nanos();
+        let threshold = self.shared.config.stall_threshold;
+        open.event.culprit =
+            crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
+        self.remember(&open.event, true);
+        if open.delivered {
+            open.event.suppressed = std::mem::take(&mut self.suppressed_since);
+            self.deliver(&open.event);
+        }
     }
 
     /// A stall found only after it ended: one `Ended` event.

@@ -94,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) first_poll_probe_task: AtomicU64,
     /// Looks at a stalled thread thrown away because the poll ended while they were taken.
     pub(crate) discarded_looks: AtomicU64,
+    /// Stable mode: workers found busy past the threshold and examined, and those not shown to be held by one
+    /// poll (`Agent::busy_snapshot`).
+    pub(crate) busy_candidates: AtomicU64,
+    pub(crate) busy_rejected: AtomicU64,
     /// The watchdog thread's scheduling priority, as obtained.
     pub(crate) watchdog_priority: std::sync::OnceLock<String>,
     /// Set while the watchdog sleeps a whole threshold because no poll was in flight; the next poll wakes
@@ -178,6 +182,8 @@ impl Shared {
             timer_probe_task: AtomicU64::new(0),
             first_poll_probe_task: AtomicU64::new(0),
             discarded_looks: AtomicU64::new(0),
+            busy_candidates: AtomicU64::new(0),
+            busy_rejected: AtomicU64::new(0),
             watchdog_priority: std::sync::OnceLock::new(),
             watchdog_asleep: Padded(AtomicBool::new(false)),
             watchdog_thread: std::sync::OnceLock::new(),

@@ -133,6 +133,12 @@ pub(crate) struct WorkerSlot {
     pub(crate) opening: Closing,
     /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
     pub(crate) nested: AtomicU64,
+    // --- written by the owning thread in tokio's park/unpark hooks (stable mode only) ---
+    /// Odd while the worker is busy (between an unpark and the next park): a seqlock over `busy_start`,
+    /// written as the poll in flight is (module docs), but only twice per park, never per poll.
+    pub(crate) busy_seq: AtomicU64,
+    /// The agent's raw clock at the unpark that began the busy span.
+    pub(crate) busy_start: AtomicU64,
     // --- identity, fixed at registration ---
     pub(crate) tid: i32,
     pub(crate) thread_id: ThreadId,
@@ -165,6 +171,8 @@ impl WorkerSlot {
             closing_count: AtomicU64::new(0),
             opening: Closing::default(),
             nested: AtomicU64::new(0),
+            busy_seq: AtomicU64::new(0),
+            busy_start: AtomicU64::new(0),
             tid: crate::os::current_tid(),
             thread_id: current.id(),
             thread_name: current.name().map(str::to_string),
@@ -323,6 +331,52 @@ impl WorkerSlot {
             .filter_map(Self::read_closing)
             .filter(|r| r.raw <= raw)
             .max_by_key(|r| r.raw)
+    }
+
+    /// The worker unparked (stable mode): it is busy from `start` until [`park`](Self::park). Owner thread only;
+    /// tokio's unpark hook.
+    pub(crate) fn unpark(&self, start: u64) {
+        let mut seq = self.busy_seq.load(Relaxed);
+        if seq & 1 == 1 {
+            // Two unparks without a park between them (the agent installed mid-span cannot happen, but a
+            // missed hook must not leave the span's start stale): close the old span first.
+            seq = seq.wrapping_add(1);
+            self.busy_seq.store(seq, Relaxed);
+        }
+        // Seqlock writer, as in `begin`: the even sequence before the new start.
+        fence(Release);
+        self.busy_start.store(start, Relaxed);
+        self.busy_seq.store(seq.wrapping_add(1), Release);
+    }
+
+    /// The worker is about to park (stable mode): its busy span ends. Owner thread only; tokio's park hook.
+    pub(crate) fn park(&self) {
+        let seq = self.busy_seq.load(Relaxed);
+        if seq & 1 == 1 {
+            self.busy_seq.store(seq.wrapping_add(1), Release);
+        }
+    }
+
+    /// A consistent read of the busy span in flight (stable mode), as [`in_flight`](Self::in_flight) reads the
+    /// poll: its sequence number tagged with [`BUSY_SEQ`] (so it is never mistaken for a poll's) and its start.
+    pub(crate) fn busy(&self) -> Option<(u64, u64)> {
+        let seq = self.busy_seq.load(Acquire);
+        if seq & 1 == 0 {
+            return None;
+        }
+        let start = self.busy_start.load(Relaxed);
+        fence(Acquire);
+        (self.busy_seq.load(Relaxed) == seq).then_some((seq | BUSY_SEQ, start))
+    }
+
+    /// Whether the poll or busy span with sequence number `seq` (a poll's, or a busy span's tagged with
+    /// [`BUSY_SEQ`]) is still the one in flight: a look at the thread must describe it. A busy span counts as
+    /// in flight only while no timed poll interrupts it.
+    pub(crate) fn still_in(&self, seq: u64) -> bool {
+        if seq & BUSY_SEQ == 0 {
+            return self.seq.load(Acquire) == seq;
+        }
+        self.busy_seq.load(Acquire) | BUSY_SEQ == seq && self.seq.load(Acquire) & 1 == 0
     }
 
     /// Whether this thread is inside a poll of `task_id` right now. Owner thread only.
@@ -505,6 +559,10 @@ pub(crate) fn existing_slot<R>(agent: u64, f: impl FnOnce(&WorkerSlot) -> R) -> 
         .ok()
         .flatten()
 }
+
+/// Tags a busy span's sequence number (stable mode) so that it never equals a poll's: polls would need 2^63 of
+/// them to reach it.
+pub(crate) const BUSY_SEQ: u64 = 1 << 63;
 
 /// A poll's first scheduler reading is taken when it passes this fraction of the threshold:
 /// early enough that the unmeasured start of a stall is small, late enough that short polls cost nothing. A

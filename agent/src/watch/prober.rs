@@ -29,9 +29,17 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
     let _ = loopscope_probes::thread::raise_priority(false, -10);
     // Ends when the watchdog exits (its sender is dropped) after draining what it sent.
     while let Ok(ProbeJob { mut msg, look }) = rx.recv() {
+        let confirm = look.as_ref().filter(|req| req.confirm).map(|req| (req.slot.clone(), req.seq, req.tid));
         let look = look.and_then(|req| take_look(&shared, &req));
         match &mut msg {
-            WatchMsg::Started(flag) => flag.look = look,
+            WatchMsg::Started(flag) => {
+                let first = look.as_ref().map(|l| (l.at_elapsed, std::time::Instant::now()));
+                if let (Some((slot, seq, tid)), Some((at, t0))) = (confirm, first) {
+                    let stacks = usize::from(look.as_ref().is_some_and(|l| matches!(l.snapshot.stack, Some(Ok(_)))));
+                    (flag.more_looks, flag.span_ended) = confirm_looks(&shared, &slot, seq, tid, at, t0, stacks);
+                }
+                flag.look = look;
+            }
             WatchMsg::Updated { look: l, .. } => *l = look,
             WatchMsg::Sampled { look: l, .. } => match look {
                 Some(look) => *l = Some(look),
@@ -63,23 +71,27 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
 ///   the thread did not move while it was read, so a poll in flight before and after means the call was the
 ///   poll's.
 fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
-    if req.slot.seq.load(Acquire) != req.seq {
+    if !req.slot.still_in(req.seq) {
         shared.discarded_looks.fetch_add(1, Relaxed);
         return None;
     }
     let mut look = Look { at_elapsed: req.at_elapsed, snapshot: probing::look(req.tid, None) };
-    if req.slot.seq.load(Acquire) != req.seq {
+    if !req.slot.still_in(req.seq) {
         shared.discarded_looks.fetch_add(1, Relaxed);
         return None;
     }
-    if req.with_stack && req.slot.seq.load(Acquire) == req.seq {
+    if req.with_stack && req.slot.still_in(req.seq) {
         // A runnable thread takes the signal only when it gets a CPU; don't hold the other looks up for
         // long. A stall that goes on is captured again at its next doubling.
         let runnable = look.snapshot.sample.as_ref().is_ok_and(|s| s.state == RunState::Running);
-        let timeout = if runnable { probing::RUNNABLE_CAPTURE_TIMEOUT } else { probing::CAPTURE_TIMEOUT };
+        let timeout = match (runnable, req.confirm) {
+            (true, true) => probing::CONFIRM_CAPTURE_TIMEOUT,
+            (true, false) => probing::RUNNABLE_CAPTURE_TIMEOUT,
+            (false, _) => probing::CAPTURE_TIMEOUT,
+        };
         let stack = probing::look(req.tid, Some(timeout)).stack;
         let outside = matches!(&stack, Some(Ok(raw)) if raw.method == CaptureMethod::Outside);
-        if outside && req.slot.seq.load(Acquire) != req.seq {
+        if outside && !req.slot.still_in(req.seq) {
             shared.discarded_looks.fetch_add(1, Relaxed);
         } else {
             look.snapshot.stack = stack;
@@ -89,4 +101,41 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
         }
     }
     Some(look)
+}
+
+/// Looks taken after the first at a busy worker (stable mode), `probing::CONFIRM_GAP` apart, until
+/// `CONFIRM_STACKS` stacks (counting the first look's `stacks`) or `CONFIRM_MAX_LOOKS` looks, for the agent
+/// thread to decide whether one poll holds it (`probing::confirm_busy`). Stops early if the span ends (the
+/// worker parked: whatever held it is over), and says so. The prober sleeps between them: it looks at nothing
+/// else meanwhile, for a few milliseconds, as it does while a capture waits for a thread.
+fn confirm_looks(
+    shared: &Shared,
+    slot: &std::sync::Arc<crate::shared::slots::WorkerSlot>,
+    seq: u64,
+    tid: i32,
+    first_at: std::time::Duration,
+    first_taken: std::time::Instant,
+    mut stacks: usize,
+) -> (Vec<Look>, bool) {
+    let mut looks = Vec::new();
+    while stacks < probing::CONFIRM_STACKS && looks.len() + 1 < probing::CONFIRM_MAX_LOOKS {
+        std::thread::sleep(probing::CONFIRM_GAP);
+        let req = LookRequest {
+            slot: slot.clone(),
+            seq,
+            tid,
+            at_elapsed: first_at + first_taken.elapsed(),
+            with_stack: true,
+            captured: Default::default(),
+            confirm: true,
+        };
+        match take_look(shared, &req) {
+            Some(l) => {
+                stacks += usize::from(matches!(l.snapshot.stack, Some(Ok(_))));
+                looks.push(l);
+            }
+            None => return (looks, true),
+        }
+    }
+    (looks, false)
 }

@@ -8,14 +8,14 @@
 
 use crate::shared::Shared;
 use crate::shared::slots::FIRST_READING_DIVISOR;
-use crate::shared::slots::{Clocks, LONG_POLLS, WorkerSlot};
+use crate::shared::slots::{Clocks, InFlight, LONG_POLLS, WorkerSlot};
 use crate::shared::tables::NONE;
 use crate::watch::accounting::{Reading, account};
 use crate::watch::probing::{self, Look};
 use loopscope_wire::{StallKind, StallTime};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -39,6 +39,42 @@ pub(crate) struct Flag {
     pub(crate) time: Option<StallTime>,
     /// The name of loopscope's own task, when the stalled task is one.
     pub(crate) agent_task: Option<&'static str>,
+    /// Stable mode: a worker busy past the threshold, not yet a stall. The agent thread decides from the looks
+    /// (`probing::confirm_busy`) and tells the watchdog here; until then nothing counts it.
+    pub(crate) confirm: Option<Arc<Verdict>>,
+    /// Stable mode: the looks the prober took after the first, a couple of milliseconds apart, to confirm.
+    pub(crate) more_looks: Vec<Look>,
+    /// Stable mode: the busy span ended (the worker parked) before those looks were all taken.
+    pub(crate) span_ended: bool,
+    /// Stable mode: the busy span's (tagged) sequence number; 0 for a poll.
+    pub(crate) span_seq: u64,
+}
+
+/// The agent thread's verdict on a candidate stall (stable mode), read by the watchdog.
+#[derive(Debug, Default)]
+pub(crate) struct Verdict(AtomicU8);
+
+impl Verdict {
+    /// Not decided yet.
+    pub(crate) const PENDING: u8 = 0;
+    /// One poll holds the worker: a stall, reported and followed like a timed poll's.
+    pub(crate) const CONFIRMED: u8 = 1;
+    /// Not one poll (many short ones, or the scheduler's own work): try again later in the span.
+    pub(crate) const REJECTED: u8 = 2;
+    /// The thread runs no worker (a `spawn_blocking` thread, or one back in the blocking pool after
+    /// `block_in_place`; no park hook ends their spans): stop looking until its span changes.
+    pub(crate) const NOT_WORKER: u8 = 3;
+    /// A confirmed stall whose poll a later look found over, though the worker has not parked: the agent thread
+    /// reported its end; look at the rest of the span afresh.
+    pub(crate) const ENDED: u8 = 4;
+
+    pub(crate) fn set(&self, v: u8) {
+        self.0.store(v, Release);
+    }
+
+    pub(crate) fn get(&self) -> u8 {
+        self.0.load(Acquire)
+    }
 }
 
 /// What the watchdog tells the agent thread.
@@ -84,6 +120,8 @@ pub(crate) struct LookRequest {
     /// Stacks captured so far for this stall, counted here and read by the watchdog (which stops asking
     /// for stacks after a few).
     pub(crate) captured: Arc<AtomicUsize>,
+    /// Stable mode: a candidate stall, to be confirmed from several looks a little apart.
+    pub(crate) confirm: bool,
 }
 
 /// A message for the agent thread, with the look to take first, if any.
@@ -106,6 +144,10 @@ struct Tracked {
     /// Stacks captured so far (the prober counts; at most `MAX_CAPTURES` are asked for).
     captured: Arc<AtomicUsize>,
     tid: i32,
+    /// Stable mode: a busy span waiting for (or given) the agent thread's verdict.
+    verdict: Option<Arc<Verdict>>,
+    /// Stable mode: how far into the span the candidate was flagged.
+    flagged_ns: u64,
 }
 
 /// Scheduler readings of the thread running one poll (see `accounting.rs`).
@@ -129,10 +171,28 @@ struct SlotWatch {
     flagged: VecDeque<u64>,
     /// Readings of the poll in flight, once it passed a quarter of the threshold.
     readings: Option<PollReadings>,
+    /// Stable mode: when a timed poll (`Agent::spawn`, `instrument`) was last seen in flight during the busy
+    /// span with this (tagged) sequence number. That poll is timed and reported on its own, so the span counts
+    /// from here on: its time must not make the span a second stall.
+    busy_floor: Option<(u64, u64)>,
+    /// Stable mode: the busy span (tagged sequence number) whose candidates were rejected, how many times,
+    /// and how far into it to look again.
+    busy_retry: Option<BusyRetry>,
+}
+
+/// See [`SlotWatch::busy_retry`].
+#[derive(Debug, Clone, Copy)]
+struct BusyRetry {
+    seq: u64,
+    rejections: u32,
+    /// Look again once the span is this old; `u64::MAX`: never (the thread is no worker).
+    at_ns: u64,
 }
 
 struct Watchdog {
     shared: Arc<Shared>,
+    /// Stable mode: watch the workers' busy spans (`busy.rs`) as well as timed polls.
+    stable: bool,
     handle: Option<Handle>,
     tx: SyncSender<ProbeJob>,
     slots: Vec<Arc<WorkerSlot>>,
@@ -160,6 +220,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
     // Before the first tick: a poll that finds the watchdog asleep must be able to wake it.
     let _ = shared.watchdog_thread.set(std::thread::current());
     let mut w = Watchdog {
+        stable: shared.config.mode.effective() == crate::config::Mode::Stable,
         shared,
         handle,
         tx,
@@ -179,7 +240,10 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         // and let the next poll wake us (one futex wake,
         // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
         // poll that starts meanwhile is seen here or sees the flag.
-        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
+        // Not in stable mode: no hook wakes the watchdog when a worker unparks (the unpark hook doesn't know
+        // whether loopscope's own 20 ms timer probe woke it, and waking for that would cost more than it
+        // saves), so it looks every threshold: 100 short wake-ups a second at 10 ms (see BENCHMARKS.md).
+        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes && !w.stable;
         if deep {
             w.shared.watchdog_asleep.store(true, SeqCst);
             // The hook stores its poll's sequence number and then reads the flag, with no fence (it runs on
@@ -274,13 +338,18 @@ impl Watchdog {
             self.watch.retain(|k, _| live.contains(k));
             // Open perf counters and reserve stack storage for new threads; release exited ones.
             let tids: std::collections::HashSet<i32> = self.slots.iter().map(|s| s.tid).collect();
-            for tid in tids.difference(&self.prepared) {
-                probing::prepare(*tid);
-            }
             for tid in self.prepared.difference(&tids) {
                 probing::forget(*tid);
             }
-            self.prepared = tids;
+            self.prepared.retain(|t| tids.contains(t));
+            // Stable mode registers every thread the runtime starts, `spawn_blocking`'s too (up to 512): perf
+            // counters for each would cost file descriptors for threads that never stall a worker. There a thread is
+            // prepared when it is first flagged (`prepare`), here at once.
+            if !self.stable {
+                for tid in tids {
+                    self.prepare(tid);
+                }
+            }
         }
         for i in 0..self.slots.len() {
             let slot = self.slots[i].clone();
@@ -301,7 +370,11 @@ impl Watchdog {
     fn look(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch) -> u64 {
         // A thread that exited can't be in a poll, whatever its slot last said (its runtime may have shut
         // down between the before- and after-poll hooks): a stall it was in ends here.
-        let in_flight = if slot.alive.load(Acquire) { slot.in_flight() } else { None };
+        let alive = slot.alive.load(Acquire);
+        let timed = if alive { slot.in_flight() } else { None };
+        // Stable mode: a worker's busy span stands for a poll when no timed poll runs (see `look_busy`).
+        let busy = if self.stable && alive { self.busy_span(slot, sw, timed.is_some()) } else { None };
+        let in_flight = timed.or(busy);
         // A stall we follow ended if its poll is no longer the one in flight.
         if let Some(t) = &sw.tracked
             && in_flight.is_none_or(|f| f.seq != t.seq)
@@ -310,6 +383,9 @@ impl Watchdog {
             self.end(slot, t, sw.readings.take());
         }
         self.late_stalls(slot, sw);
+        if let Some(b) = busy {
+            return self.look_busy(slot, sw, b);
+        }
         if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq)) {
             sw.readings = None;
         }
@@ -345,6 +421,7 @@ impl Watchdog {
                         at_elapsed,
                         with_stack,
                         captured: t.captured.clone(),
+                        confirm: false,
                     };
                     let stall_id = t.stall_id;
                     self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
@@ -365,6 +442,7 @@ impl Watchdog {
                 0
             }
             None if elapsed_ns >= self.shared.stall_ns => {
+                self.prepare(slot.tid);
                 let location = self.shared.locations.find(f.location_addr);
                 let mut flag = self.flag(slot, f.task_id, self.shared.tasks.find(f.task_id), location, elapsed_ns);
                 // Seen for the first time past the threshold (the watchdog was late, or the threshold is below
@@ -387,6 +465,7 @@ impl Watchdog {
                     at_elapsed,
                     with_stack: true,
                     captured: captured.clone(),
+                    confirm: false,
                 };
                 sw.tracked = Some(Tracked {
                     seq: f.seq,
@@ -396,6 +475,8 @@ impl Watchdog {
                     next_sample_ns: elapsed_ns.saturating_add(CONFIRM_AFTER_NS.max(self.shared.stall_ns / 4)),
                     captured,
                     tid: slot.tid,
+                    verdict: None,
+                    flagged_ns: elapsed_ns,
                 });
                 if sw.flagged.len() >= LONG_POLLS {
                     sw.flagged.pop_front();
@@ -419,6 +500,163 @@ impl Watchdog {
                 (self.shared.stall_ns - elapsed_ns).min(first_reading_ns)
             }
         }
+    }
+
+    /// Stable mode: the busy span in flight on `slot`, as if it were a poll (its tagged sequence number, no
+    /// task), counted from the last timed poll seen in it, if any. `None` when the worker is parked, or while a
+    /// timed poll runs: that poll is watched as itself, and its time is then taken off the span.
+    fn busy_span(&self, slot: &WorkerSlot, sw: &mut SlotWatch, timed: bool) -> Option<InFlight> {
+        let (seq, start) = slot.busy()?;
+        if timed {
+            sw.busy_floor = Some((seq, self.shared.clock.raw()));
+            return None;
+        }
+        let start = match sw.busy_floor {
+            Some((s, raw)) if s == seq => start.max(raw),
+            _ => start,
+        };
+        Some(InFlight { seq, start, task_id: 0, location_addr: 0 })
+    }
+
+    /// Stable mode: looks at a busy span `f` (from [`busy_span`](Self::busy_span)); returns the nanoseconds until it
+    /// could need another look.
+    ///
+    /// A span past the threshold is only a *candidate*: a worker that runs many short polls is busy just as long
+    /// as one that is blocked. The prober takes several looks a little apart and the agent thread decides
+    /// (`probing::confirm_busy`): a blocking syscall or a lock wait inside a poll, or the same frames under the
+    /// task's poll in every stack sample. Confirmed, the span is followed like a timed poll (reports at 2×, 4×,
+    /// ... and an end when the worker parks); rejected, it is looked at again a threshold later, then two, four
+    /// and eight, so a storm of short polls costs a few looks a second at most.
+    fn look_busy(&mut self, slot: &Arc<WorkerSlot>, sw: &mut SlotWatch, f: InFlight) -> u64 {
+        // Scheduler readings of the span, as of a poll (`accounting.rs`), from the candidate on: they split its
+        // time so that a worker the OS kept waiting for a CPU is told from one that computed.
+        if sw.readings.is_some_and(|r| r.seq != f.seq || r.start != f.start) {
+            sw.readings = None;
+        }
+        let stall_ns = self.shared.stall_ns;
+        let interval_ns = u64::try_from(self.shared.config.watchdog_interval.as_nanos()).unwrap_or(u64::MAX);
+        let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, self.shared.clock.raw());
+        let at_elapsed = Duration::from_nanos(elapsed_ns);
+        if let Some(t) = &mut sw.tracked {
+            t.last_elapsed_ns = elapsed_ns;
+            let verdict = t.verdict.as_ref().map_or(Verdict::CONFIRMED, |v| v.get());
+            match verdict {
+                Verdict::PENDING => return interval_ns,
+                Verdict::CONFIRMED => {
+                    if elapsed_ns >= t.next_report_ns {
+                        t.next_report_ns = t.next_report_ns.saturating_mul(2);
+                        let captured = t.captured.load(Relaxed);
+                        let look = LookRequest {
+                            slot: slot.clone(),
+                            seq: f.seq,
+                            tid: t.tid,
+                            at_elapsed,
+                            with_stack: captured < probing::MAX_CAPTURES,
+                            captured: t.captured.clone(),
+                            confirm: false,
+                        };
+                        let stall_id = t.stall_id;
+                        self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
+                        let time = self.time_so_far(elapsed_ns, sw.readings);
+                        let msg = WatchMsg::Updated {
+                            stall_id,
+                            elapsed_ns,
+                            at_unix_nanos: crate::os::unix_nanos(),
+                            look: None,
+                            time,
+                        };
+                        self.send(ProbeJob { msg, look: Some(look) });
+                    }
+                    // Watched every interval while open, so that its end (the park) is reported promptly.
+                    return interval_ns;
+                }
+                _ => {
+                    let rejections = match sw.busy_retry {
+                        Some(r) if r.seq == f.seq => r.rejections.saturating_add(1),
+                        _ => 1,
+                    };
+                    // Counted from the first look: a poll that began after it can't be a stall before a threshold
+                    // later, and one that began before it would have shown in the looks.
+                    let at_ns = match verdict {
+                        Verdict::NOT_WORKER => u64::MAX,
+                        // A stall just ended: whatever runs next gets a whole threshold, as a new poll would.
+                        Verdict::ENDED => elapsed_ns.saturating_add(stall_ns),
+                        _ => t.flagged_ns.saturating_add(stall_ns << (rejections - 1).min(3)),
+                    };
+                    let rejections = if verdict == Verdict::ENDED { 0 } else { rejections };
+                    sw.busy_retry = Some(BusyRetry { seq: f.seq, rejections, at_ns });
+                    sw.tracked = None;
+                }
+            }
+        }
+        let retry_at = match sw.busy_retry {
+            Some(r) if r.seq == f.seq => r.at_ns,
+            _ => stall_ns,
+        };
+        // Without the probes nothing can tell one long poll from many short ones: report nothing rather than
+        // guess (`Capabilities` says so), and look no more often than while idle.
+        if !self.shared.config.probes {
+            return stall_ns;
+        }
+        if elapsed_ns < retry_at {
+            return (retry_at - elapsed_ns).min(stall_ns);
+        }
+        self.prepare(slot.tid);
+        let stall_id = self.shared.next_stall_id.fetch_add(1, Relaxed);
+        // tokio names a worker's thread only with --cfg tokio_unstable (`locate`); without it, the thread alone.
+        let worker = match self.locate(slot) {
+            (StallKind::WorkerBlocked, w) => w,
+            _ => None,
+        };
+        let captured = Arc::new(AtomicUsize::new(0));
+        let verdict = Arc::new(Verdict::default());
+        if sw.readings.is_none() {
+            sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
+        }
+        let flag = Flag {
+            stall_id,
+            kind: StallKind::WorkerBlocked,
+            worker,
+            slot: slot.clone(),
+            task_id: 0,
+            location: NONE,
+            elapsed_ns,
+            at_unix_nanos: crate::os::unix_nanos(),
+            look: None,
+            time: self.time_so_far(elapsed_ns, sw.readings),
+            agent_task: None,
+            confirm: Some(verdict.clone()),
+            more_looks: Vec::new(),
+            span_ended: false,
+            span_seq: f.seq,
+        };
+        let look = LookRequest {
+            slot: slot.clone(),
+            seq: f.seq,
+            tid: slot.tid,
+            at_elapsed,
+            with_stack: true,
+            captured: captured.clone(),
+            confirm: true,
+        };
+        let mut next_report_ns = stall_ns.saturating_mul(2);
+        while next_report_ns <= elapsed_ns && next_report_ns < u64::MAX / 2 {
+            next_report_ns *= 2;
+        }
+        sw.tracked = Some(Tracked {
+            seq: f.seq,
+            stall_id,
+            next_report_ns,
+            last_elapsed_ns: elapsed_ns,
+            // The confirmation's looks already sample the span a few times.
+            next_sample_ns: u64::MAX,
+            captured,
+            tid: slot.tid,
+            verdict: Some(verdict),
+            flagged_ns: elapsed_ns,
+        });
+        self.send(ProbeJob { msg: WatchMsg::Started(Box::new(flag)), look: Some(look) });
+        interval_ns
     }
 
     /// Opening readings of poll `seq` (started at raw `start`) from a reading the thread took of itself before it
@@ -464,7 +702,7 @@ impl Watchdog {
     fn first_readings(&self, slot: &WorkerSlot, seq: u64, start: u64, elapsed_ns: u64) -> Option<PollReadings> {
         self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
             let first = self.read(slot.tid, start)?;
-            (slot.seq.load(Acquire) == seq).then_some(PollReadings { seq, start, first, latest: None })
+            slot.still_in(seq).then_some(PollReadings { seq, start, first, latest: None })
         })
     }
 
@@ -473,7 +711,7 @@ impl Watchdog {
         if let Some(r) = readings.as_mut()
             && r.seq == seq
             && let Some(reading) = self.read(slot.tid, start)
-            && slot.seq.load(Acquire) == seq
+            && slot.still_in(seq)
         {
             r.latest = Some(reading);
         }
@@ -593,10 +831,34 @@ impl Watchdog {
             look: None,
             time: None,
             agent_task: self.shared.agent_task_name(task_id),
+            confirm: None,
+            more_looks: Vec::new(),
+            span_ended: false,
+            span_seq: 0,
         }
     }
 
     fn end(&mut self, slot: &WorkerSlot, t: Tracked, readings: Option<PollReadings>) {
+        if let Some(v) = &t.verdict {
+            match v.get() {
+                // Never a stall, or one already ended by the agent thread.
+                Verdict::REJECTED | Verdict::NOT_WORKER | Verdict::ENDED => return,
+                // Confirmed or still undecided: the end follows the candidate through the prober, so the agent
+                // thread sees it after its verdict and closes the stall if it confirmed it (else ignores it). The
+                // span ended at the park: its duration is the last one seen (no long-poll ring records spans).
+                _ => {
+                    let readings = readings.filter(|r| r.seq == t.seq);
+                    let time = self.final_time(slot, t.seq, t.last_elapsed_ns, readings);
+                    self.send_msg(WatchMsg::Ended {
+                        stall_id: t.stall_id,
+                        elapsed_ns: t.last_elapsed_ns,
+                        at_unix_nanos: crate::os::unix_nanos(),
+                        time,
+                    });
+                    return;
+                }
+            }
+        }
         let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
         let readings = readings.filter(|r| r.seq == t.seq);
         let time = self.final_time(slot, t.seq, elapsed_ns, readings);
@@ -633,6 +895,13 @@ impl Watchdog {
         match handle.runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => (StallKind::BlockInPlace, None),
             _ => (StallKind::WorkerBlocked, None),
+        }
+    }
+
+    /// Opens thread `tid`'s perf counters and reserves its stack storage, once.
+    fn prepare(&mut self, tid: i32) {
+        if self.prepared.insert(tid) {
+            probing::prepare(tid);
         }
     }
 

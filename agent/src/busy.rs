@@ -1,0 +1,122 @@
+//! Stable mode's hooks: tokio's `on_thread_start` / `on_thread_stop` / `on_thread_park` / `on_thread_unpark`
+//! (stable APIs, every build). Between an unpark and the next park a worker runs polls (and driver work); each
+//! hook marks the start or the end of such a *busy span* in the thread's slot (`WorkerSlot::unpark` / `park`),
+//! and the watchdog treats a span that has lasted past the stall threshold as a candidate stall for the probes
+//! to confirm (see `watch/watchdog.rs`).
+//!
+//! Budget, as the task hooks' (`poll.rs`): no lock, no allocation, no channel, no syscall — a thread-local
+//! lookup, one clock read and two stores, twice per park rather than twice per poll. The first park of a
+//! thread registers its slot (once per thread).
+//!
+//! A thread is busy from its start (`on_thread_start`) to its first park, so a worker that finds a task queued
+//! as it starts is watched from the first poll; and not busy after `on_thread_stop`. tokio runs its
+//! multi-thread workers on blocking-pool threads, so `on_thread_start` fires for `spawn_blocking` threads just
+//! the same: those never park, and the probes tell them apart the first time their span passes the threshold
+//! (no scheduler on their stack: `probing::BusyVerdict::NotWorker`), after which the watchdog leaves them alone.
+//! The park hooks fire on workers only (and on a current-thread runtime's `block_on` thread, which tokio starts
+//! no thread for: it is known from its first park).
+
+use crate::shared::{Shared, slots};
+use std::sync::Arc;
+use tokio::runtime::Builder;
+
+/// A thread hook callback, as tokio's builder takes it (`on_thread_park`, `on_thread_unpark`).
+pub type ThreadHook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// The app's thread callbacks, chained behind loopscope's own (tokio keeps one callback per hook).
+#[derive(Default, Clone)]
+pub(crate) struct ThreadChain {
+    pub(crate) start: Option<ThreadHook>,
+    pub(crate) stop: Option<ThreadHook>,
+    pub(crate) park: Option<ThreadHook>,
+    pub(crate) unpark: Option<ThreadHook>,
+}
+
+impl std::fmt::Debug for ThreadChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadChain")
+            .field("start", &self.start.is_some())
+            .field("stop", &self.stop.is_some())
+            .field("park", &self.park.is_some())
+            .field("unpark", &self.unpark.is_some())
+            .finish()
+    }
+}
+
+/// Sets the four thread hooks on `builder`, each calling the app's chained callback too. `start` starts the
+/// agent's threads at the first hook (see `lifecycle.rs`; tokio runs all four inside the runtime's context).
+pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: ThreadChain, start: fn(&Arc<Shared>)) {
+    let s = shared.clone();
+    let app = chain.start;
+    builder.on_thread_start(move || {
+        s.unparked(start);
+        if let Some(f) = &app {
+            f();
+        }
+    });
+    let s = shared.clone();
+    let app = chain.stop;
+    builder.on_thread_stop(move || {
+        if let Some(f) = &app {
+            f();
+        }
+        // Only a thread that has a slot can be busy; an exiting thread registers none.
+        slots::existing_slot(s.id, |slot| slot.park());
+    });
+    let s = shared.clone();
+    let app = chain.unpark;
+    builder.on_thread_unpark(move || {
+        // The app's callback first, so its cost is not counted in the busy span.
+        if let Some(f) = &app {
+            f();
+        }
+        s.unparked(start);
+    });
+    let s = shared.clone();
+    let app = chain.park;
+    builder.on_thread_park(move || {
+        s.parking(start);
+        if let Some(f) = &app {
+            f();
+        }
+    });
+}
+
+/// Sets the app's own thread callbacks, unchanged, when loopscope doesn't use those hooks (task-hooks
+/// mode): passed through the agent, they must still run.
+pub(crate) fn pass_through(builder: &mut Builder, chain: ThreadChain) {
+    if let Some(f) = chain.start {
+        builder.on_thread_start(move || f());
+    }
+    if let Some(f) = chain.stop {
+        builder.on_thread_stop(move || f());
+    }
+    if let Some(f) = chain.unpark {
+        builder.on_thread_unpark(move || f());
+    }
+    if let Some(f) = chain.park {
+        builder.on_thread_park(move || f());
+    }
+}
+
+impl Shared {
+    /// This worker unparked: it is busy from now on.
+    #[inline]
+    fn unparked(self: &Arc<Self>, start: fn(&Arc<Shared>)) {
+        if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
+            start(self);
+        }
+        // Read the clock last, inside, so the lookup is not charged to the span.
+        slots::with_slot(self.id, &self.slots, |slot| slot.unpark(self.clock.raw()));
+    }
+
+    /// This worker is about to park: its busy span ends. The first park of a thread registers its slot, which
+    /// is how a worker becomes known.
+    #[inline]
+    fn parking(self: &Arc<Self>, start: fn(&Arc<Shared>)) {
+        if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
+            start(self);
+        }
+        slots::with_slot(self.id, &self.slots, |slot| slot.park());
+    }
+}

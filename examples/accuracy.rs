@@ -4,7 +4,8 @@
 //! process, a sleep inside nested async functions, a sleep inside one branch of `select!`, and a future that
 //! never yields under `tokio::task::unconstrained`), each run in three places (a spawned task, the body of
 //! `block_on` through `Agent::instrument`, and a `LocalSet` task through `Agent::spawn_local`), each blocking
-//! for 2.5× the stall threshold. For every stall it checks:
+//! for 2.5× the stall threshold; and the spawned task once more in the stable-Rust mode (no task hooks). For
+//! every stall it checks:
 //!
 //! * **caught**: reported while still running;
 //! * **class**: the classification matches the pattern (the syscall by name, the lock, the CPU);
@@ -259,6 +260,9 @@ enum Place {
     Task,
     Body,
     Local,
+    /// A spawned task, found by the stable-Rust mode (`Mode::Stable`: no task hooks, the workers' busy spans
+    /// confirmed by the probes), as in a build without `--cfg tokio_unstable`.
+    Stable,
 }
 
 impl Place {
@@ -267,6 +271,7 @@ impl Place {
             Place::Task => "spawned task",
             Place::Body => "block_on body",
             Place::Local => "LocalSet task",
+            Place::Stable => "task, stable mode",
         }
     }
 }
@@ -283,7 +288,7 @@ impl Rig {
     fn new(place: Place, threshold: Duration) -> Result<Rig, Box<dyn std::error::Error>> {
         let mut builder = match place {
             Place::Local => tokio::runtime::Builder::new_current_thread(),
-            Place::Task | Place::Body => {
+            Place::Task | Place::Body | Place::Stable => {
                 let mut b = tokio::runtime::Builder::new_multi_thread();
                 b.worker_threads(2);
                 b
@@ -292,10 +297,12 @@ impl Rig {
         builder.enable_all();
         // No rate limit: this counts what is detected, and one stall every ~100 ms would pass the default 10
         // reports a second (each stall has several: started, updated at 2× and 4×, ended).
+        let mode = if place == Place::Stable { loopscope::Mode::Stable } else { loopscope::Mode::TaskHooks };
         let agent = Agent::builder()
             .stall_threshold(threshold)
             .tracing(false)
             .max_reports_per_second(0)
+            .mode(mode)
             .install(&mut builder)?;
         let rt = builder.build()?;
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -307,7 +314,7 @@ impl Rig {
 
     fn run(&self, place: Place, fut: BoxFuture) {
         match place {
-            Place::Task => self.rt.block_on(async {
+            Place::Task | Place::Stable => self.rt.block_on(async {
                 let _ = tokio::spawn(fut).await;
             }),
             Place::Body => self.rt.block_on(self.agent.instrument(fut)),
@@ -530,7 +537,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| pattern | place | caught | class | named | extra stalls | delay ms, median / max |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut total = Tally::default();
-    for place in [Place::Task, Place::Body, Place::Local] {
+    for place in [Place::Task, Place::Body, Place::Local, Place::Stable] {
         let rig = Rig::new(place, threshold)?;
         for p in PATTERNS.into_iter().filter(|p| chosen(*p, place)) {
             let mut t = Tally::default();

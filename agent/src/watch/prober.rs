@@ -84,10 +84,11 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
         // A runnable thread takes the signal only when it gets a CPU; don't hold the other looks up for
         // long. A stall that goes on is captured again at its next doubling.
         let runnable = look.snapshot.sample.as_ref().is_ok_and(|s| s.state == RunState::Running);
+        let first_stack = req.captured.load(Relaxed) == 0;
         let timeout = match (runnable, req.confirm) {
             (true, true) => probing::CONFIRM_CAPTURE_TIMEOUT,
-            (true, false) => probing::RUNNABLE_CAPTURE_TIMEOUT,
-            (false, _) => probing::CAPTURE_TIMEOUT,
+            (true, false) if !first_stack => probing::RUNNABLE_CAPTURE_TIMEOUT,
+            (true, false) | (false, _) => probing::CAPTURE_TIMEOUT,
         };
         let stack = probing::look(req.tid, Some(timeout)).stack;
         let outside = matches!(&stack, Some(Ok(raw)) if raw.method == CaptureMethod::Outside);

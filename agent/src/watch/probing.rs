@@ -28,7 +28,10 @@ static SYMBOLS_READY: AtomicBool = AtomicBool::new(false);
 pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
 /// The same for a runnable thread, which takes the signal only once it gets a CPU: on a crowded CPU that
 /// can be many milliseconds, during which the prober would look at no other stall. A stall that goes on is
-/// captured again at its next doubling.
+/// captured again at its next doubling. Used once the stall has a stack; until then a runnable thread gets
+/// the full [`CAPTURE_TIMEOUT`]: with three busy threads on its CPU a worker runs about 3 ms in every 12, so
+/// a 2 ms window caught it about 40% of the time, and a CPU-bound stall of 200 ms (four or five tries) went
+/// without a stack in about one run in twelve (`tests/busy`).
 pub(crate) const RUNNABLE_CAPTURE_TIMEOUT: Duration = Duration::from_millis(2);
 /// Stack captures per stall: at 1×, 2×, 4× and 8× the threshold. Later re-reports sample /proc only: each
 /// capture interrupts the thread, and interrupting a sleeping thread too often keeps it from ever waking.

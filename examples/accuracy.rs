@@ -123,8 +123,11 @@ fn pattern_spin(d: Duration) -> u64 {
     let cpu = || loopscope_probes::thread::cpu_time(tid).unwrap_or_default();
     let start = cpu();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    // The clock is read every ~100 µs of work, so a stack sample almost always lands in this loop rather than
+    // in loopscope's clock function (which counts as runtime code, not the app's: the stable mode's rule wants
+    // the app's own code innermost).
     while cpu() - start < d {
-        for _ in 0..1000 {
+        for _ in 0..100_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;

@@ -387,9 +387,14 @@ struct PollView {
 /// for a body in its own code (a spin loop's address moves): they match any address.
 pub(crate) type UserFrames = Vec<(String, usize)>;
 
-/// Whether two polls' frames are the same (see [`UserFrames`]).
+/// Whether two polls' frames are the same (see [`UserFrames`]), compared from the outermost (the task's body,
+/// with its call site) inward as far as the shorter goes: a long poll calls into helpers of the app's own and
+/// comes back (`spin` alone, then `spin::{closure}` under it), and samples land at either depth; the body's call
+/// site still tells a ping-pong's awaits apart.
 fn same_frames(a: &UserFrames, b: &UserFrames) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((na, ia), (nb, ib))| na == nb && (ia == ib || *ia == 0 || *ib == 0))
+    !a.is_empty()
+        && !b.is_empty()
+        && a.iter().rev().zip(b.iter().rev()).all(|((na, ia), (nb, ib))| na == nb && (ia == ib || *ia == 0 || *ib == 0))
 }
 
 impl PollView {
@@ -603,6 +608,13 @@ mod tests {
         let spin_a = vec![("app::spin".to_string(), 0), ("app::handler".to_string(), 0x1010)];
         let spin_b = vec![("app::spin".to_string(), 0), ("app::handler".to_string(), 0x1010)];
         assert!(same_frames(&spin_a, &spin_b));
+        // Sampled one level deeper, in a helper the spin calls: still the same poll.
+        let deeper = vec![("app::spin::{closure}".to_string(), 0), ("app::spin".to_string(), 0), spin_a[1].clone()];
+        assert!(same_frames(&spin_a, &deeper) && same_frames(&deeper, &spin_b));
+        // ... but not a different body, nor one at another call site.
+        let other = vec![("app::spin".to_string(), 0), ("app::other".to_string(), 0x1010)];
+        assert!(!same_frames(&spin_a, &other));
+        assert!(!same_frames(&spin_a, &vec![("app::spin".to_string(), 0), ("app::handler".to_string(), 0x1090)]));
         let frames = worker_stack(&["app::spin", "app::handler"]);
         let v = poll_view(&frames);
         assert!(v.user.is_some_and(|u| u.iter().take(1).all(|(_, ip)| *ip == 0)));

@@ -108,6 +108,12 @@ impl Shared {
         }
         // Read the clock last, inside, so the lookup is not charged to the span.
         slots::with_slot(self.id, &self.slots, |slot| slot.unpark(self.clock.raw()));
+        // After an idle pause the watchdog sleeps until a hook wakes it (see watchdog.rs); in stable mode this is
+        // that hook. The span's start is stored above, before the flag is read: the watchdog's membarrier makes
+        // it see the span, or this read see the flag.
+        if self.watchdog_asleep.load(std::sync::atomic::Ordering::Relaxed) {
+            self.wake_sleeping_watchdog();
+        }
     }
 
     /// This worker is about to park: its busy span ends. The first park of a thread registers its slot, which

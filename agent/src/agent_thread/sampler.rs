@@ -154,7 +154,7 @@ impl Sampler {
                 // wake-up every 20 ms would be most of loopscope's idle cost in the app's own threads: check
                 // once a second instead. The app's next poll wakes the watchdog, and the next check is back at
                 // 20 ms.
-                let period = if shared.watchdog_asleep.load(Relaxed) { IDLE_TIMER_PERIOD } else { TIMER_PERIOD };
+                let period = if shared.app_idle(true) { IDLE_TIMER_PERIOD } else { TIMER_PERIOD };
                 let deadline = tokio::time::Instant::now() + period;
                 tokio::time::sleep_until(deadline).await;
                 let late = tokio::time::Instant::now().saturating_duration_since(deadline);
@@ -173,7 +173,7 @@ impl Sampler {
             return;
         }
         // An idle app (see the timer probe) isn't woken to measure a delay nothing is waiting through.
-        if shared.watchdog_asleep.load(Relaxed) {
+        if shared.app_idle(false) {
             return;
         }
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -105,6 +105,11 @@ pub(crate) struct Shared {
     /// writes it up to a few hundred times a second: a cache line of its own keeps those writes off the
     /// lines the hooks read.
     pub(crate) watchdog_asleep: Padded<AtomicBool>,
+    /// Set each time the watchdog goes into that sleep; the lag probes take it. In stable mode the probes' own
+    /// wake-ups of a worker wake the watchdog too (the unpark hook can't tell them from the app's), so the
+    /// watchdog is seldom asleep at the moment a probe asks; "it slept since you last asked" tells an idle app
+    /// all the same. Only the watchdog and the agent thread touch it.
+    pub(crate) watchdog_slept: AtomicBool,
     /// The watchdog thread, to wake it.
     pub(crate) watchdog_thread: std::sync::OnceLock<std::thread::Thread>,
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
@@ -186,6 +191,7 @@ impl Shared {
             busy_rejected: AtomicU64::new(0),
             watchdog_priority: std::sync::OnceLock::new(),
             watchdog_asleep: Padded(AtomicBool::new(false)),
+            watchdog_slept: AtomicBool::new(false),
             watchdog_thread: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
             recent_stalls: Mutex::new(VecDeque::new()),
@@ -216,6 +222,31 @@ impl Shared {
             Some("shutdown sentinel")
         } else {
             None
+        }
+    }
+
+    /// Whether the app looks idle to the lag probes, which then check rarely (and don't wake it to check):
+    /// the watchdog sleeps waiting for a poll, or (stable mode, see `watchdog_slept`) slept since the last ask
+    /// when `take` is set, or since the last take otherwise.
+    pub(crate) fn app_idle(&self, take: bool) -> bool {
+        if self.watchdog_asleep.load(Relaxed) {
+            return true;
+        }
+        if self.config.mode.effective() != crate::config::Mode::Stable {
+            return false;
+        }
+        if take { self.watchdog_slept.swap(false, Relaxed) } else { self.watchdog_slept.load(Relaxed) }
+    }
+
+    /// Wakes the watchdog if it sleeps through an idle pause: stable mode's unpark hook, as a worker's busy span
+    /// begins (a timed poll calls [`wake_watchdog`](Self::wake_watchdog) instead).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wake_sleeping_watchdog(&self) {
+        if self.watchdog_asleep.swap(false, Relaxed)
+            && let Some(t) = self.watchdog_thread.get()
+        {
+            t.unpark();
         }
     }
 

@@ -240,10 +240,10 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
         // and let the next poll wake us (one futex wake,
         // paid by that poll; every other poll only reads the flag). The flag is set before a last look, so a
         // poll that starts meanwhile is seen here or sees the flag.
-        // Not in stable mode: no hook wakes the watchdog when a worker unparks (the unpark hook doesn't know
-        // whether loopscope's own 20 ms timer probe woke it, and waking for that would cost more than it
-        // saves), so it looks every threshold: 100 short wake-ups a second at 10 ms (see BENCHMARKS.md).
-        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes && !w.stable;
+        // In stable mode a worker's unpark hook wakes it instead (`busy.rs`): while the watchdog sleeps, the
+        // sampler's timer probe runs once a second rather than every 20 ms, so that costs two short wake-ups a
+        // second, where looking every threshold cost 100 (1.1% of a core in a debug build).
+        let deep = wait_ns >= w.shared.stall_ns && w.shared.config.probes;
         if deep {
             w.shared.watchdog_asleep.store(true, SeqCst);
             // The hook stores its poll's sequence number and then reads the flag, with no fence (it runs on
@@ -254,14 +254,17 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, tx: SyncSender<Pr
             // A thread that registered since the tick isn't in `w.slots`; its first poll may have read the flag
             // before it was set: look again at once rather than sleep through that poll.
             if w.shared.slots.generation.load(Acquire) != w.generation
-                || w.slots.iter().any(|s| s.in_flight().is_some())
+                || w.slots.iter().any(|s| s.in_flight().is_some() || (w.stable && s.busy().is_some()))
             {
                 w.shared.watchdog_asleep.store(false, Relaxed);
                 wait = interval;
-            } else if fenced {
-                // With the race closed, the next poll is certain to wake us: an idle app pays nothing until then
-                // (a threshold's sleep woke the watchdog 100 times a second at 10 ms).
-                wait = MAX_WAIT;
+            } else {
+                w.shared.watchdog_slept.store(true, Relaxed);
+                if fenced {
+                    // With the race closed, the next poll is certain to wake us: an idle app pays nothing until
+                    // then (a threshold's sleep woke the watchdog 100 times a second at 10 ms).
+                    wait = MAX_WAIT;
+                }
             }
         }
         let deadline = started + wait;

@@ -59,7 +59,8 @@ fn recv_until(
 
 #[inline(never)]
 fn planted_sleep() {
-    std::thread::sleep(ms(300));
+    // Long enough that a tick (every sample interval) shows it in flight on a loaded CI machine too.
+    std::thread::sleep(ms(1000));
 }
 
 #[test]
@@ -81,7 +82,7 @@ fn a_client_sees_a_planted_stall_live_with_its_stack_and_classification() {
         }
         _ => false,
     });
-    assert!(t0.elapsed() < ms(300), "the in-flight poll was only seen after {:?}", t0.elapsed());
+    assert!(t0.elapsed() < ms(1000), "the in-flight poll was only seen after {:?}", t0.elapsed());
     let ServerMessage::Tick(tick) = tick else { unreachable!() };
     let worker = tick.workers.iter().find(|w| w.current_poll.is_some()).expect("a worker in a poll");
     let loc = worker.current_poll.as_ref().and_then(|p| p.location).expect("the poll's location id");

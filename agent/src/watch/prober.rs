@@ -17,7 +17,6 @@
 use crate::shared::Shared;
 use crate::watch::probing::{self, Look};
 use crate::watch::watchdog::{LookRequest, ProbeJob, WatchMsg};
-use loopscope_probes::stack::CaptureMethod;
 use loopscope_probes::thread::RunState;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
@@ -57,15 +56,13 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
 /// Looks at the thread, if it still runs the poll. The look must describe that poll:
 ///
 /// * its `/proc` state is thrown away (with the stack) if the poll ended while it was read;
-/// * its stack is captured only if the poll is still in flight right before the capture. A signal interrupts
-///   the thread the next time it runs, before it executes another line of its code, so a stack taken by
-///   signal from a thread that was in the poll when asked is the poll's, even when the thread waited for a
-///   CPU (and then ended the poll) before the result came back. (A thread running on another CPU at that
-///   moment could end the poll in the microseconds before the signal lands: a stall is at least a threshold
-///   long, so that window is rare, and closing it would cost the stacks of every preempted stall that ends
-///   just after its capture.)
-/// * a stack unwound from outside (a thread blocked in a call that a signal would interrupt) is kept only if
-///   the poll is still in flight after the unwind. That unwind takes whatever call the thread is blocked in
+/// * its stack is captured only if the poll is still in flight right before the capture, and kept only if it
+///   still is right after. A thread running on another CPU can end the poll in the microseconds before a
+///   signal lands (`tests/busy` saw a 2.3 ms sleep blamed on the worker's condvar wait that followed it), so
+///   a stack that may come from after the end is dropped, at the cost of the stack of a stall that ends just
+///   after its capture; a stall that goes on is captured again at its next doubling.
+/// * a stack unwound from outside (a thread blocked in a call that a signal would interrupt) is likewise kept
+///   only if the poll is still in flight after the unwind. That unwind takes whatever call the thread is blocked in
 ///   when it reads it: the poll's sleep, or (seen in `examples/accuracy.rs`, a `block_on` body) the next sleep
 ///   of the code that ran after the poll ended, which then stood as the stall's culprit. The unwinder proves
 ///   the thread did not move while it was read, so a poll in flight before and after means the call was the
@@ -91,8 +88,10 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
             (true, false) | (false, _) => probing::CAPTURE_TIMEOUT,
         };
         let stack = probing::look(req.tid, Some(timeout)).stack;
-        let outside = matches!(&stack, Some(Ok(raw)) if raw.method == CaptureMethod::Outside);
-        if outside && !req.slot.still_in(req.seq) {
+        // Kept only if the poll is still in flight after the capture (see above): a signal can also land after
+        // the poll ended, on a thread that was running when asked and then went on to park (seen: a 2.3 ms
+        // sleep blamed on the worker's own condvar wait).
+        if !req.slot.still_in(req.seq) {
             shared.discarded_looks.fetch_add(1, Relaxed);
         } else {
             look.snapshot.stack = stack;

@@ -6,49 +6,27 @@
 //! -p loopscope --test stable_mode`) it is the default, and these tests are what shows that such a build finds
 //! stalls at all.
 
+// The other integration binaries' harness (`ms`, `wait_event`, `wait_until`, the environment-proof builder);
+// only what stable mode changes is written here.
+#![allow(unreachable_pub, dead_code)]
+
+#[path = "integration/support.rs"]
+mod support;
+
 use loopscope::wire::{Classification, StallEvent, StallKind, StallPhase};
-use loopscope::{Agent, AgentBuilder, Mode, StallSubscription};
+use loopscope::{Agent, AgentBuilder, Mode};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use support::{DEADLINE, ms, wait_event};
 
-/// How long a test waits for a condition before failing. Generous: CI runs on a noisy 2-core machine.
-const DEADLINE: Duration = Duration::from_secs(10);
 const THRESHOLD: Duration = Duration::from_millis(10);
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 fn agent() -> AgentBuilder {
-    Agent::builder()
-        .mode(Mode::Stable)
-        .ignore_env()
-        .serve("off")
-        .tracing(false)
-        .max_reports_per_second(0)
-        .stall_threshold(THRESHOLD)
+    support::agent().mode(Mode::Stable).stall_threshold(THRESHOLD)
 }
 
 fn multi_thread(workers: usize) -> (tokio::runtime::Runtime, Agent) {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(workers).enable_all();
-    let a = agent().install(&mut b).expect("valid test configuration");
-    (b.build().expect("runtime builds"), a)
-}
-
-/// Waits for the first event matching `pred`, failing after [`DEADLINE`] with what was seen instead.
-fn wait_event(sub: &StallSubscription, what: &str, pred: impl Fn(&StallEvent) -> bool) -> StallEvent {
-    let end = Instant::now() + DEADLINE;
-    let mut seen = Vec::new();
-    while Instant::now() < end {
-        if let Some(ev) = sub.recv_timeout(end.saturating_duration_since(Instant::now()).min(ms(100))) {
-            if pred(&ev) {
-                return ev;
-            }
-            seen.push(ev.summary());
-        }
-    }
-    panic!("timed out after {DEADLINE:?} waiting for {what}; saw {} other events: {seen:#?}", seen.len());
+    support::multi_thread(workers, agent())
 }
 
 /// Every function name on the stalled thread's stacks, innermost first.

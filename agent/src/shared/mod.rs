@@ -260,11 +260,7 @@ impl Shared {
         if self.agent_task_name(task_id).is_some() {
             return;
         }
-        if self.watchdog_asleep.swap(false, Relaxed)
-            && let Some(t) = self.watchdog_thread.get()
-        {
-            t.unpark();
-        }
+        self.wake_sleeping_watchdog();
         // The watchdog's wake-up can come late on a busy machine (a real-time thread still waits for a kernel
         // that doesn't preempt), and with it the poll's first scheduler reading. The thread's own reading now,
         // at the poll's start, opens the poll exactly instead (see `slots::WorkerSlot::record_opening`). A few µs,

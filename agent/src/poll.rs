@@ -49,30 +49,34 @@ impl Shared {
                 // threshold; no lock, no allocation.
                 slot.record_own_closing(&self.clock);
             }
-            let Some(id) = slot.end(ns, slow) else { return };
+            // The task in flight (none if the hooks were installed while a poll ran), looked up before its end
+            // is published: a long poll must be remembered first, or a watchdog that sees the end in between
+            // (this thread preempted right here, as on any busy machine) would close the stall with the last
+            // duration it saw in flight, not the poll's own.
+            let Some(id) = slot.in_flight_task() else { return };
             let entry = self.tasks.find(id);
+            let tracked = self.tasks.get(entry);
+            if long {
+                // Rare: remember the location now, while the entry is certainly this task's.
+                let location = match tracked {
+                    Some(e) => e.location.load(Relaxed),
+                    None => self.locations.find(slot.task_location.load(Relaxed)),
+                };
+                slot.record_long(ns, entry, location);
+            }
+            slot.end(ns, slow);
             // Untracked tasks (table full) still count in this thread's totals above.
-            match self.tasks.get(entry) {
+            match tracked {
                 Some(e) => {
                     e.record_poll(ns, slow);
-                    if long {
-                        // Rare: remember the location now, while the entry is certainly this task's.
-                        slot.record_long(ns, entry, e.location.load(Relaxed));
-                    }
                     // tokio runs the terminate hook inside the final poll, before this hook: finish (or retire)
                     // the entry only now, so nobody frees an entry this poll is still writing. One relaxed load
                     // of the state on every other poll.
                     self.tasks.end_of_poll(entry, e, &self.locations, &self.finished_ring);
                 }
-                None => {
-                    // Also a future loopscope instruments (not a task, so no entry): its polls belong in the
-                    // poll histogram all the same.
-                    slot.record_untracked(ns);
-                    if long {
-                        let location = self.locations.find(slot.task_location.load(Relaxed));
-                        slot.record_long(ns, entry, location);
-                    }
-                }
+                // Also a future loopscope instruments (not a task, so no entry): its polls belong in the poll
+                // histogram all the same.
+                None => slot.record_untracked(ns),
             }
         });
     }

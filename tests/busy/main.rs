@@ -73,6 +73,18 @@ fn burn_cpu(cpu: Duration) {
     std::hint::black_box(x);
 }
 
+/// Code per poll in the tests of clean code on a crowded CPU.
+const CLEAN_POLL_CPU: Duration = Duration::from_millis(3);
+/// Busy threads beside the worker on its CPU in those tests: each poll of `CLEAN_POLL_CPU` takes about twelve
+/// times as long in wall time (36 ms), past `CROWDED_MAX_POLL`.
+const CROWDED_HOGS: usize = 11;
+/// The threshold in those tests. It leaves 27 ms of room for what a loaded machine adds to a poll's own time:
+/// a kernel built without `CONFIG_IRQ_TIME_ACCOUNTING` (as this VM's is) charges interrupt and softirq work to
+/// whichever thread it interrupts, and a hypervisor's pauses that aren't reported as steal count the same way.
+/// Measured while the whole test suite ran: a spinning thread was charged for up to 9.6 ms in which it did not
+/// run (`/tmp/gap` in the closing note of issue 10); a CI run once saw 19 ms added to one 4 ms poll.
+const CROWDED_MAX_POLL: Duration = Duration::from_millis(30);
+
 /// The probes are process-wide: an agent installed first loads their debug info, so a check on a crowded CPU
 /// doesn't wait for it.
 fn warm_probes() {
@@ -102,24 +114,22 @@ fn polls_delayed_by_the_os_are_reported_apart_and_do_not_fail_the_check() {
         pin_to_first_cpu().expect("pin the worker");
         // Let loopscope's threads (started by the first poll) get going before the measured polls.
         tokio::time::sleep(ms(20)).await;
-        // 4 ms of code per poll; with three busy threads on its CPU each poll takes about 16 ms of wall time.
-        // The threshold (15 ms) leaves the verdict room for what a loaded CI machine adds to a poll's own time
-        // (a page fault waiting for the process's memory-map lock, whose holder waits for a CPU).
+        // 3 ms of code per poll; with eleven busy threads on its CPU each poll takes about 36 ms of wall time.
         for _ in 0..30 {
-            burn_cpu(ms(4));
+            burn_cpu(CLEAN_POLL_CPU);
             tokio::task::yield_now().await;
         }
     };
     let report = {
-        let _hogs = Hogs::on_first_cpu(3);
-        Check::new().max_poll(ms(15)).agent(agent()).run_multi_thread(1, crowded_polls())
+        let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
+        Check::new().max_poll(CROWDED_MAX_POLL).agent(agent()).run_multi_thread(1, crowded_polls())
     };
     let delayed: Vec<_> = report.delayed_by_os().collect();
     assert!(report.passed(), "clean code failed on a crowded CPU:\n{report}");
-    assert!(delayed.len() >= 5, "only {} of 30 polls were delayed past 15 ms:\n{report}", delayed.len());
+    assert!(delayed.len() >= 5, "only {} of 30 polls were delayed past the threshold:\n{report}", delayed.len());
     for ev in &delayed {
         let t = ev.time.as_ref().expect("measured");
-        assert!(t.self_time() < ms(15), "{t:?}");
+        assert!(t.self_time() < CROWDED_MAX_POLL, "{t:?}");
         let c = ev.culprit.as_ref().unwrap_or_else(|| panic!("no culprit: {} {:?}", ev.summary(), ev.time));
         assert_eq!(c.classification, Classification::Preempted, "{}", ev.summary());
         assert!(c.reason.contains("waiting for a CPU"), "{}", c.reason);
@@ -130,8 +140,12 @@ fn polls_delayed_by_the_os_are_reported_apart_and_do_not_fail_the_check() {
 
     // Asked to, the same run judged by wall time fails.
     let strict = {
-        let _hogs = Hogs::on_first_cpu(3);
-        Check::new().max_poll(ms(15)).count_preemption(true).agent(agent()).run_multi_thread(1, crowded_polls())
+        let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
+        Check::new()
+            .max_poll(CROWDED_MAX_POLL)
+            .count_preemption(true)
+            .agent(agent())
+            .run_multi_thread(1, crowded_polls())
     };
     assert!(!strict.passed(), "count_preemption must restore wall-time verdicts:\n{strict}");
 }
@@ -320,55 +334,56 @@ fn the_first_poll_after_an_idle_pause_is_measured_from_early_on() {
 fn a_stall_whose_thread_exits_at_once_is_still_measured() {
     // The last poll of a test's runtime: the thread exits right after the poll ends, before the watchdog can
     // read its scheduler clocks. The thread's own reading, taken as the poll ended, still splits the poll, so
-    // a poll that ran 4 ms of code but waited for its CPU is not judged on its wall time.
+    // a poll that ran 3 ms of code but waited for its CPU is not judged on its wall time.
     warm_probes();
-    let _hogs = Hogs::on_first_cpu(3);
+    let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
     let mut stalls = Vec::new();
     for _ in 0..4 {
-        let (rt, agent) = current_thread(agent().stall_threshold(ms(15)));
+        let (rt, agent) = current_thread(agent().stall_threshold(CROWDED_MAX_POLL));
         wait_until("the probes to be ready", || agent.probes_ready());
         std::thread::spawn(move || {
             pin_to_first_cpu().expect("pin the worker");
             rt.block_on(async {
                 // The agent's threads start with the first poll; let them get going.
                 tokio::time::sleep(ms(20)).await;
-                tokio::spawn(async { burn_cpu(ms(4)) }).await.unwrap();
+                tokio::spawn(async { burn_cpu(CLEAN_POLL_CPU) }).await.unwrap();
             });
         })
         .join()
         .unwrap();
         wait_until("the agent to drain", || agent.is_drained());
-        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= ms(15)));
+        stalls.extend(agent.stalls().into_iter().filter(|s| s.last.elapsed >= CROWDED_MAX_POLL));
     }
-    assert!(!stalls.is_empty(), "no poll was delayed past the threshold on a CPU shared with two busy threads");
+    assert!(!stalls.is_empty(), "no poll was delayed past the threshold on a CPU shared with busy threads");
     for s in &stalls {
         let t = s.last.time.as_ref().expect("measured");
-        assert!(t.unmeasured <= ms(6), "the poll's end was not measured: {t:?}");
-        assert!(t.self_time() < ms(15), "4 ms of code judged as {:?} of own time: {t:?}", t.self_time());
+        // Only the part before the watchdog's first reading (at a quarter of the threshold) goes unmeasured.
+        assert!(t.unmeasured <= CROWDED_MAX_POLL / 4 + ms(4), "the poll's end was not measured: {t:?}");
+        assert!(t.self_time() < CROWDED_MAX_POLL, "3 ms of code judged as {:?} of own time: {t:?}", t.self_time());
     }
 }
 
 #[test]
 fn polls_the_watchdog_never_saw_are_split_by_the_threads_own_readings() {
-    // A watchdog that looks only every 30 ms (as a starved one does on a busy machine) misses most 16 ms polls
+    // A watchdog that looks only every 70 ms (as a starved one does on a busy machine) misses most 36 ms polls
     // while they run, so it has no reading of its own for them. The thread's own readings, as each poll of a
-    // quarter of the threshold or more ended, open the next poll and close this one: a poll that ran 4 ms of
+    // quarter of the threshold or more ended, open the next poll and close this one: a poll that ran 3 ms of
     // code and waited for its CPU is still excused, not judged on its wall time.
     warm_probes();
     let report = {
-        let _hogs = Hogs::on_first_cpu(3);
-        let agent = agent().watchdog_interval(ms(30));
-        Check::new().max_poll(ms(15)).agent(agent).run_multi_thread(1, async {
+        let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
+        let agent = agent().watchdog_interval(ms(70));
+        Check::new().max_poll(CROWDED_MAX_POLL).agent(agent).run_multi_thread(1, async {
             tokio::time::sleep(ms(20)).await;
             // The first poll after this pause opens with the thread's own reading (it finds the watchdog
             // asleep); every later one with the reading the thread took as its previous poll ended.
             pin_to_first_cpu().expect("pin the worker");
             for _ in 0..30 {
-                burn_cpu(ms(4));
+                burn_cpu(CLEAN_POLL_CPU);
                 tokio::task::yield_now().await;
             }
         })
     };
     assert!(report.passed(), "clean code failed when the watchdog looked late:\n{report}");
-    assert!(report.delayed_by_os().count() >= 5, "too few polls were delayed past 15 ms:\n{report}");
+    assert!(report.delayed_by_os().count() >= 5, "too few polls were delayed past the threshold:\n{report}");
 }

@@ -203,13 +203,19 @@ impl WorkerSlot {
         self.seq.store(seq.wrapping_add(1), Release);
     }
 
-    /// Publishes a poll end and records it. Returns the id of the task polled, or `None` when no poll was in
-    /// flight (hooks installed while a poll ran). Owner thread only.
+    /// The task of the poll in flight on this thread, if any. Owner thread only.
     #[inline]
-    pub(crate) fn end(&self, ns: u64, slow: bool) -> Option<u64> {
+    pub(crate) fn in_flight_task(&self) -> Option<u64> {
+        (self.seq.load(Relaxed) & 1 == 1).then(|| self.task_id.load(Relaxed))
+    }
+
+    /// Publishes the end of the poll in flight and records it; nothing when no poll is in flight (hooks
+    /// installed while a poll ran). Owner thread only.
+    #[inline]
+    pub(crate) fn end(&self, ns: u64, slow: bool) {
         let seq = self.seq.load(Relaxed);
         if seq & 1 == 0 {
-            return None;
+            return;
         }
         self.seq.store(seq + 1, Release);
         bump(&self.polls);
@@ -220,14 +226,18 @@ impl WorkerSlot {
         if slow {
             bump(&self.slow_polls);
         }
-        Some(self.task_id.load(Relaxed))
     }
 
-    /// Remembers a completed poll that passed the stall threshold, with its location resolved now, while the
-    /// task is certainly alive. The after-poll hook is the authority on long polls: even if the OS starved the
-    /// watchdog for the whole poll, the watchdog finds it here on its next look. Owner thread only; rare.
+    /// Remembers the poll in flight, which is about to end past the stall threshold, with its location
+    /// resolved now, while the task is certainly alive. Called before [`end`](Self::end), whose `Release` store
+    /// publishes it with the end: a watchdog that sees the poll ended finds its exact duration. The after-poll
+    /// hook is the authority on long polls: even if the OS starved the watchdog for the whole poll, the
+    /// watchdog finds it here on its next look. Owner thread only; rare.
     pub(crate) fn record_long(&self, ns: u64, entry: u32, location: u32) {
-        let seq = self.seq.load(Relaxed).wrapping_sub(1); // the (odd) sequence number of the poll that ended
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 0 {
+            return;
+        }
         let n = self.long_count.load(Relaxed);
         if let Some(lp) = self.long_polls.get((n % LONG_POLLS as u64) as usize) {
             // Seqlock writer (module docs): "being written" must be visible before any new field is.

@@ -862,8 +862,17 @@ impl Watchdog {
                 }
             }
         }
-        let elapsed_ns = slot.long_poll_ns(t.seq).unwrap_or(t.last_elapsed_ns);
         let readings = readings.filter(|r| r.seq == t.seq);
+        // The poll's exact duration, from the after-poll hook's record. A watchdog starved for longer than the
+        // long-poll ring lasts still finds the thread's own closing reading (more are kept), taken a few µs
+        // after the end: better than the last duration it saw in flight, which may be far short of the end.
+        let elapsed_ns = slot
+            .long_poll_ns(t.seq)
+            .or_else(|| {
+                let start = readings?.start;
+                slot.closing(t.seq).map(|c| self.shared.clock.delta_as_nanos(start, c.raw))
+            })
+            .unwrap_or(t.last_elapsed_ns);
         let time = self.final_time(slot, t.seq, elapsed_ns, readings);
         self.send_msg(WatchMsg::Ended {
             stall_id: t.stall_id,

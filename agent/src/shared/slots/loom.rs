@@ -65,8 +65,8 @@ fn in_flight_is_one_poll_when_nested() {
 /// Completes one long poll of `task` (sequence, duration, entry and location all derived from it).
 fn long_poll(slot: &WorkerSlot, task: u64) {
     begin(slot, task);
-    slot.end(task * 1_000, true);
     slot.record_long(task * 1_000, task as u32, task as u32 + 7);
+    slot.end(task * 1_000, true);
 }
 
 /// The watchdog reads the ring's entry 0 while the thread overwrites it with entry `LONG_POLLS`: it gets

@@ -10,9 +10,12 @@ fn in_flight_follows_begin_and_end() {
     let f = slot.in_flight().expect("a poll in flight");
     assert_eq!((f.seq, f.task_id, f.location_addr, f.start), (1, 7, 0x70, 700));
     assert!(slot.is_polling(7));
-    assert_eq!(slot.end(10, false), Some(7));
+    assert_eq!(slot.in_flight_task(), Some(7));
+    slot.end(10, false);
     assert!(slot.in_flight().is_none());
-    assert_eq!(slot.end(10, false), None, "no poll in flight");
+    assert_eq!(slot.in_flight_task(), None);
+    slot.end(10, false);
+    assert_eq!(slot.polls.load(Relaxed), 1, "no poll in flight: nothing ends");
     // A before-hook without its after-hook: counted, and the new poll gets its own odd sequence.
     slot.begin(8, 0x80, 800);
     slot.begin(9, 0x90, 900);
@@ -26,9 +29,12 @@ fn long_poll_ring_reports_overwritten_entries_as_missing() {
     let slot = WorkerSlot::new();
     for task in 1..=LONG_POLLS as u64 + 1 {
         slot.begin(task, 0, 0);
-        slot.end(task * 1_000, true);
         slot.record_long(task * 1_000, task as u32, 0);
+        slot.end(task * 1_000, true);
     }
+    assert_eq!(slot.long_count.load(Relaxed), LONG_POLLS as u64 + 1);
+    // Outside a poll there is nothing to remember.
+    slot.record_long(1, 1, 1);
     assert_eq!(slot.long_count.load(Relaxed), LONG_POLLS as u64 + 1);
     // The first long poll's entry now holds the last one's: missing, not the wrong poll.
     assert!(slot.long_poll(0).is_none());

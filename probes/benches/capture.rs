@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use loopscope_probes::stack::{CaptureOptions, SamplerConfig, StackSampler, Symbolizer, Unwinder};
+use loopscope_probes::stack::{CaptureOptions, RunningCapture, SamplerConfig, StackSampler, Symbolizer, Unwinder};
 use loopscope_probes::{Tid, current_tid};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +56,7 @@ fn benches(c: &mut Criterion) {
         let (tid, stop, handle) = target(spin);
         sampler.prepare_thread(tid).unwrap();
         for unwinder in [Unwinder::Dwarf, Unwinder::FramePointer] {
-            let options = CaptureOptions { unwinder, max_depth: 64 };
+            let options = CaptureOptions { unwinder, max_depth: 64, running: RunningCapture::Signal };
             // Warm this path (and, for frame pointers, the cached stack bounds).
             sampler.capture_with(tid, TIMEOUT, options).unwrap();
             group.bench_function(format!("{label}/{unwinder:?}/signal_to_ips"), |b| {

@@ -33,7 +33,7 @@ impl Default for ProbeConfig {
 /// Whether one probe works, and why (not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeStatus {
-    /// `"stack"`, `"symbolizer"`, `"thread-state"`, `"syscall"`, `"cpu-time"`, `"perf:task-clock"`,
+    /// `"stack"`, `"stack-running"`, `"symbolizer"`, `"thread-state"`, `"syscall"`, `"cpu-time"`, `"perf:task-clock"`,
     /// `"perf:page-faults"`, `"perf:context-switches"`, `"perf:cycles"`, `"perf:instructions"`.
     pub name: String,
     /// Whether the probe is usable.
@@ -182,6 +182,22 @@ impl Probes {
                             }
                         ),
                     ));
+                    statuses.push(match sampler.perf_sampling() {
+                        Ok(()) => ProbeStatus::new(
+                            "stack-running",
+                            true,
+                            "running threads are sampled with perf (user registers and stack), never signalled",
+                        ),
+                        Err(why) => ProbeStatus::new(
+                            "stack-running",
+                            false,
+                            format!(
+                                "running threads are signalled once they have run 50µs of their own code (a call \
+                                 they enter in the microseconds before the signal can fail with EINTR); perf \
+                                 sampling is unavailable: {why}"
+                            ),
+                        ),
+                    });
                     // Nothing to load: the symbolizer reads debug info on demand, per compilation unit.
                     let mut detail =
                         "on demand: debug info is read per compilation unit when a stack needs it".to_string();
@@ -194,12 +210,14 @@ impl Probes {
                 }
                 Err(e) => {
                     statuses.push(ProbeStatus::new("stack", false, error_chain(&e)));
+                    statuses.push(ProbeStatus::new("stack-running", false, "stack probe inactive"));
                     statuses.push(ProbeStatus::new("symbolizer", false, "stack probe inactive"));
                     None
                 }
             }
         } else {
             statuses.push(ProbeStatus::new("stack", false, "disabled by configuration"));
+            statuses.push(ProbeStatus::new("stack-running", false, "disabled by configuration"));
             statuses.push(ProbeStatus::new("symbolizer", false, "disabled by configuration"));
             None
         };

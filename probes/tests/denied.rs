@@ -26,6 +26,15 @@ fn find<'a>(statuses: &'a [ProbeStatus], name: &str) -> &'a ProbeStatus {
 }
 
 #[inline(never)]
+fn spin_in_child(stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut x = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    x
+}
+
+#[inline(never)]
 fn sleep_in_child(stop: &std::sync::atomic::AtomicBool) {
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
@@ -58,6 +67,17 @@ fn seccomp_child() {
     for name in ["stack", "symbolizer", "thread-state", "syscall", "cpu-time"] {
         assert!(find(&statuses, name).active, "{:?}", find(&statuses, name));
     }
+    // Without perf, running threads are captured with the signal again, and the status says what that risks.
+    let running = find(&statuses, "stack-running");
+    assert!(
+        !running.active && running.detail.contains("not permitted") && running.detail.contains("EINTR"),
+        "{running:?}"
+    );
+    let spinner = Target::spawn("child-spinner", spin_in_child);
+    wait_for_sample(spinner.tid, "spinning", |s| s.state == RunState::Running);
+    let raw = probes.sampler().unwrap().capture(spinner.tid, CAPTURE_TIMEOUT).unwrap();
+    assert_eq!(raw.method, loopscope_probes::stack::CaptureMethod::Signal);
+    spinner.stop();
 
     // The other probes really work.
     let t = Target::spawn("child-sleeper", sleep_in_child);

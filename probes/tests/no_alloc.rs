@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::*;
-use loopscope_probes::stack::{CaptureOptions, Unwinder};
+use loopscope_probes::stack::{CaptureOptions, RunningCapture, Unwinder};
 use loopscope_probes::thread::RunState;
 
 thread_local! {
@@ -96,7 +96,7 @@ fn handler_does_not_allocate() {
     // Reset after start-up: only what happens during the captures counts.
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     for unwinder in [Unwinder::Dwarf, Unwinder::FramePointer] {
-        let options = CaptureOptions { unwinder, max_depth: 128 };
+        let options = CaptureOptions { unwinder, max_depth: 128, running: RunningCapture::Signal };
         for _ in 0..1_000 {
             for tid in [spinner.tid, sleeper.tid] {
                 let raw = sampler.capture_with(tid, CAPTURE_TIMEOUT, options).unwrap();

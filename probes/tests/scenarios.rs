@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use loopscope_probes::classify::{Classification, classify};
 use loopscope_probes::stack::{
-    CaptureError, CaptureMethod, CaptureOptions, FrameOrigin, Symbolizer, Unwinder, first_user_frame,
+    CaptureError, CaptureMethod, CaptureOptions, FrameOrigin, RunningCapture, Symbolizer, Unwinder, first_user_frame,
 };
 use loopscope_probes::thread::{self, RunState};
 use loopscope_probes::{ProbeConfig, Probes, current_tid};
@@ -117,6 +117,21 @@ fn spinning_thread_is_cpu_bound() {
     let raw = sampler.capture(t.tid, CAPTURE_TIMEOUT).unwrap();
     let frames = Symbolizer::new().symbolize(&raw);
     assert!(has_function(&frames, "spin_here"), "stack: {:#?}", names(&frames));
+    // A running thread is sampled by the kernel, not signalled, wherever perf events allow it.
+    let expected = if sampler.perf_sampling().is_ok() { CaptureMethod::PerfSample } else { CaptureMethod::Signal };
+    assert_eq!(raw.method, expected, "{:?}", sampler.perf_sampling());
+    // The sample is unwound all the way out, through the thread's start.
+    assert!(has_function(&frames, "std::thread"), "stack: {:#?}", names(&frames));
+    // Asked for, the signal handler still captures it.
+    let signalled = sampler
+        .capture_with(
+            t.tid,
+            CAPTURE_TIMEOUT,
+            CaptureOptions { running: RunningCapture::Signal, ..CaptureOptions::new(Unwinder::Dwarf, 64) },
+        )
+        .unwrap();
+    assert_eq!(signalled.method, CaptureMethod::Signal);
+    assert!(has_function(&Symbolizer::new().symbolize(&signalled), "spin_here"));
 
     let verdict = classify(&first, &last, Some(&frames));
     // CPU-bound, unless other processes kept it waiting for a CPU most of the window: then the figures say
@@ -337,7 +352,7 @@ fn frame_pointer_unwinder_on_a_sleeping_thread() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = Target::spawn("fp-sleeper", move |_| rx.recv());
     wait_for_sample(t.tid, "waiting", |s| s.state == RunState::Sleeping && in_syscall(s, "futex"));
-    let options = CaptureOptions { unwinder: Unwinder::FramePointer, max_depth: 64 };
+    let options = CaptureOptions::new(Unwinder::FramePointer, 64);
     // First capture: no cached stack bounds, every read goes through process_vm_readv. Later: direct reads.
     for _ in 0..3 {
         let raw = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, options).unwrap();
@@ -404,7 +419,8 @@ fn frame_pointer_walker_never_faults_on_garbage() {
             spin_with_bogus_frame_pointer(bogus, stop)
         });
         wait_for("the asm loop", || entered.load(Ordering::SeqCst).then_some(()));
-        let options = CaptureOptions { unwinder: Unwinder::FramePointer, max_depth: 128 };
+        let options =
+            CaptureOptions { unwinder: Unwinder::FramePointer, max_depth: 128, running: RunningCapture::Signal };
         let mut symbolizer = Symbolizer::new();
         let mut in_loop = |raw: &loopscope_probes::stack::RawStack| {
             let frames = symbolizer.symbolize(raw);
@@ -443,14 +459,10 @@ fn deep_stacks_are_truncated_at_max_depth() {
     let sampler = sampler();
     let t = Target::spawn("deep", |stop| recurse_then_sleep(150, stop));
     wait_for_sample(t.tid, "deep sleeper", |s| is_sleeping_in(s, "clock_nanosleep"));
-    let raw = sampler
-        .capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions { unwinder: Unwinder::Dwarf, max_depth: 8 })
-        .unwrap();
+    let raw = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions::new(Unwinder::Dwarf, 8)).unwrap();
     assert!(raw.truncated, "{raw:?}");
     assert_eq!(raw.thread_ips().len(), 8, "{raw:?}");
-    let full = sampler
-        .capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions { unwinder: Unwinder::Dwarf, max_depth: 128 })
-        .unwrap();
+    let full = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions::new(Unwinder::Dwarf, 128)).unwrap();
     assert_eq!(full.thread_ips().len(), 128);
     assert!(full.truncated);
     let frames = Symbolizer::new().symbolize(&full);
@@ -458,7 +470,7 @@ fn deep_stacks_are_truncated_at_max_depth() {
         frames.iter().filter(|f| f.function.as_deref().is_some_and(|n| n.ends_with("recurse_then_sleep"))).count();
     assert!(recursion > 100, "{recursion}");
     assert!(matches!(
-        sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions { unwinder: Unwinder::Dwarf, max_depth: 0 }),
+        sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions::new(Unwinder::Dwarf, 0)),
         Err(CaptureError::InvalidOption(_))
     ));
     assert_eq!(t.stop(), 150);
@@ -496,7 +508,7 @@ fn print_stacks() {
     wait_for_sample(t.tid, "sleeping", |s| is_sleeping_in(s, "clock_nanosleep"));
     for unwinder in [Unwinder::Dwarf, Unwinder::FramePointer] {
         for _ in 0..2 {
-            let raw = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions { unwinder, max_depth: 64 }).unwrap();
+            let raw = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions::new(unwinder, 64)).unwrap();
             let frames = Symbolizer::new().symbolize(&raw);
             println!(
                 "{unwinder:?} {:?} probe_frames={} truncated={} incomplete={}",
@@ -576,6 +588,7 @@ fn facade_snapshot_and_diagnosis() {
     let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
     for expected in [
         "stack",
+        "stack-running",
         "symbolizer",
         "thread-state",
         "syscall",
@@ -625,7 +638,7 @@ fn facade_with_probes_disabled() {
     let probes = Probes::new(ProbeConfig { stacks: false, perf: false, ..ProbeConfig::default() });
     assert!(probes.sampler().is_none());
     for s in probes.status() {
-        if s.name == "stack" || s.name == "symbolizer" || s.name.starts_with("perf:") {
+        if s.name.starts_with("stack") || s.name == "symbolizer" || s.name.starts_with("perf:") {
             assert!(!s.active, "{s:?}");
             assert_eq!(s.detail, "disabled by configuration");
         } else {

@@ -150,9 +150,7 @@ fn unwinds_through_a_tail_call_without_taking_a_stale_frame() {
     });
     let pollute = loopscope_fixture_pollute as *const () as usize..loopscope_fixture_pollute_end as *const () as usize;
     for _ in 0..5 {
-        let raw = sampler
-            .capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions { unwinder: Unwinder::Dwarf, max_depth: 64 })
-            .unwrap();
+        let raw = sampler.capture_with(t.tid, CAPTURE_TIMEOUT, CaptureOptions::new(Unwinder::Dwarf, 64)).unwrap();
         assert_eq!(raw.method, CaptureMethod::Outside, "{raw:?}");
         let frames = Symbolizer::new().symbolize(&raw);
         let stack = names(&frames);

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use super::restart::Interrupt;
 use super::{
-    CaptureError, CaptureMethod, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, SamplerConfig, StackSampler, Unwinder,
+    CaptureError, CaptureMethod, CaptureOptions, MAX_DEPTH_LIMIT, RawStack, RunningCapture, SamplerConfig,
+    StackSampler, Unwinder,
 };
 use crate::thread::SyscallLine;
 use crate::{ProbeError, Tid, sys};
@@ -385,14 +386,14 @@ fn warm_up(signal: i32, config: &SamplerConfig, dwarf_allowed: bool) -> Result<D
             signal,
             tid,
             Duration::from_secs(5),
-            CaptureOptions { unwinder: configured, max_depth: config.max_depth },
+            CaptureOptions { unwinder: configured, max_depth: config.max_depth, running: RunningCapture::Signal },
         );
         let elapsed = start.elapsed();
         let second = capture(
             signal,
             tid,
             Duration::from_secs(5),
-            CaptureOptions { unwinder: other, max_depth: config.max_depth },
+            CaptureOptions { unwinder: other, max_depth: config.max_depth, running: RunningCapture::Signal },
         );
         forget(tid);
         first.map_err(|e| e.to_string())?;
@@ -636,7 +637,34 @@ fn capture_without_signal(
             }));
         };
         let SyscallLine::Blocked { number, stack_pointer, instruction_pointer, .. } = line else {
-            // Running. Signal it only once it has proven to be on a CPU, executing its own code.
+            // Running. Where perf events allow it, the kernel samples its registers and stack as it runs its own
+            // code, and it is never signalled (see `perf_sample.rs`).
+            #[cfg(target_arch = "x86_64")]
+            if options.running == RunningCapture::Auto && super::perf_sample::usable().is_ok() {
+                return Some(match super::perf_sample::sample(tid, deadline) {
+                    Ok(sample) => super::perf_sample::unwind(tid, sample, options.max_depth),
+                    Err(super::perf_sample::SampleError::NoSuchThread(source)) => {
+                        Err(CaptureError::NoSuchThread { tid, source })
+                    }
+                    Err(super::perf_sample::SampleError::NotRunning) => Err(CaptureError::NotInterruptible {
+                        tid,
+                        call: "no system call /proc can show (the thread is runnable)".into(),
+                        reason: format!(
+                            "it did not run {:?} of its own code within the timeout (perf sampling; it is never \
+                             signalled)",
+                            super::perf_sample::SAMPLE_PERIOD
+                        ),
+                    }),
+                    // Worked for this process at first use, refused now (a policy changed): this capture only
+                    // says so; the next ones still try.
+                    Err(super::perf_sample::SampleError::Unavailable(why)) => Err(CaptureError::NotInterruptible {
+                        tid,
+                        call: "no system call /proc can show (the thread is running)".into(),
+                        reason: why,
+                    }),
+                });
+            }
+            // Signal it only once it has proven to be on a CPU, executing its own code.
             let cpu = cpu_before?;
             match running_since {
                 Some(since) if cpu.saturating_sub(since) >= RUNNING_PROOF => return None,

@@ -47,6 +47,8 @@ mod imp;
 mod names;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod outside;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod perf_sample;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod restart;
 mod symbolize;
@@ -98,10 +100,42 @@ impl Default for SamplerConfig {
 /// Per-capture options of [`StackSampler::capture_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureOptions {
-    /// The unwinder for this capture.
+    /// The unwinder of the signal handler, for this capture. Stacks taken without a signal
+    /// ([`CaptureMethod::Outside`], [`CaptureMethod::PerfSample`]) are always unwound with DWARF CFI.
     pub unwinder: Unwinder,
     /// Maximum number of frames (1..=128).
     pub max_depth: usize,
+    /// How a thread found running is captured.
+    pub running: RunningCapture,
+}
+
+impl CaptureOptions {
+    /// `unwinder` and `max_depth`, capturing running threads the default way ([`RunningCapture::Auto`]).
+    ///
+    /// ```
+    /// use loopscope_probes::stack::{CaptureOptions, RunningCapture, Unwinder};
+    /// let o = CaptureOptions::new(Unwinder::Dwarf, 64);
+    /// assert_eq!(o.running, RunningCapture::Auto);
+    /// ```
+    pub fn new(unwinder: Unwinder, max_depth: usize) -> CaptureOptions {
+        CaptureOptions { unwinder, max_depth, running: RunningCapture::Auto }
+    }
+}
+
+/// How [`StackSampler::capture`] takes the stack of a thread that is running (not blocked in a system call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RunningCapture {
+    /// A perf-event sample of the thread's user registers and stack, taken by the kernel's timer interrupt once
+    /// the thread has run 100 µs of its own code ([`CaptureMethod::PerfSample`]; x86_64 Linux, where perf events
+    /// allow it, as they do for a process's own threads at `perf_event_paranoid` 2). The thread is never
+    /// signalled, so no system call it enters can fail with `EINTR` because of the capture. Where perf sampling
+    /// is unavailable ([`StackSampler::perf_sampling`] says why), falls back to [`RunningCapture::Signal`].
+    #[default]
+    Auto,
+    /// The signal handler, once the thread has proven to run its own code (its CPU clock advanced 50 µs while
+    /// `/proc` showed it running). A thread can still enter a call that does not restart in the microseconds
+    /// before the signal arrives, which then fails with `EINTR`: rare, but not impossible.
+    Signal,
 }
 
 /// How a stack was captured.
@@ -114,6 +148,9 @@ pub enum CaptureMethod {
     /// uninterruptible sleep): it was not signalled, and its stack was unwound from outside, from the stack and
     /// instruction pointers `/proc/self/task/<tid>/syscall` shows, while it slept.
     Outside,
+    /// The thread was running its own code: the kernel sampled its user registers and copied its stack (a
+    /// perf-event sample, [`RunningCapture::Auto`]), which was unwound afterwards. No signal was sent.
+    PerfSample,
 }
 
 /// A captured stack: raw instruction pointers, innermost first.
@@ -140,7 +177,8 @@ pub struct RawStack {
     /// outside unwind).
     pub latency: Duration,
     /// How the stack was captured. For [`CaptureMethod::Outside`], `probe_frames` is 0, `ips[0]` is the
-    /// instruction after the system call (inside libc's wrapper) and `unwinder` is [`Unwinder::Dwarf`].
+    /// instruction after the system call (inside libc's wrapper) and `unwinder` is [`Unwinder::Dwarf`]; for
+    /// [`CaptureMethod::PerfSample`], the same with `ips[0]` the instruction the thread was sampled at.
     pub method: CaptureMethod,
 }
 
@@ -328,6 +366,30 @@ impl StackSampler {
         &self.config
     }
 
+    /// Whether running threads are captured from perf-event samples, without a signal ([`RunningCapture::Auto`]),
+    /// and if not, why: perf events refused (`kernel.perf_event_paranoid` above 2, a seccomp policy, a kernel
+    /// without them), or not implemented on this architecture. Then running threads are signalled.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))] {
+    /// let sampler = loopscope_probes::stack::StackSampler::install(Default::default()).unwrap();
+    /// match sampler.perf_sampling() {
+    ///     Ok(()) => println!("running threads are sampled without a signal"),
+    ///     Err(why) => println!("running threads are signalled: {why}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn perf_sampling(&self) -> Result<(), &str> {
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        {
+            perf_sample::usable()
+        }
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        {
+            Err("perf sampling of running threads is implemented for x86_64 Linux only")
+        }
+    }
+
     /// Why [`Unwinder::Dwarf`] is not used in the signal handler on this system, if it is not: it needs glibc >=
     /// 2.35 (`_dl_find_object`) and libgcc >= 12, checked at install. Captures that ask for DWARF then walk frame
     /// pointers instead (threads unwound from outside are not affected: that DWARF unwinder runs on the capturing
@@ -399,11 +461,7 @@ impl StackSampler {
     /// not been [`prepare_thread`](Self::prepare_thread)d is prepared first (which allocates once). Concurrent
     /// callers are safe: captures of the same thread are serialized (each waiting at most its own timeout).
     pub fn capture(&self, tid: Tid, timeout: Duration) -> Result<RawStack, CaptureError> {
-        self.capture_with(
-            tid,
-            timeout,
-            CaptureOptions { unwinder: self.config.unwinder, max_depth: self.config.max_depth },
-        )
+        self.capture_with(tid, timeout, CaptureOptions::new(self.config.unwinder, self.config.max_depth))
     }
 
     /// Like [`capture`](Self::capture), with a per-capture unwinder and depth.

@@ -78,11 +78,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) fn unwind(pc: u64, sp: u64, max_depth: usize) -> Unwound {
     let mut guard = lock(&STATE);
     let state = guard.get_or_insert_with(State::load);
-    let first = state.unwind(pc, sp, max_depth);
+    state.stack.reset(sp);
+    let first = state.unwind(pc, sp, 0, max_depth);
     if first.stopped.as_deref() == Some(UNKNOWN_CODE) {
         // An address outside every object we know: a library was loaded since. Reload and try again.
         *state = State::load();
-        return state.unwind(pc, sp, max_depth);
+        state.stack.reset(sp);
+        return state.unwind(pc, sp, 0, max_depth);
+    }
+    first
+}
+
+/// Like [`unwind`], for a thread caught running: from its registers `pc`, `sp` and `bp` and `stack`, a copy of
+/// its stack from `sp` up taken at that moment (a perf sample, `perf_sample.rs`). Only the copy is read: the
+/// live stack has moved on since.
+pub(super) fn unwind_copy(pc: u64, sp: u64, bp: u64, stack: Vec<u8>, max_depth: usize) -> Unwound {
+    let mut guard = lock(&STATE);
+    let state = guard.get_or_insert_with(State::load);
+    state.stack.preset(sp, stack);
+    let first = state.unwind(pc, sp, bp, max_depth);
+    if first.stopped.as_deref() == Some(UNKNOWN_CODE) {
+        let stack = std::mem::take(&mut state.stack.bytes);
+        *state = State::load();
+        state.stack.preset(sp, stack);
+        return state.unwind(pc, sp, bp, max_depth);
     }
     first
 }
@@ -111,14 +130,14 @@ impl State {
         State { unwinder, cache: CacheX86_64::new(), objects: kept, stack: StackCopy::default() }
     }
 
-    fn unwind(&mut self, pc: u64, sp: u64, max_depth: usize) -> Unwound {
+    /// Unwinds from `pc`, `sp` and `bp` over `self.stack`, which the caller has reset or preset for `sp`.
+    fn unwind(&mut self, pc: u64, sp: u64, bp: u64, max_depth: usize) -> Unwound {
         let State { unwinder, cache, objects, stack } = self;
-        stack.reset(sp);
         let mut ips = vec![pc as usize];
         let mut truncated = false;
         let mut stopped = None;
-        // 0 stands for "unknown": /proc does not show rbp. It becomes known once a frame restores it.
-        let mut regs = UnwindRegsX86_64::new(pc, sp, 0);
+        // 0 stands for "unknown" (/proc does not show rbp); it becomes known once a frame restores it.
+        let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
         let mut address = FrameAddress::from_instruction_pointer(pc);
         loop {
             if !is_code(objects, address.address_for_lookup()) {
@@ -491,6 +510,13 @@ impl StackCopy {
         self.base = sp & !7;
         self.bytes.clear();
         self.exhausted = false;
+    }
+
+    /// A copy taken elsewhere (a perf sample's), starting exactly at `sp`: read as is, never grown.
+    fn preset(&mut self, sp: u64, bytes: Vec<u8>) {
+        self.base = sp;
+        self.bytes = bytes;
+        self.exhausted = true;
     }
 
     fn read_u64(&mut self, addr: u64) -> Result<u64, ()> {

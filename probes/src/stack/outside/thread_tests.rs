@@ -39,7 +39,9 @@ fn unwinds_a_sleeping_thread_through_std_frame_pointer_frames() {
         assert!(Instant::now() < deadline, "the thread never slept");
         std::thread::sleep(Duration::from_millis(1));
     };
-    let unwound = State::load().unwind(pc, sp, 64);
+    let mut state = State::load();
+    state.stack.reset(sp);
+    let unwound = state.unwind(pc, sp, 0, 64);
     stop.store(true, Ordering::SeqCst);
     handle.join().expect("the sleeper does not panic");
     let raw = RawStack {

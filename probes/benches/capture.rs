@@ -63,6 +63,15 @@ fn benches(c: &mut Criterion) {
                 b.iter(|| black_box(sampler.capture_with(tid, TIMEOUT, options).unwrap()))
             });
         }
+        if spin && sampler.perf_sampling().is_ok() {
+            // The default for a running thread: a perf sample (open the event, wait for the thread to run 100 µs
+            // of its own code, copy 48 KiB of stack, close), then the DWARF unwind of the copy. No signal.
+            let options = CaptureOptions::new(Unwinder::Dwarf, 64);
+            sampler.capture_with(tid, TIMEOUT, options).unwrap();
+            group.bench_function(format!("{label}/Dwarf/perf_sample_to_ips"), |b| {
+                b.iter(|| black_box(sampler.capture_with(tid, TIMEOUT, options).unwrap()))
+            });
+        }
         if !spin {
             let mut warm = Symbolizer::new();
             warm.warm();

@@ -5,8 +5,9 @@
 //! Budget: no lock, no allocation, no channel send. A poll costs two TSC reads, a thread-local lookup, one probe
 //! into the task table, and a handful of `Relaxed` stores into memory that only this thread writes (see
 //! `slots.rs` and `tables.rs` for why that is sound). Two rare paths make syscalls (still no lock or
-//! allocation): a poll that ran past a quarter of the stall threshold, and the first poll after an idle pause,
-//! read the thread's own scheduler clocks (a few µs; see `slots::Closing`).
+//! allocation): a poll that ran past a quarter of the stall threshold, and a poll that starts more than a
+//! quarter of the threshold after the thread's last such reading, read the thread's own scheduler clocks (a
+//! few µs; see `slots::Closing`).
 
 use crate::shared::Shared;
 use crate::shared::slots;
@@ -23,7 +24,16 @@ impl Shared {
         // Only this thread's own slot is written here; the task table is touched once per poll, after it.
         slots::with_slot(self.id, &self.slots, |slot| {
             // Read the clock last so the hook's own work is not charged to the task.
-            slot.begin(id, location_addr, self.clock.raw());
+            let start = self.clock.raw();
+            slot.begin(id, location_addr, start);
+            // Rare: the thread's newest own scheduler reading is older than a quarter of the threshold (a pause,
+            // or a run of short polls). Take one now, so that this poll opens with a reading from its start
+            // even if the watchdog, starved on a busy machine, first sees it late or never: without it, all of
+            // the poll up to the watchdog's first reading would count as the poll's own time. A few µs, at most
+            // once per quarter threshold per busy thread (0.2% of its time at the default threshold).
+            if self.config.probes && start.wrapping_sub(slot.own_at.load(Relaxed)) > self.own_reading_every_raw {
+                self.refresh_own_reading(slot, id);
+            }
         });
         // After an idle pause the watchdog sleeps a whole threshold; wake it so that this poll's first
         // scheduler reading comes early (see watchdog.rs). Only the first poll after the pause pays for it.

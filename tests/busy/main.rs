@@ -364,6 +364,61 @@ fn a_stall_whose_thread_exits_at_once_is_still_measured() {
 }
 
 #[test]
+fn a_delayed_poll_after_a_run_of_short_ones_still_opens_with_the_threads_own_reading() {
+    // A thread that wakes for short polls (under a quarter of the threshold: no reading as they end) while
+    // another thread keeps the watchdog awake (so no idle pause is noticed) goes a long time without any reading
+    // of its own. A watchdog that looks only every 70 ms (as a starved one does) then has nothing that opens the
+    // thread's next long poll, and all of it up to the watchdog's look would count as the poll's own time:
+    // without the fix this clean code failed 4 runs in 12 (with 8 rounds). The thread now takes a reading at
+    // the start of any poll whose newest one is older than a quarter of the threshold.
+    warm_probes();
+    let check = Check::new().max_poll(CROWDED_MAX_POLL).agent(agent().watchdog_interval(ms(70)));
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all();
+    let guard = check.install(&mut b).expect("install");
+    // Short instrumented polls on a thread of their own, without end: a poll in flight at nearly every look.
+    let stop = Arc::new(AtomicBool::new(false));
+    let keeper = {
+        let (agent, stop) = (guard.agent().clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("keeper runtime");
+            rt.block_on(agent.instrument(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    burn_cpu(Duration::from_micros(200));
+                    tokio::task::yield_now().await;
+                }
+            }));
+        })
+    };
+    let rt = b.build().expect("runtime");
+    {
+        let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
+        rt.block_on(async {
+            tokio::spawn(async {
+                pin_to_first_cpu().expect("pin the runtime's thread");
+                tokio::time::sleep(ms(20)).await;
+                for _ in 0..16 {
+                    for _ in 0..6 {
+                        tokio::time::sleep(ms(3)).await;
+                        burn_cpu(Duration::from_micros(20));
+                    }
+                    burn_cpu(CLEAN_POLL_CPU);
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("the body");
+        });
+    }
+    drop(rt);
+    stop.store(true, Ordering::Relaxed);
+    keeper.join().expect("the keeper");
+    let report = guard.finish();
+    assert!(report.passed(), "clean code failed after runs of short polls:\n{report}");
+    assert!(report.delayed_by_os().count() >= 3, "too few polls were delayed past the threshold:\n{report}");
+}
+
+#[test]
 fn polls_the_watchdog_never_saw_are_split_by_the_threads_own_readings() {
     // A watchdog that looks only every 70 ms (as a starved one does on a busy machine) misses most 36 ms polls
     // while they run, so it has no reading of its own for them. The thread's own readings, as each poll of a

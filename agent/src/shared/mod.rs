@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) stall_ns: u64,
     /// Polls that end past this get the thread's own closing reading (`slots::FIRST_READING_DIVISOR`).
     pub(crate) closing_ns: u64,
+    /// `closing_ns` in the clock's raw units: a poll that starts this long after its thread's newest own
+    /// reading takes a new one (`begin_poll`), compared without converting the clock on every poll.
+    pub(crate) own_reading_every_raw: u64,
     pub(crate) tasks: TaskTable,
     pub(crate) locations: LocationTable,
     pub(crate) slots: SlotRegistry,
@@ -158,6 +161,7 @@ impl Shared {
         let clock = crate::os::clock();
         let slow_ns = u64::try_from(config.slow_poll_threshold.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = u64::try_from(config.stall_threshold.as_nanos()).unwrap_or(u64::MAX);
+        let own_reading_every_raw = raw_ticks_for(&clock, stall_ns / slots::FIRST_READING_DIVISOR);
         let tasks = TaskTable::new(config.max_tasks, config.schedule_latency);
         let finished = FinishedQueue::new(tasks.capacity());
         Arc::new(Shared {
@@ -171,6 +175,7 @@ impl Shared {
             slow_ns,
             stall_ns,
             closing_ns: stall_ns / slots::FIRST_READING_DIVISOR,
+            own_reading_every_raw,
             slots: SlotRegistry::default(),
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -260,13 +265,18 @@ impl Shared {
         if self.agent_task_name(task_id).is_some() {
             return;
         }
+        // (The poll's own opening reading was taken in `begin_poll`: after a pause its thread's newest is old.)
         self.wake_sleeping_watchdog();
-        // The watchdog's wake-up can come late on a busy machine (a real-time thread still waits for a kernel
-        // that doesn't preempt), and with it the poll's first scheduler reading. The thread's own reading now,
-        // at the poll's start, opens the poll exactly instead (see `slots::WorkerSlot::record_opening`). A few µs,
-        // once per idle pause.
-        if self.config.probes {
-            slots::existing_slot(self.id, |slot| slot.record_own_opening());
+    }
+
+    /// Takes the polling thread's own reading at the start of the poll in flight, for app task `task_id`: its
+    /// newest is older than a quarter of the threshold (see `begin_poll`).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn refresh_own_reading(&self, slot: &slots::WorkerSlot, task_id: u64) {
+        // loopscope's own lag probes are not worth it: an idle app would pay for their polls.
+        if self.agent_task_name(task_id).is_none() {
+            slot.record_own_opening();
         }
     }
 
@@ -306,4 +316,15 @@ impl Drop for Shared {
             (self.finish_check)(self, &mut w);
         }
     }
+}
+
+/// The smallest raw clock delta that `clock` converts to at least `ns` nanoseconds (the conversion is linear and
+/// monotonic, so a binary search finds it).
+fn raw_ticks_for(clock: &quanta::Clock, ns: u64) -> u64 {
+    let (mut lo, mut hi) = (0u64, 1u64 << 62);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if clock.delta_as_nanos(0, mid) >= ns { hi = mid } else { lo = mid + 1 }
+    }
+    lo
 }

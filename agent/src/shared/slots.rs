@@ -128,9 +128,15 @@ pub(crate) struct WorkerSlot {
     pub(crate) long_polls: [LongPoll; LONG_POLLS],
     pub(crate) closings: [Closing; CLOSINGS],
     pub(crate) closing_count: AtomicU64,
-    /// The thread's own reading at the start of its first poll after an idle pause (same layout as a closing
-    /// reading, with `raw` the poll's start): the watchdog, woken by that poll, may come too late to open it.
-    pub(crate) opening: Closing,
+    /// The thread's own readings at the start of a poll that began more than a quarter of the threshold after
+    /// its previous reading (same layout as a closing reading, with `raw` the poll's start): the watchdog, late
+    /// on a busy machine, may come too late to open that poll. The last [`CLOSINGS`] are kept, so a late
+    /// watchdog still finds a poll's opening after the thread started a few more.
+    pub(crate) openings: [Closing; CLOSINGS],
+    pub(crate) opening_count: AtomicU64,
+    /// The agent's raw clock at the thread's newest own reading (closing, opening, or at registration): a poll
+    /// that starts more than a quarter of the threshold after it takes a new one (`Shared::begin_poll`).
+    pub(crate) own_at: AtomicU64,
     /// Polls whose before-hook found a poll already in flight on this thread (should stay 0).
     pub(crate) nested: AtomicU64,
     // --- written by the owning thread in tokio's park/unpark hooks (stable mode only) ---
@@ -169,7 +175,9 @@ impl WorkerSlot {
             long_polls: Default::default(),
             closings: Default::default(),
             closing_count: AtomicU64::new(0),
-            opening: Closing::default(),
+            openings: Default::default(),
+            opening_count: AtomicU64::new(0),
+            own_at: AtomicU64::new(0),
             nested: AtomicU64::new(0),
             busy_seq: AtomicU64::new(0),
             busy_start: AtomicU64::new(0),
@@ -180,6 +188,14 @@ impl WorkerSlot {
             agent_gone: AtomicBool::new(false),
             born: Birth::now(),
         }
+        .with_own_at_birth()
+    }
+
+    fn with_own_at_birth(self) -> Self {
+        if let Some(b) = &self.born {
+            self.own_at.store(b.raw, Relaxed);
+        }
+        self
     }
 
     /// Publishes a poll start. Owner thread only.
@@ -282,22 +298,27 @@ impl WorkerSlot {
         Self::store_clocks(c, clocks);
         c.seq.store(seq, Release);
         self.closing_count.store(n.wrapping_add(1), Relaxed);
+        self.own_at.store(raw, Relaxed);
     }
 
     /// Stores the thread's own reading for the poll in flight, taken just after it started, as if taken at its
     /// start (the hook's few µs in between are the thread's own CPU time, never a wait). Owner thread only;
-    /// rare (the first poll after an idle pause).
+    /// rare (a poll that starts more than a quarter of the threshold after the thread's previous reading).
     pub(crate) fn record_opening(&self, clocks: Clocks) {
         let seq = self.seq.load(Relaxed);
         if seq & 1 == 0 {
             return;
         }
-        let c = &self.opening;
+        let n = self.opening_count.load(Relaxed);
+        let Some(c) = self.openings.get((n % CLOSINGS as u64) as usize) else { return };
+        self.opening_count.store(n.wrapping_add(1), Relaxed);
         c.seq.store(0, Relaxed);
         fence(Release);
-        c.raw.store(self.poll_start.load(Relaxed), Relaxed);
+        let start = self.poll_start.load(Relaxed);
+        c.raw.store(start, Relaxed);
         Self::store_clocks(c, clocks);
         c.seq.store(seq, Release);
+        self.own_at.store(start, Relaxed);
     }
 
     /// The seqlock's payload of a [`Closing`] being written.
@@ -333,11 +354,11 @@ impl WorkerSlot {
     }
 
     /// The newest of the thread's own readings taken at or before `raw` (the start of a later poll), if any.
-    /// Includes the opening reading of a poll after an idle pause (whose `raw` is that poll's start).
+    /// Includes the opening readings (whose `raw` is their poll's start).
     pub(crate) fn closing_before(&self, raw: u64) -> Option<ClosingRecord> {
         self.closings
             .iter()
-            .chain(std::iter::once(&self.opening))
+            .chain(&self.openings)
             .filter_map(Self::read_closing)
             .filter(|r| r.raw <= raw)
             .max_by_key(|r| r.raw)

@@ -547,7 +547,12 @@ impl Watchdog {
                 Verdict::PENDING => return interval_ns,
                 Verdict::CONFIRMED => {
                     if elapsed_ns >= t.next_report_ns {
-                        t.next_report_ns = t.next_report_ns.saturating_mul(2);
+                        // Past every doubling already passed, in one report: a verdict that came late (the first
+                        // stall of a process waits for the symbolizer) otherwise sent one report per tick, each
+                        // with a stack, until the doublings caught up.
+                        while t.next_report_ns <= elapsed_ns && t.next_report_ns < u64::MAX / 2 {
+                            t.next_report_ns *= 2;
+                        }
                         // Every report of a busy span takes a stack, past `MAX_CAPTURES` too: a thread can leave
                         // the scheduler with its span still open, since no park hook fires when a
                         // current-thread runtime's `block_on` returns (nor for a thread sent back to the

@@ -15,6 +15,13 @@
 //! (no scheduler on their stack: `probing::BusyVerdict::NotWorker`), after which the watchdog leaves them alone.
 //! The park hooks fire on workers only (and on a current-thread runtime's `block_on` thread, which tokio starts
 //! no thread for: it is known from its first park).
+//!
+//! A span can outlive the runtime on its thread: tokio's current-thread scheduler runs the park hooks only
+//! around a park inside `block_on`, so when the `block_on` future completes after an unpark the thread returns to
+//! its caller with its span open, and no hook ever says so (`on_thread_stop` does not fire for the caller's
+//! thread, nor do the runtime's metrics move). Nothing here can close it, short of a hook on every poll; the
+//! watchdog finds it from the thread's stack instead: no scheduler on it, no stall (`probing::same_poll`, and
+//! `NotWorker` for a span not yet confirmed).
 
 use crate::shared::{Shared, slots};
 use std::sync::Arc;

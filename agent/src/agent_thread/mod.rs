@@ -233,8 +233,8 @@ impl AgentThread {
                 let threshold = self.shared.config.stall_threshold;
                 if let Some(look) = &look
                     && let Some(open) = self.open.get(&stall_id)
-                    && let Some((_, Some(frames))) = &open.busy
-                    && crate::watch::probing::same_poll(look, frames) == Some(false)
+                    && let Some((_, frames)) = &open.busy
+                    && crate::watch::probing::same_poll(look, frames.as_ref()) == Some(false)
                 {
                     self.busy_poll_ended(stall_id);
                     return;

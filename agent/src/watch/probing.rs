@@ -35,6 +35,8 @@ pub(crate) const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
 pub(crate) const RUNNABLE_CAPTURE_TIMEOUT: Duration = Duration::from_millis(2);
 /// Stack captures per stall: at 1×, 2×, 4× and 8× the threshold. Later re-reports sample /proc only: each
 /// capture interrupts the thread, and interrupting a sleeping thread too often keeps it from ever waking.
+/// Stable mode's confirmed busy spans are the exception: each report takes a stack, the only sign that the
+/// thread left the runtime without parking (see `watchdog::look_busy`).
 pub(crate) const MAX_CAPTURES: usize = 4;
 
 /// Starts the process-wide probes once. Later calls (other agents) do nothing.
@@ -547,10 +549,24 @@ pub(crate) fn confirm_busy(
 }
 
 /// Stable mode: whether a later look at a confirmed stall still shows the same poll (the app's `frames` under
-/// a poll frame). `None` when the look has no stack to tell by.
-pub(crate) fn same_poll(look: &Look, frames: &UserFrames) -> Option<bool> {
-    let v = view_of(look)?;
-    Some(v.in_scheduler && v.user.as_ref().is_some_and(|u| same_frames(u, frames)))
+/// a poll frame, when the confirmation saw them). `None` when the look has no stack to tell by, or when it shows
+/// a scheduler but the confirmation had no frames to compare with.
+///
+/// A stack with no scheduler on it is never the same poll, frames or not: the thread left the runtime without
+/// a park hook ending its busy span (a current-thread runtime's `block_on` returned, or `block_in_place` sent it
+/// back to the blocking pool). A stall confirmed by its system call alone (no stack then) has no frames:
+/// leaving the scheduler is the only end a later look can show for it.
+pub(crate) fn same_poll(look: &Look, frames: Option<&UserFrames>) -> Option<bool> {
+    still_in_poll(&view_of(look)?, frames)
+}
+
+/// [`same_poll`] on a stack already seen from its poll.
+fn still_in_poll(v: &PollView, frames: Option<&UserFrames>) -> Option<bool> {
+    if !v.in_scheduler {
+        return Some(false);
+    }
+    let frames = frames?;
+    Some(v.user.as_ref().is_some_and(|u| same_frames(u, frames)))
 }
 
 #[cfg(test)]
@@ -640,5 +656,34 @@ mod tests {
             "app::handler",
         ]));
         assert!(v.block_in_place && v.in_poll());
+    }
+
+    /// A current-thread runtime's thread inside `block_on`, polling a task, and the same thread after
+    /// `block_on` returned, asleep in the caller's own code (no park hook ended its busy span).
+    #[test]
+    fn a_thread_out_of_its_runtime_is_no_longer_in_the_poll() {
+        let in_runtime = vec![
+            frame("std::thread::sleep", FrameOrigin::Std),
+            frame("app::handler", FrameOrigin::User),
+            frame("app::serve::{async block}", FrameOrigin::User),
+            frame("tokio::runtime::task::harness::Harness::poll", FrameOrigin::Runtime),
+            frame("tokio::runtime::scheduler::current_thread::CoreGuard::block_on", FrameOrigin::Runtime),
+            frame("tokio::runtime::runtime::Runtime::block_on", FrameOrigin::Runtime),
+            frame("app::main", FrameOrigin::User),
+        ];
+        let left = vec![
+            frame("std::thread::sleep", FrameOrigin::Std),
+            frame("app::after_the_runtime", FrameOrigin::User),
+            frame("app::main", FrameOrigin::User),
+        ];
+        let inside = poll_view(&in_runtime);
+        let frames = inside.user.clone().expect("a poll frame");
+        assert_eq!(still_in_poll(&inside, Some(&frames)), Some(true));
+        // Confirmed from its system call alone, the stall has no frames: a stack inside the runtime can't tell.
+        assert_eq!(still_in_poll(&inside, None), None);
+        // Out of the runtime it is over, whether the confirmation saw frames or not.
+        let outside = poll_view(&left);
+        assert_eq!(still_in_poll(&outside, Some(&frames)), Some(false));
+        assert_eq!(still_in_poll(&outside, None), Some(false));
     }
 }

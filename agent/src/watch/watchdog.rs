@@ -141,7 +141,7 @@ struct Tracked {
     last_elapsed_ns: u64,
     /// Take a second /proc look at this point, so even a short stall gets an on-CPU share.
     next_sample_ns: u64,
-    /// Stacks captured so far (the prober counts; at most `MAX_CAPTURES` are asked for).
+    /// Stacks captured so far (the prober counts; at most `MAX_CAPTURES` are asked for, but for busy spans).
     captured: Arc<AtomicUsize>,
     tid: i32,
     /// Stable mode: a busy span waiting for (or given) the agent thread's verdict.
@@ -547,14 +547,26 @@ impl Watchdog {
                 Verdict::PENDING => return interval_ns,
                 Verdict::CONFIRMED => {
                     if elapsed_ns >= t.next_report_ns {
-                        t.next_report_ns = t.next_report_ns.saturating_mul(2);
-                        let captured = t.captured.load(Relaxed);
+                        // Past every doubling already passed, in one report: a verdict that came late (the first
+                        // stall of a process waits for the symbolizer) otherwise sent one report per tick, each
+                        // with a stack, until the doublings caught up.
+                        while t.next_report_ns <= elapsed_ns && t.next_report_ns < u64::MAX / 2 {
+                            t.next_report_ns *= 2;
+                        }
+                        // Every report of a busy span takes a stack, past `MAX_CAPTURES` too: a thread can leave
+                        // the scheduler with its span still open, since no park hook fires when a
+                        // current-thread runtime's `block_on` returns (nor for a thread sent back to the
+                        // blocking pool by `block_in_place`), and the stack is the only thing that shows it
+                        // (`probing::same_poll`, on the agent thread). Without one, once `MAX_CAPTURES` were
+                        // spent, the thread blocked in whatever it did next was reported as the same stall
+                        // until it entered its runtime again or exited. One capture per doubling: a handful
+                        // over seconds.
                         let look = LookRequest {
                             slot: slot.clone(),
                             seq: f.seq,
                             tid: t.tid,
                             at_elapsed,
-                            with_stack: captured < probing::MAX_CAPTURES,
+                            with_stack: true,
                             captured: t.captured.clone(),
                             confirm: false,
                         };

@@ -446,3 +446,43 @@ fn idle_cost_measurement() {
     assert!(share < 0.01, "idle cost {:.3}% of a core", share * 100.0);
     assert_eq!(agent.snapshot().totals.stall_count, 0);
 }
+
+/// `Check` (what `loopscope check` and `#[loopscope::test]` run on) in stable mode: a blocking handler fails the
+/// check and is named by its stack; clean code passes.
+#[test]
+fn check_fails_a_blocking_handler_and_names_it() {
+    let report = loopscope::check::Check::new().max_poll(THRESHOLD).agent(agent()).run_multi_thread(2, async {
+        tokio::spawn(async { sleeping_handler() }).await.unwrap();
+    });
+    assert!(!report.passed(), "a 150 ms sleep passed:\n{report}");
+    let worst = report.stalls().max_by_key(|e| e.elapsed).expect("a stall");
+    assert!(functions(worst).iter().any(|n| n.contains("sleeping_handler")), "{report}");
+    assert!(report.to_string().contains("sleeping_handler"), "{report}");
+}
+
+#[test]
+fn check_passes_clean_code() {
+    let report = loopscope::check::Check::new().max_poll(THRESHOLD).agent(agent()).run_multi_thread(2, async {
+        for _ in 0..100 {
+            tokio::time::sleep(ms(1)).await;
+            std::hint::black_box(spin_for(Duration::from_micros(300)));
+        }
+    });
+    assert!(report.passed(), "clean code failed:\n{report}");
+}
+
+// The test attribute ignores the environment, so it runs in stable mode in a build without
+// `--cfg tokio_unstable` (CI's second run of this file), and with task hooks in the workspace's build.
+#[loopscope::test(max_poll = "10ms", flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_attribute_passes_clean_code() {
+    for _ in 0..100 {
+        tokio::time::sleep(ms(1)).await;
+        std::hint::black_box(spin_for(Duration::from_micros(300)));
+    }
+}
+
+#[loopscope::test(max_poll = "10ms", flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "sleeping_handler")]
+async fn the_test_attribute_fails_a_blocking_handler() {
+    tokio::spawn(async { sleeping_handler() }).await.unwrap();
+}

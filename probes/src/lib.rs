@@ -35,6 +35,8 @@
 
 pub mod classify;
 mod error;
+#[cfg(target_os = "linux")]
+pub mod kernel;
 pub mod mem;
 pub mod perf;
 mod probes;

@@ -33,7 +33,7 @@ impl Default for ProbeConfig {
 /// Whether one probe works, and why (not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeStatus {
-    /// `"stack"`, `"stack-running"`, `"symbolizer"`, `"thread-state"`, `"syscall"`, `"cpu-time"`, `"perf:task-clock"`,
+    /// `"stack"`, `"stack-running"`, `"symbolizer"`, `"thread-state"`, `"syscall"`, `"cpu-time"`, `"irq-time"`, `"perf:task-clock"`,
     /// `"perf:page-faults"`, `"perf:context-switches"`, `"perf:cycles"`, `"perf:instructions"`.
     pub name: String,
     /// Whether the probe is usable.
@@ -247,6 +247,24 @@ impl Probes {
             )),
             Err(e) => statuses.push(ProbeStatus::new("cpu-time", false, error_chain(&e))),
         }
+
+        #[cfg(target_os = "linux")]
+        statuses.push(match crate::kernel::irq_time_accounting() {
+            Some(true) => ProbeStatus::new("irq-time", true, "interrupt time is kept out of threads' CPU time"),
+            Some(false) => ProbeStatus::new(
+                "irq-time",
+                false,
+                "this kernel charges interrupt and softirq time to the thread it interrupts \
+                 (CONFIG_IRQ_TIME_ACCOUNTING is off): on a busy machine a poll's \"on CPU\" time can include \
+                 milliseconds it did not run",
+            ),
+            None => ProbeStatus::new(
+                "irq-time",
+                false,
+                "unknown: neither /proc/config.gz nor /boot/config-$(uname -r) is readable, so whether \
+                 interrupt time counts as threads' CPU time can't be told",
+            ),
+        });
 
         // Perf counters: opened once on this thread to learn what the machine allows; the real counters are
         // opened per thread in `prepare_thread`.

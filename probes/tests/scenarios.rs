@@ -593,6 +593,7 @@ fn facade_snapshot_and_diagnosis() {
         "thread-state",
         "syscall",
         "cpu-time",
+        "irq-time",
         "perf:task-clock",
         "perf:page-faults",
         "perf:context-switches",
@@ -641,6 +642,9 @@ fn facade_with_probes_disabled() {
         if s.name.starts_with("stack") || s.name == "symbolizer" || s.name.starts_with("perf:") {
             assert!(!s.active, "{s:?}");
             assert_eq!(s.detail, "disabled by configuration");
+        } else if s.name == "irq-time" {
+            // A fact about the kernel, not a probe that configuration turns off.
+            assert!(!s.detail.is_empty(), "{s:?}");
         } else {
             assert!(s.active, "{s:?}");
         }

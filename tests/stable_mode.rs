@@ -321,7 +321,8 @@ fn a_thread_that_left_block_on_is_not_reported_for_blocking_outside_it() {
 /// The goal is 95% (the figures are printed: `cargo test --test stable_mode recall -- --nocapture`).
 ///
 /// A thread asleep in a call is confirmed from `/proc` alone; a spinning one needs stack samples, and the probes
-/// signal a runnable thread only once it has proven to be on a CPU (`probes/src/stack/imp.rs`): on a machine
+/// take a runnable thread's stack only once it has run its own code (a perf sample after 100 µs of it, or the
+/// signal's 50 µs proof: `probes/src/stack/imp/without_signal.rs`): on a machine
 /// with several runnable threads per core it often isn't within the confirmation's few milliseconds, and a
 /// stall of twice the threshold is over before the next try. Measured on a 2-core machine at load 7 to 9
 /// (three spinning processes and two builds): sleeps 17 to 20 of 20, spins 0 to 7 of 10. The assertion holds

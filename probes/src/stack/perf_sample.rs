@@ -20,7 +20,7 @@
 //! was executing its own code. The stack is then unwound with DWARF CFI on the capturing thread, from the copy
 //! (the same unwinder as `outside.rs`). This works for unprivileged processes at `perf_event_paranoid` 2 (user
 //! samples of the process's own threads). Where perf events are refused (paranoid 3+, seccomp, no
-//! `CONFIG_PERF_EVENTS`) the sampler falls back to the signal, after the running-thread proof in `imp.rs`.
+//! `CONFIG_PERF_EVENTS`) the sampler falls back to the signal, after the running-thread proof in `imp/without_signal.rs`.
 //!
 //! Each capture opens its own event and ring buffer (68 KiB) and closes them at once: a running thread is
 //! captured only when a stall is in flight, and nothing is kept open per thread.

@@ -90,25 +90,46 @@ pub(super) fn usable() -> Result<(), &'static str> {
         .map_err(String::as_str)
 }
 
-/// Takes one sample of thread `tid`, waiting until `deadline` for it to run [`SAMPLE_PERIOD`] in user mode.
-pub(super) fn sample(tid: Tid, deadline: Instant) -> Result<Sample, SampleError> {
-    let event = Event::open(tid)?;
-    let start = Instant::now();
-    event.enable()?;
-    loop {
-        if let Some(mut s) = event.first_sample() {
-            s.waited = start.elapsed();
-            return Ok(s);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(SampleError::NotRunning);
-        }
-        if !event.wait(deadline - now) {
-            // The thread exited (the event hung up); a sample it left is still in the ring.
-            return event.first_sample().ok_or(SampleError::NotRunning);
+/// A sampling event armed on one thread for one capture: it keeps counting the thread's user-mode run time
+/// while the capturer looks at `/proc` in between (the thread may block again before it has run long enough).
+pub(super) struct Sampling {
+    event: Event,
+    start: Instant,
+}
+
+impl Sampling {
+    /// Opens and enables the event on thread `tid`.
+    pub(super) fn start(tid: Tid) -> Result<Sampling, SampleError> {
+        let event = Event::open(tid)?;
+        let start = Instant::now();
+        event.enable()?;
+        Ok(Sampling { event, start })
+    }
+
+    /// The first sample, waiting for it until `until`: `Ok(None)` if none came by then,
+    /// [`SampleError::NotRunning`] if the thread exited without leaving one.
+    pub(super) fn wait(&self, until: Instant) -> Result<Option<Sample>, SampleError> {
+        loop {
+            if let Some(mut s) = self.event.first_sample() {
+                s.waited = self.start.elapsed();
+                return Ok(Some(s));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            if !self.event.wait(until - now) {
+                // The thread exited (the event hung up); a sample it left is still in the ring.
+                return self.event.first_sample().map(Some).ok_or(SampleError::NotRunning);
+            }
         }
     }
+}
+
+/// Takes one sample of thread `tid`, waiting until `deadline` for it to run [`SAMPLE_PERIOD`] in user mode.
+#[cfg(test)]
+fn sample(tid: Tid, deadline: Instant) -> Result<Sample, SampleError> {
+    Sampling::start(tid)?.wait(deadline)?.ok_or(SampleError::NotRunning)
 }
 
 /// A raw stack from `sample`, unwound from its copy of the stack.

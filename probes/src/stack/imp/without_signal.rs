@@ -2,6 +2,8 @@
 //! stack taken another way (unwound from outside while it sleeps, or sampled by perf while it runs).
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use crate::stack::perf_sample;
 
 /// How often an outside unwind is retried when the thread ran while it was being unwound.
 const OUTSIDE_ATTEMPTS: usize = 3;
@@ -32,6 +34,9 @@ pub(super) fn capture_without_signal(
     let start = Instant::now();
     let mut attempts = 0;
     let mut running_since: Option<Duration> = None;
+    // The perf event of a thread found running, kept armed while the loop looks at /proc again.
+    #[cfg(target_arch = "x86_64")]
+    let mut sampling: Option<perf_sample::Sampling> = None;
     loop {
         // The CPU clock first: if it has not moved when we are done, the thread did not run in between, so the
         // stack we copied was frozen (see `outside.rs`).
@@ -68,31 +73,24 @@ pub(super) fn capture_without_signal(
             // Running. Where perf events allow it, the kernel samples its registers and stack as it runs its own
             // code, and it is never signalled (see `perf_sample.rs`).
             #[cfg(target_arch = "x86_64")]
-            if options.running == RunningCapture::Auto && super::super::perf_sample::usable().is_ok() {
-                return Some(match super::super::perf_sample::sample(tid, deadline) {
-                    Ok(sample) => super::super::perf_sample::unwind(tid, sample, options.max_depth),
-                    Err(super::super::perf_sample::SampleError::NoSuchThread(source)) => {
-                        Err(CaptureError::NoSuchThread { tid, source })
-                    }
-                    Err(super::super::perf_sample::SampleError::NotRunning) => Err(CaptureError::NotInterruptible {
-                        tid,
-                        call: "no system call /proc can show (the thread is runnable)".into(),
-                        reason: format!(
-                            "it did not run {:?} of its own code within the timeout (perf sampling; it is never \
-                             signalled)",
-                            super::super::perf_sample::SAMPLE_PERIOD
-                        ),
-                    }),
-                    // Worked for this process at first use, refused now (a policy changed): this capture only
-                    // says so; the next ones still try.
-                    Err(super::super::perf_sample::SampleError::Unavailable(why)) => {
-                        Err(CaptureError::NotInterruptible {
-                            tid,
-                            call: "no system call /proc can show (the thread is running)".into(),
-                            reason: why,
-                        })
-                    }
-                });
+            if options.running == RunningCapture::Auto && perf_sample::usable().is_ok() {
+                if sampling.is_none() {
+                    sampling = Some(match perf_sample::Sampling::start(tid) {
+                        Ok(s) => s,
+                        Err(e) => return Some(Err(sample_error(tid, e))),
+                    });
+                }
+                let Some(armed) = &sampling else { return None };
+                // Wait a little, then look at /proc again: a thread seen running between two blocking calls
+                // is back in the next one before it has run long enough for a sample, and is then unwound
+                // from outside instead.
+                let until = deadline.min(Instant::now() + PERF_RECHECK);
+                match armed.wait(until) {
+                    Ok(Some(sample)) => return Some(perf_sample::unwind(tid, sample, options.max_depth)),
+                    Ok(None) if Instant::now() < deadline => continue,
+                    Ok(None) => return Some(Err(sample_error(tid, perf_sample::SampleError::NotRunning))),
+                    Err(e) => return Some(Err(sample_error(tid, e))),
+                }
             }
             // Signal it only once it has proven to be on a CPU, executing its own code.
             let cpu = cpu_before?;
@@ -177,4 +175,31 @@ pub(super) fn capture_without_signal(
 
 fn read_syscall_line(tid: Tid) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+}
+
+/// How long a capture waits for a running thread's perf sample before it reads `/proc` again.
+#[cfg(target_arch = "x86_64")]
+const PERF_RECHECK: Duration = Duration::from_millis(1);
+
+/// The capture error for a perf sample that could not be taken.
+#[cfg(target_arch = "x86_64")]
+fn sample_error(tid: Tid, e: perf_sample::SampleError) -> CaptureError {
+    match e {
+        perf_sample::SampleError::NoSuchThread(source) => CaptureError::NoSuchThread { tid, source },
+        perf_sample::SampleError::NotRunning => CaptureError::NotInterruptible {
+            tid,
+            call: "no system call /proc can show (the thread is runnable)".into(),
+            reason: format!(
+                "it did not run {:?} of its own code within the timeout (perf sampling; it is never signalled)",
+                perf_sample::SAMPLE_PERIOD
+            ),
+        },
+        // Worked for this process at first use, refused now (a policy changed): this capture only says so; the
+        // next ones still try.
+        perf_sample::SampleError::Unavailable(why) => CaptureError::NotInterruptible {
+            tid,
+            call: "no system call /proc can show (the thread is running)".into(),
+            reason: why,
+        },
+    }
 }

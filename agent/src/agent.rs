@@ -621,7 +621,7 @@ impl Agent {
     /// The latest state of recent stalls (up to 256), oldest first, including those whose reports the rate
     /// limit suppressed.
     pub fn stalls(&self) -> Vec<StallSummary> {
-        lock(&self.shared.recent_stalls).iter().cloned().collect()
+        lock(&self.shared.recent_stalls).summaries()
     }
 
     /// Receives stall events as they happen, with a buffer of 1,024 events.

@@ -93,9 +93,12 @@ fn a_client_sees_a_planted_stall_live_with_its_stack_and_classification() {
         &mut client,
         &mut state,
         "the stall's Ended event",
-        |m, _| matches!(m, ServerMessage::Stall(e) if e.phase == StallPhase::Ended),
+        |m, _| matches!(m, ServerMessage::StallPart(p) if p.event.phase == StallPhase::Ended),
     );
-    let ServerMessage::Stall(ev) = ended else { unreachable!() };
+    let ServerMessage::StallPart(part) = ended else { unreachable!() };
+    // The client state rebuilt the whole event from the parts.
+    let ev = state.stalls().find(|s| s.latest.stall_id == part.event.stall_id).expect("the stall").latest.clone();
+    assert_eq!(ev.phase, StallPhase::Ended);
     let c = ev.culprit.as_ref().expect("a culprit");
     assert_eq!(c.classification, Classification::Syscall { name: "clock_nanosleep".into(), fd_target: None });
     let first_user = c.first_user_frame().and_then(|f| f.function.clone()).unwrap_or_default();
@@ -109,6 +112,76 @@ fn a_client_sees_a_planted_stall_live_with_its_stack_and_classification() {
         "a tick counting the stall",
         |m, _| matches!(m, ServerMessage::Tick(t) if t.totals.stall_count >= 1),
     );
+}
+
+#[inline(never)]
+fn sleeping_handler() {
+    std::thread::sleep(ms(200));
+}
+
+/// Issue 12: a stall costs at most 4 KiB on the wire. Each event of a stall used to carry all of its samples
+/// so far (about 10 KiB per stall on the demo); now each sample and each distinct stack is sent once, and the
+/// client rebuilds the whole event: its state ends with exactly the agent's own record of the stall.
+#[test]
+fn a_real_stall_costs_at_most_4_kib_on_the_wire_and_the_client_rebuilds_every_sample() {
+    const STALLS: usize = 3;
+    let (rt, agent) = multi_thread(2, serving(agent()).stall_threshold(ms(20)));
+    wait_until("the probes to be ready", || agent.probes_ready());
+    start(&rt);
+    let mut client = Client::connect(&addr(&agent), ms(2000)).expect("connects");
+    let mut state = State::new();
+    state.apply_hello(&client.hello().clone());
+    let end = Instant::now() + DEADLINE;
+    while !state.is_ready() && Instant::now() < end {
+        if let Some(msg) = client.recv(ms(100)).expect("stream") {
+            state.apply(&msg);
+        }
+    }
+    assert!(state.is_ready(), "no full state within {DEADLINE:?}");
+    let mut bytes = std::collections::HashMap::<u64, usize>::new();
+    let mut whole_bytes = std::collections::HashMap::<u64, usize>::new();
+    let mut events = 0;
+    for _ in 0..STALLS {
+        // One at a time, so that each is a stall of its own with Started, Updated (40, 80, 160 ms) and Ended.
+        rt.block_on(async { tokio::spawn(async { sleeping_handler() }).await.unwrap() });
+    }
+    let end = Instant::now() + DEADLINE;
+    while state.stalls().filter(|s| s.ended).count() < STALLS && Instant::now() < end {
+        let Some((msg, payload)) = client.recv_raw(ms(100)).expect("stream") else { continue };
+        state.apply(&msg);
+        if let ServerMessage::StallPart(p) = &msg {
+            // The frame as it crossed the socket: length prefix and payload (compressed where large).
+            *bytes.entry(p.event.stall_id).or_default() += payload.len() + proto::FRAME_HEADER_LEN;
+            // What the same event costs whole, as protocol 3.1 sent it: the figure the parts replace.
+            let whole = state.stalls().find(|s| s.latest.stall_id == p.event.stall_id).expect("the stall");
+            let whole = ServerMessage::Stall(Box::new(whole.latest.clone()));
+            *whole_bytes.entry(p.event.stall_id).or_default() +=
+                proto::encode_server_payload(&whole).expect("encodes").len() + proto::FRAME_HEADER_LEN;
+            events += 1;
+        }
+    }
+    assert_eq!(state.stalls().filter(|s| s.ended).count(), STALLS, "every stall ended on the stream");
+    assert!(events > STALLS, "stalls of several events each (Started, Updated..., Ended): {events}");
+    let agents: Vec<_> = agent.stalls();
+    for entry in state.stalls() {
+        let id = entry.latest.stall_id;
+        let sent = bytes[&id];
+        println!("stall {id}: {sent} B on the wire as parts, {} B as whole events", whole_bytes[&id]);
+        assert!(sent <= 4096, "stall {id}: {sent} bytes on the wire");
+        let theirs = agents.iter().find(|s| s.last.stall_id == id).expect("the agent keeps the stall");
+        assert_eq!(entry.latest, theirs.last, "the client rebuilt the agent's record of stall {id}");
+        let c = entry.latest.culprit.as_ref().expect("a culprit");
+        assert!(c.samples.len() >= 3, "samples at 1x, 2x, 4x, 8x the threshold: {}", c.samples.len());
+        assert!(c.samples.iter().filter(|s| !s.frames.is_empty()).count() >= 2, "stacks in several samples");
+        let user = c.first_user_frame().and_then(|f| f.function.clone()).unwrap_or_default();
+        assert!(user.contains("sleeping_handler"), "first user frame {user:?}");
+        // `allow_fn` reads the frames of the stalls the agent keeps (rebuilt from its compact store).
+        let allow = loopscope::wire::ci_record::AllowList {
+            functions: vec!["stream::sleeping_handler".into()],
+            ..Default::default()
+        };
+        assert!(allow.exempts(&theirs.last).is_some(), "allow_fn matches stall {id}");
+    }
 }
 
 #[test]
@@ -281,7 +354,7 @@ fn an_agent_side_recording_replays_the_stall() {
     }
     assert_eq!(kinds.first(), Some(&"Full"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"Goodbye"), "{kinds:?}");
-    assert!(kinds.contains(&"Tick") && kinds.contains(&"Stall"), "{kinds:?}");
+    assert!(kinds.contains(&"Tick") && kinds.contains(&"StallPart"), "{kinds:?}");
     assert!(state.stalls().any(|s| s.ended && s.latest.phase == StallPhase::Ended), "the replayed state has the stall");
     std::fs::remove_dir_all(dir).ok();
 }

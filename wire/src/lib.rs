@@ -34,6 +34,7 @@ pub use snapshot::{
 #[doc(hidden)]
 pub use stall::example_stall;
 pub use stall::{
-    CounterDeltas, Culprit, CulpritSample, Frame, InFlightPoll, Location, ProbeStatus, StallEvent, StallKind,
-    StallPhase, StallSummary, StallTime, ThreadInfo, UNKNOWN_TASK,
+    CopiedFrames, CounterDeltas, Culprit, CulpritSample, Frame, InFlightPoll, Location, ProbeStatus,
+    SAMPLE_NOT_RECEIVED, StallEvent, StallKind, StallPart, StallPhase, StallSummary, StallTime, ThreadInfo,
+    UNKNOWN_TASK,
 };

@@ -260,7 +260,7 @@ impl<W: Write> Recorder<W> {
     pub fn write_at(&mut self, offset: Duration, msg: &ServerMessage) -> Result<(), RecordError> {
         let payload = proto::encode_server_payload(msg).map_err(RecordError::Encode)?;
         self.write_payload_at(offset, &payload)?;
-        if matches!(msg, ServerMessage::Stall(_) | ServerMessage::Goodbye(_)) {
+        if matches!(msg, ServerMessage::Stall(_) | ServerMessage::StallPart(_) | ServerMessage::Goodbye(_)) {
             self.flush()?;
         }
         Ok(())
@@ -642,7 +642,7 @@ pub fn record_stream<W: Write>(
                 messages += 1;
                 match msg {
                     ServerMessage::Goodbye(g) => break StreamEnd::Goodbye(g.reason),
-                    ServerMessage::Stall(_) => recorder.flush()?,
+                    ServerMessage::Stall(_) | ServerMessage::StallPart(_) => recorder.flush()?,
                     _ => {}
                 }
             }

@@ -168,8 +168,15 @@ impl State {
             }
             ServerMessage::Tick(t) => self.apply_tick(t),
             ServerMessage::Stall(ev) => self.apply_stall(ev),
+            ServerMessage::StallPart(part) => {
+                // The base is the stall's previous event as this client holds it (see `StallPart`).
+                let previous = self.stalls.iter().find(|e| e.latest.stall_id == part.event.stall_id);
+                let ev = part.apply(previous.map(|e| &e.latest));
+                self.apply_stall(&ev);
+            }
             ServerMessage::Pong(p) => self.stream.last_pong = Some(p.nonce),
             ServerMessage::Goodbye(g) => self.stream.goodbye = Some(g.reason.clone()),
+            ServerMessage::ReservedEnvelope => {}
         }
     }
 

@@ -21,12 +21,12 @@ pub(crate) mod sampler;
 
 use crate::scan::snapshot;
 use crate::shared::tables::{FINISHED, LIVE, RingCursor, TERMINATING, TaskCounts};
-use crate::shared::{AGENT_THREAD, RECENT_STALLS, Shared};
+use crate::shared::{AGENT_THREAD, Shared};
 use crate::stream::outputs::Outputs;
 use crate::sync::lock;
 use crate::watch::probing::BusyVerdict;
 use crate::watch::watchdog::{Flag, Verdict, WatchMsg};
-use loopscope_wire::{StallEvent, StallPhase, StallSummary, ThreadInfo};
+use loopscope_wire::{StallEvent, StallPhase, ThreadInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
@@ -464,16 +464,7 @@ impl AgentThread {
     /// Keeps the latest state of every stall (rate-limited or not) for [`Agent::stalls`](crate::Agent::stalls).
     fn remember(&mut self, ev: &StallEvent, ended: bool) {
         self.outputs.stall_seen(ev);
-        let mut recent = lock(&self.shared.recent_stalls);
-        if let Some(s) = recent.iter_mut().rev().find(|s| s.last.stall_id == ev.stall_id) {
-            s.last = ev.clone();
-            s.ended = ended;
-            return;
-        }
-        if recent.len() >= RECENT_STALLS {
-            recent.pop_front();
-        }
-        recent.push_back(StallSummary { last: ev.clone(), ended });
+        lock(&self.shared.recent_stalls).remember(ev, ended);
     }
 
     /// Harvests finished tasks into location totals and frees their entries; prunes exited threads.

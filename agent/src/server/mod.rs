@@ -61,6 +61,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+/// The protocol minor (of this major) from which a client reads [`ServerMessage::StallPart`].
+const STALL_PART_MINOR: u16 = 2;
+
 /// The agent's stream server. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Server {
@@ -143,23 +146,39 @@ impl Server {
     /// the module docs). A `Tick` or `FullState` gets each client's own drop count patched in. Returns the
     /// number of clients it was queued for.
     pub(crate) fn broadcast(&self, msg: &ServerMessage) -> usize {
+        self.broadcast_with(msg, None)
+    }
+
+    /// Sends a stall event: `part` ([`ServerMessage::StallPart`]) to clients of protocol 3.2 and later, and
+    /// `whole` ([`ServerMessage::Stall`]) to older ones, which do not know parts and would skip them.
+    pub(crate) fn broadcast_stall(&self, whole: &ServerMessage, part: &ServerMessage) -> usize {
+        self.broadcast_with(part, Some(whole))
+    }
+
+    fn broadcast_with(&self, msg: &ServerMessage, older: Option<&ServerMessage>) -> usize {
         let clients: Vec<Arc<ClientSlot>> = lock(&self.inner.clients).clone();
         if clients.is_empty() {
             return 0;
         }
-        let frame = match ServerFrame::encode(msg) {
-            Ok(f) => f,
+        let encode = |msg: &ServerMessage| match ServerFrame::encode(msg) {
+            Ok(f) => Some(f),
             Err(e) => {
                 if self.inner.counters.oversized.fetch_add(1, Relaxed) == 0 {
                     tracing::warn!(target: "loopscope::server", "not sending a {} message: {e}", msg.kind());
                 }
-                return 0;
+                None
             }
         };
+        let wants_older = |c: &ClientSlot| older.is_some() && c.version.minor < STALL_PART_MINOR;
+        let frame = if clients.iter().all(|c| wants_older(c)) { None } else { encode(msg) };
+        // Encoded only when some client needs it: usually every client is as new as the agent.
+        let older_frame = older.filter(|_| clients.iter().any(|c| wants_older(c))).and_then(encode);
         let cfg = &self.inner.config;
         let mut queued = 0;
         for c in &clients {
-            match c.offer(&frame, cfg.queue_frames, cfg.queue_bytes) {
+            let frame = if wants_older(c) { &older_frame } else { &frame };
+            let Some(frame) = frame else { continue };
+            match c.offer(frame, cfg.queue_frames, cfg.queue_bytes) {
                 Offered::Queued => queued += 1,
                 Offered::Lost(lost) => {
                     self.inner.counters.dropped_frames.fetch_add(lost, Relaxed);

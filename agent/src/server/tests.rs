@@ -411,3 +411,46 @@ fn shutdown_says_goodbye_and_stops_promptly() {
     // New connections are no longer accepted.
     assert!(Client::connect(server.local_addr(), Duration::from_millis(500)).is_err());
 }
+
+/// A client of `PROTOCOL_VERSION.major`.`minor`, by hand, past its full state: from here every broadcast
+/// reaches it.
+fn connect_as(server: &Server, minor: u16) -> TcpStream {
+    let ServeAddr::Tcp(sa) = *server.local_addr() else { unreachable!() };
+    let mut s = TcpStream::connect(sa).unwrap();
+    let v = ProtocolVersion { major: PROTOCOL_VERSION.major, minor };
+    s.write_all(&proto::preamble(v)).unwrap();
+    let hello =
+        ClientMessage::Hello(loopscope_wire::proto::ClientHello { protocol_version: v, client_name: format!("{v}") });
+    proto::write_frame(&mut s, &hello).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    proto::read_preamble(&mut s).unwrap();
+    while !matches!(next_message(&mut s), ServerMessage::FullTasks(_)) {}
+    s
+}
+
+fn next_message(s: &mut TcpStream) -> ServerMessage {
+    let payload = proto::read_frame(s, MAX_FRAME_LEN).unwrap().expect("a frame");
+    match proto::decode_server(&payload).unwrap() {
+        Decoded::Message(m) => m,
+        Decoded::Unknown { kind } => panic!("kind {kind} unknown to this version"),
+    }
+}
+
+#[test]
+fn stall_parts_go_to_clients_of_3_2_and_whole_events_to_older_ones() {
+    let server = start(config());
+    let mut old = connect_as(&server, 1);
+    let mut new = connect_as(&server, PROTOCOL_VERSION.minor);
+    let ServerMessage::Stall(ev) = big_stall() else { unreachable!() };
+    let part = loopscope_wire::StallPart::diff(None, &ev);
+    let sent =
+        server.broadcast_stall(&ServerMessage::Stall(ev.clone()), &ServerMessage::StallPart(Box::new(part.clone())));
+    assert_eq!(sent, 2);
+    assert_eq!(next_message(&mut old), ServerMessage::Stall(ev.clone()), "3.1 gets the whole event");
+    let ServerMessage::StallPart(got) = next_message(&mut new) else { panic!("3.2 gets a part") };
+    assert_eq!(*got, part);
+    // The three samples share a stack: the part carries it once.
+    let all = |sample| loopscope_wire::CopiedFrames { sample, at: 0, earlier: 0, from: 0, len: 60 };
+    assert_eq!(got.copied, [all(1), all(2)]);
+    assert_eq!(got.apply(None), *ev);
+}

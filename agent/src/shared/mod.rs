@@ -10,6 +10,7 @@
 pub(crate) mod retired;
 pub(crate) mod sample;
 pub(crate) mod slots;
+pub(crate) mod stalls;
 pub(crate) mod stream;
 pub(crate) mod tables;
 
@@ -17,12 +18,11 @@ use crate::config::Config;
 use crate::exporter::http::MetricsServer;
 use crate::server::Server;
 use crate::sync::lock;
+use loopscope_wire::StallEvent;
 use loopscope_wire::ci_record::CheckWriter;
-use loopscope_wire::{StallEvent, StallSummary};
 use retired::AggState;
 use sample::RuntimeSample;
 use slots::SlotRegistry;
-use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -116,7 +116,8 @@ pub(crate) struct Shared {
     /// The watchdog thread, to wake it.
     pub(crate) watchdog_thread: std::sync::OnceLock<std::thread::Thread>,
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
-    pub(crate) recent_stalls: Mutex<VecDeque<StallSummary>>,
+    /// The latest state of recent stalls, for `Agent::stalls` and new clients' full state.
+    pub(crate) recent_stalls: Mutex<stalls::StallStore>,
     pub(crate) facts: Mutex<RuntimeFacts>,
     pub(crate) agg: Mutex<AggState>,
     pub(crate) threads: Mutex<Vec<std::thread::Thread>>,
@@ -199,7 +200,7 @@ impl Shared {
             watchdog_slept: AtomicBool::new(false),
             watchdog_thread: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
-            recent_stalls: Mutex::new(VecDeque::new()),
+            recent_stalls: Mutex::new(stalls::StallStore::new(RECENT_STALLS)),
             facts: Mutex::new(RuntimeFacts::default()),
             agg: Mutex::new(AggState::default()),
             threads: Mutex::new(Vec::new()),

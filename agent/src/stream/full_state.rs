@@ -38,19 +38,19 @@ impl FullStateSource {
 /// nothing at all. A quarter of the frame leaves room for the locations and workers.
 const FULL_STALLS_BUDGET: usize = 4 << 20;
 
-/// The newest of `events` (given oldest first) whose encodings fit in `budget` bytes, oldest first. Older
+/// The newest of `events` (given newest first) whose encodings fit in `budget` bytes, oldest first. Older
 /// stalls that do not fit are left out: the totals still count them, and a client that was connected saw
 /// them live.
-fn newest_within<'a>(events: impl DoubleEndedIterator<Item = &'a StallEvent>, budget: usize) -> Vec<StallEvent> {
+fn newest_within(events: impl Iterator<Item = StallEvent>, budget: usize) -> Vec<StallEvent> {
     let mut out = Vec::new();
     let mut used = 0;
-    for ev in events.rev() {
-        let Ok(bytes) = proto::encode_payload(ev, "StallEvent") else { continue };
+    for ev in events {
+        let Ok(bytes) = proto::encode_payload(&ev, "StallEvent") else { continue };
         if used + bytes.len() > budget {
             break;
         }
         used += bytes.len();
-        out.push(ev.clone());
+        out.push(ev);
     }
     out.reverse();
     out
@@ -66,7 +66,7 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
     let locations = ids.infos.clone();
     drop(ids);
     // The latest event of each recent stall, oldest first, as many as fit the budget.
-    let recent_stalls = newest_within(lock(&shared.recent_stalls).iter().map(|s| &s.last), FULL_STALLS_BUDGET);
+    let recent_stalls = newest_within(lock(&shared.recent_stalls).events_newest_first(), FULL_STALLS_BUDGET);
     let full = FullState {
         at_unix_nanos: crate::os::unix_nanos(),
         uptime_nanos: proto_nanos(uptime),
@@ -104,7 +104,7 @@ mod tests {
         // All of them would not fit: the full state could not be sent at all.
         assert!(ServerFrame::encode(&full(recent.clone())).is_err(), "the test needs more than a frame of stalls");
 
-        let kept = newest_within(recent.iter(), FULL_STALLS_BUDGET);
+        let kept = newest_within(recent.iter().rev().cloned(), FULL_STALLS_BUDGET);
         assert!(!kept.is_empty() && kept.len() < recent.len(), "kept {}", kept.len());
         let ids: Vec<u64> = kept.iter().map(|e| e.stall_id).collect();
         let newest: Vec<u64> = (recent.len() - kept.len()..recent.len()).map(|i| i as u64).collect();
@@ -113,6 +113,6 @@ mod tests {
         assert!(frame.wire_len() <= FULL_STALLS_BUDGET + 1024 && frame.wire_len() < MAX_FRAME_LEN as usize);
         // Small stalls all fit.
         let small: Vec<StallEvent> = (0..10).map(|i| StallEvent { culprit: None, ..deep_stall(i) }).collect();
-        assert_eq!(newest_within(small.iter(), FULL_STALLS_BUDGET).len(), 10);
+        assert_eq!(newest_within(small.into_iter().rev(), FULL_STALLS_BUDGET).len(), 10);
     }
 }

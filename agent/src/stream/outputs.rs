@@ -13,12 +13,13 @@ use crate::shared::Shared;
 use crate::shared::sample::RuntimeSample;
 use crate::shared::stream::FileRecorder;
 use crate::sync::lock;
-use loopscope_wire::StallEvent;
 use loopscope_wire::ci_record::{AgentInfo, CheckSummary, CheckWriter};
 use loopscope_wire::proto::{
     AgentCapabilities, Goodbye, PROTOCOL_VERSION, ServeAddr, ServerHello, ServerMessage, Tick,
 };
 use loopscope_wire::record::Recorder;
+use loopscope_wire::{StallEvent, StallPart, StallPhase};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The greeting: what a client learns first about this agent.
@@ -124,7 +125,12 @@ pub(crate) struct Outputs {
     /// The recording starts with a full state, written at the first tick.
     recorder_primed: bool,
     hello_complete: bool,
+    /// The latest event sent of each stall still running: the base of its next part.
+    sent: HashMap<u64, StallEvent>,
 }
+
+/// Running stalls whose latest event [`Outputs`] keeps as the base of the next part.
+const MAX_OPEN_SENT: usize = 1024;
 
 impl Outputs {
     pub(crate) fn new(shared: &Arc<Shared>) -> Outputs {
@@ -135,6 +141,7 @@ impl Outputs {
             metrics: shared.metrics.get().map(|_| MetricsModel::new(&shared.config, shared.id)),
             recorder_primed: false,
             hello_complete: false,
+            sent: HashMap::new(),
         }
     }
 
@@ -211,15 +218,40 @@ impl Outputs {
         }
     }
 
-    /// A stall event, as delivered to subscribers.
+    /// A stall event, as delivered to subscribers: to clients and the recording as a part (only what changed
+    /// since the stall's previous event on the stream; see `StallPart`), to older clients whole.
     pub(crate) fn stall(&mut self, shared: &Shared, ev: &StallEvent) {
-        self.emit(shared, &ServerMessage::Stall(Box::new(ev.clone())));
+        if !self.listening(shared) {
+            // Nobody hears it, so nobody will hold it as the base of the next part.
+            self.sent.remove(&ev.stall_id);
+            return;
+        }
+        let part = StallPart::diff(self.sent.get(&ev.stall_id), ev);
+        let part = ServerMessage::StallPart(Box::new(part));
+        if let Some(server) = shared.server.get() {
+            server.broadcast_stall(&ServerMessage::Stall(Box::new(ev.clone())), &part);
+        }
+        self.record(&part);
+        if ev.phase == StallPhase::Ended {
+            self.sent.remove(&ev.stall_id);
+        } else {
+            // Stalls that never end (the runtime stops first) would pile up; a stall dropped from here is
+            // sent whole next time, which is never wrong.
+            if self.sent.len() >= MAX_OPEN_SENT {
+                self.sent.clear();
+            }
+            self.sent.insert(ev.stall_id, ev.clone());
+        }
     }
 
     fn emit(&mut self, shared: &Shared, msg: &ServerMessage) {
         if let Some(server) = shared.server.get() {
             server.broadcast(msg);
         }
+        self.record(msg);
+    }
+
+    fn record(&mut self, msg: &ServerMessage) {
         if self.recorder_primed
             && let Some(rec) = &mut self.recorder
             && let Err(e) = rec.write(msg)

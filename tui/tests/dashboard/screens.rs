@@ -68,8 +68,8 @@ fn state_mid_stall() -> (State, Status) {
     let mut seen_stall = false;
     for rec in r.records() {
         s.apply(&rec.message);
-        match &rec.message {
-            ServerMessage::Stall(ev) if ev.phase != StallPhase::Ended && s.is_ready() => {
+        match stall_event(&rec.message) {
+            Some(ev) if ev.phase != StallPhase::Ended && s.is_ready() => {
                 seen_stall = true;
                 // A little later than the event, as a live dashboard would show it: the timer has ticked on.
                 now = ev.at_unix_nanos + 7_000_000;
@@ -173,9 +173,9 @@ fn regenerate_fixture() {
     let (mut ended, mut ticks) = (0, 0);
     while Instant::now() < deadline && (ended < 2 || ticks < 12) {
         let Some((msg, payload)) = client.recv_raw(Duration::from_millis(100)).expect("stream") else { continue };
-        match &msg {
-            ServerMessage::Tick(_) => ticks += 1,
-            ServerMessage::Stall(ev) if ev.phase == StallPhase::Ended && ev.culprit.is_some() => ended += 1,
+        match (&msg, stall_event(&msg)) {
+            (ServerMessage::Tick(_), _) => ticks += 1,
+            (_, Some(ev)) if ev.phase == StallPhase::Ended && ev.culprit.is_some() => ended += 1,
             _ => {}
         }
         rec.write_payload(&payload).expect("write");
@@ -203,7 +203,7 @@ fn the_selected_stall_stays_selected_when_a_newer_one_arrives() {
     // Up to the first stall's end: one stall in the log.
     let first_end = records
         .iter()
-        .position(|rec| matches!(&rec.message, ServerMessage::Stall(ev) if ev.phase == StallPhase::Ended))
+        .position(|rec| stall_event(&rec.message).is_some_and(|ev| ev.phase == StallPhase::Ended))
         .expect("a stall ends in the fixture");
     for rec in &records[..=first_end] {
         s.apply(&rec.message);
@@ -293,4 +293,14 @@ fn a_small_terminal_says_what_it_hides() {
         insta::assert_snapshot!(format!("{name}_40x12"), render(&s, &v, &st, 40, 12));
     }
     insta::assert_snapshot!("overview_40x9", render(&s, &view(Screen::Overview), &st, 40, 9));
+}
+
+/// The stall event a message reports: whole (the fixture, protocol 2.1) or as a part (a fixture regenerated
+/// with protocol 3.2). A part's event carries the phase and times; its samples need the state to rebuild.
+fn stall_event(msg: &ServerMessage) -> Option<&loopscope_wire::StallEvent> {
+    match msg {
+        ServerMessage::Stall(ev) => Some(ev),
+        ServerMessage::StallPart(p) => Some(&p.event),
+        _ => None,
+    }
 }

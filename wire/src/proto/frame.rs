@@ -224,7 +224,7 @@ pub fn encode_payload<M: Serialize>(msg: &M, what: &'static str) -> Result<Vec<u
 /// The kind tag of a compressed envelope (protocol 1.1): the payload is this varint followed by the raw
 /// DEFLATE compression of another server message's payload. It is not a [`ServerMessage`] variant: decoding
 /// unwraps it ([`decode_server`]), so receivers only ever see the message inside.
-pub const COMPRESSED_KIND: u32 = SERVER_MESSAGE_KINDS;
+pub const COMPRESSED_KIND: u32 = 8;
 
 /// Payloads at least this long are worth compressing. Only stall events are compressed: their stacks (tens of
 /// frames of long, generic function names, several samples per stall) are most of the stream's bytes, and
@@ -235,9 +235,10 @@ pub const COMPRESS_MIN_LEN: usize = 1024;
 /// the app's threads) and already removes most of the repetition; higher levels gain little on this data.
 const COMPRESS_LEVEL: u8 = 1;
 
-/// Encodes a server message's payload the way it is sent and recorded: a large [`ServerMessage::Stall`] is
-/// wrapped in a compressed envelope ([`COMPRESSED_KIND`]), everything else is plain postcard. Decode either
-/// with [`decode_server`].
+/// Encodes a server message's payload the way it is sent and recorded: a large [`ServerMessage::Stall`] or
+/// [`ServerMessage::StallPart`] is
+/// wrapped in a compressed envelope ([`COMPRESSED_KIND`]), everything else is plain postcard. Decode
+/// either with [`decode_server`].
 ///
 /// ```
 /// use loopscope_wire::proto::{decode_server, encode_server_payload, Decoded, Goodbye, ServerMessage};
@@ -252,7 +253,7 @@ pub fn encode_server_payload(msg: &ServerMessage) -> Result<Vec<u8>, ProtoError>
 
 /// The compressed envelope of `plain` (the payload of `msg`), when `msg` is a stall event big enough to gain.
 fn compress_stall(msg: &ServerMessage, plain: &[u8]) -> Option<Vec<u8>> {
-    if !matches!(msg, ServerMessage::Stall(_)) || plain.len() < COMPRESS_MIN_LEN {
+    if !matches!(msg, ServerMessage::Stall(_) | ServerMessage::StallPart(_)) || plain.len() < COMPRESS_MIN_LEN {
         return None;
     }
     let packed = miniz_oxide::deflate::compress_to_vec(plain, COMPRESS_LEVEL);
@@ -406,6 +407,10 @@ pub fn decode_server(payload: &[u8]) -> Result<Decoded<ServerMessage>, ProtoErro
             }),
         }
     })?;
+    // An envelope in an envelope: its tag is a placeholder variant's, never a message to decode.
+    if postcard::take_from_bytes::<u32>(&inner).is_ok_and(|(t, _)| t == COMPRESSED_KIND) {
+        return Ok(Decoded::Unknown { kind: COMPRESSED_KIND });
+    }
     decode_enum(&inner, SERVER_MESSAGE_KINDS, what)
 }
 

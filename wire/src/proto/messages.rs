@@ -10,7 +10,7 @@
 
 use crate::histogram::LogHistogram;
 use crate::snapshot::{Dropped, LocationStats, RuntimeInfo, TaskState, TaskStats, Totals};
-use crate::stall::{Location, ProbeStatus, StallEvent, ThreadInfo};
+use crate::stall::{Location, ProbeStatus, StallEvent, StallPart, ThreadInfo};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -64,6 +64,10 @@ impl fmt::Display for ProtocolVersion {
 
 /// The version of the protocol this crate speaks.
 ///
+/// 3.2 added [`ServerMessage::StallPart`]: a stall event as what changed since the stall's previous event
+/// (each sample sent once, a repeated stack sent once). A 3.2 agent sends it only to clients of 3.2 and later,
+/// and whole [`ServerMessage::Stall`] events to older ones.
+///
 /// 3.x added `StallKind::BlockOn` (stalls in a `block_on` body or an instrumented future): an enum variant
 /// older decoders can't read, so a new major. Its encoding is otherwise 2.1's, so recordings of protocol 2 are
 /// still read ([`ProtocolVersion::can_read`]).
@@ -71,7 +75,7 @@ impl fmt::Display for ProtocolVersion {
 /// 2.x added `time` and `agent_task` to `StallEvent` and the `Preempted` classification (a changed encoding, so
 /// a new major). The major bump kept the minor: 2.1 has the same message kinds as 1.1, and minor 1 still means
 /// "understands the compressed envelope".
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 3, minor: 1 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 3, minor: 2 };
 
 /// What the agent can measure in this build, so a client can show "n/a" rather than a misleading zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,10 +570,19 @@ pub enum ServerMessage {
     Pong(Pong),
     /// The agent is going away.
     Goodbye(Goodbye),
+    /// Never sent: its tag (8) is the compressed envelope's ([`COMPRESSED_KIND`](super::COMPRESSED_KIND)),
+    /// which protocol 1.1 placed just past the last message kind of its time. It holds the place so that the
+    /// kinds after it get tags of their own; a decoder unwraps the envelope before it reads a kind.
+    #[doc(hidden)]
+    ReservedEnvelope,
+    /// A stall event as what changed since the stall's previous event (protocol 3.2): sent instead of
+    /// [`ServerMessage::Stall`] to clients of 3.2 and later. Rebuild the event with [`StallPart::apply`]
+    /// (the client state does).
+    StallPart(Box<StallPart>),
 }
 
 /// Number of [`ServerMessage`] variants this version knows; a frame with a higher tag is skipped.
-pub(crate) const SERVER_MESSAGE_KINDS: u32 = 8;
+pub(crate) const SERVER_MESSAGE_KINDS: u32 = 10;
 
 impl ServerMessage {
     /// A short name of the message kind, for logs and errors.
@@ -583,6 +596,8 @@ impl ServerMessage {
             ServerMessage::Stall(_) => "Stall",
             ServerMessage::Pong(_) => "Pong",
             ServerMessage::Goodbye(_) => "Goodbye",
+            ServerMessage::ReservedEnvelope => "ReservedEnvelope",
+            ServerMessage::StallPart(_) => "StallPart",
         }
     }
 }

@@ -376,27 +376,28 @@ fn a_delayed_poll_after_a_run_of_short_ones_still_opens_with_the_threads_own_rea
     let mut b = tokio::runtime::Builder::new_current_thread();
     b.enable_all();
     let guard = check.install(&mut b).expect("install");
-    // Short instrumented polls on a thread of their own, without end: a poll in flight at nearly every look.
+    let agent = guard.agent().clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let keeper = {
-        let (agent, stop) = (guard.agent().clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("keeper runtime");
-            rt.block_on(agent.instrument(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    burn_cpu(Duration::from_micros(200));
-                    tokio::task::yield_now().await;
-                }
-            }));
-        })
-    };
     let rt = b.build().expect("runtime");
-    {
+    let keeper = {
         let _hogs = Hogs::on_first_cpu(CROWDED_HOGS);
+        let stop = stop.clone();
         rt.block_on(async {
-            tokio::spawn(async {
+            tokio::spawn(async move {
                 pin_to_first_cpu().expect("pin the runtime's thread");
                 tokio::time::sleep(ms(20)).await;
+                // Short instrumented polls on a thread of their own, without end: a poll in flight at nearly
+                // every look. Started only now that this runtime's first poll has started the agent: an instrumented
+                // future polled first on another runtime would start the agent's probes on that runtime.
+                let keeper = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("keeper");
+                    rt.block_on(agent.instrument(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            burn_cpu(Duration::from_micros(200));
+                            tokio::task::yield_now().await;
+                        }
+                    }));
+                });
                 for _ in 0..16 {
                     for _ in 0..6 {
                         tokio::time::sleep(ms(3)).await;
@@ -405,11 +406,12 @@ fn a_delayed_poll_after_a_run_of_short_ones_still_opens_with_the_threads_own_rea
                     burn_cpu(CLEAN_POLL_CPU);
                     tokio::task::yield_now().await;
                 }
+                keeper
             })
             .await
-            .expect("the body");
-        });
-    }
+            .expect("the body")
+        })
+    };
     drop(rt);
     stop.store(true, Ordering::Relaxed);
     keeper.join().expect("the keeper");

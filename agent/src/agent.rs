@@ -479,6 +479,11 @@ impl Agent {
     ///
     /// Polled inside a task's poll it adds nothing, so no poll is charged twice.
     ///
+    /// The agent's background threads start at the first poll it sees, and its lag probes go to the runtime
+    /// that poll runs on. Poll an instrumented future on another runtime only once the agent's own runtime has
+    /// run: polled first on a runtime without a time driver, it leaves the agent without its timer probe (tokio
+    /// reports the probe task's panic once).
+    ///
     /// ```
     /// let mut builder = tokio::runtime::Builder::new_current_thread();
     /// let agent = loopscope::Agent::builder().serve("off").install(&mut builder).unwrap();

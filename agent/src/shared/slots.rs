@@ -164,6 +164,7 @@ pub(crate) struct WorkerSlot {
 impl WorkerSlot {
     fn new() -> Self {
         let current = std::thread::current();
+        let born = Birth::now();
         WorkerSlot {
             seq: AtomicU64::new(0),
             poll_start: AtomicU64::new(0),
@@ -180,7 +181,7 @@ impl WorkerSlot {
             closing_count: AtomicU64::new(0),
             openings: Default::default(),
             opening_count: AtomicU64::new(0),
-            own_at: AtomicU64::new(0),
+            own_at: AtomicU64::new(born.as_ref().map_or(0, |b| b.raw)),
             nested: AtomicU64::new(0),
             busy_seq: AtomicU64::new(0),
             busy_start: AtomicU64::new(0),
@@ -189,16 +190,8 @@ impl WorkerSlot {
             thread_name: current.name().map(str::to_string),
             alive: AtomicBool::new(true),
             agent_gone: AtomicBool::new(false),
-            born: Birth::now(),
+            born,
         }
-        .with_own_at_birth()
-    }
-
-    fn with_own_at_birth(self) -> Self {
-        if let Some(b) = &self.born {
-            self.own_at.store(b.raw, Relaxed);
-        }
-        self
     }
 
     /// Publishes a poll start. Owner thread only.

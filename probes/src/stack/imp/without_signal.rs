@@ -74,13 +74,13 @@ pub(super) fn capture_without_signal(
             // code, and it is never signalled (see `perf_sample.rs`).
             #[cfg(target_arch = "x86_64")]
             if options.running == RunningCapture::Auto && perf_sample::usable().is_ok() {
-                if sampling.is_none() {
-                    sampling = Some(match perf_sample::Sampling::start(tid) {
-                        Ok(s) => s,
+                let armed = match &mut sampling {
+                    Some(armed) => armed,
+                    None => match perf_sample::Sampling::start(tid) {
+                        Ok(s) => sampling.insert(s),
                         Err(e) => return Some(Err(sample_error(tid, e))),
-                    });
-                }
-                let Some(armed) = &sampling else { return None };
+                    },
+                };
                 // Wait a little, then look at /proc again: a thread seen running between two blocking calls
                 // is back in the next one before it has run long enough for a sample, and is then unwound
                 // from outside instead.

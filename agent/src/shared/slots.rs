@@ -137,6 +137,15 @@ pub(crate) struct WorkerSlot {
     /// watchdog still finds a poll's opening after the thread started a few more.
     pub(crate) openings: [Closing; CLOSINGS],
     pub(crate) opening_count: AtomicU64,
+    /// The sequence number of the poll the watchdog is measuring (it took that poll's first reading; 0: none).
+    /// Written by the watchdog, read by the owner thread as a poll past a quarter of the threshold ends.
+    pub(crate) watched: AtomicU64,
+    /// The closing reading of the `watched` poll, kept apart from the ring: on a busy machine the watchdog can
+    /// be starved for longer than the thread takes to end [`CLOSINGS`] more polls past a quarter of the
+    /// threshold (each of them preempted once is enough). Without this copy the watchdog then closed the poll
+    /// with a reading of its own taken after those polls, and their CPU time could only be bounded, not taken
+    /// off: a 2 ms poll preempted for 20 ms was reported as 10–20 ms on a CPU and failed the check.
+    watched_closing: Closing,
     /// The agent's raw clock at the thread's newest own reading (closing, opening, or at registration): a poll
     /// that starts more than a quarter of the threshold after it takes a new one (`Shared::begin_poll`).
     pub(crate) own_at: AtomicU64,
@@ -181,6 +190,8 @@ impl WorkerSlot {
             closing_count: AtomicU64::new(0),
             openings: Default::default(),
             opening_count: AtomicU64::new(0),
+            watched: AtomicU64::new(0),
+            watched_closing: Closing::default(),
             own_at: AtomicU64::new(born.as_ref().map_or(0, |b| b.raw)),
             nested: AtomicU64::new(0),
             busy_seq: AtomicU64::new(0),
@@ -288,13 +299,28 @@ impl WorkerSlot {
         }
         let n = self.closing_count.load(Relaxed);
         let Some(c) = self.closings.get((n % CLOSINGS as u64) as usize) else { return };
+        Self::write_reading(c, seq, raw, clocks);
+        self.closing_count.store(n.wrapping_add(1), Relaxed);
+        if self.watched.load(Relaxed) == seq {
+            Self::write_reading(&self.watched_closing, seq, raw, clocks);
+        }
+        self.own_at.store(raw, Relaxed);
+    }
+
+    /// The watchdog took the first reading of poll `seq`: keep that poll's closing reading apart from the ring
+    /// (`watched_closing`), however many more the thread takes before the watchdog looks again. If the poll
+    /// ends before the thread sees this, its closing is in the ring as before.
+    pub(crate) fn watch(&self, seq: u64) {
+        self.watched.store(seq, Relaxed);
+    }
+
+    /// Seqlock writer of one own reading (module docs): "being written" is visible before any new field is.
+    fn write_reading(c: &Closing, seq: u64, raw: u64, clocks: Clocks) {
         c.seq.store(0, Relaxed);
         fence(Release);
         c.raw.store(raw, Relaxed);
         Self::store_clocks(c, clocks);
         c.seq.store(seq, Release);
-        self.closing_count.store(n.wrapping_add(1), Relaxed);
-        self.own_at.store(raw, Relaxed);
     }
 
     /// Stores the thread's own reading for the poll in flight, taken just after it started, as if taken at its
@@ -308,12 +334,8 @@ impl WorkerSlot {
         let n = self.opening_count.load(Relaxed);
         let Some(c) = self.openings.get((n % CLOSINGS as u64) as usize) else { return };
         self.opening_count.store(n.wrapping_add(1), Relaxed);
-        c.seq.store(0, Relaxed);
-        fence(Release);
         let start = self.poll_start.load(Relaxed);
-        c.raw.store(start, Relaxed);
-        Self::store_clocks(c, clocks);
-        c.seq.store(seq, Release);
+        Self::write_reading(c, seq, start, clocks);
         self.own_at.store(start, Relaxed);
     }
 
@@ -346,14 +368,17 @@ impl WorkerSlot {
     /// The thread's own closing reading of the poll with sequence number `seq`, if still kept and read
     /// consistently.
     pub(crate) fn closing(&self, seq: u64) -> Option<ClosingRecord> {
-        self.closings.iter().filter_map(Self::read_closing).find(|r| r.seq == seq && seq != 0)
+        std::iter::once(&self.watched_closing)
+            .chain(&self.closings)
+            .filter_map(Self::read_closing)
+            .find(|r| r.seq == seq && seq != 0)
     }
 
     /// The newest of the thread's own readings taken at or before `raw` (the start of a later poll), if any.
     /// Includes the opening readings (whose `raw` is their poll's start).
     pub(crate) fn closing_before(&self, raw: u64) -> Option<ClosingRecord> {
-        self.closings
-            .iter()
+        std::iter::once(&self.watched_closing)
+            .chain(&self.closings)
             .chain(&self.openings)
             .filter_map(Self::read_closing)
             .filter(|r| r.raw <= raw)

@@ -84,6 +84,39 @@ fn closing_reading_belongs_to_one_poll() {
     assert_eq!((opened.raw, opened.clocks), (50_000, clocks(Some(70), Some(80), Some(9))));
 }
 
+#[test]
+fn the_watched_polls_closing_outlasts_any_number_of_later_ones() {
+    let slot = WorkerSlot::new();
+    // Poll 1: the watchdog takes its first reading while it runs, then is starved.
+    slot.begin(7, 0, 100);
+    slot.watch(1);
+    slot.record_closing(900, clocks(Some(2), Some(20), Some(1)));
+    slot.end(800, true);
+    // The thread ends many more polls past a quarter of the threshold (each preempted once, say) before the
+    // watchdog looks again: the ring of closings turns over twice.
+    for k in 0..2 * CLOSINGS as u64 {
+        slot.begin(8, 0, 1_000 + k * 1_000);
+        slot.record_closing(1_500 + k * 1_000, clocks(Some(10 + k), Some(30 + k), Some(1)));
+        slot.end(500, false);
+    }
+    let kept = slot.closing(1).expect("the watched poll's own closing is still there");
+    assert_eq!((kept.raw, kept.clocks), (900, clocks(Some(2), Some(20), Some(1))));
+    // An unwatched poll's closing is lost with the ring, as before; and the copy never answers for another poll.
+    assert_eq!(slot.closing(3), None);
+    assert_eq!(
+        slot.closing(2 * 2 * CLOSINGS as u64 + 1).map(|c| c.raw),
+        Some(1_500 + (2 * CLOSINGS as u64 - 1) * 1_000)
+    );
+    // The next watched poll replaces it.
+    slot.begin(9, 0, 90_000);
+    let seq = slot.in_flight().expect("in flight").seq;
+    slot.watch(seq);
+    slot.record_closing(95_000, Clocks::default());
+    slot.end(5_000, true);
+    assert_eq!(slot.closing(seq).map(|c| c.raw), Some(95_000));
+    assert_eq!(slot.closing(1), None);
+}
+
 fn clocks(cpu_ns: Option<u64>, run_queue_ns: Option<u64>, switches: Option<u64>) -> Clocks {
     Clocks { cpu_ns, run_queue_ns, switches }
 }

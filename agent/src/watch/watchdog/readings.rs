@@ -49,7 +49,8 @@ impl Watchdog {
     }
 
     /// The first readings of poll `seq`, `elapsed_ns` into it: the thread's own from before it began if that
-    /// one is closer to its start, else one taken now.
+    /// one is closer to its start, else one taken now. The thread is asked to keep this poll's closing reading
+    /// apart (`WorkerSlot::watch`).
     pub(super) fn first_readings(
         &self,
         slot: &WorkerSlot,
@@ -57,10 +58,13 @@ impl Watchdog {
         start: u64,
         elapsed_ns: u64,
     ) -> Option<PollReadings> {
-        self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
+        let readings = self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
             let first = self.read(slot.tid, start)?;
             slot.still_in(seq).then_some(PollReadings { seq, start, first, latest: None })
-        })
+        })?;
+        // This poll is measured now: its closing reading must outlast any number of later ones.
+        slot.watch(seq);
+        Some(readings)
     }
 
     /// Takes a new reading of poll `seq` while it is still in flight, as its newest.

@@ -277,7 +277,7 @@ impl Shared {
     pub(crate) fn refresh_own_reading(&self, slot: &slots::WorkerSlot, task_id: u64) {
         // loopscope's own lag probes are not worth it: an idle app would pay for their polls.
         if self.agent_task_name(task_id).is_none() {
-            slot.record_own_opening();
+            slot.record_own_opening(&self.clock);
         }
     }
 

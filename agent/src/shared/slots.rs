@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
+use std::time::Duration;
 
 mod registry;
 pub(crate) use registry::*;
@@ -276,16 +277,53 @@ impl WorkerSlot {
         self.long_count.store(n.wrapping_add(1), Release);
     }
 
-    /// [`record_closing`](Self::record_closing) with the calling thread's clocks read now, `clock` read right
-    /// after them.
+    /// [`record_closing`](Self::record_closing) with the calling thread's clocks read now. The CPU clock and
+    /// `clock` are read back to back, first, so that the reading's moment is the poll's end: the `/proc` read
+    /// and `getrusage` after them usually take a few µs, but were seen taking 8 ms of the thread's CPU time on a
+    /// crowded virtual machine, and read first they made the next poll look 8 ms longer on a CPU than it was
+    /// (its opening is this reading, and the time after it counted as the poll's; the 16-test crate of issue
+    /// 10 failed on exactly that). A wait for a CPU that begins inside this hook would come after the end but
+    /// be in the run-queue figure read last: the hook's own off-CPU time, measured around those reads, is taken
+    /// off it, which can only leave the poll's figure short of its waits (toward "blocked").
     pub(crate) fn record_own_closing(&self, clock: &quanta::Clock) {
-        let clocks = Clocks::own();
-        self.record_closing(clock.raw(), clocks);
+        let cpu = loopscope_probes::thread::own_cpu_time();
+        let raw = clock.raw();
+        let (run_queue, switches) = loopscope_probes::thread::own_waits();
+        let off_cpu = off_cpu_since(clock, raw, cpu);
+        let clocks = Clocks::of(cpu, run_queue.map(|w| w.saturating_sub(off_cpu)), switches);
+        self.record_closing(raw, clocks);
     }
 
-    /// [`record_opening`](Self::record_opening) with the calling thread's clocks read now.
-    pub(crate) fn record_own_opening(&self) {
-        self.record_opening(Clocks::own());
+    /// [`record_opening`](Self::record_opening) with the calling thread's clocks read now, and the poll's start
+    /// moved to the moment of that reading (`restart`), so that the syscalls of this rare path (a few µs, but
+    /// up to milliseconds on a crowded virtual machine, see `record_own_closing`) are neither the poll's wall
+    /// time nor its CPU time: they are loopscope's, not the task's. The CPU clock is read last, back to back
+    /// with the new start; a wait for a CPU inside the hook, before that, would be missing from the run-queue
+    /// figure read first and so counted in the poll's: the hook's off-CPU time is added to the figure, which can
+    /// only leave the poll short of its waits.
+    pub(crate) fn record_own_opening(&self, clock: &quanta::Clock) {
+        let cpu_before = loopscope_probes::thread::own_cpu_time();
+        let raw_before = clock.raw();
+        let (run_queue, switches) = loopscope_probes::thread::own_waits();
+        let cpu = loopscope_probes::thread::own_cpu_time();
+        let raw = clock.raw();
+        let off_cpu = match (cpu_before, cpu) {
+            (Some(a), Some(b)) => {
+                Duration::from_nanos(clock.delta_as_nanos(raw_before, raw)).saturating_sub(b.saturating_sub(a))
+            }
+            _ => Duration::ZERO,
+        };
+        self.restart(raw);
+        self.record_opening(Clocks::of(cpu, run_queue.map(|w| w + off_cpu), switches));
+    }
+
+    /// Moves the start of the poll in flight to `start` (later than the one [`begin`](Self::begin) published):
+    /// the before-poll hook's own rare work is not the task's. Owner thread only. A watchdog that read the old
+    /// start sees the new one at its next look and drops what it measured against the old (`watchdog.rs`).
+    fn restart(&self, start: u64) {
+        if self.seq.load(Relaxed) & 1 == 1 {
+            self.poll_start.store(start, Relaxed);
+        }
     }
 
     /// Stores the thread's own scheduler reading for the poll in flight, which is about to end past a quarter of
@@ -527,6 +565,15 @@ impl Clocks {
         loopscope_probes::thread::own_sched_times().map_or_else(Clocks::default, Clocks::from_sched)
     }
 
+    /// Figures from the thread's own reading, in nanoseconds.
+    fn of(cpu: Option<Duration>, run_queue: Option<Duration>, switches: Option<u64>) -> Clocks {
+        Clocks::from_sched(loopscope_probes::thread::SchedTimes {
+            cpu,
+            run_queue_wait: run_queue,
+            voluntary_switches: switches,
+        })
+    }
+
     /// The probes' figures in nanoseconds.
     pub(crate) fn from_sched(t: loopscope_probes::thread::SchedTimes) -> Clocks {
         let ns = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
@@ -554,6 +601,13 @@ impl Birth {
         let clocks = Clocks::own();
         (clocks.cpu_ns.is_some() || clocks.run_queue_ns.is_some()).then_some(Birth { raw, clocks })
     }
+}
+
+/// How long the calling thread spent off its CPU since it read its CPU clock (`cpu`) and then `raw`: the wall
+/// time since, less the CPU time since. Zero where the CPU clock can't be read.
+fn off_cpu_since(clock: &quanta::Clock, raw: u64, cpu: Option<Duration>) -> Duration {
+    let (Some(cpu), Some(now)) = (cpu, loopscope_probes::thread::own_cpu_time()) else { return Duration::ZERO };
+    Duration::from_nanos(clock.delta_as_nanos(raw, clock.raw())).saturating_sub(now.saturating_sub(cpu))
 }
 
 /// Model checks of the two seqlocks under every interleaving and every visibility the C++/Rust memory model

@@ -284,7 +284,9 @@ impl Watchdog {
         if let Some(b) = busy {
             return self.look_busy(slot, sw, b);
         }
-        if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq)) {
+        // Readings of another poll, or of this one before its thread restarted its clock (`WorkerSlot::restart`:
+        // the readings were taken against a start that is no longer the poll's) are dropped.
+        if sw.readings.is_some_and(|r| in_flight.is_none_or(|f| f.seq != r.seq || f.start != r.start)) {
             sw.readings = None;
         }
         let first_reading_ns = self.shared.stall_ns / FIRST_READING_DIVISOR;

@@ -232,14 +232,18 @@ pub fn sched_times(tid: Tid) -> Result<SchedTimes, ProbeError> {
 }
 
 /// The calling thread's own [`SchedTimes`], read without allocating and without locks: one
-/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, one read of `/proc/thread-self/schedstat` into a stack buffer and
-/// one `getrusage(RUSAGE_THREAD)` (about 5 µs). Meant for a hook that has just seen a long poll end: the thread's clocks at that exact moment
-/// let the poll's own time be split without guessing what happened after it ended. Because the caller is
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` ([`own_cpu_time`]), then one read of `/proc/thread-self/schedstat`
+/// into a stack buffer and one `getrusage(RUSAGE_THREAD)` ([`own_waits`]); about 5 µs. Because the caller is
 /// running, no wait for a CPU is in progress, so the run-queue figure is complete. `None` where neither figure
 /// can be read (not Linux, or `/proc` unavailable and no thread clock).
 ///
+/// The two halves are public because *when* the CPU clock is read matters to a caller that pairs it with a wall
+/// clock: the `/proc` read and `getrusage` usually take microseconds, but on a crowded virtual machine one of
+/// them was measured taking milliseconds of the thread's CPU time. A caller closing a span reads the CPU clock
+/// first (the slow part then falls after the span); one opening a span reads it last.
+///
 /// Hand-written rather than [`sched_times`] with the calling thread's id because that one formats a path and
-/// reads into a `String`, and the after-poll hook must not allocate.
+/// reads into a `String`, and the task hooks that call this must not allocate.
 ///
 /// ```
 /// # #[cfg(target_os = "linux")] {
@@ -249,6 +253,23 @@ pub fn sched_times(tid: Tid) -> Result<SchedTimes, ProbeError> {
 /// # }
 /// ```
 pub fn own_sched_times() -> Option<SchedTimes> {
+    let cpu = own_cpu_time();
+    let (run_queue_wait, voluntary_switches) = own_waits();
+    (cpu.is_some() || run_queue_wait.is_some()).then_some(SchedTimes { cpu, run_queue_wait, voluntary_switches })
+}
+
+/// The calling thread's CPU time (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, exact to the nanosecond): one
+/// system call, no allocation, no lock, errno kept. `None` off Linux or if the clock can't be read.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let before = loopscope_probes::thread::own_cpu_time().unwrap();
+/// let mut x = 0u64;
+/// for i in 0..1_000_000u64 { x = std::hint::black_box(x ^ i); }
+/// assert!(loopscope_probes::thread::own_cpu_time().unwrap() > before);
+/// # }
+/// ```
+pub fn own_cpu_time() -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
         // Restored below: the app's code around the poll must see the errno it left.
@@ -260,6 +281,31 @@ pub fn own_sched_times() -> Option<SchedTimes> {
             Duration::from_secs(u64::try_from(ts.tv_sec).unwrap_or(0))
                 + Duration::from_nanos(u64::try_from(ts.tv_nsec).unwrap_or(0))
         });
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved_errno };
+        cpu
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The calling thread's run-queue wait so far (`run_delay` from `/proc/thread-self/schedstat`) and its
+/// voluntary context switches (`getrusage(RUSAGE_THREAD)`), the rest of [`own_sched_times`]: no allocation, no
+/// lock, errno kept. Either is `None` where it can't be read.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let (waited, switches) = loopscope_probes::thread::own_waits();
+/// assert!(waited.is_some() && switches.is_some());
+/// # }
+/// ```
+pub fn own_waits() -> (Option<Duration>, Option<u64>) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: as in `own_cpu_time`.
+        let saved_errno = unsafe { *libc::__errno_location() };
         let run_queue_wait = own_schedstat().map(|(_, wait)| Duration::from_nanos(wait));
         // SAFETY: `rusage` is plain old data, for which all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -269,11 +315,11 @@ pub fn own_sched_times() -> Option<SchedTimes> {
             .flatten();
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = saved_errno };
-        (cpu.is_some() || run_queue_wait.is_some()).then_some(SchedTimes { cpu, run_queue_wait, voluntary_switches })
+        (run_queue_wait, voluntary_switches)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        None
+        (None, None)
     }
 }
 

@@ -117,6 +117,31 @@ fn the_watched_polls_closing_outlasts_any_number_of_later_ones() {
     assert_eq!(slot.closing(1), None);
 }
 
+#[test]
+fn the_threads_own_opening_moves_the_polls_start_past_its_own_work() {
+    let clock = quanta::Clock::new();
+    let slot = WorkerSlot::new();
+    let start = clock.raw();
+    slot.begin(7, 0, start);
+    slot.record_own_opening(&clock);
+    let moved = slot.in_flight().expect("still in flight").start;
+    assert!(moved > start, "the hook's reading is not the task's time: {moved} <= {start}");
+    // The opening counts as taken at the new start, and has both figures.
+    let opening = slot.closing_before(moved).expect("the opening");
+    assert_eq!(opening.raw, moved);
+    assert!(opening.clocks.cpu_ns.is_some() && opening.clocks.run_queue_ns.is_some(), "{opening:?}");
+    // The closing reading's moment is read with its CPU clock, before the rest of the hook's work.
+    let before = clock.raw();
+    slot.record_own_closing(&clock);
+    let closing = slot.closing(slot.in_flight().expect("in flight").seq).expect("the closing");
+    assert!(closing.raw >= before && closing.raw <= clock.raw());
+    assert!(closing.clocks.cpu_ns >= opening.clocks.cpu_ns);
+    slot.end(1, false);
+    // Outside a poll nothing moves.
+    slot.restart(u64::MAX);
+    assert_eq!(slot.poll_start.load(Relaxed), moved);
+}
+
 fn clocks(cpu_ns: Option<u64>, run_queue_ns: Option<u64>, switches: Option<u64>) -> Clocks {
     Clocks { cpu_ns, run_queue_ns, switches }
 }

@@ -138,6 +138,9 @@ pub(crate) struct WorkerSlot {
     /// watchdog still finds a poll's opening after the thread started a few more.
     pub(crate) openings: [Closing; CLOSINGS],
     pub(crate) opening_count: AtomicU64,
+    /// Set while the owner thread takes its own opening reading, before it restarts the poll's clock
+    /// (`record_own_opening`): the watchdog neither measures nor flags the poll against the start it is leaving.
+    pub(crate) restarting: AtomicBool,
     /// The sequence number of the poll the watchdog is measuring (it took that poll's first reading; 0: none).
     /// Written by the watchdog, read by the owner thread as a poll past a quarter of the threshold ends.
     pub(crate) watched: AtomicU64,
@@ -191,6 +194,7 @@ impl WorkerSlot {
             closing_count: AtomicU64::new(0),
             openings: Default::default(),
             opening_count: AtomicU64::new(0),
+            restarting: AtomicBool::new(false),
             watched: AtomicU64::new(0),
             watched_closing: Closing::default(),
             own_at: AtomicU64::new(born.as_ref().map_or(0, |b| b.raw)),
@@ -302,6 +306,7 @@ impl WorkerSlot {
     /// figure read first and so counted in the poll's: the hook's off-CPU time is added to the figure, which can
     /// only leave the poll short of its waits.
     pub(crate) fn record_own_opening(&self, clock: &quanta::Clock) {
+        self.restarting.store(true, Release);
         let cpu_before = loopscope_probes::thread::own_cpu_time();
         let raw_before = clock.raw();
         let (run_queue, switches) = loopscope_probes::thread::own_waits();
@@ -315,6 +320,14 @@ impl WorkerSlot {
         };
         self.restart(raw);
         self.record_opening(Clocks::of(cpu, run_queue.map(|w| w + off_cpu), switches));
+        self.restarting.store(false, Release);
+    }
+
+    /// Whether the poll that started at `start` is (or was) moving its start past the owner's own opening
+    /// reading: measured against `start`, it would be charged with loopscope's work. The watchdog asks after
+    /// reading the clock, so a restart that completed while it was preempted is seen too.
+    pub(crate) fn restarted_since(&self, start: u64) -> bool {
+        self.restarting.load(Acquire) || self.poll_start.load(Relaxed) != start
     }
 
     /// Moves the start of the poll in flight to `start` (later than the one [`begin`](Self::begin) published):

@@ -300,6 +300,12 @@ impl Watchdog {
         // reading still comes at a quarter of the threshold.
         let Some(f) = in_flight else { return self.shared.stall_ns };
         let elapsed_ns = self.shared.clock.delta_as_nanos(f.start, self.shared.clock.raw());
+        // The thread is taking its own opening reading (a few µs; on a crowded virtual machine, milliseconds),
+        // after which the poll restarts: neither measure nor flag it against the start it leaves.
+        if sw.tracked.is_none() && timed.is_some() && slot.restarted_since(f.start) {
+            sw.readings = None;
+            return u64::try_from(self.shared.config.watchdog_interval.as_nanos()).unwrap_or(u64::MAX);
+        }
         let at_elapsed = Duration::from_nanos(elapsed_ns);
         match &mut sw.tracked {
             Some(t) => {

@@ -123,9 +123,13 @@ fn the_threads_own_opening_moves_the_polls_start_past_its_own_work() {
     let slot = WorkerSlot::new();
     let start = clock.raw();
     slot.begin(7, 0, start);
+    assert!(!slot.restarted_since(start));
+    slot.restarting.store(true, Relaxed);
+    assert!(slot.restarted_since(start), "the watchdog must not measure a poll whose thread is restarting it");
     slot.record_own_opening(&clock);
     let moved = slot.in_flight().expect("still in flight").start;
     assert!(moved > start, "the hook's reading is not the task's time: {moved} <= {start}");
+    assert!(slot.restarted_since(start) && !slot.restarted_since(moved));
     // The opening counts as taken at the new start, and has both figures.
     let opening = slot.closing_before(moved).expect("the opening");
     assert_eq!(opening.raw, moved);

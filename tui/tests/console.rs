@@ -21,8 +21,9 @@ use tracing_subscriber::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loopscope");
 
-/// The threshold the tests use: far above a clean poll even on a loaded machine, far below the blocker's.
-const THRESHOLD: Duration = Duration::from_millis(50);
+/// The threshold the tests use: far above a clean poll even on a loaded machine (where the OS may hold a
+/// worker thread off its CPU for tens of milliseconds mid-poll), well below the blocker's polls.
+const THRESHOLD: Duration = Duration::from_millis(100);
 
 /// How long the blocking tasks block per poll.
 const BLOCK: Duration = Duration::from_millis(200);
@@ -150,7 +151,7 @@ fn the_blocking_task_is_flagged_with_its_spawn_location_and_the_clean_one_is_not
     let stall = state.stalls().find(|e| e.latest.location.as_ref() == Some(&app.blocker)).expect("a stall");
     let ev = &stall.latest;
     assert!(ev.elapsed >= THRESHOLD, "{ev:?}");
-    assert!(ev.elapsed <= BLOCK + Duration::from_millis(100) || !stall.ended, "one poll, not several: {ev:?}");
+    assert!(ev.elapsed < 2 * BLOCK || !stall.ended, "one poll, not several: {ev:?}");
     assert!(ev.culprit.as_ref().is_some_and(|c| c.classification == loopscope_wire::Classification::Unknown));
     assert!(ev.culprit.as_ref().is_some_and(|c| c.frames().is_empty()), "console mode has no stacks");
     assert_eq!(stalls_at(&state, &app.clean), 0, "the clean task is never flagged: {:?}", stall_locations(&state));
@@ -206,7 +207,7 @@ fn the_dashboard_shows_the_console_apps_stall_and_what_console_mode_lacks() {
     let (cols, rows) = (160, 45);
     let pty = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("pty");
     let mut cmd = CommandBuilder::new(BIN);
-    cmd.args(["top", "--console", &addr, "--max-poll", "50ms"]);
+    cmd.args(["top", "--console", &addr, "--max-poll", "100ms"]);
     cmd.env("TERM", "xterm-256color");
     let mut child = pty.slave.spawn_command(cmd).expect("spawn the dashboard");
     drop(pty.slave);
@@ -277,12 +278,14 @@ fn an_app_with_console_subscriber_and_loopscope_serves_both_clients_at_once() {
             Ok(())
         }
     });
+    // Done when each client has the stall, while both are attached (the agent counts its client).
     let console_state = watch_console(Duration::from_secs(20), |s| {
-        stalls_at(s, &blocker_at) >= 1 && stalls_at(&ls_state.lock().expect("state"), &blocker_at) >= 1
+        stalls_at(s, &blocker_at) >= 1
+            && stalls_at(&ls_state.lock().expect("state"), &blocker_at) >= 1
+            && agent.stream_clients() == 1
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.join().expect("reader").expect("the loopscope stream stayed up while the console client watched");
-    assert!(agent.stream_clients() <= 1);
     let ls_state = ls_state.lock().expect("state");
     // The agent's stall has what console mode lacks: the thread, and (probes permitting) a culprit.
     let ev = &ls_state.stalls().find(|e| e.latest.location.as_ref() == Some(&blocker_at)).expect("agent stall").latest;

@@ -168,8 +168,17 @@ fn describe_status(s: &tonic::Status) -> String {
         Code::Unimplemented => "it speaks gRPC but has no tokio-console Instrument service".into(),
         Code::Unavailable | Code::Internal | Code::Unknown if msg.is_empty() => format!("{:?}", s.code()),
         code => {
-            let src = std::error::Error::source(s).map(|e| format!(" ({})", chain(e))).unwrap_or_default();
-            format!("{code:?}: {msg}{src}")
+            // tonic's message often repeats its source's first words ("transport error"): say each part once.
+            let mut line = format!("{code:?}: {msg}");
+            if let Some(src) = std::error::Error::source(s) {
+                for part in chain(src).split(": ") {
+                    if !line.contains(part) {
+                        line.push_str(": ");
+                        line.push_str(part);
+                    }
+                }
+            }
+            line
         }
     }
 }

@@ -9,5 +9,7 @@
 pub mod client;
 pub mod convert;
 
-pub use client::{CONSOLE_TIMEOUT, ConsoleError, DEFAULT_CONSOLE_ADDR, FirstContact, Watch, parse_console_addr};
+pub use client::{
+    CONSOLE_TIMEOUT, ConsoleError, ConsoleEvent, DEFAULT_CONSOLE_ADDR, FirstContact, Watch, parse_console_addr,
+};
 pub use convert::{CONSOLE_MODE_NOTE, Converter, timestamp_nanos};

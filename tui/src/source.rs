@@ -5,7 +5,7 @@
 //! instead, and the agent (which never blocks on a client) drops frames for us and later sends a fresh full
 //! state, which the dashboard counts and shows as dropped data.
 
-use crate::console::FirstContact;
+use crate::console::{ConsoleEvent, FirstContact};
 use loopscope_wire::client::{Client, ClientError};
 use loopscope_wire::proto::{ServeAddr, ServerHello, ServerMessage};
 use loopscope_wire::record::{Record, RecordError, RecordingHeader, RecordingReader};
@@ -107,7 +107,18 @@ impl LiveFeed {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new().name("loopscope-console".into()).spawn({
             let stop = stop.clone();
-            move || crate::console::client::run(addr, threshold, first_tx, &|ev| send(&tx, &stop, ev), &stop)
+            move || {
+                let forward = |ev| {
+                    let ev = match ev {
+                        ConsoleEvent::Connected(hello) => NetEvent::Connected(hello),
+                        ConsoleEvent::Message(m) => NetEvent::Message(m),
+                        ConsoleEvent::Disconnected(why) => NetEvent::Disconnected(why),
+                        ConsoleEvent::Waiting(what) => NetEvent::Waiting(what),
+                    };
+                    send(&tx, &stop, ev)
+                };
+                crate::console::client::run(addr, threshold, first_tx, &forward, &stop)
+            }
         })?;
         let feed = LiveFeed {
             rx,

@@ -2,9 +2,9 @@
 //! `InstrumentClient`), run on a small runtime of its own on the feed's thread, reconnecting every second.
 
 use super::convert::Converter;
-use crate::source::NetEvent;
 use console_api::instrument::instrument_client::InstrumentClient;
 use console_api::instrument::{InstrumentRequest, Update};
+use loopscope_wire::proto::{ServerHello, ServerMessage};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -187,6 +187,20 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// What the client tells the feed (which passes it on to the UI as its own events, so this module does not
+/// depend on the feed's).
+#[derive(Debug)]
+pub enum ConsoleEvent {
+    /// A (new) connection: the greeting built for it.
+    Connected(Box<ServerHello>),
+    /// A message converted from the console stream.
+    Message(ServerMessage),
+    /// The connection is gone, or a retry failed: why, in words. The client keeps retrying.
+    Disconnected(String),
+    /// Nothing listens yet: what it waits for, in words.
+    Waiting(String),
+}
+
 /// The outcome of the first connection attempt, for `top` to act on before the screen changes.
 #[derive(Debug)]
 pub enum FirstContact {
@@ -200,11 +214,11 @@ pub enum FirstContact {
 
 /// The body of the feed's thread: connects (reporting the first outcome on `first`), converts every update
 /// into stream messages for the UI, and reconnects every second until `stop`.
-pub(crate) fn run(
+pub fn run(
     addr: SocketAddr,
     threshold: Duration,
     first: std::sync::mpsc::Sender<FirstContact>,
-    send: &dyn Fn(NetEvent) -> bool,
+    send: &dyn Fn(ConsoleEvent) -> bool,
     stop: &AtomicBool,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -231,14 +245,14 @@ pub(crate) fn run(
                     }
                     last_reason.clear();
                     let mut conv = Converter::new(&addr.to_string(), threshold, unix_now());
-                    if !send(NetEvent::Connected(Box::new(conv.hello().clone()))) {
+                    if !send(ConsoleEvent::Connected(Box::new(conv.hello().clone()))) {
                         return;
                     }
                     let mut update = Some(watch.first().clone());
                     let why = loop {
                         if let Some(u) = update.take() {
                             for m in conv.apply(&u, unix_now()) {
-                                if !send(NetEvent::Message(m)) {
+                                if !send(ConsoleEvent::Message(m)) {
                                     return;
                                 }
                             }
@@ -252,7 +266,7 @@ pub(crate) fn run(
                             Err(e) => break e.to_string(),
                         }
                     };
-                    if !send(NetEvent::Disconnected(why)) {
+                    if !send(ConsoleEvent::Disconnected(why)) {
                         return;
                     }
                 }
@@ -265,7 +279,7 @@ pub(crate) fn run(
                         if failed {
                             return;
                         }
-                        if !send(NetEvent::Waiting(format!(
+                        if !send(ConsoleEvent::Waiting(format!(
                             "Waiting for the app at {addr}: nothing listens there yet (console mode: the app must run \
                              console-subscriber)."
                         ))) {
@@ -274,7 +288,7 @@ pub(crate) fn run(
                     } else {
                         let reason = e.to_string();
                         if reason != last_reason && !unreachable {
-                            if !send(NetEvent::Disconnected(reason.clone())) {
+                            if !send(ConsoleEvent::Disconnected(reason.clone())) {
                                 return;
                             }
                             last_reason = reason;

@@ -190,7 +190,7 @@ pub fn run(driver: Driver, source: String, rate_window: Duration) -> anyhow::Res
                 now_unix_nanos: now,
                 note: match &driver {
                     Driver::Replay(r) => r.note().map(str::to_string),
-                    Driver::Live(_) => None,
+                    Driver::Live(feed) => feed.note().map(str::to_string),
                 },
                 rate_window,
             };

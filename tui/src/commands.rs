@@ -4,6 +4,7 @@
 //! never lands on a garbled screen.
 
 use crate::app::{self, Driver};
+use crate::console::{FirstContact, parse_console_addr};
 use crate::demo::{DemoApp, DemoOptions};
 use crate::source::{CONNECT_TIMEOUT, LiveFeed, Replay};
 use anyhow::Context as _;
@@ -59,6 +60,26 @@ pub fn top(addr: Option<&str>, no_wait: bool, refresh: Duration) -> anyhow::Resu
     }
     .context("starting the network thread")?;
     app::run(Driver::Live(feed), addr.to_string(), refresh)
+}
+
+/// The stall threshold of `top --console` when `--max-poll` is not given: the agent's default.
+pub const CONSOLE_DEFAULT_MAX_POLL: Duration = Duration::from_millis(10);
+
+/// `loopscope top --console [ADDR]`: the dashboard on an app that runs console-subscriber (see
+/// [`crate::console`]). Waits for the app as `top` does, unless `no_wait`; a server that is not a console server
+/// is an error before the screen changes.
+pub fn top_console(addr: &str, max_poll: Option<Duration>, no_wait: bool, refresh: Duration) -> anyhow::Result<()> {
+    let addr = parse_console_addr(addr)?;
+    let threshold = max_poll.unwrap_or(CONSOLE_DEFAULT_MAX_POLL);
+    let (feed, first) = LiveFeed::console(addr, threshold).context("starting the network thread")?;
+    match first {
+        FirstContact::Connected => {}
+        FirstContact::Unreachable(e) if no_wait => return Err(e.into()),
+        FirstContact::Unreachable(_) => {}
+        FirstContact::Failed(e) => return Err(e.into()),
+    }
+    require_terminal()?;
+    app::run(Driver::Live(feed), format!("console {addr}"), refresh)
 }
 
 /// `loopscope replay FILE`: the dashboard over a recording.

@@ -35,11 +35,20 @@ struct Cli {
 enum Command {
     /// Live dashboard of a running app (default address 127.0.0.1:6670). Waits for the app to start.
     #[command(after_help = "Exit status: 0 when you quit (q, Ctrl-C) or the terminal closes; 1 when the address is \
-                              invalid, something other than a loopscope agent answers, or (with --no-wait) nothing is \
-                              listening yet; 128+N after signal N.")]
+                              invalid, something other than a loopscope agent (or with --console, a console server) \
+                              answers, or (with --no-wait) nothing is listening yet; 128+N after signal N.")]
     Top {
         /// The agent's address: HOST:PORT, :PORT, PORT or unix:/path.sock.
         addr: Option<String>,
+        /// Watch an app that runs console-subscriber (tokio-console's gRPC API) instead of a loopscope agent, at
+        /// ADDR (default 127.0.0.1:6669): its tasks, polls, busy and scheduled time, and polls in flight past
+        /// --max-poll as stalls. No stacks, classification or probes in this mode.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, conflicts_with = "addr",
+              default_missing_value = loopscope_tui::console::DEFAULT_CONSOLE_ADDR)]
+        console: Option<String>,
+        /// With --console: a poll running longer than this is a stall (a loopscope agent uses its own threshold).
+        #[arg(long, value_name = "DURATION", requires = "console", value_parser = parse_max_poll)]
+        max_poll: Option<Duration>,
         /// Fail at once (exit 1) if nothing listens at the address yet, instead of waiting for the app.
         #[arg(long)]
         no_wait: bool,
@@ -104,6 +113,15 @@ Examples:
     Check(check::CheckArgs),
 }
 
+/// `top --max-poll`: at least 100µs, as the agent's threshold.
+fn parse_max_poll(s: &str) -> Result<Duration, String> {
+    let d = loopscope_wire::parse_duration(s)?;
+    if d < Duration::from_micros(100) {
+        return Err(format!("{s} is below the minimum of 100us"));
+    }
+    Ok(d)
+}
+
 /// `--refresh`: a duration between 100 ms and a minute.
 fn parse_refresh(s: &str) -> Result<Duration, String> {
     let d = loopscope_wire::parse_duration(s)?;
@@ -145,7 +163,10 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Top { addr, no_wait, refresh }) => finish(commands::top(addr.as_deref(), no_wait, refresh)),
+        Some(Command::Top { console: Some(console), max_poll, no_wait, refresh, .. }) => {
+            finish(commands::top_console(&console, max_poll, no_wait, refresh))
+        }
+        Some(Command::Top { addr, no_wait, refresh, .. }) => finish(commands::top(addr.as_deref(), no_wait, refresh)),
         Some(Command::Replay { file, allow_damaged, refresh }) => {
             finish(commands::replay(&file, allow_damaged, refresh))
         }

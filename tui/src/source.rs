@@ -5,10 +5,12 @@
 //! instead, and the agent (which never blocks on a client) drops frames for us and later sends a fresh full
 //! state, which the dashboard counts and shows as dropped data.
 
+use crate::console::{ConsoleEvent, FirstContact};
 use loopscope_wire::client::{Client, ClientError};
 use loopscope_wire::proto::{ServeAddr, ServerHello, ServerMessage};
 use loopscope_wire::record::{Record, RecordError, RecordingHeader, RecordingReader};
 use loopscope_wire::state::State;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +60,8 @@ pub struct LiveFeed {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     addr: ServeAddr,
+    /// What the status line should say about this source (console mode's limits).
+    note: Option<String>,
 }
 
 impl LiveFeed {
@@ -70,7 +74,7 @@ impl LiveFeed {
             let stop = stop.clone();
             move || net_thread(client, &tx, &stop)
         })?;
-        Ok(LiveFeed { rx, stop, thread: Some(thread), addr })
+        Ok(LiveFeed { rx, stop, thread: Some(thread), addr, note: None })
     }
 
     /// Waits on a new thread for an app to serve at `addr` (nothing listens there yet), then reads it as
@@ -90,7 +94,52 @@ impl LiveFeed {
                 net_thread(client, &tx, &stop);
             }
         })?;
-        Ok(LiveFeed { rx, stop, thread: Some(thread), addr })
+        Ok(LiveFeed { rx, stop, thread: Some(thread), addr, note: None })
+    }
+
+    /// Reads the tokio-console API of an app that runs console-subscriber at `addr` on a new thread (see
+    /// [`crate::console`]), flagging polls longer than `threshold`. Returns once the first connection attempt
+    /// is decided, with its outcome: on [`FirstContact::Unreachable`] the thread keeps trying (the UI gets a
+    /// [`NetEvent::Waiting`]) until the feed is dropped; on [`FirstContact::Failed`] it has stopped.
+    pub fn console(addr: SocketAddr, threshold: Duration) -> std::io::Result<(LiveFeed, FirstContact)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("loopscope-console".into()).spawn({
+            let stop = stop.clone();
+            move || {
+                let forward = |ev| {
+                    let ev = match ev {
+                        ConsoleEvent::Connected(hello) => NetEvent::Connected(hello),
+                        ConsoleEvent::Message(m) => NetEvent::Message(m),
+                        ConsoleEvent::Disconnected(why) => NetEvent::Disconnected(why),
+                        ConsoleEvent::Waiting(what) => NetEvent::Waiting(what),
+                    };
+                    send(&tx, &stop, ev)
+                };
+                crate::console::client::run(addr, threshold, first_tx, &forward, &stop)
+            }
+        })?;
+        let feed = LiveFeed {
+            rx,
+            stop,
+            thread: Some(thread),
+            addr: ServeAddr::Tcp(addr),
+            note: Some(crate::console::CONSOLE_MODE_NOTE.to_string()),
+        };
+        // The thread always answers (it sends before any return); a dead thread is a failure to report.
+        let first = first_rx.recv().unwrap_or_else(|_| {
+            FirstContact::Failed(crate::console::ConsoleError::Lost {
+                addr,
+                detail: "the client thread stopped before connecting".into(),
+            })
+        });
+        Ok((feed, first))
+    }
+
+    /// What the status line should say about this source, if anything.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// The agent's address.

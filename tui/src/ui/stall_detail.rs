@@ -41,10 +41,15 @@ pub(super) fn draw_stall_detail(f: &mut Frame<'_>, area: Rect, e: &StallEntry, n
         (StallKind::BlockOn, Some(w)) => format!("the block_on body, on worker {w}"),
         (StallKind::BlockOn, None) => "the block_on body (its thread is not a worker)".to_string(),
         (_, Some(w)) => format!("worker {w} blocked"),
+        // tid 0: the source does not know the thread (console mode), not that it is no worker.
+        (_, None) if ev.thread.tid == 0 => "a worker thread (which one is unknown)".to_string(),
         (_, None) => "a thread that is not a worker".to_string(),
     };
-    let thread =
-        format!("tid {}{}", ev.thread.tid, ev.thread.name.as_ref().map_or(String::new(), |n| format!(" ({n})")));
+    let thread = if ev.thread.tid == 0 {
+        "tid unknown".to_string()
+    } else {
+        format!("tid {}{}", ev.thread.tid, ev.thread.name.as_ref().map_or(String::new(), |n| format!(" ({n})")))
+    };
     let loc = match &ev.agent_task {
         Some(name) => format!("loopscope's own {name} (not the app's code; the OS or the app delayed it)"),
         None => loc,

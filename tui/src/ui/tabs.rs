@@ -44,7 +44,9 @@ pub(super) fn draw_tabs(
             // argv[0] may be a long path; its file name is what people call the program.
             let program = h.program.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
             let name = program.or_else(|| h.runtime.name.clone()).unwrap_or_else(|| "app".into());
-            format!("{name} pid {} · {} ", h.pid, status.source)
+            // pid 0: the source does not know it (console mode).
+            let pid = if h.pid == 0 { String::new() } else { format!(" pid {}", h.pid) };
+            format!("{name}{pid} · {} ", status.source)
         }
         None => format!("{} ", status.source),
     };

@@ -59,10 +59,27 @@ pub(super) fn draw_task_detail(f: &mut Frame<'_>, area: Rect, state: &State, row
             Span::styled(if r.includes_unsampled() { "  (incl. the stall log)" } else { "" }, DIM),
         ]),
     ];
+    let mut lines = lines;
+    // Scheduled time (wake to poll) in total, when the source measured it but sent no distribution for the
+    // table's p99 column (console mode: console's histograms are per task, on a stream of their own).
+    if let Some(l) = t.schedule_latency.as_ref().filter(|l| l.total_nanos > 0 && l.histogram.count() == 0)
+        && let Some(second) = lines.get_mut(1)
+    {
+        second.push_span(Span::styled("  scheduled ", DIM));
+        second.push_span(Span::raw(fmt_nanos(l.total_nanos)));
+        second.push_span(Span::styled(" (mean ", DIM));
+        second.push_span(Span::raw(fmt_nanos(l.total_nanos.checked_div(l.count).unwrap_or(0))));
+        second.push_span(Span::styled(")", DIM));
+    }
     let [text, hist] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(inner);
     f.render_widget(Paragraph::new(lines), text);
     if t.poll_histogram.count() == 0 {
-        let why = if r.finished {
+        let console = state
+            .hello()
+            .is_some_and(|h| h.capabilities.missing.iter().any(|m| m == crate::console::CONSOLE_MODE_NOTE));
+        let why = if console {
+            "poll durations: not in console mode (console-subscriber sends them per task, on a stream of their own)"
+        } else if r.finished {
             "poll durations: none sent (the task ended before the agent sampled its polls)"
         } else {
             "poll durations: none sampled yet (the agent sends them with its next sample of the task)"

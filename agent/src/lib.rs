@@ -104,6 +104,8 @@ pub mod check {
 }
 mod ci;
 mod config;
+#[cfg(feature = "console")]
+mod console;
 mod exporter;
 #[cfg(tokio_unstable)]
 mod hooks;
@@ -123,6 +125,8 @@ pub use agent::{Agent, AgentBuilder, BusySnapshot, Error, StallSubscription};
 pub use busy::ThreadHook;
 pub use capabilities::Capabilities;
 pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, Mode, ReportTo};
+#[cfg(feature = "console")]
+pub use console::ConsoleStats;
 #[cfg(tokio_unstable)]
 pub use hooks::TaskHook;
 pub use instrument::Instrumented;

@@ -22,8 +22,8 @@
 //! Wakes are not counted by loopscope: a live task is reported holding one waker (so tokio-console's
 //! lost-waker lint, which fires on a task with no waker, stays quiet), with no wakes.
 
-use super::{Hub, TASKS_PER_UPDATE};
 use crate::config::Config;
+use crate::console::hub::{Hub, TASKS_PER_UPDATE};
 use console_api as api;
 use console_api::instrument::Update;
 use console_api::tasks::{self, TaskDetails, TaskUpdate};
@@ -223,6 +223,10 @@ pub(crate) struct ConsoleModel {
     changed: HashSet<u64>,
     /// Tasks seen in flight at the last tick.
     flying: Vec<u64>,
+    /// Tasks known only from a stall event so far, with the ticks since their stall ended. The feed never
+    /// sends a task that was born and gone between two ticks, nor lists it as finished; one not sent within
+    /// two ticks of its stall's end is such a task, and is shown finished.
+    unconfirmed: HashMap<u64, u8>,
     finished: VecDeque<(u64, Entry)>,
     dropped_events: u64,
 }
@@ -239,6 +243,7 @@ impl ConsoleModel {
             announce: HashSet::new(),
             changed: HashSet::new(),
             flying: Vec::new(),
+            unconfirmed: HashMap::new(),
             finished: VecDeque::new(),
             dropped_events: 0,
         }
@@ -269,6 +274,8 @@ impl ConsoleModel {
 
     /// The task's entry, created (seen first at `at`) if new and there is room.
     fn entry(&mut self, id: u64, l: Option<&Location>, at: SystemTime) -> Option<&mut Entry> {
+        // Sent by the feed now (a stall event marks it unconfirmed again afterwards, if it has to be).
+        self.unconfirmed.remove(&id);
         if !self.tasks.contains_key(&id) {
             if self.tasks.len() >= self.max_tasks {
                 self.dropped_events += 1;
@@ -289,6 +296,7 @@ impl ConsoleModel {
         }
         let at = unix(ev.at_unix_nanos);
         let started = at.checked_sub(ev.elapsed).unwrap_or(at);
+        let known = self.tasks.contains_key(&ev.task_id) && !self.unconfirmed.contains_key(&ev.task_id);
         let Some(e) = self.entry(ev.task_id, ev.location.as_ref(), started) else { return };
         e.stall = Some(describe(ev));
         match ev.phase {
@@ -306,6 +314,9 @@ impl ConsoleModel {
         }
         self.announce.insert(ev.task_id);
         self.changed.insert(ev.task_id);
+        if !known {
+            self.unconfirmed.insert(ev.task_id, 0);
+        }
     }
 
     /// A tick: updates the tasks, and publishes the changes (or a full state) to the consoles.
@@ -328,6 +339,25 @@ impl ConsoleModel {
                 e.dropped_at = Some(now);
                 self.changed.insert(*id);
             }
+        }
+        // Tasks known only from their stall that the feed still has not sent: gone before a tick saw them.
+        let mut gone = Vec::new();
+        for (id, age) in &mut self.unconfirmed {
+            match self.tasks.get_mut(id) {
+                Some(e) if !e.in_flight && e.dropped_at.is_none() => {
+                    *age += 1;
+                    if *age > 2 {
+                        e.dropped_at = Some(now);
+                        self.changed.insert(*id);
+                        gone.push(*id);
+                    }
+                }
+                Some(_) => {}
+                None => gone.push(*id),
+            }
+        }
+        for id in gone {
+            self.unconfirmed.remove(&id);
         }
         // The polls in flight now, and those that were at the last tick and ended since.
         let flying: Vec<(u64, u64)> =
@@ -527,6 +557,26 @@ mod tests {
         let poll = d[0].task_update.as_ref().unwrap().stats_update[&ev.task_id].poll_stats.unwrap();
         let time = |t: Option<prost_types::Timestamp>| t.map(|t| SystemTime::try_from(t).unwrap());
         assert!(time(poll.last_poll_started) > time(poll.last_poll_ended), "the stalled poll shows as running");
+    }
+
+    #[test]
+    fn a_task_known_only_from_its_stall_is_shown_finished_when_the_feed_never_sends_it() {
+        let mut m = ConsoleModel::new(&Config::default());
+        let mut ev = loopscope_wire::example_stall(1, 9, 1);
+        ev.agent_task = None;
+        ev.phase = StallPhase::Ended;
+        ev.at_unix_nanos = tick(100).at_unix_nanos;
+        m.stall(&ev);
+        let mut dropped = None;
+        for i in 1..=4 {
+            for u in m.delta_after(&tick(100 + i * 250)) {
+                if let Some(s) = u.task_update.unwrap().stats_update.get(&ev.task_id) {
+                    dropped = dropped.or(s.dropped_at);
+                }
+            }
+        }
+        assert!(dropped.is_some(), "shown finished");
+        assert!(m.tasks.is_empty() && m.unconfirmed.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Hub`] (or flips its pause flag); the agent thread fills the queues, and tonic drains them at the pace
 //! the client reads.
 
-use super::Hub;
+use crate::console::hub::Hub;
 use console_api::instrument::instrument_server::Instrument;
 use console_api::instrument::{
     InstrumentRequest, PauseRequest, PauseResponse, ResumeRequest, ResumeResponse, State, StateRequest,

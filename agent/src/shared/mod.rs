@@ -129,7 +129,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: OnceLock<MetricsServer>,
     /// The tokio-console API server, when serving it (`LOOPSCOPE_CONSOLE_ADDR`).
     #[cfg(feature = "console")]
-    pub(crate) console: OnceLock<crate::console::ConsoleServer>,
+    pub(crate) console: OnceLock<crate::console::server::ConsoleServer>,
     /// Why the configured default address could not be served.
     pub(crate) serve_error: std::sync::OnceLock<String>,
     /// The agent-side recording, until the agent thread takes it.

@@ -101,7 +101,13 @@ pub(crate) fn start(shared: &Arc<Shared>, caps: &crate::capabilities::Capabiliti
         let _ = shared.metrics.set(server);
     }
     #[cfg(feature = "console")]
-    crate::console::start(shared)?;
+    if let Some(addr) = shared.config.console {
+        // Off by default, so any address was asked for: one that can't be bound is an error.
+        let server = crate::console::server::ConsoleServer::start(addr).map_err(|e| {
+            format!("loopscope cannot serve the console API on {addr} (LOOPSCOPE_CONSOLE_ADDR / console_addr): {e}")
+        })?;
+        let _ = shared.console.set(server);
+    }
     #[cfg(not(feature = "console"))]
     if let Some(addr) = shared.config.console {
         return Err(format!(
@@ -134,7 +140,7 @@ pub(crate) struct Outputs {
     metrics: Option<MetricsModel>,
     /// The tokio-console view, when serving the console API.
     #[cfg(feature = "console")]
-    console: Option<crate::console::ConsoleModel>,
+    console: Option<crate::console::model::ConsoleModel>,
     /// The recording starts with a full state, written at the first tick.
     recorder_primed: bool,
     hello_complete: bool,
@@ -153,7 +159,7 @@ impl Outputs {
             check: lock(&shared.check).take(),
             metrics: shared.metrics.get().map(|_| MetricsModel::new(&shared.config, shared.id)),
             #[cfg(feature = "console")]
-            console: shared.console.get().map(|_| crate::console::ConsoleModel::new(&shared.config)),
+            console: shared.console.get().map(|_| crate::console::model::ConsoleModel::new(&shared.config)),
             recorder_primed: false,
             hello_complete: false,
             sent: HashMap::new(),

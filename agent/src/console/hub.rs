@@ -13,9 +13,16 @@ use tonic::Status;
 pub(crate) const MAX_UPDATE_CLIENTS: usize = 8;
 /// `watch_task_details` and `watch_state` streams open at once, each.
 pub(crate) const MAX_WATCHERS: usize = 32;
-/// Updates queued for one client. A full state is several updates ([`TASKS_PER_UPDATE`] tasks each), sent
-/// only when the queue has room for all of them.
+/// Updates queued for one client, at least. A full state is several updates ([`TASKS_PER_UPDATE`] tasks
+/// each), sent only when the queue has room for all of them, so the queue is made long enough for the
+/// largest full state the agent's bounds allow ([`queue_for`]).
 pub(crate) const CLIENT_QUEUE: usize = 32;
+
+/// The queue length for an agent that tracks at most `tasks` tasks (live and recently finished): room for
+/// a whole full state, and a few deltas besides.
+pub(crate) fn queue_for(tasks: usize) -> usize {
+    CLIENT_QUEUE.max(tasks.div_ceil(TASKS_PER_UPDATE) + 4)
+}
 /// Tasks per update, so that no message passes tonic's default 4 MiB decoding limit (a task and its stats
 /// take about 200 bytes).
 pub(crate) const TASKS_PER_UPDATE: usize = 1024;
@@ -53,8 +60,10 @@ struct DetailsClient {
 
 /// Where the agent thread (which publishes) meets the server's streams (which read). Every lock here is held
 /// for a few queue operations, never across a wait.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
+    /// Each update stream's queue length.
+    queue: usize,
     clients: Mutex<Vec<UpdateClient>>,
     details: Mutex<Vec<DetailsClient>>,
     states: Mutex<Vec<Tx<State>>>,
@@ -64,7 +73,26 @@ pub(crate) struct Hub {
     refused: AtomicU64,
 }
 
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub::new(CLIENT_QUEUE)
+    }
+}
+
 impl Hub {
+    pub(crate) fn new(queue: usize) -> Hub {
+        Hub {
+            queue,
+            clients: Mutex::default(),
+            details: Mutex::default(),
+            states: Mutex::default(),
+            paused: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
     fn refuse(&self, what: &str) -> Status {
         self.refused.fetch_add(1, Relaxed);
         Status::resource_exhausted(format!("loopscope serves at most {what} at once"))
@@ -77,7 +105,7 @@ impl Hub {
         if clients.len() >= MAX_UPDATE_CLIENTS {
             return Err(self.refuse(&format!("{MAX_UPDATE_CLIENTS} update streams")));
         }
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (tx, rx) = mpsc::channel(self.queue);
         clients.push(UpdateClient { tx, primed: false });
         Ok(rx)
     }
@@ -195,5 +223,25 @@ impl Hub {
             dropped_updates: self.dropped.load(Relaxed),
             refused_streams: self.refused.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_holds_the_largest_full_state() {
+        // The default bounds: 65,536 tasks, 256 retained finished, 1024 kept by the view.
+        let tasks: usize = 65_536 + 256 + 1024;
+        let full_state_updates = tasks.div_ceil(TASKS_PER_UPDATE);
+        assert!(queue_for(tasks) > full_state_updates);
+        assert_eq!(queue_for(10), CLIENT_QUEUE);
+        let hub = Hub::new(queue_for(tasks));
+        let mut rx = hub.add_client().unwrap();
+        let full = vec![Update::default(); full_state_updates];
+        hub.publish(&[], || full);
+        assert_eq!(hub.stats().dropped_updates, 0);
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), full_state_updates);
     }
 }

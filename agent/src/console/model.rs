@@ -204,6 +204,16 @@ fn describe(ev: &StallEvent) -> String {
     s
 }
 
+/// The most tasks a full state holds: the task table's bound and the finished tasks it retains (the view's
+/// own bound on live entries), and the finished ones kept here ([`FINISHED_KEPT`]).
+pub(crate) fn full_state_tasks(config: &Config) -> usize {
+    max_tasks(config).saturating_add(FINISHED_KEPT)
+}
+
+fn max_tasks(config: &Config) -> usize {
+    config.max_tasks.saturating_add(config.retain_finished)
+}
+
 /// What the console output keeps between ticks, on the agent thread.
 #[derive(Debug)]
 pub(crate) struct ConsoleModel {
@@ -234,7 +244,7 @@ pub(crate) struct ConsoleModel {
 impl ConsoleModel {
     pub(crate) fn new(config: &Config) -> ConsoleModel {
         ConsoleModel {
-            max_tasks: config.max_tasks.saturating_add(config.retain_finished),
+            max_tasks: max_tasks(config),
             locations: HashMap::new(),
             metas: HashMap::new(),
             all_meta: Vec::new(),

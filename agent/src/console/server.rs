@@ -24,14 +24,15 @@ pub(crate) struct ConsoleServer {
 impl ConsoleServer {
     /// Binds `addr` and starts serving. Fails when the address can't be bound, or the runtime or thread
     /// can't start.
-    pub(crate) fn start(addr: SocketAddr) -> io::Result<ConsoleServer> {
+    /// `queue` is each update stream's queue length (`hub::queue_for`).
+    pub(crate) fn start(addr: SocketAddr, queue: usize) -> io::Result<ConsoleServer> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         // A plain builder: none of loopscope's hooks, so the server's own polls are never timed, reported as
         // the app's stalls, or counted in its tasks.
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(queue));
         let (stop, stopped) = oneshot::channel::<()>();
         let service = InstrumentServer::new(Service::new(hub.clone()));
         std::thread::Builder::new().name("loopscope-console".into()).spawn(move || {

@@ -103,7 +103,9 @@ pub(crate) fn start(shared: &Arc<Shared>, caps: &crate::capabilities::Capabiliti
     #[cfg(feature = "console")]
     if let Some(addr) = shared.config.console {
         // Off by default, so any address was asked for: one that can't be bound is an error.
-        let server = crate::console::server::ConsoleServer::start(addr).map_err(|e| {
+        let tasks = crate::console::model::full_state_tasks(&shared.config);
+        let queue = crate::console::hub::queue_for(tasks);
+        let server = crate::console::server::ConsoleServer::start(addr, queue).map_err(|e| {
             format!("loopscope cannot serve the console API on {addr} (LOOPSCOPE_CONSOLE_ADDR / console_addr): {e}")
         })?;
         let _ = shared.console.set(server);

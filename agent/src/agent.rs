@@ -65,6 +65,8 @@ pub struct AgentBuilder {
     bad_serve: Option<loopscope_wire::proto::AddrError>,
     /// A `metrics_addr` that did not parse (the value and why); reported by `install`.
     bad_metrics: Option<(String, String)>,
+    /// A `console_addr` that did not parse (the value and why); reported by `install`.
+    pub(crate) bad_console: Option<(String, String)>,
     #[cfg(tokio_unstable)]
     chain: hooks::Chain,
     threads: ThreadChain,
@@ -76,6 +78,7 @@ impl Default for AgentBuilder {
             config: Config::default(),
             bad_serve: None,
             bad_metrics: None,
+            bad_console: None,
             use_env: true,
             #[cfg(tokio_unstable)]
             chain: hooks::Chain::default(),
@@ -382,6 +385,13 @@ impl AgentBuilder {
         if let Some((value, reason)) = &self.bad_metrics {
             return Err(Error::Config(ConfigError::OutOfRange {
                 setting: "metrics_addr",
+                value: value.clone(),
+                reason: reason.clone(),
+            }));
+        }
+        if let Some((value, reason)) = &self.bad_console {
+            return Err(Error::Config(ConfigError::OutOfRange {
+                setting: "console_addr",
                 value: value.clone(),
                 reason: reason.clone(),
             }));

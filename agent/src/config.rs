@@ -35,6 +35,7 @@ use std::time::Duration;
 /// | `LOOPSCOPE_RECORD` | also write the stream to this file (replay it with `loopscope replay FILE`) | none |
 /// | `LOOPSCOPE_METRICS_ADDR` | serve Prometheus/OpenMetrics `/metrics` over HTTP: `HOST:PORT` (an IP), a port alone (on 127.0.0.1), or `off` | off |
 /// | `LOOPSCOPE_METRICS_MAX_LOCATIONS` | spawn locations that get a `location` label of their own in `/metrics`; stalls elsewhere count under `other` | `100` |
+/// | `LOOPSCOPE_CONSOLE_ADDR` | serve the tokio-console API (needs the `console` feature): `HOST:PORT` (an IP), a port alone (on 127.0.0.1; tokio-console's default is `6669`), or `off` | off |
 /// | `LOOPSCOPE_CHECK_DIR` | CI mode: write every stall to a file in this directory (set by `loopscope check`) | none |
 ///
 /// Durations take a number and a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`; e.g. `250us`, `1.5ms`, `2s`.
@@ -63,6 +64,7 @@ pub const ENV_VARS: &[&str] = &[
     "LOOPSCOPE_RECORD",
     "LOOPSCOPE_METRICS_ADDR",
     "LOOPSCOPE_METRICS_MAX_LOCATIONS",
+    "LOOPSCOPE_CONSOLE_ADDR",
     "LOOPSCOPE_CHECK_DIR",
 ];
 
@@ -243,6 +245,10 @@ pub struct Config {
     /// theirs); stalls anywhere else are counted under `location="other"`, so the number of series stays
     /// bounded however many places the app spawns from.
     pub metrics_max_locations: usize,
+    /// Where to serve the tokio-console gRPC API (`console-api`), so that `tokio-console http://ADDR` can
+    /// watch the app; `None` (the default) serves nothing. Needs the crate's `console` feature: without it,
+    /// an address here makes [`install`](crate::AgentBuilder::install) fail with an error that says so.
+    pub console: Option<SocketAddr>,
     /// CI mode (`loopscope check`): write every stall into a file in this directory.
     pub check_dir: Option<PathBuf>,
 }
@@ -273,6 +279,7 @@ impl Default for Config {
             record: None,
             metrics: None,
             metrics_max_locations: 100,
+            console: None,
             check_dir: None,
         }
     }
@@ -322,6 +329,7 @@ impl Config {
                 "LOOPSCOPE_RECORD" => self.record = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "LOOPSCOPE_METRICS_ADDR" => self.metrics = parse_metrics_addr(v).map_err(err)?,
                 "LOOPSCOPE_METRICS_MAX_LOCATIONS" => self.metrics_max_locations = parse_num(v).map_err(err)?,
+                "LOOPSCOPE_CONSOLE_ADDR" => self.console = parse_console_addr(v).map_err(err)?,
                 "LOOPSCOPE_CHECK_DIR" => self.check_dir = (!v.is_empty()).then(|| PathBuf::from(v)),
                 _ if EXTRA_ENV_VARS.contains(&var.as_str()) => {}
                 _ => {
@@ -404,12 +412,27 @@ pub(crate) const EXTRA_ENV_VARS: &[&str] = &[];
 ///
 /// [`AgentBuilder::metrics_addr`]: crate::AgentBuilder::metrics_addr
 pub(crate) fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    parse_local_addr(s, 9464)
+}
+
+/// The address the tokio-console API is served on (`LOOPSCOPE_CONSOLE_ADDR`, `AgentBuilder::console_addr`):
+/// the same forms as [`parse_metrics_addr`], for the same reason (a port alone is served on 127.0.0.1).
+/// tokio-console connects to `http://127.0.0.1:6669` by default.
+pub(crate) fn parse_console_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    parse_local_addr(s, 6669)
+}
+
+/// `HOST:PORT` with an IP or `localhost`, a port alone (on 127.0.0.1), or `off`; `example` is the port the
+/// error message shows.
+fn parse_local_addr(s: &str, example: u16) -> Result<Option<SocketAddr>, String> {
     let s = s.trim();
     if s.is_empty() || s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    let expected = "expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464 or [::1]:9464), a port alone \
-                    (9464, served on 127.0.0.1), or off";
+    let expected = format!(
+        "expected HOST:PORT with an IP address (e.g. 127.0.0.1:{example} or [::1]:{example}), a port alone \
+         ({example}, served on 127.0.0.1), or off"
+    );
     let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port (0-65535); {expected}"));
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     if let Some(p) = s.strip_prefix(':') {
@@ -424,7 +447,7 @@ pub(crate) fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> 
     match s.rsplit_once(':') {
         Some((host, p)) if host.eq_ignore_ascii_case("localhost") => Ok(Some(SocketAddr::new(loopback, port(p)?))),
         Some((_, p)) if p.parse::<u16>().is_err() => Err(format!("{p:?} is not a port (0-65535); {expected}")),
-        _ => Err(expected.to_string()),
+        _ => Err(expected),
     }
 }
 
@@ -504,5 +527,17 @@ mod tests {
         assert_eq!(c.metrics, None, "metrics are off by default");
         c.apply_env(env(&[("LOOPSCOPE_METRICS_ADDR", "9464")])).unwrap();
         assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn console_addr_is_off_by_default_and_loopback_when_a_port_alone() {
+        let mut c = Config::default();
+        assert_eq!(c.console, None, "the console API is off by default");
+        c.apply_env(env(&[("LOOPSCOPE_CONSOLE_ADDR", "6669")])).unwrap();
+        assert_eq!(c.console, Some("127.0.0.1:6669".parse().unwrap()));
+        let e = c.apply_env(env(&[("LOOPSCOPE_CONSOLE_ADDR", "console.example:6669")])).unwrap_err().to_string();
+        assert!(e.contains("LOOPSCOPE_CONSOLE_ADDR") && e.contains("127.0.0.1:6669"), "{e}");
+        c.apply_env(env(&[("LOOPSCOPE_CONSOLE_ADDR", "off")])).unwrap();
+        assert_eq!(c.console, None);
     }
 }

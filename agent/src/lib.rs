@@ -55,6 +55,13 @@
 //! ratios, queue depths, the lag probes and drop counters. Off by default; a port alone serves on
 //! 127.0.0.1. The server runs on threads of its own and never touches the hooks or the app's runtime.
 //!
+//! ## tokio-console
+//!
+//! With the `console` feature, `AgentBuilder::console_addr` (or `LOOPSCOPE_CONSOLE_ADDR`) serves the
+//! tokio-console gRPC API, so `tokio-console http://ADDR` can watch the app's tasks, polls, busy time and
+//! stalls, from loopscope's own data: no `tracing` layer, nothing new in the poll hooks. Off by default; a
+//! port alone serves on 127.0.0.1.
+//!
 //! ## Your own task hooks
 //!
 //! tokio keeps **one** callback per task hook, and `install` sets all four (`on_task_spawn`,
@@ -104,6 +111,10 @@ pub mod check {
 }
 mod ci;
 mod config;
+#[cfg(feature = "console")]
+mod console;
+#[cfg(feature = "console")]
+mod console_settings;
 mod exporter;
 #[cfg(tokio_unstable)]
 mod hooks;
@@ -123,6 +134,8 @@ pub use agent::{Agent, AgentBuilder, BusySnapshot, Error, StallSubscription};
 pub use busy::ThreadHook;
 pub use capabilities::Capabilities;
 pub use config::{Config, ConfigError, ENV_VARS, MIN_STALL_THRESHOLD, Mode, ReportTo};
+#[cfg(feature = "console")]
+pub use console::hub::ConsoleStats;
 #[cfg(tokio_unstable)]
 pub use hooks::TaskHook;
 pub use instrument::Instrumented;

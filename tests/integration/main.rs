@@ -6,6 +6,7 @@
 
 mod blind_spots;
 mod check;
+mod console;
 mod culprits;
 mod lifecycle;
 mod metrics;

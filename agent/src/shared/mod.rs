@@ -127,6 +127,9 @@ pub(crate) struct Shared {
     pub(crate) server: OnceLock<Server>,
     /// The `/metrics` responder, when serving metrics (`LOOPSCOPE_METRICS_ADDR`).
     pub(crate) metrics: OnceLock<MetricsServer>,
+    /// The tokio-console API server, when serving it (`LOOPSCOPE_CONSOLE_ADDR`).
+    #[cfg(feature = "console")]
+    pub(crate) console: OnceLock<crate::console::server::ConsoleServer>,
     /// Why the configured default address could not be served.
     pub(crate) serve_error: std::sync::OnceLock<String>,
     /// The agent-side recording, until the agent thread takes it.
@@ -207,6 +210,8 @@ impl Shared {
             runtime_sample: Mutex::new(None),
             server: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            #[cfg(feature = "console")]
+            console: std::sync::OnceLock::new(),
             serve_error: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
             check: Mutex::new(None),

@@ -1,6 +1,7 @@
 //! The stream's outputs, built at install and driven by the agent thread: the server (live clients), the
 //! agent-side recording (`LOOPSCOPE_RECORD`), the CI records (`LOOPSCOPE_CHECK_DIR`) and the metrics
-//! exporter (`LOOPSCOPE_METRICS_ADDR`). Each tick and stall event goes to all of them; the runtime's end
+//! exporter (`LOOPSCOPE_METRICS_ADDR`), and with the `console` feature the tokio-console API
+//! (`LOOPSCOPE_CONSOLE_ADDR`, `crate::console`). Each tick and stall event goes to all of them; the runtime's end
 //! says goodbye to clients, closes the files and stops serving metrics.
 
 use super::feed::{Feed, proto_nanos};
@@ -99,6 +100,23 @@ pub(crate) fn start(shared: &Arc<Shared>, caps: &crate::capabilities::Capabiliti
         })?;
         let _ = shared.metrics.set(server);
     }
+    #[cfg(feature = "console")]
+    if let Some(addr) = shared.config.console {
+        // Off by default, so any address was asked for: one that can't be bound is an error.
+        let tasks = crate::console::model::full_state_tasks(&shared.config);
+        let queue = crate::console::hub::queue_for(tasks);
+        let server = crate::console::server::ConsoleServer::start(addr, queue).map_err(|e| {
+            format!("loopscope cannot serve the console API on {addr} (LOOPSCOPE_CONSOLE_ADDR / console_addr): {e}")
+        })?;
+        let _ = shared.console.set(server);
+    }
+    #[cfg(not(feature = "console"))]
+    if let Some(addr) = shared.config.console {
+        return Err(format!(
+            "loopscope cannot serve the console API on {addr} (LOOPSCOPE_CONSOLE_ADDR / console_addr): this build \
+             of loopscope has no `console` feature (add `features = [\"console\"]` to its dependency)"
+        ));
+    }
     if let Some(path) = &shared.config.record {
         let rec = Recorder::create(path, &hello)
             .map_err(|e| format!("loopscope cannot record the stream to {}: {e}", path.display()))?;
@@ -122,6 +140,9 @@ pub(crate) struct Outputs {
     check: Option<CheckWriter>,
     /// The Prometheus view, when serving metrics.
     metrics: Option<MetricsModel>,
+    /// The tokio-console view, when serving the console API.
+    #[cfg(feature = "console")]
+    console: Option<crate::console::model::ConsoleModel>,
     /// The recording starts with a full state, written at the first tick.
     recorder_primed: bool,
     hello_complete: bool,
@@ -139,14 +160,21 @@ impl Outputs {
             recorder: lock(&shared.recorder).take(),
             check: lock(&shared.check).take(),
             metrics: shared.metrics.get().map(|_| MetricsModel::new(&shared.config, shared.id)),
+            #[cfg(feature = "console")]
+            console: shared.console.get().map(|_| crate::console::model::ConsoleModel::new(&shared.config)),
             recorder_primed: false,
             hello_complete: false,
             sent: HashMap::new(),
         }
     }
 
-    /// Whether anyone would read a tick now.
+    /// Whether anyone would read a tick now. The console view keeps every task the feed sends, so that a
+    /// console that connects later gets them all: while it is on, the feed always sends.
     fn listening(&self, shared: &Shared) -> bool {
+        #[cfg(feature = "console")]
+        if self.console.is_some() {
+            return true;
+        }
         self.recorder.is_some() || shared.server.get().is_some_and(|s| s.client_count() > 0)
     }
 
@@ -193,6 +221,10 @@ impl Outputs {
         let tick = self.feed.tick(shared, sample, std::mem::take(freed));
         // The metrics derive from the same tick clients get (one scan of the tables for both).
         self.publish_metrics(shared, &tick, sample);
+        #[cfg(feature = "console")]
+        if let (Some(model), Some(server)) = (&mut self.console, shared.console.get()) {
+            model.tick(&tick, server.hub());
+        }
         self.emit(shared, &ServerMessage::Tick(Box::new(tick)));
     }
 
@@ -209,6 +241,10 @@ impl Outputs {
     pub(crate) fn stall_seen(&mut self, ev: &StallEvent) {
         if let Some(m) = &mut self.metrics {
             m.stall(ev);
+        }
+        #[cfg(feature = "console")]
+        if let Some(c) = &mut self.console {
+            c.stall(ev);
         }
         if let Some(w) = &mut self.check
             && let Err(e) = w.write_stall(ev)
@@ -286,6 +322,10 @@ impl Outputs {
         }
         if let Some(metrics) = shared.metrics.get() {
             metrics.shutdown();
+        }
+        #[cfg(feature = "console")]
+        if let Some(console) = shared.console.get() {
+            console.shutdown();
         }
     }
 }

@@ -4,7 +4,8 @@
 mod culprit;
 mod part;
 
-pub use culprit::{CounterDeltas, Culprit, CulpritSample, Frame};
+pub use culprit::{CounterDeltas, Culprit, CulpritSample};
+pub use loopscope_types::Frame;
 pub use part::{CopiedFrames, SAMPLE_NOT_RECEIVED, StallPart};
 
 use loopscope_types::{Classification, FrameOrigin};
@@ -348,6 +349,8 @@ pub fn example_stall(stall_id: u64, depth: u64, samples: usize) -> StallEvent {
             file: Some(format!("/rustc/0123456789abcdef/library/core/src/future/module{}.rs", i % 7)),
             line: Some(100 + (i % 1000) as u32),
             origin: if i == 5 { FrameOrigin::User } else { FrameOrigin::Runtime },
+            inlined: false,
+            object: None,
         })
         .collect();
     let sample = CulpritSample {

@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use loopscope_probes::classify::{PollTime, classify, classify_poll};
-use loopscope_probes::stack::{Frame as ProbeFrame, RawStack, SamplerConfig};
+use loopscope_probes::stack::{RawStack, SamplerConfig};
 use loopscope_probes::{ProbeConfig, Probes, StallSnapshot, Tid};
 use loopscope_wire::{
     Classification, CounterDeltas, Culprit, CulpritSample, Frame, FrameOrigin, ProbeStatus as WireStatus, StallTime,
@@ -129,7 +129,7 @@ pub(crate) fn culprit(
     let last = looks.last()?;
     let mut samples: Vec<CulpritSample> = looks.iter().map(|l| sample(l, wait)).collect();
     let frames_of = |s: &CulpritSample| s.frames.clone();
-    let newest_frames: Vec<ProbeFrame> = looks
+    let newest_frames: Vec<Frame> = looks
         .iter()
         .rev()
         .find_map(|l| l.snapshot.stack.as_ref().and_then(|s| s.as_ref().ok()))
@@ -247,7 +247,7 @@ fn user_part(frames: &[Frame]) -> Vec<Option<String>> {
     frames.iter().filter(|f| f.origin == FrameOrigin::User).map(|f| f.function.clone()).collect()
 }
 
-fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<ProbeFrame>> {
+fn symbolize(raw: &RawStack, wait: bool) -> Option<Vec<Frame>> {
     let p = PROBES.get()?;
     if wait {
         let frames = p.symbolize(raw);
@@ -307,6 +307,8 @@ fn sample(l: &Look, wait: bool) -> CulpritSample {
                         file: None,
                         line: None,
                         origin: FrameOrigin::Unknown,
+                        inlined: false,
+                        object: None,
                     })
                     .collect(),
                 false,
@@ -328,10 +330,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The wire's frame: the probes' frame less what only the symbolizer needs (inlined, object). The origin is
-/// the same type on both sides (`loopscope-types`).
-fn frame(f: ProbeFrame) -> Frame {
-    Frame { ip: f.ip as u64, function: f.function, file: f.file, line: f.line, origin: f.origin }
+/// A symbolized frame as a stall event carries it: without what only the symbolizer needs (`inlined`,
+/// `object`), which the stream never sends (see [`Frame`]), so the agent's own events equal its clients'.
+fn frame(f: Frame) -> Frame {
+    Frame { inlined: false, object: None, ..f }
 }
 
 mod confirm;

@@ -15,35 +15,9 @@ mod origin;
 /// Where a frame's code comes from; defined in `loopscope-types`, so stall reports carry it as it is.
 pub use loopscope_types::FrameOrigin;
 
-/// One symbolized frame. An instruction pointer inside inlined code yields several frames with the same `ip`:
-/// the inlined callees first (`inlined == true`), the function that contains the code last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    /// The raw instruction pointer.
-    pub ip: usize,
-    /// Demangled function name without the hash suffix (`tokio::runtime::task::harness::poll`).
-    pub function: Option<String>,
-    /// Source file.
-    pub file: Option<String>,
-    /// Source line.
-    pub line: Option<u32>,
-    /// Where the code comes from.
-    pub origin: FrameOrigin,
-    /// This frame was inlined into the next frame (same `ip`).
-    pub inlined: bool,
-    /// The shared object (or executable) containing `ip`, as the dynamic loader knows it.
-    pub object: Option<String>,
-}
-
-impl Frame {
-    /// `function` or, without symbols, the address in hex.
-    pub fn display_name(&self) -> String {
-        match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{:#x}", self.ip),
-        }
-    }
-}
+/// One symbolized frame; defined in `loopscope-types`, so stall reports carry it as it is (see there for the
+/// two fields the stream leaves out).
+pub use loopscope_types::Frame;
 
 /// Resolves instruction pointers to functions, files and lines, caching results per address.
 ///
@@ -174,9 +148,9 @@ impl Symbolizer {
             let exact = i == stack.probe_frames;
             let frames = self.lookup(ip, exact);
             if i < stack.probe_frames {
-                out.extend(frames.iter().map(|f| Frame { ip, origin: FrameOrigin::Probe, ..f.clone() }));
+                out.extend(frames.iter().map(|f| Frame { ip: ip as u64, origin: FrameOrigin::Probe, ..f.clone() }));
             } else {
-                out.extend(frames.iter().map(|f| Frame { ip, ..f.clone() }));
+                out.extend(frames.iter().map(|f| Frame { ip: ip as u64, ..f.clone() }));
             }
         }
         self.release_pages();
@@ -234,7 +208,7 @@ impl Symbolizer {
     fn resolve(&mut self, ip: usize, addr: usize) -> Vec<Frame> {
         let Some(mapped) = find_object(addr) else {
             return vec![Frame {
-                ip,
+                ip: ip as u64,
                 function: None,
                 file: None,
                 line: None,
@@ -270,7 +244,7 @@ fn build_frames(ip: usize, resolved: &Resolved, object: Option<&str>) -> Vec<Fra
         .map(|(i, raw)| {
             let physical = i + 1 == count;
             Frame {
-                ip,
+                ip: ip as u64,
                 function: frame_name(raw, physical.then_some(resolved.symbol.as_deref()).flatten()),
                 file: raw.file.clone(),
                 line: raw.line,
@@ -296,7 +270,7 @@ fn build_frames(ip: usize, resolved: &Resolved, object: Option<&str>) -> Vec<Fra
     }
     if frames.is_empty() {
         frames.push(Frame {
-            ip,
+            ip: ip as u64,
             function: resolved.symbol.as_deref().map(|s| names::pretty(s, None)),
             file: None,
             line: None,

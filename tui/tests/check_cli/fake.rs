@@ -21,6 +21,8 @@ fn fake_event(stall_id: u64, phase: StallPhase, ms: u64) -> StallEvent {
         file: Some("src/handlers.rs".into()),
         line: Some(12),
         origin,
+        inlined: false,
+        object: None,
     };
     StallEvent {
         stall_id,

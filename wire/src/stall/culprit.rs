@@ -1,39 +1,9 @@
-//! What the probes found about a stall: the [`Culprit`], its stack samples and their [`Frame`]s, and the
-//! hardware counters. Split out of `stall.rs`, which holds the events that carry them.
+//! What the probes found about a stall: the [`Culprit`], its stack samples (of [`Frame`]s, defined in
+//! `loopscope-types`), and the hardware counters. Split out of `stall.rs`, which holds the events that carry them.
 
-use loopscope_types::{Classification, FrameOrigin};
+use loopscope_types::{Classification, Frame, FrameOrigin};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// One symbolized stack frame.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Frame {
-    /// Instruction pointer.
-    pub ip: u64,
-    /// Demangled function name, without the hash suffix.
-    pub function: Option<String>,
-    /// Source file.
-    pub file: Option<String>,
-    /// Source line.
-    pub line: Option<u32>,
-    /// Whose code this is.
-    pub origin: FrameOrigin,
-}
-
-impl Frame {
-    /// `function (file:line)`, shortened for one-line displays.
-    pub fn display_short(&self) -> String {
-        let func = self.function.as_deref().unwrap_or("??");
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => {
-                let short = file.rsplit('/').take(2).collect::<Vec<_>>();
-                let short = short.into_iter().rev().collect::<Vec<_>>().join("/");
-                format!("{func} ({short}:{line})")
-            }
-            _ => func.to_string(),
-        }
-    }
-}
 
 /// One look at the blocked thread: its stack and state at a point of the stall.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,4 +74,44 @@ pub struct CounterDeltas {
     pub cycles: Option<u64>,
     /// Instructions retired (needs a hardware PMU).
     pub instructions: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared [`Frame`] keeps the stream's encoding: the symbolizer's two fields are neither written nor
+    /// read, so a frame is the same bytes as the five-field frame the wire defined before (recordings and
+    /// older peers read it unchanged).
+    #[test]
+    fn a_frame_encodes_as_its_five_stream_fields() {
+        #[derive(serde::Serialize)]
+        struct StreamFrame {
+            ip: u64,
+            function: Option<String>,
+            file: Option<String>,
+            line: Option<u32>,
+            origin: FrameOrigin,
+        }
+        let f = Frame {
+            ip: 0x5555_0000_1234,
+            function: Some("app::handler".into()),
+            file: Some("src/main.rs".into()),
+            line: Some(42),
+            origin: FrameOrigin::User,
+            inlined: true,
+            object: Some("/usr/bin/app".into()),
+        };
+        let plain = StreamFrame {
+            ip: f.ip,
+            function: f.function.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            origin: f.origin,
+        };
+        let bytes = postcard::to_allocvec(&f).expect("encodes");
+        assert_eq!(bytes, postcard::to_allocvec(&plain).expect("encodes"));
+        let back: Frame = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, Frame { inlined: false, object: None, ..f });
+    }
 }

@@ -3,8 +3,7 @@
 //! (the same frames, a blocking call or a lock wait). Split out of `probing.rs`, which takes the looks.
 
 use super::{Look, symbolize};
-use loopscope_probes::stack::Frame as ProbeFrame;
-use loopscope_wire::FrameOrigin;
+use loopscope_wire::{Frame, FrameOrigin};
 use std::time::Duration;
 
 /// Stable mode: stacks wanted before the agent thread decides whether one poll holds a worker busy past the
@@ -60,7 +59,7 @@ struct PollView {
 /// polled over and over (a ping-pong over channels) is sampled at different awaits, so that call site differs
 /// where a long poll's stays put. `0` for the other frames (a long poll calls one function, then another) and
 /// for a body in its own code (a spin loop's address moves): they match any address.
-pub(crate) type UserFrames = Vec<(String, usize)>;
+pub(crate) type UserFrames = Vec<(String, u64)>;
 
 /// Whether two polls' frames are the same (see [`UserFrames`]), compared from the outermost (the task's body,
 /// with its call site) inward as far as the shorter goes: a long poll calls into helpers of the app's own and
@@ -79,8 +78,8 @@ impl PollView {
     }
 }
 
-fn poll_view(frames: &[ProbeFrame]) -> PollView {
-    let name = |f: &ProbeFrame| f.function.clone().unwrap_or_default();
+fn poll_view(frames: &[Frame]) -> PollView {
+    let name = |f: &Frame| f.function.clone().unwrap_or_default();
     let poll = frames.iter().position(|f| {
         let n = name(f);
         POLL_FRAMES.iter().any(|m| n.contains(m))
@@ -246,13 +245,13 @@ fn still_in_poll(v: &PollView, frames: Option<&UserFrames>) -> Option<bool> {
 mod tests {
     use super::*;
 
-    fn frame(name: &str, origin: FrameOrigin) -> ProbeFrame {
-        ProbeFrame { ip: 0, function: Some(name.into()), file: None, line: None, origin, inlined: false, object: None }
+    fn frame(name: &str, origin: FrameOrigin) -> Frame {
+        Frame { ip: 0, function: Some(name.into()), file: None, line: None, origin, inlined: false, object: None }
     }
 
     /// A worker's stack, innermost first: the app's frames, tokio's task poll, the scheduler, and (below it)
     /// the blocking-pool task that runs the worker itself.
-    fn worker_stack(app: &[&str]) -> Vec<ProbeFrame> {
+    fn worker_stack(app: &[&str]) -> Vec<Frame> {
         let mut frames = vec![frame("std::thread::sleep", FrameOrigin::Std)];
         frames.extend(app.iter().map(|f| frame(f, FrameOrigin::User)));
         frames.extend([

@@ -6,21 +6,23 @@
 //! visible early on weaker hardware, e.g. aarch64). Everywhere else, and in every ordinary build, these are
 //! `std`'s types, so the shim costs nothing.
 //!
-//! `loom` is a dev-dependency, so the swap needs `test` as well as `--cfg loom`:
+//! `loom` is a dev-dependency, so the swap needs `test` as well as `--cfg loopscope_loom`:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib shared::slots::loom
+//! RUSTFLAGS="--cfg loopscope_loom --cfg tokio_unstable" CARGO_TARGET_DIR=target/loom \
+//!     cargo test --release -p loopscope --lib shared::slots::loom
 //! ```
 //!
-//! `RUSTFLAGS` replaces `.cargo/config.toml`'s `--cfg tokio_unstable`, and it has to: under `cfg(loom)` tokio
-//! compiles out `Builder::on_task_spawn` and `on_task_terminate`, so the agent builds as it does without
-//! `tokio_unstable` (no hooks), which the slots' model does not need. `-p loopscope` because the dashboard
-//! needs tokio's `net` and `signal`, which `cfg(loom)` also removes; the separate target directory keeps the
-//! ordinary build cached. A few minutes to build the first time, about ten seconds to run.
+//! The cfg is this project's own, not loom's customary `--cfg loom`: every crate sees a `RUSTFLAGS` cfg, and
+//! under `cfg(loom)` tokio builds its own loom model instead of its runtime, whose `Builder` has no
+//! `on_thread_start` (nor the task hooks), so the agent no longer compiles. `RUSTFLAGS` replaces
+//! `.cargo/config.toml`'s flags, hence `--cfg tokio_unstable` again; the separate target directory keeps the
+//! ordinary build cached (every crate is rebuilt under new flags). A few minutes to build the first time, a few
+//! seconds to run in release (about a minute without `--release`).
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, loopscope_loom))]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, loopscope_loom)))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
 
 /// Locks a mutex, recovering from poisoning: the data behind our locks stays consistent across a panic

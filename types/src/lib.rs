@@ -19,4 +19,4 @@ mod frame;
 
 pub use classification::Classification;
 pub use duration::parse_duration;
-pub use frame::FrameOrigin;
+pub use frame::{Frame, FrameOrigin};

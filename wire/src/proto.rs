@@ -35,6 +35,7 @@
 mod addr;
 mod frame;
 mod messages;
+mod samples;
 
 pub use addr::{AddrError, DEFAULT_ADDR, DEFAULT_PORT, ServeAddr};
 pub use frame::{
@@ -44,7 +45,9 @@ pub use frame::{
     read_client_handshake, read_frame, read_preamble, write_client_handshake, write_frame, write_preamble,
 };
 pub use messages::{
-    AgentCapabilities, ClientHello, ClientMessage, CurrentPoll, FULL_TASKS_CHUNK, FullState, FullTasks, GlobalSample,
-    Goodbye, LatencySample, LocationInfo, LocationSample, PROTOCOL_VERSION, Ping, Pong, ProtocolVersion, Refused,
-    ServerHello, ServerMessage, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample, full_state_messages,
+    AgentCapabilities, ClientHello, ClientMessage, FULL_TASKS_CHUNK, FullState, FullTasks, Goodbye, LocationInfo,
+    PROTOCOL_VERSION, Ping, Pong, ProtocolVersion, Refused, ServerHello, ServerMessage, Tick, full_state_messages,
+};
+pub use samples::{
+    CurrentPoll, GlobalSample, LatencySample, LocationSample, TaskSample, WaitHistogram, WaitTimes, WorkerSample,
 };

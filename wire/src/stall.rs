@@ -1,3 +1,13 @@
+//! Stall events: what a stall was (thread, task, location, phase, time split) and the events that carry it.
+//! What the probes found is in `culprit.rs`, the protocol-3.2 form that sends only what changed in `part.rs`.
+
+mod culprit;
+mod part;
+
+pub use culprit::{CounterDeltas, Culprit, CulpritSample};
+pub use loopscope_types::Frame;
+pub use part::{CopiedFrames, SAMPLE_NOT_RECEIVED, StallPart};
+
 use loopscope_types::{Classification, FrameOrigin};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -305,107 +315,6 @@ impl StallTime {
     }
 }
 
-/// One symbolized stack frame.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Frame {
-    /// Instruction pointer.
-    pub ip: u64,
-    /// Demangled function name, without the hash suffix.
-    pub function: Option<String>,
-    /// Source file.
-    pub file: Option<String>,
-    /// Source line.
-    pub line: Option<u32>,
-    /// Whose code this is.
-    pub origin: FrameOrigin,
-}
-
-impl Frame {
-    /// `function (file:line)`, shortened for one-line displays.
-    pub fn display_short(&self) -> String {
-        let func = self.function.as_deref().unwrap_or("??");
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => {
-                let short = file.rsplit('/').take(2).collect::<Vec<_>>();
-                let short = short.into_iter().rev().collect::<Vec<_>>().join("/");
-                format!("{func} ({short}:{line})")
-            }
-            _ => func.to_string(),
-        }
-    }
-}
-
-/// One look at the blocked thread: its stack and state at a point of the stall.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CulpritSample {
-    /// How long the poll had run when the sample was taken.
-    pub at_elapsed: Duration,
-    /// The stack, innermost frame first. Empty when the capture failed (see `stack_error`).
-    pub frames: Vec<Frame>,
-    /// False while the frames are raw addresses still waiting for symbols (the first report of a stall is
-    /// never delayed for symbolization; a later event of the same stall carries the names).
-    pub symbolized: bool,
-    /// Why there is no stack, when there is none.
-    pub stack_error: Option<String>,
-    /// Scheduler state letter from `/proc` (`R` running, `S` sleeping, `D` disk sleep, ...).
-    pub state: Option<char>,
-    /// The system call the thread was in, by name.
-    pub syscall: Option<String>,
-    /// What the system call's file descriptor points to.
-    pub fd_target: Option<String>,
-}
-
-/// What the probes learned about a stall's culprit.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Culprit {
-    /// How the thread spent the stall.
-    pub classification: Classification,
-    /// One line: why this classification.
-    pub reason: String,
-    /// Share of the measured wall time the thread spent on a CPU (0.0..=1.0), once two samples exist.
-    pub on_cpu_ratio: Option<f64>,
-    /// Share of the measured wall time the thread was runnable but waiting for a CPU: a high value means the
-    /// OS (CPU contention, or the hypervisor) stalled the worker, not the task's code.
-    pub run_queue_ratio: Option<f64>,
-    /// Changes in the thread's perf counters over the measured part of the stall, where perf is available.
-    pub counters: Option<CounterDeltas>,
-    /// Voluntary context switches during the measured part of the stall.
-    pub voluntary_switches: Option<u64>,
-    /// Involuntary context switches during the measured part of the stall.
-    pub involuntary_switches: Option<u64>,
-    /// Samples at 1×, 2×, 4× ... the threshold; the first was taken when the stall was flagged.
-    pub samples: Vec<CulpritSample>,
-    /// Whether the user-code part of the stack changed between the first and the latest sample.
-    pub stack_moved: Option<bool>,
-}
-
-impl Culprit {
-    /// The latest sample's stack (or the first one that has frames).
-    pub fn frames(&self) -> &[Frame] {
-        self.samples.iter().rev().find(|s| !s.frames.is_empty()).map_or(&[], |s| s.frames.as_slice())
-    }
-
-    /// The innermost frame of the application's own code, which is usually the culprit.
-    pub fn first_user_frame(&self) -> Option<&Frame> {
-        self.frames().iter().find(|f| f.origin == FrameOrigin::User)
-    }
-}
-
-/// Changes in one thread's perf counters. A counter that is unavailable (no PMU, not permitted) is `None`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterDeltas {
-    /// Time on a CPU (perf task-clock).
-    pub task_clock: Option<Duration>,
-    /// Page faults.
-    pub page_faults: Option<u64>,
-    /// Context switches.
-    pub context_switches: Option<u64>,
-    /// CPU cycles (needs a hardware PMU).
-    pub cycles: Option<u64>,
-    /// Instructions retired (needs a hardware PMU).
-    pub instructions: Option<u64>,
-}
-
 /// State of one probe, as reported to users.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
@@ -426,163 +335,6 @@ pub struct StallSummary {
     pub ended: bool,
 }
 
-/// A stall event sent as what changed since the same stall's previous event on the stream (protocol 3.2).
-///
-/// A stall's events each carry all of its samples so far, and the samples of one stall nearly always show
-/// the same stack, or one that differs in a few inner frames: sent whole, every event repeated a stack of
-/// 40–70 long generic names that the client already had. A part carries only the samples that are new or
-/// changed since the stall's previous event (from `first_sample` on), and the longest run of frames that a
-/// sample shares with an earlier sample of the stall is sent as a reference to it ([`CopiedFrames`]). The
-/// receiver rebuilds the whole event with [`StallPart::apply`], from the stall's previous event as it holds
-/// it. A client that joins late gets whole stalls in the full state.
-///
-/// # Examples
-/// ```
-/// use loopscope_wire::{CopiedFrames, StallPart, StallPhase, example_stall};
-/// let started = example_stall(1, 60, 1);
-/// let mut ended = example_stall(1, 60, 3);
-/// ended.phase = StallPhase::Ended;
-/// let part = StallPart::diff(Some(&started), &ended);
-/// // The first sample was sent before; the two new ones repeat its stack, so they carry no frames.
-/// assert_eq!(part.first_sample, 1);
-/// let all = |sample| CopiedFrames { sample, at: 0, earlier: 0, from: 0, len: 60 };
-/// assert_eq!(part.copied, [all(1), all(2)]);
-/// assert_eq!(part.apply(Some(&started)), ended);
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StallPart {
-    /// The event, except that its culprit's `samples` hold only the stall's samples from `first_sample` on,
-    /// and the frames listed in `copied` are left out of them.
-    pub event: StallEvent,
-    /// How many of the stall's samples, from the first, are the same as in its previous event and left out.
-    pub first_sample: u32,
-    /// Runs of frames left out of the carried samples because an earlier sample of the stall has them, in
-    /// the order of `sample`.
-    pub copied: Vec<CopiedFrames>,
-}
-
-/// A run of frames that a sample shares with an earlier sample of its stall, sent as a reference (see
-/// [`StallPart`]). Samples are numbered from the stall's first; frames from the innermost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CopiedFrames {
-    /// The sample the run belongs to.
-    pub sample: u32,
-    /// Where the run goes among the sample's frames: the sample's carried frames before `at` come before it.
-    pub at: u32,
-    /// The earlier sample that has the run.
-    pub earlier: u32,
-    /// Where the run starts among the earlier sample's frames.
-    pub from: u32,
-    /// How many frames the run has.
-    pub len: u32,
-}
-
-/// Why a rebuilt sample has no stack: a part referred to a sample that this receiver never got (it joined
-/// during the stall, or fell behind and lost the frame that carried it).
-pub const SAMPLE_NOT_RECEIVED: &str = "this sample was sent before this client received the stall";
-
-/// Shorter runs are sent as they are: a reference costs a few bytes, and the frames compress anyway.
-const MIN_COPIED_RUN: usize = 4;
-
-impl StallPart {
-    /// The part that turns `previous` (the stall's event last sent on the same stream, if any) into `ev`.
-    pub fn diff(previous: Option<&StallEvent>, ev: &StallEvent) -> StallPart {
-        let mut event = ev.clone();
-        let Some(culprit) = &mut event.culprit else {
-            return StallPart { event, first_sample: 0, copied: Vec::new() };
-        };
-        let before = previous.and_then(|p| p.culprit.as_ref()).map_or(&[][..], |c| c.samples.as_slice());
-        let first = culprit.samples.iter().zip(before).take_while(|(a, b)| a == b).count();
-        let all = ev.culprit.as_ref().map_or(&[][..], |c| c.samples.as_slice());
-        let mut copied = Vec::new();
-        let mut carried = culprit.samples.split_off(first);
-        for (i, sample) in carried.iter_mut().enumerate() {
-            let at = first + i;
-            // The earlier sample sharing the longest run of frames with this one (a stall's stacks differ,
-            // when they do, in a few inner frames).
-            let best = all[..at]
-                .iter()
-                .enumerate()
-                .map(|(k, e)| (k, longest_common_run(&sample.frames, &e.frames)))
-                .max_by_key(|&(k, (len, ..))| (len, std::cmp::Reverse(k)));
-            if let Some((k, (len, start, from))) = best.filter(|&(_, (len, ..))| len >= MIN_COPIED_RUN) {
-                sample.frames.drain(start..start + len);
-                copied.push(CopiedFrames {
-                    sample: at as u32,
-                    at: start as u32,
-                    earlier: k as u32,
-                    from: from as u32,
-                    len: len as u32,
-                });
-            }
-        }
-        culprit.samples = carried;
-        StallPart { event, first_sample: first as u32, copied }
-    }
-
-    /// The whole event, given the stall's previous event as this receiver holds it. Samples the part refers
-    /// to but the receiver never got come back without a stack, their `stack_error` saying why
-    /// ([`SAMPLE_NOT_RECEIVED`]).
-    pub fn apply(&self, previous: Option<&StallEvent>) -> StallEvent {
-        let mut ev = self.event.clone();
-        let Some(culprit) = &mut ev.culprit else { return ev };
-        let before = previous.and_then(|p| p.culprit.as_ref()).map_or(&[][..], |c| c.samples.as_slice());
-        let first = self.first_sample as usize;
-        let mut samples: Vec<CulpritSample> = before.iter().take(first).cloned().collect();
-        while samples.len() < first {
-            samples.push(CulpritSample {
-                at_elapsed: Duration::ZERO,
-                frames: Vec::new(),
-                symbolized: false,
-                stack_error: Some(SAMPLE_NOT_RECEIVED.to_string()),
-                state: None,
-                syscall: None,
-                fd_target: None,
-            });
-        }
-        samples.append(&mut culprit.samples);
-        for c in &self.copied {
-            let (at, earlier) = (c.sample as usize, c.earlier as usize);
-            if earlier >= at || at >= samples.len() {
-                continue;
-            }
-            let from = c.from as usize;
-            let run = samples[earlier].frames.get(from..from.saturating_add(c.len as usize)).map(<[Frame]>::to_vec);
-            let sample = &mut samples[at];
-            match run {
-                Some(run) if (c.at as usize) <= sample.frames.len() => {
-                    sample.frames.splice(c.at as usize..c.at as usize, run);
-                }
-                // A partial stack would mislead: none, and why.
-                _ => {
-                    sample.frames.clear();
-                    sample.stack_error.get_or_insert_with(|| SAMPLE_NOT_RECEIVED.to_string());
-                }
-            }
-        }
-        culprit.samples = samples;
-        ev
-    }
-}
-
-/// The longest run of equal frames in `a` and `b`: its length and where it starts in each. At most 64 frames
-/// a stack, so the quadratic table is small.
-fn longest_common_run(a: &[Frame], b: &[Frame]) -> (usize, usize, usize) {
-    let mut best = (0, 0, 0);
-    let mut prev = vec![0usize; b.len() + 1];
-    let mut cur = vec![0usize; b.len() + 1];
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            cur[j] = if a[i - 1] == b[j - 1] { prev[j - 1] + 1 } else { 0 };
-            if cur[j] > best.0 {
-                best = (cur[j], i - cur[j], j - cur[j]);
-            }
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    best
-}
-
 /// A stall as deep as real ones, for tests and benchmarks of sizes and encodings: `samples` samples of a
 /// `depth`-frame stack of long, distinct generic function names (the shape of a tokio stack).
 #[doc(hidden)]
@@ -597,6 +349,8 @@ pub fn example_stall(stall_id: u64, depth: u64, samples: usize) -> StallEvent {
             file: Some(format!("/rustc/0123456789abcdef/library/core/src/future/module{}.rs", i % 7)),
             line: Some(100 + (i % 1000) as u32),
             origin: if i == 5 { FrameOrigin::User } else { FrameOrigin::Runtime },
+            inlined: false,
+            object: None,
         })
         .collect();
     let sample = CulpritSample {

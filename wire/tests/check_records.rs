@@ -72,6 +72,8 @@ fn culprit(function: &str) -> Culprit {
                     file: None,
                     line: None,
                     origin: FrameOrigin::Std,
+                    inlined: false,
+                    object: None,
                 },
                 Frame {
                     ip: 0x5678,
@@ -79,6 +81,8 @@ fn culprit(function: &str) -> Culprit {
                     file: Some("/repo/examples/blocking_sleep.rs".into()),
                     line: Some(17),
                     origin: FrameOrigin::User,
+                    inlined: false,
+                    object: None,
                 },
             ],
             symbolized: true,

@@ -205,6 +205,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                 FrameOrigin::Probe,
                 FrameOrigin::Unknown,
             ][o as usize],
+            inlined: false,
+            object: None,
         },
     )
 }

@@ -625,14 +625,15 @@ fn off_cpu_since(clock: &quanta::Clock, raw: u64, cpu: Option<Duration>) -> Dura
 
 /// Model checks of the two seqlocks under every interleaving and every visibility the C++/Rust memory model
 /// allows (which is more than x86 ever shows). Each fails if either `fence(Release)` above is removed. They
-/// need `--cfg loom` (see `sync.rs` for why exactly this command):
+/// need `--cfg loopscope_loom` (see `sync.rs` for why exactly this command):
 ///
 /// ```text
-/// RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p loopscope --lib shared::slots::loom
+/// RUSTFLAGS="--cfg loopscope_loom --cfg tokio_unstable" CARGO_TARGET_DIR=target/loom \
+///     cargo test --release -p loopscope --lib shared::slots::loom
 /// ```
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, loopscope_loom))]
 mod loom;
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(loopscope_loom)))]
 mod tests;

@@ -180,6 +180,8 @@ fn expand(s: &Stored) -> StallEvent {
                         file: y.file.as_deref().map(str::to_string),
                         line: y.line,
                         origin: y.origin,
+                        inlined: false,
+                        object: None,
                     })
                     .collect();
             }

@@ -63,7 +63,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
 ///   after its capture; a stall that goes on is captured again at its next doubling.
 /// * a stack unwound from outside (a thread blocked in a call that a signal would interrupt) is likewise kept
 ///   only if the poll is still in flight after the unwind. That unwind takes whatever call the thread is blocked in
-///   when it reads it: the poll's sleep, or (seen in `examples/accuracy.rs`, a `block_on` body) the next sleep
+///   when it reads it: the poll's sleep, or (seen in `examples/accuracy/`, a `block_on` body) the next sleep
 ///   of the code that ran after the poll ended, which then stood as the stall's culprit. The unwinder proves
 ///   the thread did not move while it was read, so a poll in flight before and after means the call was the
 ///   poll's.

@@ -21,7 +21,13 @@ use std::path::{Path, PathBuf};
 use addr2line::Context;
 use gimli::{EndianSlice, RunTimeEndian, SectionId};
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection};
+
+mod symbols;
+mod units;
+
+use symbols::Sym;
+use units::{UnitContext, Units, View, short_name};
 
 /// The reader every parsed structure uses: a slice of the object's mapping.
 pub(crate) type Slice = EndianSlice<'static, RunTimeEndian>;
@@ -101,14 +107,6 @@ pub(crate) fn find_object(addr: usize) -> Option<Mapped> {
     })
 }
 
-/// One symbol of the symbol table: its address, size and index (the name is read from the mapping on demand).
-#[derive(Debug, Clone, Copy)]
-struct Sym {
-    addr: u64,
-    size: u32,
-    index: u32,
-}
-
 /// A unit's address range: `[start, end)` belongs to the unit at `unit` in `.debug_info`.
 #[derive(Debug, Clone, Copy)]
 struct UnitRange {
@@ -154,38 +152,6 @@ pub(crate) struct Resolved {
     pub(crate) frames: Vec<RawFrame>,
     pub(crate) symbol: Option<String>,
 }
-
-/// Which part of `.debug_info` a context sees.
-#[derive(Debug, Clone, Copy)]
-enum View {
-    Whole,
-    Unit(usize),
-    Prefix(usize),
-}
-
-/// A parsed compilation unit: its `addr2line` context, and the gimli unit (same bytes) to walk its DIE tree.
-struct UnitContext {
-    offset: usize,
-    context: Context<Slice>,
-    unit: gimli::Unit<Slice>,
-    dwarf: gimli::Dwarf<Slice>,
-    /// Abstract origin DIE → address of a concrete (out-of-line) instance, built on first need.
-    concrete: Option<Vec<(usize, u64)>>,
-    /// The context sees every unit up to this offset (the unit refers into other units); `None`: itself only.
-    wide: Option<usize>,
-}
-
-/// The parsed units of an object, most recently used first.
-///
-/// `addr2line` caches parsed line tables and functions in `OnceCell`s, so a context is `Send` but not `Sync`.
-/// Every use goes through `&mut ObjectDebug` (lookups need `&mut` for the LRU order anyway), and the field is
-/// private, so no `&Units` is ever shared between threads: the wrapper only states that.
-struct Units(Vec<UnitContext>);
-
-// SAFETY: `Units` is only reached through `&mut ObjectDebug` (see `unit_context` and `resolve`); a shared
-// `&ObjectDebug` on another thread cannot touch it (no method taking `&self` reads `units` beyond its length
-// in `Debug`, which reads no `OnceCell`), so the non-`Sync` cells inside are never accessed concurrently.
-unsafe impl Sync for Units {}
 
 /// The lazily read debug information of one object file.
 ///
@@ -322,55 +288,6 @@ impl ObjectDebug {
         // SAFETY: the mapping is private, read-only and never written, so discarding its pages loses nothing:
         // the next access reads the same bytes from the file again.
         let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
-    }
-
-    fn symbols(&mut self) -> &[Sym] {
-        let object = &self.object;
-        self.symbols.get_or_insert_with(|| {
-            fn collect<'d>(syms: &mut Vec<Sym>, iter: impl Iterator<Item = object::Symbol<'d, 'd>>) {
-                for s in iter {
-                    if s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0 {
-                        syms.push(Sym {
-                            addr: s.address(),
-                            size: u32::try_from(s.size()).unwrap_or(u32::MAX),
-                            index: u32::try_from(s.index().0).unwrap_or(u32::MAX),
-                        });
-                    }
-                }
-            }
-            let mut syms: Vec<Sym> = Vec::new();
-            collect(&mut syms, object.symbols());
-            if syms.is_empty() {
-                collect(&mut syms, object.dynamic_symbols());
-            }
-            // Aliases share an address: keep the sized one, then the first.
-            syms.sort_by_key(|s| (s.addr, s.size == 0));
-            syms.dedup_by_key(|s| s.addr);
-            syms.shrink_to_fit();
-            syms
-        })
-    }
-
-    /// The symbol-table name (mangled, as stored) of the function containing `svma`.
-    pub(crate) fn symbol_name(&mut self, svma: u64) -> Option<&'static str> {
-        let sym = {
-            let syms = self.symbols();
-            let i = syms.partition_point(|s| s.addr <= svma).checked_sub(1)?;
-            let sym = syms[i];
-            if sym.size != 0 && svma >= sym.addr + u64::from(sym.size) {
-                return None;
-            }
-            sym
-        };
-        let symbol = self.object.symbol_by_index(object::SymbolIndex(sym.index as usize)).ok();
-        // The dynamic table is used only when the symbol table is empty; try both.
-        let symbol = symbol.filter(|s| s.address() == sym.addr).or_else(|| {
-            self.object.dynamic_symbol_table().and_then(|t| {
-                use object::ObjectSymbolTable;
-                t.symbol_by_index(object::SymbolIndex(sym.index as usize)).ok()
-            })
-        })?;
-        symbol.name().ok().filter(|n| !n.is_empty())
     }
 
     fn unit_ranges(&mut self) -> &[UnitRange] {
@@ -598,65 +515,5 @@ impl ObjectDebug {
             }
         }
         Resolved { frames, symbol }
-    }
-}
-
-/// The `DW_AT_name` of the DIE at `die`, following `DW_AT_abstract_origin` and `DW_AT_specification` (a few
-/// hops at most).
-fn short_name(dwarf: &gimli::Dwarf<Slice>, unit: &gimli::Unit<Slice>, die: usize) -> Option<String> {
-    let unit = gimli::UnitRef::new(dwarf, unit);
-    let mut offset = gimli::UnitOffset(die);
-    for _ in 0..4 {
-        let entry = unit.entry(offset).ok()?;
-        if let Some(name) = entry.attr_value(gimli::DW_AT_name) {
-            return unit.attr_string(name).ok().map(|s| s.to_string_lossy().into_owned());
-        }
-        match entry.attr_value(gimli::DW_AT_abstract_origin).or_else(|| entry.attr_value(gimli::DW_AT_specification)) {
-            Some(gimli::AttributeValue::UnitRef(o)) => offset = o,
-            _ => return None,
-        }
-    }
-    None
-}
-
-impl UnitContext {
-    /// The start address of an out-of-line instance of the function that the DIE at `die` (a subprogram or
-    /// an inlined subroutine) is, if the unit has one.
-    fn concrete_address(&mut self, die: usize) -> Option<u64> {
-        let unit = gimli::UnitRef::new(&self.dwarf, &self.unit);
-        let entry = unit.entry(gimli::UnitOffset(die)).ok()?;
-        let origin = match entry.attr_value(gimli::DW_AT_abstract_origin) {
-            Some(gimli::AttributeValue::UnitRef(o)) => o.0,
-            _ => die,
-        };
-        if self.concrete.is_none() {
-            let mut map = Vec::new();
-            let mut entries = unit.entries();
-            while let Ok(Some(entry)) = entries.next_dfs() {
-                if entry.tag() != gimli::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(gimli::AttributeValue::UnitRef(o)) = entry.attr_value(gimli::DW_AT_abstract_origin) else {
-                    continue;
-                };
-                let low = match entry.attr_value(gimli::DW_AT_low_pc) {
-                    Some(gimli::AttributeValue::Addr(a)) => Some(a),
-                    Some(gimli::AttributeValue::DebugAddrIndex(i)) => unit.address(i).ok(),
-                    _ => None,
-                };
-                let low = low.or_else(|| {
-                    let mut ranges = unit.die_ranges(entry).ok()?;
-                    ranges.next().ok().flatten().map(|r| r.begin)
-                });
-                if let Some(low) = low.filter(|&a| a != 0) {
-                    map.push((o.0, low));
-                }
-            }
-            map.sort_unstable();
-            self.concrete = Some(map);
-        }
-        let map = self.concrete.as_deref()?;
-        let i = map.partition_point(|(o, _)| *o < origin);
-        map.get(i).filter(|(o, _)| *o == origin).map(|(_, a)| *a)
     }
 }

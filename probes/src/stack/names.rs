@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn inlined_bodies_are_qualified_from_their_callers() {
-        // Real line-tables-only names (rustc 1.95, `examples/accuracy.rs` under `tokio::task::unconstrained`).
+        // Real line-tables-only names (rustc 1.95, `examples/accuracy/` under `tokio::task::unconstrained`).
         let with_budget = "with_budget<core::task::poll::Poll<u64>, tokio::task::coop::unconstrained::{impl#0}::poll::{closure_env#0}<accuracy::pattern_unconstrained::{async_fn_env#0}>>";
         let callers = [(Some(with_budget), Some("with_budget"))];
         assert_eq!(

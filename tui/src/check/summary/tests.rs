@@ -9,6 +9,8 @@ pub(crate) fn frame(function: &str, origin: FrameOrigin) -> Frame {
         file: Some(format!("/src/{}.rs", function.replace("::", "/"))),
         line: Some(7),
         origin,
+        inlined: false,
+        object: None,
     }
 }
 

@@ -1,0 +1,284 @@
+//! The per-task, per-location and per-worker samples a [`Tick`](super::Tick) or [`FullState`](super::FullState)
+//! carries, and the histograms inside them. Compact on purpose (ids instead of strings, `u64` nanoseconds,
+//! varint-encoded by postcard): a tick may carry tens of thousands of them. Split out of `messages.rs`, which
+//! holds the messages themselves.
+
+use crate::histogram::LogHistogram;
+use crate::snapshot::{LocationStats, TaskState, TaskStats};
+use crate::stall::ThreadInfo;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Wake→poll latency counters, in compact form (all cumulative).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySample {
+    /// Number of measured polls.
+    pub count: u64,
+    /// Sum of the measured latencies, in nanoseconds.
+    pub total_nanos: u64,
+    /// The largest measured latency, in nanoseconds.
+    pub max_nanos: u64,
+    /// Distribution (power-of-two buckets, see [`LogHistogram`]).
+    pub histogram: LogHistogram,
+}
+
+impl LatencySample {
+    /// Mean latency, or zero when nothing was measured.
+    pub fn mean(&self) -> Duration {
+        Duration::from_nanos(self.total_nanos.checked_div(self.count).unwrap_or(0))
+    }
+}
+
+impl From<&crate::snapshot::ScheduleLatency> for LatencySample {
+    fn from(s: &crate::snapshot::ScheduleLatency) -> Self {
+        LatencySample {
+            count: s.count,
+            total_nanos: nanos(s.total),
+            max_nanos: nanos(s.max),
+            histogram: s.histogram.clone(),
+        }
+    }
+}
+
+/// One task's cumulative counters, as the stream carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSample {
+    /// tokio's task id.
+    pub id: u64,
+    /// Where it was spawned: an id from a [`LocationInfo`](super::LocationInfo).
+    pub location: u32,
+    /// Live or finished.
+    pub state: TaskState,
+    /// **Definition:** the number of times the task was polled.
+    pub poll_count: u64,
+    /// **Definition:** total time spent polling the task ("busy" time), in nanoseconds.
+    pub busy_nanos: u64,
+    /// **Definition:** its longest poll, in nanoseconds.
+    pub max_poll_nanos: u64,
+    /// **Definition:** polls at or above the slow-poll threshold.
+    pub slow_poll_count: u64,
+    /// **Definition:** how many of its polls passed the stall threshold.
+    pub stall_count: u64,
+    /// Distribution of its poll durations.
+    pub poll_histogram: LogHistogram,
+    /// Wake→poll latency, when tokio measures it ([`AgentCapabilities::schedule_latency`](super::AgentCapabilities::schedule_latency)).
+    pub schedule_latency: Option<LatencySample>,
+}
+
+impl TaskSample {
+    /// A live task that has not been polled yet.
+    pub fn new(id: u64, location: u32) -> Self {
+        TaskSample {
+            id,
+            location,
+            state: TaskState::Live,
+            poll_count: 0,
+            busy_nanos: 0,
+            max_poll_nanos: 0,
+            slow_poll_count: 0,
+            stall_count: 0,
+            poll_histogram: LogHistogram::default(),
+            schedule_latency: None,
+        }
+    }
+
+    /// The compact form of a snapshot's [`TaskStats`], with `location` the id the stream uses for
+    /// `t.location`.
+    pub fn from_stats(t: &TaskStats, location: u32) -> Self {
+        TaskSample {
+            id: t.id,
+            location,
+            state: t.state,
+            poll_count: t.poll_count,
+            busy_nanos: nanos(t.total_poll_duration),
+            max_poll_nanos: nanos(t.max_poll_duration),
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram.clone(),
+            schedule_latency: t.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+
+    /// Total time spent polling the task.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos)
+    }
+
+    /// Mean poll duration, or zero before the first poll.
+    pub fn mean_poll(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos.checked_div(self.poll_count).unwrap_or(0))
+    }
+}
+
+/// Cumulative counters of every task spawned at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationSample {
+    /// The location's id (see [`LocationInfo`](super::LocationInfo)).
+    pub id: u32,
+    /// Tasks spawned here that are still alive (a gauge).
+    pub live_tasks: u64,
+    /// Tasks spawned here (live and finished) that the agent tracked.
+    pub spawned_tasks: u64,
+    /// Total polls of those tasks.
+    pub poll_count: u64,
+    /// Total time polling them, in nanoseconds.
+    pub busy_nanos: u64,
+    /// The longest single poll, in nanoseconds.
+    pub max_poll_nanos: u64,
+    /// Polls at or above the slow-poll threshold.
+    pub slow_poll_count: u64,
+    /// Polls that passed the stall threshold.
+    pub stall_count: u64,
+    /// Distribution of poll durations.
+    pub poll_histogram: LogHistogram,
+    /// Wake→poll latency, when tracked.
+    pub schedule_latency: Option<LatencySample>,
+}
+
+impl LocationSample {
+    /// The compact form of a snapshot's [`LocationStats`], with `id` the id the stream uses for its location.
+    pub fn from_stats(l: &LocationStats, id: u32) -> Self {
+        LocationSample {
+            id,
+            live_tasks: l.live_tasks,
+            spawned_tasks: l.spawned_tasks,
+            poll_count: l.poll_count,
+            busy_nanos: nanos(l.total_poll_duration),
+            max_poll_nanos: nanos(l.max_poll_duration),
+            slow_poll_count: l.slow_poll_count,
+            stall_count: l.stall_count,
+            poll_histogram: l.poll_histogram.clone(),
+            schedule_latency: l.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+}
+
+/// The poll running on a worker at the moment of the sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentPoll {
+    /// The task being polled.
+    pub task_id: u64,
+    /// Its spawn location's id, when the agent knows it.
+    pub location: Option<u32>,
+    /// How long the poll had been running, in nanoseconds.
+    pub elapsed_nanos: u64,
+}
+
+/// One worker thread at one moment. Counters are cumulative since the runtime started (tokio's
+/// `RuntimeMetrics`, plus loopscope's own poll timing); gauges are marked as such.
+///
+/// Fields marked *(runtime metrics)* are 0 unless [`AgentCapabilities::runtime_metrics`](super::AgentCapabilities::runtime_metrics) is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSample {
+    /// The worker index, as in tokio's `RuntimeMetrics` (0 for a current-thread runtime).
+    pub index: u32,
+    /// The OS thread running this worker right now (it changes when `block_in_place` hands the worker to
+    /// another thread).
+    pub thread: ThreadInfo,
+    /// **Definition:** total time the worker has been busy (not parked), in nanoseconds.
+    ///
+    /// **Interpretation:** its growth over an interval divided by the interval is the busy ratio; near 1.0
+    /// the worker is saturated or stalled.
+    pub busy_nanos: u64,
+    /// **Definition:** task polls completed by this worker.
+    pub poll_count: u64,
+    /// **Definition:** times the worker parked (went to sleep for lack of work).
+    pub park_count: u64,
+    /// **Definition:** times the worker woke up without finding work *(runtime metrics)*.
+    pub noop_count: u64,
+    /// **Definition:** tasks this worker stole from other workers *(runtime metrics)*.
+    pub steal_count: u64,
+    /// **Definition:** times the local queue overflowed and half of it moved to the global queue
+    /// *(runtime metrics)*.
+    pub overflow_count: u64,
+    /// **Definition:** tasks scheduled from this worker onto its own local queue *(runtime metrics)*.
+    pub local_schedule_count: u64,
+    /// **Gauge:** tasks waiting in this worker's local queue *(runtime metrics)*.
+    ///
+    /// **Interpretation:** a queue that grows while the worker is busy means tasks wait behind slow polls.
+    pub local_queue_depth: u64,
+    /// **Gauge:** tokio's moving average of this worker's poll durations, in nanoseconds *(runtime
+    /// metrics)*.
+    pub mean_poll_nanos: u64,
+    /// **Definition:** polls at or above the slow-poll threshold (loopscope's timing).
+    pub slow_poll_count: u64,
+    /// **Definition:** the longest single poll on this worker, in nanoseconds (loopscope's timing).
+    pub max_poll_nanos: u64,
+    /// The poll in progress at the moment of the sample, if any.
+    pub current_poll: Option<CurrentPoll>,
+}
+
+/// Whole-runtime figures from tokio's `RuntimeMetrics`. Fields marked *(runtime metrics)* are 0 unless
+/// [`AgentCapabilities::runtime_metrics`](super::AgentCapabilities::runtime_metrics) is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalSample {
+    /// Number of worker threads.
+    pub workers: u32,
+    /// **Gauge:** tasks waiting in the global (injection) queue: tasks spawned or woken from outside the
+    /// runtime, and local-queue overflow.
+    pub global_queue_depth: u64,
+    /// **Gauge:** tasks alive (spawned, not yet finished).
+    pub alive_tasks: u64,
+    /// **Definition:** tasks spawned since the runtime started *(runtime metrics)*.
+    pub spawned_tasks: u64,
+    /// **Definition:** tasks scheduled from outside the runtime (remote schedules) *(runtime metrics)*.
+    pub remote_schedule_count: u64,
+    /// **Gauge:** threads in the blocking pool (`spawn_blocking`) *(runtime metrics)*.
+    pub blocking_threads: u64,
+    /// **Gauge:** of those, threads idle *(runtime metrics)*.
+    pub idle_blocking_threads: u64,
+    /// **Gauge:** `spawn_blocking` jobs waiting for a thread *(runtime metrics)*.
+    ///
+    /// **Interpretation:** non-zero for long means the blocking pool is saturated.
+    pub blocking_queue_depth: u64,
+    /// **Definition:** times a task was forced to yield because it used up its cooperative budget
+    /// *(runtime metrics)*.
+    pub budget_forced_yields: u64,
+    /// **Definition:** ready events the I/O driver has processed *(runtime metrics)*.
+    pub io_driver_ready_events: u64,
+}
+
+/// A wait-time distribution measured by one of the agent's lag probes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitHistogram {
+    /// **Definition:** measurements since the agent started (cumulative).
+    pub count: u64,
+    /// **Definition:** the largest wait since the agent started, in nanoseconds.
+    pub max_nanos: u64,
+    /// Distribution of every measurement since the agent started (cumulative; power-of-two buckets, see
+    /// [`LogHistogram`]). Subtract two samples' histograms ([`LogHistogram::delta`]) for an interval's.
+    pub histogram: LogHistogram,
+    /// The length of the agent's recent window that the `recent_*` fields cover, in nanoseconds.
+    pub recent_window_nanos: u64,
+    /// Median over the recent window (precise, not bucketed), when it has measurements.
+    pub recent_p50_nanos: Option<u64>,
+    /// 99th percentile over the recent window, when it has measurements.
+    pub recent_p99_nanos: Option<u64>,
+    /// Largest wait over the recent window, when it has measurements.
+    pub recent_max_nanos: Option<u64>,
+    /// **Gauge:** a probe still waiting at the moment of the sample, and for how long, in nanoseconds.
+    ///
+    /// **Interpretation:** a large value here is a stall happening right now, before any measurement
+    /// completes.
+    pub pending_nanos: Option<u64>,
+}
+
+/// How long work waits before it runs, measured from outside the tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitTimes {
+    /// **Definition:** the delay between spawning a tiny probe task from outside the runtime and its first
+    /// poll ("first-poll delay").
+    ///
+    /// **Interpretation:** what a new request waits before the runtime gets to it; it grows when workers
+    /// are stalled or saturated.
+    pub first_poll_delay: WaitHistogram,
+    /// **Definition:** how late a timer fires compared with its deadline ("timer lateness").
+    ///
+    /// **Interpretation:** lateness well above a millisecond means the timer driver's worker is blocked.
+    pub timer_lateness: WaitHistogram,
+}
+
+/// A duration as `u64` nanoseconds, saturating (584 years).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

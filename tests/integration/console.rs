@@ -204,6 +204,52 @@ fn garbage_is_refused_and_the_app_runs_on() {
     app.abort();
 }
 
+/// The console server's cap on open connections (`console::server::MAX_CONNECTIONS`).
+const MAX_CONNECTIONS: usize = 32;
+
+#[test]
+fn a_flood_of_idle_connections_is_capped_and_a_console_is_served_after_it() {
+    let (rt, agent) = multi_thread(2, console_agent());
+    let addr = agent.console_addr().unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let t = ticks.clone();
+    let app = rt.spawn(async move {
+        loop {
+            t.fetch_add(1, Relaxed);
+            tokio::time::sleep(ms(2)).await;
+        }
+    });
+    // Connections that never send a byte, past the cap: the extra ones are closed as they arrive.
+    let flood: Vec<TcpStream> = (0..MAX_CONNECTIONS + 16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = Instant::now() + DEADLINE;
+    let mut closed = 0;
+    // The last ones accepted are the ones past the cap.
+    for mut conn in flood.iter().rev() {
+        conn.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(ms(50)))).unwrap();
+        let mut byte = [0u8; 1];
+        match conn.read(&mut byte) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            _ => {}
+        }
+        if closed >= 16 {
+            break;
+        }
+    }
+    assert!(closed >= 16, "only {closed} of the connections past the cap were closed");
+    let before = ticks.load(Relaxed);
+    wait_until("the app to keep running", || ticks.load(Relaxed) > before + 10);
+    // Once the flood is gone, a real console is served again.
+    drop(flood);
+    client_runtime().block_on(async {
+        let mut c = connect(addr).await;
+        let mut updates = c.watch_updates(InstrumentRequest {}).await.unwrap().into_inner();
+        let u = tokio::time::timeout(DEADLINE, updates.message()).await.expect("an update in time").unwrap();
+        assert!(u.is_some());
+    });
+    app.abort();
+}
+
 #[test]
 fn a_console_that_never_reads_loses_only_its_own_updates() {
     let (rt, agent) = multi_thread(2, console_agent());

@@ -6,12 +6,27 @@ use crate::sync::lock;
 use console_api::instrument::instrument_server::InstrumentServer;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+use tonic::codegen::tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// HTTP/2 streams per connection (tokio-console opens two, plus one per task detail view).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// Connections served at once. A console needs one; past this many, a new connection is closed as it arrives,
+/// so a client that opens connections without end costs the app a bounded amount of memory (it can keep other
+/// consoles out while it holds them, and nothing more).
+pub(crate) const MAX_CONNECTIONS: usize = 32;
+
+/// How long connections may take to close once the agent stops the server; any left (a client that never
+/// reads) are dropped with the server's runtime, so the thread always ends.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// The running server: a thread (`loopscope-console`) with a current-thread runtime of its own.
 #[derive(Debug)]
@@ -44,18 +59,32 @@ impl ConsoleServer {
                         return;
                     }
                 };
-                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let served = tonic::transport::Server::builder()
-                    .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-                    // A console that vanished without closing its connection is found and dropped.
-                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                if let Err(e) = served {
+                let open = Arc::new(AtomicUsize::new(0));
+                let incoming = TcpListenerStream::new(listener).filter_map(move |conn| {
+                    // Accept errors (a connection reset before it was accepted, no file descriptors left) lose
+                    // that connection only.
+                    let io = conn.ok()?;
+                    if open.load(Relaxed) >= MAX_CONNECTIONS {
+                        return None; // dropped: closed at once
+                    }
+                    let _ = io.set_nodelay(true);
+                    Some(Ok::<_, io::Error>(Counted::new(io, &open)))
+                });
+                let (drain, drained) = oneshot::channel::<()>();
+                let served = tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+                        // A console that vanished without closing its connection is found and dropped.
+                        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = drained.await;
+                        }),
+                );
+                let _ = stopped.await;
+                let _ = drain.send(());
+                if let Ok(Ok(Err(e))) = tokio::time::timeout(DRAIN, served).await {
                     tracing::warn!(target: "loopscope::console", "the console API server stopped: {e}");
                 }
             });
@@ -85,5 +114,52 @@ impl Drop for ConsoleServer {
     /// An agent whose runtime never ran has no agent thread to stop the server: the last owner does.
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// An accepted connection, counted among the open ones until it is dropped (`MAX_CONNECTIONS`).
+struct Counted {
+    io: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(io: tokio::net::TcpStream, open: &Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Relaxed);
+        Counted { io, open: open.clone() }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -11,17 +11,21 @@
 
 use console_api::field::{Name, Value};
 use console_api::instrument::Update;
-use console_api::tasks::{Stats, Task};
+use console_api::tasks::Task;
 use loopscope_wire::proto::{
-    AgentCapabilities, FullState, GlobalSample, LatencySample, LocationInfo, LocationSample, PROTOCOL_VERSION,
-    ServerHello, ServerMessage, TaskSample, Tick, full_state_messages,
+    AgentCapabilities, FullState, GlobalSample, LocationInfo, LocationSample, PROTOCOL_VERSION, ServerHello,
+    ServerMessage, TaskSample, Tick, full_state_messages,
 };
 use loopscope_wire::{
     Classification, Culprit, Dropped, Location, LogHistogram, ProbeStatus, RuntimeInfo, StallEvent, StallKind,
-    StallPhase, TaskState, ThreadInfo, Totals,
+    StallPhase, ThreadInfo, Totals,
 };
 use std::collections::HashMap;
 use std::time::Duration;
+
+mod task;
+pub use task::timestamp_nanos;
+use task::{ConsoleTask, Kind, OpenStall, span};
 
 /// What this mode cannot show, in one line for the status line.
 pub const CONSOLE_MODE_NOTE: &str = "console mode: from console-subscriber; no stacks, classification or probes";
@@ -29,124 +33,6 @@ pub const CONSOLE_MODE_NOTE: &str = "console mode: from console-subscriber; no s
 /// Why a console stall has no culprit analysis, for its detail pane.
 const NO_CULPRIT: &str = "console mode: console-subscriber reports when polls start and end, not what the thread \
                           does (no stack, system call or CPU accounting)";
-
-/// A `google.protobuf.Timestamp` as nanoseconds since the Unix epoch. `None` before the epoch or with nanos out
-/// of range (a malformed timestamp): a time we cannot trust is no time, rather than a huge or negative elapsed.
-pub fn timestamp_nanos(t: &prost_types::Timestamp) -> Option<i128> {
-    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
-        return None;
-    }
-    Some(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos))
-}
-
-/// A `google.protobuf.Duration` as nanoseconds, 0 when negative or malformed.
-fn duration_nanos(d: &prost_types::Duration) -> u64 {
-    if d.seconds < 0 || d.nanos < 0 {
-        return 0;
-    }
-    let n = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// A non-negative nanosecond difference as a `u64` (0 when negative).
-fn span(from: i128, to: i128) -> u64 {
-    u64::try_from(to.saturating_sub(from).max(0)).unwrap_or(u64::MAX)
-}
-
-/// What kind of task tokio said it spawned (the span's `kind` field).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// `tokio::spawn`, `spawn_local`, `block_on`: polls that must return quickly.
-    Async,
-    /// `spawn_blocking`: one "poll" is the whole closure, long by design, never a stall.
-    Blocking,
-}
-
-/// A stall we reported and have not ended yet.
-#[derive(Clone, Debug)]
-struct OpenStall {
-    id: u64,
-    /// When the poll started, on the app's clock.
-    started: i128,
-    /// The task's poll count when the poll was first seen in flight (console counts a poll when it starts).
-    polls_at_start: u64,
-    /// The task's busy time then: the time of its completed polls, which excludes this one.
-    busy_at_start: u64,
-    /// The longest elapsed time seen so far: a lower bound of the poll's length.
-    elapsed: u64,
-    /// The next elapsed time that gets an `Updated` event (2×, 4×, ... the threshold, as the agent does).
-    next_update: u64,
-}
-
-#[derive(Clone, Debug)]
-struct ConsoleTask {
-    /// tokio's task id (the span's `task.id` field), or console's span id when tokio did not give one.
-    id: u64,
-    location: u32,
-    kind: Kind,
-    stats: Option<Stats>,
-    max_poll_nanos: u64,
-    stall_count: u64,
-    /// The start of the latest completed poll already judged (so one poll is never counted twice).
-    judged_start: Option<i128>,
-    stall: Option<OpenStall>,
-    changed: bool,
-    finished: bool,
-}
-
-impl ConsoleTask {
-    fn polls(&self) -> u64 {
-        self.stats.as_ref().and_then(|s| s.poll_stats.as_ref()).map_or(0, |p| p.polls)
-    }
-
-    fn busy_nanos(&self) -> u64 {
-        self.stats
-            .as_ref()
-            .and_then(|s| s.poll_stats.as_ref())
-            .and_then(|p| p.busy_time.as_ref())
-            .map_or(0, duration_nanos)
-    }
-
-    /// (start, end) of the latest poll, on the app's clock.
-    fn last_poll(&self) -> (Option<i128>, Option<i128>) {
-        let p = self.stats.as_ref().and_then(|s| s.poll_stats.as_ref());
-        let started = p.and_then(|p| p.last_poll_started.as_ref()).and_then(timestamp_nanos);
-        let ended = p.and_then(|p| p.last_poll_ended.as_ref()).and_then(timestamp_nanos);
-        (started, ended)
-    }
-
-    /// The start of the poll running when the stats were read, if one was.
-    fn in_flight(&self) -> Option<i128> {
-        match self.last_poll() {
-            (Some(s), None) => Some(s),
-            (Some(s), Some(e)) if s > e => Some(s),
-            _ => None,
-        }
-    }
-
-    fn sample(&self) -> TaskSample {
-        let scheduled = self.stats.as_ref().and_then(|s| s.scheduled_time.as_ref()).map_or(0, duration_nanos);
-        TaskSample {
-            id: self.id,
-            location: self.location,
-            state: if self.finished { TaskState::Finished } else { TaskState::Live },
-            poll_count: self.polls(),
-            busy_nanos: self.busy_nanos(),
-            max_poll_nanos: self.max_poll_nanos,
-            // Console has no slow-poll count (its histogram would need a stream per task); stalls are ours.
-            slow_poll_count: self.stall_count,
-            stall_count: self.stall_count,
-            poll_histogram: LogHistogram::default(),
-            // Console's scheduled time: the total time from a wake to the poll it caused.
-            schedule_latency: Some(LatencySample {
-                count: self.polls(),
-                total_nanos: scheduled,
-                max_nanos: 0,
-                histogram: LogHistogram::default(),
-            }),
-        }
-    }
-}
 
 /// Turns a console server's updates into the loopscope stream the dashboard reads. See the [module
 /// docs](self).

@@ -1,6 +1,8 @@
 //! The converter on updates written by hand, for the cases a live app produces only by chance: a poll
 //! seen in flight over several updates, a stall's end pinned down by busy time, blocking tasks, drops.
+use super::task::duration_nanos;
 use super::*;
+use console_api::tasks::Stats;
 use console_api::tasks::TaskUpdate;
 use console_api::{Field, Id, PollStats};
 use loopscope_wire::state::State;

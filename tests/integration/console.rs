@@ -160,10 +160,8 @@ fn tokio_console_sees_tasks_with_locations_polls_and_stalls() {
     assert_eq!(states, [Temporality::Live as i32, Temporality::Paused as i32, Temporality::Live as i32]);
 }
 
-#[test]
-fn garbage_is_refused_and_the_app_runs_on() {
-    let (rt, agent) = multi_thread(2, console_agent());
-    let addr = agent.console_addr().unwrap();
+/// An app task that counts its wake-ups every 2 ms: the count stops growing if the app is held up.
+fn ticking_app(rt: &tokio::runtime::Runtime) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let ticks = Arc::new(AtomicU64::new(0));
     let t = ticks.clone();
     let app = rt.spawn(async move {
@@ -172,6 +170,24 @@ fn garbage_is_refused_and_the_app_runs_on() {
             tokio::time::sleep(ms(2)).await;
         }
     });
+    (ticks, app)
+}
+
+/// A real console connects to `addr` and gets an update in time.
+fn assert_a_console_is_served(addr: SocketAddr) {
+    client_runtime().block_on(async {
+        let mut c = connect(addr).await;
+        let mut updates = c.watch_updates(InstrumentRequest {}).await.unwrap().into_inner();
+        let u = tokio::time::timeout(DEADLINE, updates.message()).await.expect("an update in time").unwrap();
+        assert!(u.is_some());
+    });
+}
+
+#[test]
+fn garbage_is_refused_and_the_app_runs_on() {
+    let (rt, agent) = multi_thread(2, console_agent());
+    let addr = agent.console_addr().unwrap();
+    let (ticks, app) = ticking_app(&rt);
     for garbage in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
         &[0xff; 4096][..],
@@ -195,12 +211,7 @@ fn garbage_is_refused_and_the_app_runs_on() {
     // The app kept running, and a real console is still served.
     let before = ticks.load(Relaxed);
     wait_until("the app to keep running", || ticks.load(Relaxed) > before + 10);
-    client_runtime().block_on(async {
-        let mut c = connect(addr).await;
-        let mut updates = c.watch_updates(InstrumentRequest {}).await.unwrap().into_inner();
-        let u = tokio::time::timeout(DEADLINE, updates.message()).await.expect("an update in time").unwrap();
-        assert!(u.is_some());
-    });
+    assert_a_console_is_served(addr);
     app.abort();
 }
 
@@ -211,14 +222,7 @@ const MAX_CONNECTIONS: usize = 32;
 fn a_flood_of_idle_connections_is_capped_and_a_console_is_served_after_it() {
     let (rt, agent) = multi_thread(2, console_agent());
     let addr = agent.console_addr().unwrap();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let t = ticks.clone();
-    let app = rt.spawn(async move {
-        loop {
-            t.fetch_add(1, Relaxed);
-            tokio::time::sleep(ms(2)).await;
-        }
-    });
+    let (ticks, app) = ticking_app(&rt);
     // Connections that never send a byte, past the cap: the extra ones are closed as they arrive.
     let flood: Vec<TcpStream> = (0..MAX_CONNECTIONS + 16).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let deadline = Instant::now() + DEADLINE;
@@ -241,12 +245,7 @@ fn a_flood_of_idle_connections_is_capped_and_a_console_is_served_after_it() {
     wait_until("the app to keep running", || ticks.load(Relaxed) > before + 10);
     // Once the flood is gone, a real console is served again.
     drop(flood);
-    client_runtime().block_on(async {
-        let mut c = connect(addr).await;
-        let mut updates = c.watch_updates(InstrumentRequest {}).await.unwrap().into_inner();
-        let u = tokio::time::timeout(DEADLINE, updates.message()).await.expect("an update in time").unwrap();
-        assert!(u.is_some());
-    });
+    assert_a_console_is_served(addr);
     app.abort();
 }
 

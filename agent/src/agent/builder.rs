@@ -376,19 +376,14 @@ impl AgentBuilder {
                 reason: e.to_string(),
             }));
         }
-        if let Some((value, reason)) = &self.bad_metrics {
-            return Err(Error::Config(ConfigError::OutOfRange {
-                setting: "metrics_addr",
-                value: value.clone(),
-                reason: reason.clone(),
-            }));
-        }
-        if let Some((value, reason)) = &self.bad_console {
-            return Err(Error::Config(ConfigError::OutOfRange {
-                setting: "console_addr",
-                value: value.clone(),
-                reason: reason.clone(),
-            }));
+        for (setting, bad) in [("metrics_addr", &self.bad_metrics), ("console_addr", &self.bad_console)] {
+            if let Some((value, reason)) = bad {
+                return Err(Error::Config(ConfigError::OutOfRange {
+                    setting,
+                    value: value.clone(),
+                    reason: reason.clone(),
+                }));
+            }
         }
         config.validate()?;
         if self.use_env {

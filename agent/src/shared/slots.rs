@@ -26,12 +26,11 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::Duration;
 
 mod clocks;
 mod registry;
-use clocks::off_cpu_since;
 pub(crate) use clocks::{Birth, Clocks};
+use clocks::{off_cpu_between, off_cpu_since};
 pub(crate) use registry::*;
 
 /// Single-writer increment: a load and a store, not a locked read-modify-write. The same as `tables::bump`,
@@ -315,12 +314,7 @@ impl WorkerSlot {
         let (run_queue, switches) = loopscope_probes::thread::own_waits();
         let cpu = loopscope_probes::thread::own_cpu_time();
         let raw = clock.raw();
-        let off_cpu = match (cpu_before, cpu) {
-            (Some(a), Some(b)) => {
-                Duration::from_nanos(clock.delta_as_nanos(raw_before, raw)).saturating_sub(b.saturating_sub(a))
-            }
-            _ => Duration::ZERO,
-        };
+        let off_cpu = off_cpu_between(clock, (raw_before, cpu_before), (raw, cpu));
         self.restart(raw);
         self.record_opening(Clocks::of(cpu, run_queue.map(|w| w + off_cpu), switches));
         self.restarting.store(false, Release);

@@ -17,8 +17,8 @@ use loopscope_wire::proto::{
     ServerMessage, TaskSample, Tick, full_state_messages,
 };
 use loopscope_wire::{
-    Classification, Culprit, Dropped, Location, LogHistogram, ProbeStatus, RuntimeInfo, StallEvent, StallKind,
-    StallPhase, ThreadInfo, Totals,
+    Classification, Culprit, Dropped, Location, ProbeStatus, RuntimeInfo, StallEvent, StallKind, StallPhase,
+    ThreadInfo, Totals,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -515,18 +515,7 @@ impl Converter {
 
 /// Adds a task's counters to its location's.
 fn add_to_location(out: &mut HashMap<u32, LocationSample>, t: &ConsoleTask, live: bool) {
-    let l = out.entry(t.location).or_insert_with(|| LocationSample {
-        id: t.location,
-        live_tasks: 0,
-        spawned_tasks: 0,
-        poll_count: 0,
-        busy_nanos: 0,
-        max_poll_nanos: 0,
-        slow_poll_count: 0,
-        stall_count: 0,
-        poll_histogram: LogHistogram::default(),
-        schedule_latency: None,
-    });
+    let l = out.entry(t.location).or_insert_with(|| LocationSample::new(t.location));
     l.spawned_tasks += 1;
     if live {
         l.live_tasks += 1;

@@ -136,6 +136,22 @@ pub struct LocationSample {
 }
 
 impl LocationSample {
+    /// A location with no tasks counted yet.
+    pub fn new(id: u32) -> Self {
+        LocationSample {
+            id,
+            live_tasks: 0,
+            spawned_tasks: 0,
+            poll_count: 0,
+            busy_nanos: 0,
+            max_poll_nanos: 0,
+            slow_poll_count: 0,
+            stall_count: 0,
+            poll_histogram: LogHistogram::default(),
+            schedule_latency: None,
+        }
+    }
+
     /// The compact form of a snapshot's [`LocationStats`], with `id` the id the stream uses for its location.
     pub fn from_stats(l: &LocationStats, id: u32) -> Self {
         LocationSample {

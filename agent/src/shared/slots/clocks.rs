@@ -60,6 +60,17 @@ impl Birth {
 /// How long the calling thread spent off its CPU since it read its CPU clock (`cpu`) and then `raw`: the wall
 /// time since, less the CPU time since. Zero where the CPU clock can't be read.
 pub(super) fn off_cpu_since(clock: &quanta::Clock, raw: u64, cpu: Option<Duration>) -> Duration {
-    let (Some(cpu), Some(now)) = (cpu, loopscope_probes::thread::own_cpu_time()) else { return Duration::ZERO };
-    Duration::from_nanos(clock.delta_as_nanos(raw, clock.raw())).saturating_sub(now.saturating_sub(cpu))
+    let now = loopscope_probes::thread::own_cpu_time();
+    off_cpu_between(clock, (raw, cpu), (clock.raw(), now))
+}
+
+/// The calling thread's time off its CPU between two of its own `(raw clock, CPU clock)` readings: the wall
+/// time between them less the CPU time between them. Zero where either CPU clock is missing.
+pub(super) fn off_cpu_between(
+    clock: &quanta::Clock,
+    (raw_a, cpu_a): (u64, Option<Duration>),
+    (raw_b, cpu_b): (u64, Option<Duration>),
+) -> Duration {
+    let (Some(a), Some(b)) = (cpu_a, cpu_b) else { return Duration::ZERO };
+    Duration::from_nanos(clock.delta_as_nanos(raw_a, raw_b)).saturating_sub(b.saturating_sub(a))
 }

@@ -5,8 +5,9 @@
 //! to confirm (see `watch/watchdog.rs`).
 //!
 //! Budget, as the task hooks' (`poll.rs`): no lock, no allocation, no channel, no syscall — a thread-local
-//! lookup, one clock read and two stores, twice per park rather than twice per poll. The first park of a
-//! thread registers its slot (once per thread).
+//! lookup, one clock read and two stores, twice per park rather than twice per poll; and, to learn which of
+//! tokio's workers the thread runs, one relaxed load of each worker's park count (`Shared::learn_worker`). The
+//! first park of a thread registers its slot (once per thread).
 //!
 //! A thread is busy from its start (`on_thread_start`) to its first park, so a worker that finds a task queued
 //! as it starts is watched from the first poll; and not busy after `on_thread_stop`. tokio runs its
@@ -56,7 +57,7 @@ pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Thread
     let s = shared.clone();
     let app = chain.start;
     builder.on_thread_start(move || {
-        s.unparked(start);
+        s.unparked(start, false);
         if let Some(f) = &app {
             f();
         }
@@ -77,7 +78,7 @@ pub(crate) fn install(builder: &mut Builder, shared: &Arc<Shared>, chain: Thread
         if let Some(f) = &app {
             f();
         }
-        s.unparked(start);
+        s.unparked(start, true);
     });
     let s = shared.clone();
     let app = chain.park;
@@ -107,20 +108,49 @@ pub(crate) fn pass_through(builder: &mut Builder, chain: ThreadChain) {
 }
 
 impl Shared {
-    /// This worker unparked: it is busy from now on.
+    /// This worker unparked (`after_park`; or the thread started): it is busy from now on.
     #[inline]
-    fn unparked(self: &Arc<Self>, start: fn(&Arc<Shared>)) {
+    fn unparked(self: &Arc<Self>, start: fn(&Arc<Shared>), after_park: bool) {
         if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
             start(self);
         }
-        // Read the clock last, inside, so the lookup is not charged to the span.
-        slots::with_slot(self.id, &self.slots, |slot| slot.unpark(self.clock.raw()));
+        // Read the clock last, inside, so neither the lookup nor the learning is charged to the span.
+        slots::with_slot(self.id, &self.slots, |slot| {
+            if after_park {
+                self.learn_worker(slot);
+            }
+            slot.unpark(self.clock.raw());
+        });
         // After an idle pause the watchdog sleeps until a hook wakes it (see watchdog.rs); in stable mode this is
         // that hook. The span's start is stored above, before the flag is read: the watchdog's membarrier makes
         // it see the span, or this read see the flag.
         if self.watchdog_asleep.load(std::sync::atomic::Ordering::Relaxed) {
             self.wake_sleeping_watchdog();
         }
+    }
+
+    /// Narrows down which of tokio's workers this thread runs (`WorkerSlot::worker_mask`), from the workers'
+    /// published park/unpark counts. tokio's unpark hook runs after the worker's park loop has published its
+    /// figures on waking (`unparked()`, then maintenance's `submit`), and its park hook before the worker
+    /// publishes the park (`about_to_park()`, then `submit`), so at both this thread's worker shows an even
+    /// count, as does any worker busy since its own last wake; a parked worker shows an odd one (published on
+    /// the way into its park). So the thread's worker is among the even ones at every park and unpark, and the
+    /// intersection shrinks to it as soon as the others have been seen parked. An empty intersection (tokio
+    /// moved a worker's core to another thread in `block_in_place`) starts afresh.
+    ///
+    /// Costs one relaxed load per worker, twice per park (not per poll); no lock, no allocation.
+    #[inline]
+    fn learn_worker(&self, slot: &slots::WorkerSlot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(m) = self.runtime_metrics.get() else { return };
+        let n = m.num_workers();
+        if n > 64 {
+            return;
+        }
+        let even = (0..n).filter(|&i| m.worker_park_unpark_count(i) & 1 == 0).fold(0u64, |acc, i| acc | 1 << i);
+        let known = slot.worker_mask.load(Relaxed);
+        let narrowed = if known & even == 0 { even } else { known & even };
+        slot.worker_mask.store(narrowed, Relaxed);
     }
 
     /// This worker is about to park: its busy span ends. The first park of a thread registers its slot, which
@@ -130,6 +160,56 @@ impl Shared {
         if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
             start(self);
         }
-        slots::with_slot(self.id, &self.slots, |slot| slot.park());
+        slots::with_slot(self.id, &self.slots, |slot| {
+            slot.park();
+            self.learn_worker(slot);
+        });
+    }
+}
+
+#[cfg(all(test, tokio_unstable))]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+
+    /// Each worker thread learns which worker it runs, checked against tokio's own answer (`worker_thread_id`,
+    /// an unstable API that stable mode can't use), and never learns another's.
+    #[test]
+    fn each_worker_thread_learns_its_own_worker() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        let agent = crate::Agent::builder()
+            .mode(crate::Mode::Stable)
+            .ignore_env()
+            .serve("off")
+            .tracing(false)
+            .install(&mut b)
+            .expect("install");
+        let rt = b.build().expect("runtime");
+        let m = rt.metrics();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Short sleeps, one task at a time: workers park and wake, one while the other sleeps.
+            rt.block_on(async {
+                for _ in 0..10 {
+                    tokio::spawn(tokio::time::sleep(Duration::from_millis(1))).await.expect("task");
+                }
+            });
+            let slots = agent.shared.slots.list();
+            let mut right = 0;
+            for s in &slots {
+                let mask = s.worker_mask.load(Relaxed);
+                let runs = (0..2).find(|&i| m.worker_thread_id(i) == Some(s.thread_id));
+                if let (Some(i), 1) = (runs, mask.count_ones()) {
+                    // A worker's core moves between threads only in `block_in_place`, which this never calls.
+                    assert_eq!(mask, 1 << i, "thread {:?} learned the wrong worker", s.thread_id);
+                    right += 1;
+                }
+            }
+            if right == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the workers' threads never learned their workers");
+        }
     }
 }

@@ -29,6 +29,9 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     }
     let me = shared;
     let handle = tokio::runtime::Handle::try_current().ok();
+    if let Some(h) = &handle {
+        let _ = me.runtime_metrics.set(h.metrics());
+    }
     // watchdog -> prober (looks) -> agent thread: the watchdog never waits on a probe.
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let (probe_tx, probe_rx) = std::sync::mpsc::sync_channel(1024);

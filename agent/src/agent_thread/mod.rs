@@ -287,7 +287,7 @@ impl AgentThread {
             looks.append(&mut f.more_looks);
             let key = Arc::as_ptr(&f.slot) as usize;
             let carry = self.carry.get(&key).filter(|c| c.0 == f.span_seq).map(|c| &c.1);
-            let (decided, carried) = crate::watch::probing::confirm_busy(&looks, f.span_ended, carry);
+            let (decided, carried) = crate::watch::probing::confirm_busy(&looks, f.span_ended, carry, f.motion);
             match carried {
                 Some(c) => {
                     // One entry per thread that has a rejected span now; bounded all the same.

@@ -163,6 +163,9 @@ pub(crate) struct WorkerSlot {
     pub(crate) busy_seq: AtomicU64,
     /// The agent's raw clock at the unpark that began the busy span.
     pub(crate) busy_start: AtomicU64,
+    /// Which of tokio's workers (bit `i` for worker `i`) this thread may be running, narrowed at each unpark
+    /// (`busy.rs`); 0 until known. Stable mode has no API that says (`worker_thread_id` is unstable).
+    pub(crate) worker_mask: AtomicU64,
     // --- identity, fixed at registration ---
     pub(crate) tid: i32,
     pub(crate) thread_id: ThreadId,
@@ -203,6 +206,7 @@ impl WorkerSlot {
             nested: AtomicU64::new(0),
             busy_seq: AtomicU64::new(0),
             busy_start: AtomicU64::new(0),
+            worker_mask: AtomicU64::new(0),
             tid: crate::os::current_tid(),
             thread_id: current.id(),
             thread_name: current.name().map(str::to_string),

@@ -15,12 +15,14 @@
 //! away by the sequence check below.
 
 use crate::shared::Shared;
-use crate::watch::probing::{self, Look};
+use crate::watch::probing::{self, Look, WorkerMotion};
 use crate::watch::watchdog::{LookRequest, ProbeJob, WatchMsg};
 use loopscope_probes::thread::RunState;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+use tokio::runtime::RuntimeMetrics;
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
     // A look that comes after its poll ended is thrown away, so on a busy machine a prober kept waiting for a
@@ -35,7 +37,8 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
                 let first = look.as_ref().map(|l| (l.at_elapsed, std::time::Instant::now()));
                 if let (Some((slot, seq, tid)), Some((at, t0))) = (confirm, first) {
                     let stacks = usize::from(look.as_ref().is_some_and(|l| matches!(l.snapshot.stack, Some(Ok(_)))));
-                    (flag.more_looks, flag.span_ended) = confirm_looks(&shared, &slot, seq, tid, at, t0, stacks);
+                    let first = (at, t0, stacks);
+                    (flag.more_looks, flag.span_ended, flag.motion) = confirm_looks(&shared, &slot, seq, tid, first);
                 }
                 flag.look = look;
             }
@@ -104,20 +107,32 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
 }
 
 /// Looks taken after the first at a busy worker (stable mode), `probing::CONFIRM_GAP` apart, until
-/// `CONFIRM_STACKS` stacks (counting the first look's `stacks`) or `CONFIRM_MAX_LOOKS` looks, for the agent
-/// thread to decide whether one poll holds it (`probing::confirm_busy`). Stops early if the span ends (the
-/// worker parked: whatever held it is over), and says so. The prober sleeps between them: it looks at nothing
-/// else meanwhile, for a few milliseconds, as it does while a capture waits for a thread.
+/// `CONFIRM_STACKS` stacks (counting the first look's stacks, in `first` with its time into the span and the
+/// moment it was taken) or `CONFIRM_MAX_LOOKS` looks, for the agent thread to decide whether one poll holds it
+/// (`probing::confirm_busy`). Stops early if the span ends (the worker parked: whatever held it is over), and
+/// says so. The prober sleeps between them: it looks at nothing else meanwhile, for a few milliseconds, as it
+/// does while a capture waits for a thread.
+///
+/// Also returns what tokio's stable worker metrics did meanwhile, and how long the thread ran on a CPU
+/// ([`WorkerMotion`]; `None` without the metrics). While the thread is runnable but has not yet run
+/// [`probing::MIN_RUN`] in the window, the window is stretched: on a crowded machine a worker the OS keeps
+/// waiting runs few polls between looks, too few for tokio to publish anything.
 fn confirm_looks(
     shared: &Shared,
     slot: &std::sync::Arc<crate::shared::slots::WorkerSlot>,
     seq: u64,
     tid: i32,
-    first_at: std::time::Duration,
-    first_taken: std::time::Instant,
-    mut stacks: usize,
-) -> (Vec<Look>, bool) {
-    let mut looks = Vec::new();
+    (first_at, first_taken, mut stacks): (Duration, Instant, usize),
+) -> (Vec<Look>, bool, Option<WorkerMotion>) {
+    let metrics = shared.runtime_metrics.get();
+    // The workers' figures and the thread's CPU clock, read together.
+    let reading = || metrics.map(|m| Reading { marks: worker_marks(m), at: Instant::now(), cpu: cpu_time(tid) });
+    let before = reading();
+    // The last reading taken before a look that found the span still open: the window ends there, so a park
+    // that ends the span (and publishes the worker's figures) never counts as the poll's.
+    let mut last_in_span: Option<Reading> = None;
+    let mut looks: Vec<Look> = Vec::new();
+    let mut ended = false;
     while stacks < probing::CONFIRM_STACKS && looks.len() + 1 < probing::CONFIRM_MAX_LOOKS {
         std::thread::sleep(probing::CONFIRM_GAP);
         let req = LookRequest {
@@ -129,13 +144,84 @@ fn confirm_looks(
             captured: Default::default(),
             confirm: true,
         };
+        let pre = reading();
         match take_look(shared, &req) {
             Some(l) => {
                 stacks += usize::from(matches!(l.snapshot.stack, Some(Ok(_))));
                 looks.push(l);
+                last_in_span = pre;
             }
-            None => return (looks, true),
+            None => {
+                ended = true;
+                break;
+            }
         }
     }
-    (looks, false)
+    // A runnable thread that has not yet run `MIN_RUN` in the window: the OS keeps it waiting, and the workers'
+    // figures would say little yet. Wait for it (no more looks: a reading and the span still open after it are
+    // enough), for at most a threshold from the window's start; by then the stall, if it is one, is reported
+    // anyway at the next candidate.
+    let runnable = looks.last().is_some_and(|l| l.snapshot.sample.as_ref().is_ok_and(|s| s.state == RunState::Running));
+    let until = before.as_ref().map(|b| b.at + Duration::from_nanos(shared.stall_ns));
+    let ran_between = |a: &Reading, b: &Reading| a.cpu.zip(b.cpu).map(|(a, b)| b.saturating_sub(a));
+    if !ended && runnable && last_in_span.is_some() {
+        loop {
+            let r = reading();
+            if !slot.still_in(seq) {
+                ended = true;
+                break;
+            }
+            let short = before
+                .as_ref()
+                .zip(r.as_ref())
+                .and_then(|(b, r)| ran_between(b, r))
+                .is_some_and(|d| d < probing::MIN_RUN);
+            last_in_span = r;
+            if !short || until.is_none_or(|u| Instant::now() >= u) {
+                break;
+            }
+            std::thread::sleep(probing::CONFIRM_GAP);
+        }
+    }
+    let motion = before.zip(last_in_span).map(|(from, to)| {
+        // The workers this thread may run: all of them until the park hooks have narrowed it down, less those
+        // that other threads are known to run.
+        let mask = match slot.worker_mask.load(Relaxed) {
+            0 => u64::MAX,
+            m => m,
+        };
+        let others = shared
+            .slots
+            .list()
+            .iter()
+            .filter(|s| !std::sync::Arc::ptr_eq(s, slot))
+            .map(|s| s.worker_mask.load(Relaxed))
+            .filter(|m| m.count_ones() == 1)
+            .fold(0u64, |acc, m| acc | m);
+        let mask = if mask & !others == 0 { mask } else { mask & !others };
+        let n = from.marks.len();
+        let mine = |i: usize| n > 64 || mask & (1 << i) != 0;
+        let candidates = (0..n).filter(|&i| mine(i)).count();
+        // A worker gone between the readings (the runtime shutting down) counts as moved.
+        let moved = (0..n).filter(|&i| mine(i) && to.marks.get(i) != from.marks.get(i)).count();
+        let thread_ran = ran_between(&from, &to);
+        WorkerMotion { window: to.at - from.at, candidates, moved, known: candidates == 1, thread_ran }
+    });
+    (looks, ended || !slot.still_in(seq), motion)
+}
+
+/// The workers' published figures and a thread's CPU clock at one moment (see [`confirm_looks`]).
+struct Reading {
+    marks: Vec<(Duration, u64)>,
+    at: Instant,
+    cpu: Option<Duration>,
+}
+
+fn cpu_time(tid: i32) -> Option<Duration> {
+    loopscope_probes::thread::cpu_time(tid).ok()
+}
+
+/// Each worker's published busy time and park count (see [`WorkerMotion`]).
+fn worker_marks(m: &RuntimeMetrics) -> Vec<(Duration, u64)> {
+    (0..m.num_workers()).map(|i| (m.worker_total_busy_duration(i), m.worker_park_count(i))).collect()
 }

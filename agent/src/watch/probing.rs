@@ -339,6 +339,6 @@ fn frame(f: Frame) -> Frame {
 mod confirm;
 
 pub(crate) use confirm::{
-    BusyVerdict, CONFIRM_CAPTURE_TIMEOUT, CONFIRM_GAP, CONFIRM_MAX_LOOKS, CONFIRM_STACKS, UserFrames, confirm_busy,
-    same_poll,
+    BusyVerdict, CONFIRM_CAPTURE_TIMEOUT, CONFIRM_GAP, CONFIRM_MAX_LOOKS, CONFIRM_STACKS, MIN_RUN, UserFrames,
+    WorkerMotion, confirm_busy, same_poll,
 };

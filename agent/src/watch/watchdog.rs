@@ -484,6 +484,7 @@ impl Watchdog {
             confirm: None,
             more_looks: Vec::new(),
             span_ended: false,
+            motion: None,
             span_seq: 0,
         }
     }

@@ -19,6 +19,63 @@ pub(crate) const CONFIRM_CAPTURE_TIMEOUT: Duration = Duration::from_millis(5);
 /// short enough that a stall of twice the threshold is confirmed while it still runs.
 pub(crate) const CONFIRM_GAP: Duration = Duration::from_micros(1500);
 
+/// Stable mode: the shortest time with no worker at a scheduling point that counts as evidence of one poll
+/// ([`WorkerMotion::all_still`]): a window of three stacks, [`CONFIRM_GAP`] apart, qualifies, and a shorter one
+/// (looks that returned at once) does not.
+pub(crate) const MIN_STILL_WINDOW: Duration = Duration::from_millis(2);
+
+/// Stable mode: how long a thread must have run on a CPU while its confirmation's looks were taken before tokio's
+/// metrics say anything about it ([`WorkerMotion`]): a storm of polls shorter than 2 ms / 61 (33 µs) reaches a
+/// scheduling point in that much running.
+pub(crate) const MIN_RUN: Duration = Duration::from_millis(2);
+
+/// Stable mode: what tokio's stable worker metrics showed while the prober took a confirmation's looks.
+///
+/// tokio publishes a worker's busy time and park count only when it parks and at its maintenance, which runs
+/// every 61 scheduler ticks (`event_interval`). So a worker whose figures did not move ran fewer than 61 ticks
+/// (or stayed parked) meanwhile, and one whose figures moved reached a scheduling point: whatever poll it was
+/// in when the window opened has returned. Which worker the thread runs is learned at its unparks
+/// (`busy.rs`); until then every worker is a candidate, and only "all still" or "all moved" says anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkerMotion {
+    /// From the reading before the looks after the first to the reading after the last.
+    pub(crate) window: Duration,
+    /// The workers the thread may be running.
+    pub(crate) candidates: usize,
+    /// How many of them reached a scheduling point in the window.
+    pub(crate) moved: usize,
+    /// The thread's worker is known (one candidate).
+    pub(crate) known: bool,
+    /// How long the thread ran on a CPU in the window, when its CPU clock could be read.
+    pub(crate) thread_ran: Option<Duration>,
+}
+
+impl WorkerMotion {
+    /// The thread ran long enough in the window for its worker's figures to mean something (see [`MIN_RUN`]).
+    /// Unknown CPU time counts as enough: the metrics are then read as before the clock was added.
+    fn ran_enough(&self) -> bool {
+        self.thread_ran.is_none_or(|r| r >= MIN_RUN)
+    }
+
+    /// The thread's worker reached no scheduling point while the thread ran [`MIN_RUN`] or more: one poll (or
+    /// fewer than 61 ticks) held it throughout.
+    fn still(&self) -> bool {
+        self.candidates > 0 && self.moved == 0 && self.window >= MIN_STILL_WINDOW && self.ran_enough()
+    }
+
+    /// What still figures say, for a verdict's reason.
+    fn describe(&self) -> String {
+        let whose = if self.known {
+            "its worker".to_string()
+        } else {
+            format!("none of the {} workers it may run", self.candidates)
+        };
+        let ran =
+            self.thread_ran.map_or_else(String::new, |r| format!(", running {:.1} ms of it", r.as_secs_f64() * 1e3));
+        format!("{whose} reached no scheduling point in {:.1} ms{ran}", self.window.as_secs_f64() * 1e3)
+    }
+}
+
 /// Names of the frames that poll a task (tokio's harness) or a current-thread runtime's `block_on` body: the
 /// app's frames above the innermost of them are the poll's.
 const POLL_FRAMES: &[&str] =
@@ -130,12 +187,27 @@ fn view_of(look: &Look) -> Option<PollView> {
 ///   a tight loop shows its frames in a sample now and then, rarely in three in a row. The run may begin in
 ///   the span's previous candidate (`carry`, returned on rejection for the next one).
 ///
+/// * failing those, every stack sample is inside a poll of the same task body, and the thread's worker reached
+///   no scheduling point while it ran [`MIN_RUN`] or more ([`WorkerMotion::still`], read by the prober from
+///   tokio's stable metrics): a task that never yields while tokio's own code runs inside its poll (a channel
+///   that is always ready, under `tokio::task::unconstrained`). Its samples land in tokio's code, so the rule
+///   above, which wants the app's own code innermost, can't tell it from a task that is polled over and over;
+///   the metrics can, since a worker publishes them every 61 ticks, and a task polled over and over runs ticks.
+///
+/// When the metrics were read, the stack rule counts only if they agree ([`WorkerMotion::still`]): not when the
+/// thread's worker (or, while it isn't known, any worker it may be) reached a scheduling point, nor when the
+/// thread ran less than [`MIN_RUN`] in the window (the OS kept it waiting, so three samples in one place say
+/// little). The span is looked at again later. Many tasks with one body, each poll a few microseconds of its
+/// own work, otherwise show "the same frames" in three samples often enough to be confirmed. Not for a thread
+/// inside `block_in_place`, whose worker runs on another thread.
+///
 /// A run of looks counts wherever it is: the first may come before the poll began (the busy span began with
 /// other work), the last after it ended (the worker hasn't parked yet).
 pub(crate) fn confirm_busy(
     looks: &[Look],
     span_ended: bool,
     carry: Option<&(UserFrames, usize)>,
+    motion: Option<WorkerMotion>,
 ) -> (BusyVerdict, Option<(UserFrames, usize)>) {
     let views: Vec<Option<PollView>> = looks.iter().map(view_of).collect();
     let stacks: Vec<&PollView> = views.iter().flatten().collect();
@@ -204,7 +276,8 @@ pub(crate) fn confirm_busy(
     }
     let carried = frames.map(|f| (f, run));
     let wanted = if span_ended && best.1 == stacks.len() + carry.map_or(0, |c| c.1) { 2 } else { CONFIRM_STACKS };
-    if best.1 >= wanted {
+    let overruled = !block_in_place && motion.is_some_and(|m| !m.still());
+    if best.1 >= wanted && !overruled {
         let verdict = BusyVerdict::Stall {
             reason: format!("the same frames under the task's poll in {} stack samples in a row", best.1),
             block_in_place,
@@ -212,12 +285,39 @@ pub(crate) fn confirm_busy(
         };
         return (verdict, None);
     }
+    if let Some(m) = motion.filter(|m| m.still() && !span_ended)
+        && let Some(body) = one_task_body(&stacks)
+    {
+        let verdict = BusyVerdict::Stall {
+            reason: format!("{} stack samples inside polls of {body}, and {}", stacks.len(), m.describe()),
+            block_in_place,
+            // The body alone, at any call site: the poll moves between its awaits without returning.
+            frames: Some(vec![(body, 0)]),
+        };
+        return (verdict, None);
+    }
     let why = format!(
-        "{} looks, {} stacks: not one poll (short polls, or the scheduler's own work)",
+        "{} looks, {} stacks: not one poll (short polls, or the scheduler's own work){}",
         looks.len(),
-        stacks.len()
+        stacks.len(),
+        match motion.filter(|_| overruled) {
+            Some(m) if !m.ran_enough() => format!("; it ran only {:?} meanwhile", m.thread_ran.unwrap_or_default()),
+            Some(m) => format!("; {} of the {} workers it may run reached a scheduling point", m.moved, m.candidates),
+            None => String::new(),
+        }
     );
     (BusyVerdict::NotOnePoll(why), carried)
+}
+
+/// The task body (the outermost of the app's frames under the poll frame) that every one of at least
+/// [`CONFIRM_STACKS`] stacks shows, wherever inside it they were taken; `None` if any stack is elsewhere.
+fn one_task_body(stacks: &[&PollView]) -> Option<String> {
+    let body = |v: &PollView| {
+        let outer = v.user.as_ref().filter(|_| v.in_scheduler)?.last()?;
+        Some(outer.0.clone())
+    };
+    let first = body(stacks.first()?)?;
+    (stacks.len() >= CONFIRM_STACKS && stacks.iter().all(|v| body(v).as_ref() == Some(&first))).then_some(first)
 }
 
 /// Stable mode: whether a later look at a confirmed stall still shows the same poll (the app's `frames` under
@@ -310,6 +410,40 @@ mod tests {
         let at_send = vec![("app::ping::{async block}".to_string(), 0x3010)];
         let at_recv = vec![("app::ping::{async block}".to_string(), 0x3080)];
         assert!(!same_frames(&at_send, &at_recv));
+    }
+
+    #[test]
+    fn the_workers_figures_agree_only_when_the_thread_ran_and_its_worker_stood_still() {
+        let ms = Duration::from_millis;
+        let still = WorkerMotion { window: ms(4), candidates: 1, moved: 0, known: true, thread_ran: Some(ms(3)) };
+        assert!(still.still());
+        // Its worker reached a scheduling point, or (unknown worker) one it may run did.
+        assert!(!WorkerMotion { moved: 1, ..still }.still());
+        assert!(!WorkerMotion { candidates: 2, moved: 1, known: false, ..still }.still());
+        // The OS kept the thread waiting: too few polls for tokio to publish anything.
+        assert!(!WorkerMotion { thread_ran: Some(ms(1)), ..still }.still());
+        // Too short a window, or no worker at all.
+        assert!(!WorkerMotion { window: ms(1), ..still }.still());
+        assert!(!WorkerMotion { candidates: 0, ..still }.still());
+        // Without the thread's CPU clock the figures are read alone.
+        assert!(WorkerMotion { thread_ran: None, ..still }.still());
+        assert!(still.describe().contains("its worker reached no scheduling point"), "{}", still.describe());
+    }
+
+    #[test]
+    fn a_poll_inside_tokio_code_is_one_task_body_at_any_call_site() {
+        let mut in_recv = worker_stack(&["app::drain::{async block}"]);
+        in_recv.insert(1, frame("tokio::sync::mpsc::chan::Rx::recv", FrameOrigin::Runtime));
+        let in_step = worker_stack(&["app::step", "app::drain::{async block}"]);
+        let (a, b) = (poll_view(&in_recv), poll_view(&in_step));
+        assert!(!a.in_poll(), "the stack rule wants the app's own code innermost");
+        assert_eq!(one_task_body(&[&a, &b, &a]), Some("app::drain::{async block}".to_string()));
+        // Fewer than three stacks, another body, or the scheduler's own work: not one body.
+        assert_eq!(one_task_body(&[&a, &b]), None);
+        let other = poll_view(&worker_stack(&["app::other::{async block}"]));
+        assert_eq!(one_task_body(&[&a, &b, &other]), None);
+        let between = poll_view(&worker_stack(&[]));
+        assert_eq!(one_task_body(&[&a, &between, &b]), None);
     }
 
     #[test]

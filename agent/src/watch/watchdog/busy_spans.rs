@@ -141,6 +141,7 @@ impl Watchdog {
             confirm: Some(verdict.clone()),
             more_looks: Vec::new(),
             span_ended: false,
+            motion: None,
             span_seq: f.seq,
         };
         let look = LookRequest {

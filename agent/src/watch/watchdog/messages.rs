@@ -28,6 +28,9 @@ pub(crate) struct Flag {
     pub(crate) more_looks: Vec<Look>,
     /// Stable mode: the busy span ended (the worker parked) before those looks were all taken.
     pub(crate) span_ended: bool,
+    /// Stable mode: how many of the runtime's workers reached a scheduling point (a park, or tokio's maintenance
+    /// every 61 ticks) while the prober took `more_looks` (`prober::confirm_looks`).
+    pub(crate) motion: Option<crate::watch::probing::WorkerMotion>,
     /// Stable mode: the busy span's (tagged) sequence number; 0 for a poll.
     pub(crate) span_seq: u64,
 }

@@ -4,7 +4,8 @@
 //! holds the messages themselves.
 
 use crate::histogram::LogHistogram;
-use crate::snapshot::{LocationStats, TaskState, TaskStats};
+use crate::snapshot::{LocationStats, ScheduleLatency, TaskState, TaskStats};
+use crate::stall::Location;
 use crate::stall::ThreadInfo;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -29,12 +30,23 @@ impl LatencySample {
     }
 }
 
-impl From<&crate::snapshot::ScheduleLatency> for LatencySample {
-    fn from(s: &crate::snapshot::ScheduleLatency) -> Self {
+impl From<&ScheduleLatency> for LatencySample {
+    fn from(s: &ScheduleLatency) -> Self {
         LatencySample {
             count: s.count,
             total_nanos: nanos(s.total),
             max_nanos: nanos(s.max),
+            histogram: s.histogram.clone(),
+        }
+    }
+}
+
+impl From<&LatencySample> for ScheduleLatency {
+    fn from(s: &LatencySample) -> Self {
+        ScheduleLatency {
+            count: s.count,
+            total: Duration::from_nanos(s.total_nanos),
+            max: Duration::from_nanos(s.max_nanos),
             histogram: s.histogram.clone(),
         }
     }
@@ -110,6 +122,25 @@ impl TaskSample {
     }
 }
 
+impl TaskStats {
+    /// A snapshot's form of a stream [`TaskSample`], at `location` (what the sample's location id stands for).
+    /// The agent builds its snapshots this way, from the same samples it streams, so the two always agree.
+    pub fn from_sample(t: &TaskSample, location: Location) -> Self {
+        TaskStats {
+            id: t.id,
+            location,
+            state: t.state,
+            poll_count: t.poll_count,
+            total_poll_duration: Duration::from_nanos(t.busy_nanos),
+            max_poll_duration: Duration::from_nanos(t.max_poll_nanos),
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram.clone(),
+            schedule_latency: t.schedule_latency.as_ref().map(ScheduleLatency::from),
+        }
+    }
+}
+
 /// Cumulative counters of every task spawned at one location.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocationSample {
@@ -165,6 +196,24 @@ impl LocationSample {
             stall_count: l.stall_count,
             poll_histogram: l.poll_histogram.clone(),
             schedule_latency: l.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+}
+
+impl LocationStats {
+    /// A snapshot's form of a stream [`LocationSample`], at `location` (what the sample's id stands for).
+    pub fn from_sample(l: &LocationSample, location: Location) -> Self {
+        LocationStats {
+            location,
+            live_tasks: l.live_tasks,
+            spawned_tasks: l.spawned_tasks,
+            poll_count: l.poll_count,
+            total_poll_duration: Duration::from_nanos(l.busy_nanos),
+            max_poll_duration: Duration::from_nanos(l.max_poll_nanos),
+            slow_poll_count: l.slow_poll_count,
+            stall_count: l.stall_count,
+            poll_histogram: l.poll_histogram.clone(),
+            schedule_latency: l.schedule_latency.as_ref().map(ScheduleLatency::from),
         }
     }
 }
@@ -297,4 +346,65 @@ pub struct WaitTimes {
 /// A duration as `u64` nanoseconds, saturating (584 years).
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_sample() -> TaskSample {
+        TaskSample {
+            state: TaskState::Finished,
+            poll_count: 7,
+            busy_nanos: 1_234_567,
+            max_poll_nanos: 900_001,
+            slow_poll_count: 3,
+            stall_count: 1,
+            poll_histogram: LogHistogram { counts: (0..22).collect() },
+            schedule_latency: Some(LatencySample {
+                count: 5,
+                total_nanos: 5_000,
+                max_nanos: 2_000,
+                histogram: LogHistogram { counts: vec![0, 5] },
+            }),
+            ..TaskSample::new(42, 3)
+        }
+    }
+
+    /// A snapshot's task is the stream's sample read at its location: every field comes across, and back.
+    #[test]
+    fn a_task_sample_and_its_stats_are_one_model() {
+        let sample = task_sample();
+        let at = Location::new("src/main.rs", 10, 5);
+        let stats = TaskStats::from_sample(&sample, at.clone());
+        assert_eq!(stats.id, 42);
+        assert_eq!(stats.location, at);
+        assert_eq!(stats.total_poll_duration, Duration::from_nanos(1_234_567));
+        assert_eq!(stats.max_poll_duration, Duration::from_nanos(900_001));
+        assert_eq!(stats.schedule_latency.as_ref().map(|s| s.total), Some(Duration::from_nanos(5_000)));
+        assert_eq!(TaskSample::from_stats(&stats, 3), sample);
+        assert_eq!(TaskSample::from_stats(&TaskStats { schedule_latency: None, ..stats }, 3).schedule_latency, None);
+    }
+
+    #[test]
+    fn a_location_sample_and_its_stats_are_one_model() {
+        let t = task_sample();
+        let sample = LocationSample {
+            live_tasks: 2,
+            spawned_tasks: 9,
+            poll_count: t.poll_count,
+            busy_nanos: t.busy_nanos,
+            max_poll_nanos: t.max_poll_nanos,
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram,
+            schedule_latency: t.schedule_latency,
+            ..LocationSample::new(3)
+        };
+        let at = Location::new("src/lib.rs", 1, 1);
+        let stats = LocationStats::from_sample(&sample, at.clone());
+        assert_eq!((stats.location.clone(), stats.live_tasks, stats.spawned_tasks), (at, 2, 9));
+        assert_eq!(stats.total_poll_duration, Duration::from_nanos(1_234_567));
+        assert_eq!(LocationSample::from_stats(&stats, 3), sample);
+    }
 }

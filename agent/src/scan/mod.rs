@@ -1,11 +1,13 @@
 //! Reading the tables: what every view of the agent's state (snapshots, the stream's ticks and full states,
 //! the CI records' totals) reports the same way is read here once.
 //!
-//! It reads the shared state (the task table's spawn counts, the stall counters, the drop counters, the
-//! runtime facts the agent thread cached) and writes nothing: each view derives its own types from what it
-//! returns. [`snapshot`] builds a [`Snapshot`](loopscope_wire::Snapshot) from it; the stream's feed
-//! (`crate::stream`) builds ticks and full states from it.
+//! It reads the shared state (the task and location tables, the threads' slots, the stall counters, the drop
+//! counters, the runtime facts the agent thread cached) and writes nothing but what the caller's `keep` does.
+//! [`pass`] is the one pass over the tables: it turns them into the stream's samples (`TaskSample`,
+//! `LocationSample`), which the stream's feed (`crate::stream`) sends as they are and [`snapshot`] turns into
+//! a [`Snapshot`](loopscope_wire::Snapshot).
 
+pub(crate) mod pass;
 pub(crate) mod snapshot;
 
 use crate::shared::tables::FinishedTotals;

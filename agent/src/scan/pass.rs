@@ -1,10 +1,10 @@
 //! The one pass over the tables that every view of the tasks starts from.
 //!
-//! A task's counters become a [`TaskSample`] in one place ([`task_sample`]), and a location's sums a
-//! [`LocationSample`] in one place (`add_task`, `add_finished`): the stream sends these as they are, and a
-//! [`Snapshot`](loopscope_wire::Snapshot) is derived from them (`TaskStats::from_sample`,
-//! `LocationStats::from_sample` in the wire crate). So a new per-task counter is read here once, whichever
-//! view shows it.
+//! A task's counters become a [`TaskSample`] in one place ([`task_sample`]), and a location's sums are a
+//! [`LocationSample`]'s (`LocationSample::add_task`, `LocationSample::merge` in the wire crate): the stream
+//! sends these as they are, and a [`Snapshot`](loopscope_wire::Snapshot) is derived from them
+//! (`TaskStats::from_sample`, `LocationStats::from_sample`). So a new per-task counter is read here once,
+//! whichever view shows it.
 
 use super::{add_counters, finished_totals, hist};
 use crate::shared::Shared;
@@ -53,50 +53,25 @@ fn empty_location(id: u32) -> LocationSample {
     LocationSample { poll_histogram: LogHistogram::new(TASK_BUCKETS), ..LocationSample::new(id) }
 }
 
-/// Adds a task in the table (live, or finished and not yet freed) to its location's sums.
-fn add_task(l: &mut LocationSample, t: &TaskSample) {
-    l.live_tasks += u64::from(t.state == TaskState::Live);
-    l.spawned_tasks += 1;
-    l.poll_count += t.poll_count;
-    l.busy_nanos += t.busy_nanos;
-    l.max_poll_nanos = l.max_poll_nanos.max(t.max_poll_nanos);
-    l.slow_poll_count += t.slow_poll_count;
-    l.stall_count += t.stall_count;
-    l.poll_histogram.merge(&t.poll_histogram);
-    if let Some(s) = &t.schedule_latency {
-        merge_latency(&mut l.schedule_latency, s);
-    }
-}
-
-/// Adds the totals of a location's finished tasks (already out of the table) to its sums.
-fn add_finished(l: &mut LocationSample, t: &FinishedTotals) {
-    l.spawned_tasks += t.finished;
-    l.poll_count += t.polls;
-    l.busy_nanos += t.busy_ns;
-    l.max_poll_nanos = l.max_poll_nanos.max(t.max_poll_ns);
-    l.slow_poll_count += t.slow_polls;
-    l.stall_count += t.stalls;
-    l.poll_histogram.merge(&LogHistogram { counts: t.poll_hist.to_vec() });
-    if t.sched_count > 0 {
-        let s = LatencySample {
+/// A location's finished tasks (already out of the table) as one location's sums, to merge into its live
+/// tasks'.
+fn finished_sample(id: u32, t: &FinishedTotals) -> LocationSample {
+    LocationSample {
+        id,
+        live_tasks: 0,
+        spawned_tasks: t.finished,
+        poll_count: t.polls,
+        busy_nanos: t.busy_ns,
+        max_poll_nanos: t.max_poll_ns,
+        slow_poll_count: t.slow_polls,
+        stall_count: t.stalls,
+        poll_histogram: LogHistogram { counts: t.poll_hist.to_vec() },
+        schedule_latency: (t.sched_count > 0).then(|| LatencySample {
             count: t.sched_count,
             total_nanos: t.sched_total_ns,
             max_nanos: t.sched_max_ns,
             histogram: LogHistogram { counts: t.sched_hist.to_vec() },
-        };
-        merge_latency(&mut l.schedule_latency, &s);
-    }
-}
-
-fn merge_latency(into: &mut Option<LatencySample>, s: &LatencySample) {
-    match into {
-        Some(l) => {
-            l.count += s.count;
-            l.total_nanos += s.total_nanos;
-            l.max_nanos = l.max_nanos.max(s.max_nanos);
-            l.histogram.merge(&s.histogram);
-        }
-        None => *into = Some(s.clone()),
+        }),
     }
 }
 
@@ -164,14 +139,14 @@ pub(crate) fn scan(
         }
         let id = location(c.location);
         let t = task_sample(&c, id);
-        add_task(locations.entry(id).or_insert_with(|| empty_location(id)), &t);
+        locations.entry(id).or_insert_with(|| empty_location(id)).add_task(&t);
         if keep(i, Some(&c)) {
             tasks.push(t);
         }
     }
     for (index, t) in finished {
         let id = location(index);
-        add_finished(locations.entry(id).or_insert_with(|| empty_location(id)), &t);
+        locations.entry(id).or_insert_with(|| empty_location(id)).merge(&finished_sample(id, &t));
     }
     if recent == Recent::Include {
         let present: HashSet<u64> = tasks.iter().map(|t| t.id).collect();

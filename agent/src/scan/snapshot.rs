@@ -5,8 +5,10 @@ use super::{dropped, runtime_info};
 use crate::shared::Shared;
 use crate::shared::tables::{NONE, OTHER_LOCATION};
 use crate::sync::lock;
+use loopscope_wire::proto::LocationSample;
 use loopscope_wire::{InFlightPoll, Location, LocationStats, Snapshot, TaskStats, ThreadInfo, WorkerStats};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
@@ -70,17 +72,17 @@ pub(crate) fn build(shared: &Shared) -> Snapshot {
     tasks.sort_by_key(|t| t.id);
 
     // One location may have several `&'static Location` addresses (one per codegen unit); merge by value.
-    let mut merged: HashMap<Location, LocationStats> = HashMap::new();
-    for (index, l) in &scan.locations {
-        let l = LocationStats::from_sample(l, task_location(shared, *index));
-        match merged.get_mut(&l.location) {
-            Some(m) => m.merge(&l),
-            None => {
-                merged.insert(l.location.clone(), l);
+    let mut merged: HashMap<Location, LocationSample> = HashMap::new();
+    for (index, l) in scan.locations {
+        match merged.entry(task_location(shared, index)) {
+            Entry::Occupied(mut m) => m.get_mut().merge(&l),
+            Entry::Vacant(v) => {
+                v.insert(l);
             }
         }
     }
-    let mut locations: Vec<LocationStats> = merged.into_values().collect();
+    let mut locations: Vec<LocationStats> =
+        merged.into_iter().map(|(location, l)| LocationStats::from_sample(&l, location)).collect();
     locations.sort_by(|a, b| a.location.cmp(&b.location));
 
     Snapshot {

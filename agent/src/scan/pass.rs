@@ -6,7 +6,6 @@
 //! (`TaskStats::from_sample`, `LocationStats::from_sample`). So a new per-task counter is read here once,
 //! whichever view shows it.
 
-use super::{add_counters, finished_totals, hist};
 use crate::shared::Shared;
 use crate::shared::retired::RetiredWorkers;
 use crate::shared::slots::WorkerSlot;
@@ -226,4 +225,29 @@ pub(crate) fn scan_totals(shared: &Shared) -> (Totals, LogHistogram) {
     poll_histogram.merge(&LogHistogram { counts: counts.to_vec() });
     add_counters(shared, &mut totals);
     (totals, poll_histogram)
+}
+
+/// Adds the totals kept outside the task table (spawns, finishes, stalls, reports) to `totals`.
+fn add_counters(shared: &Shared, totals: &mut Totals) {
+    (totals.spawned_tasks, totals.finished_tasks) = shared.tasks.spawn_counts();
+    totals.stall_count = shared.stall_count.load(Relaxed);
+    totals.block_in_place_count = shared.block_in_place_count.load(Relaxed);
+    totals.stall_reports = shared.stall_reports.load(Relaxed);
+    totals.suppressed_reports = shared.suppressed_reports.load(Relaxed);
+}
+
+/// The totals of finished tasks per location index, for a scan that then reads the task table.
+///
+/// Read *before* the table: a hook retiring a task changes the entry's key before it adds to these totals (see
+/// `TaskTable::retire`), so a task whose figures are in what this returns is no longer in the table when the
+/// scan gets there. The only inexactness is the other way round: a task retired between the two reads is in
+/// neither for that one scan (its location's figures dip by one task's, and the next scan has it; deltas
+/// saturate). Tasks the agent thread frees are folded and freed under the lock scans hold, and are exact.
+fn finished_totals(shared: &Shared) -> Vec<(u32, FinishedTotals)> {
+    shared.locations.finished_totals()
+}
+
+/// A table entry's bucket counts (a task's poll times or schedule latencies) as a histogram.
+fn hist<const N: usize>(counts: &[u32; N]) -> LogHistogram {
+    LogHistogram { counts: counts.iter().map(|&c| u64::from(c)).collect() }
 }

@@ -10,7 +10,7 @@ use loopscope::wire::{Classification, StallPhase};
 use loopscope::{Agent, AgentBuilder};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn serving(b: AgentBuilder) -> AgentBuilder {
     b.serve("127.0.0.1:0").sample_interval(ms(50))
@@ -324,6 +324,86 @@ fn a_hundred_thousand_live_tasks_stream_as_a_full_state_then_small_ticks() {
         s.tasks().values().filter(|t| t.state == loopscope::wire::TaskState::Live).count() < 100
     });
     drop(rx);
+}
+
+/// Issue 13: one model of a scan. `Agent::snapshot()` and the stream read a task's counters in one pass over
+/// the tables into one sample type, and the snapshot's `TaskStats` and `LocationStats` are derived from those
+/// samples: a task and its location read the same both ways, field by field, however many polls, slow polls,
+/// stalls and wake-ups they count.
+#[test]
+fn a_task_and_its_location_read_the_same_in_a_snapshot_and_on_the_stream() {
+    use loopscope::wire::TaskState;
+    let (rt, agent) = multi_thread(2, serving(agent()).stall_threshold(ms(20)).track_schedule_latency(true));
+    let (go, rx) = tokio::sync::watch::channel(false);
+    let ids: Vec<u64> = rt.block_on(async {
+        let mut ids = Vec::new();
+        // The same spawn site twice: one task only yields, the other also blocks past the stall threshold. Then
+        // both wait, so their counters hold still between the two reads.
+        for block in [false, true] {
+            let mut rx = rx.clone();
+            let task = tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                }
+                if block {
+                    std::thread::sleep(ms(60));
+                }
+                let _ = rx.wait_for(|go| *go).await;
+            });
+            ids.push(task.id().to_string().parse().expect("tokio task ids print as numbers"));
+        }
+        ids
+    });
+    let counted = |t: &loopscope::wire::TaskStats| t.poll_count >= 6 && (t.id == ids[0] || t.stall_count >= 1);
+    wait_until("both tasks to wait, and the stall to be counted", || {
+        let snap = agent.snapshot();
+        ids.iter().all(|id| snap.tasks.iter().any(|t| t.id == *id && counted(t)))
+    });
+
+    let mut client = Client::connect(&addr(&agent), ms(2000)).expect("connects");
+    let mut state = State::new();
+    state.apply_hello(&client.hello().clone());
+    // The full state's task chunks follow it.
+    recv_until(&mut client, &mut state, "a full state with both tasks", |_, s| {
+        ids.iter().all(|id| s.task(*id).is_some())
+    });
+    let snap = agent.snapshot();
+
+    for id in &ids {
+        let sample = state.task(*id).expect("streamed");
+        let stats = snap.tasks.iter().find(|t| t.id == *id).expect("in the snapshot");
+        assert_eq!(stats.state, TaskState::Live);
+        assert_eq!(Some(&stats.location), state.task_location(sample));
+        assert!(stats.location.file.ends_with("tests/integration/stream.rs"), "{:?}", stats.location);
+        assert_eq!(stats.poll_count, sample.poll_count);
+        assert_eq!(stats.total_poll_duration, sample.busy());
+        assert_eq!(stats.max_poll_duration, Duration::from_nanos(sample.max_poll_nanos));
+        assert_eq!(stats.slow_poll_count, sample.slow_poll_count);
+        assert_eq!(stats.stall_count, sample.stall_count);
+        assert_eq!(stats.poll_histogram, sample.poll_histogram);
+        let latency = |l: &loopscope::wire::ScheduleLatency| (l.count, l.total, l.max, l.histogram.clone());
+        let streamed = |l: &loopscope::wire::proto::LatencySample| {
+            (l.count, Duration::from_nanos(l.total_nanos), Duration::from_nanos(l.max_nanos), l.histogram.clone())
+        };
+        assert_eq!(stats.schedule_latency.as_ref().map(latency), sample.schedule_latency.as_ref().map(streamed));
+    }
+    let blocker = snap.tasks.iter().find(|t| t.id == ids[1]).expect("in the snapshot");
+    assert!(blocker.stall_count >= 1 && blocker.slow_poll_count >= 1, "{blocker:?}");
+    assert!(blocker.max_poll_duration >= ms(60), "{blocker:?}");
+
+    // Their spawn site's sums, both ways.
+    let site = &blocker.location;
+    let stats = snap.locations.iter().find(|l| l.location == *site).expect("the spawn site in the snapshot");
+    let entry = state.locations().find(|l| l.location == *site).expect("the spawn site on the stream");
+    let sample = entry.stats.as_ref().expect("its sums were streamed");
+    assert_eq!((stats.live_tasks, stats.spawned_tasks), (sample.live_tasks, sample.spawned_tasks));
+    assert_eq!((stats.live_tasks, stats.spawned_tasks), (2, 2));
+    assert_eq!(stats.poll_count, sample.poll_count);
+    assert_eq!(stats.total_poll_duration, Duration::from_nanos(sample.busy_nanos));
+    assert_eq!(stats.max_poll_duration, Duration::from_nanos(sample.max_poll_nanos));
+    assert_eq!((stats.slow_poll_count, stats.stall_count), (sample.slow_poll_count, sample.stall_count));
+    assert_eq!(stats.poll_histogram, sample.poll_histogram);
+    go.send(true).unwrap();
 }
 
 #[test]

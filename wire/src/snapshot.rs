@@ -72,13 +72,6 @@ impl ScheduleLatency {
     pub fn mean(&self) -> Duration {
         if self.count == 0 { Duration::ZERO } else { self.total / self.count.min(u32::MAX as u64) as u32 }
     }
-
-    fn add(&mut self, other: &ScheduleLatency) {
-        self.count += other.count;
-        self.total += other.total;
-        self.max = self.max.max(other.max);
-        self.histogram.merge(&other.histogram);
-    }
 }
 
 /// Cumulative statistics of one task.
@@ -146,43 +139,6 @@ impl LocationStats {
             stall_count: 0,
             poll_histogram: LogHistogram::new(crate::histogram::TASK_HISTOGRAM_BUCKETS),
             schedule_latency: None,
-        }
-    }
-
-    /// Adds one task's statistics.
-    pub fn add_task(&mut self, t: &TaskStats) {
-        if t.state == TaskState::Live {
-            self.live_tasks += 1;
-        }
-        self.spawned_tasks += 1;
-        self.add_counts(t);
-    }
-
-    /// Adds a task's counters without counting the task itself (used for retired totals).
-    pub fn add_counts(&mut self, t: &TaskStats) {
-        self.poll_count += t.poll_count;
-        self.total_poll_duration += t.total_poll_duration;
-        self.max_poll_duration = self.max_poll_duration.max(t.max_poll_duration);
-        self.slow_poll_count += t.slow_poll_count;
-        self.stall_count += t.stall_count;
-        self.poll_histogram.merge(&t.poll_histogram);
-        if let Some(s) = &t.schedule_latency {
-            self.schedule_latency.get_or_insert_with(Default::default).add(s);
-        }
-    }
-
-    /// Adds another location's statistics (same location, other bookkeeping entry).
-    pub fn merge(&mut self, o: &LocationStats) {
-        self.live_tasks += o.live_tasks;
-        self.spawned_tasks += o.spawned_tasks;
-        self.poll_count += o.poll_count;
-        self.total_poll_duration += o.total_poll_duration;
-        self.max_poll_duration = self.max_poll_duration.max(o.max_poll_duration);
-        self.slow_poll_count += o.slow_poll_count;
-        self.stall_count += o.stall_count;
-        self.poll_histogram.merge(&o.poll_histogram);
-        if let Some(s) = &o.schedule_latency {
-            self.schedule_latency.get_or_insert_with(Default::default).add(s);
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub(crate) mod sampler;
 
+use crate::scan::pass::recent_finished;
 use crate::scan::snapshot;
 use crate::shared::tables::{FINISHED, LIVE, RingCursor, TERMINATING, TaskCounts};
 use crate::shared::{AGENT_THREAD, Shared};
@@ -496,7 +497,7 @@ impl AgentThread {
                 if agg.finished.len() >= retain {
                     agg.finished.pop_front();
                 }
-                agg.finished.push_back(snapshot::task_stats(&shared, c, loopscope_wire::TaskState::Finished));
+                agg.finished.push_back(recent_finished(c));
             }
         };
         // The tasks the hooks retired (their totals are folded already), newest last; at most the ring's

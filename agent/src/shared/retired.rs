@@ -3,7 +3,8 @@
 //! hooks fold them in: `tables::LocationTotals`.) Written by the agent thread's reclaim pass, read by snapshots
 //! and the stream under the same lock.
 
-use loopscope_wire::{LogHistogram, TaskStats};
+use loopscope_wire::LogHistogram;
+use loopscope_wire::proto::TaskSample;
 use std::collections::VecDeque;
 
 /// Totals of exited threads whose slots were dropped.
@@ -18,7 +19,8 @@ pub(crate) struct RetiredWorkers {
 /// Everything the agent thread accumulates; read by snapshots.
 #[derive(Debug, Default)]
 pub(crate) struct AggState {
-    /// Recently finished tasks, newest last.
-    pub(crate) finished: VecDeque<TaskStats>,
+    /// Recently finished tasks, newest last, in the form a scan reads them (`scan::pass::recent_finished`),
+    /// with their location-table index as `location`: a snapshot shows them as it shows the tasks it scans.
+    pub(crate) finished: VecDeque<TaskSample>,
     pub(crate) retired_workers: RetiredWorkers,
 }

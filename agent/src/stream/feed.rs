@@ -6,232 +6,22 @@
 //! use, the low 32 bits of the poll count it last sent (in the entry's padding, so it costs no memory) and
 //! learns which tasks finished from the agent thread's reclaim pass.
 //!
-//! A new client gets a full state instead, built on its own server thread by [`FullStateSource`](super::full_state::FullStateSource) from the
-//! same tables.
+//! A new client gets a full state instead, built on its own server thread by
+//! [`FullStateSource`](super::full_state::FullStateSource) from the same pass over the tables
+//! (`crate::scan::pass`), which snapshots read too.
 
-use crate::scan::{add_counters, dropped, finished_totals, hist};
+use crate::scan::dropped;
+use crate::scan::pass::{Recent, scan, scan_totals};
 use crate::shared::Shared;
 use crate::shared::stream::{FeedShared, Latest, LocationIds};
-use crate::shared::tables::{FINISHED, LIFECYCLE, NONE, TASK_BUCKETS, TaskCounts, TaskEntry};
+use crate::shared::tables::{FINISHED, LIFECYCLE, NONE, TaskEntry};
 use crate::sync::lock;
-use loopscope_wire::proto::{
-    self, GlobalSample, LatencySample, LocationSample, TaskSample, Tick, WaitHistogram, WaitTimes, WorkerSample,
-};
-use loopscope_wire::{LogHistogram, TaskState, ThreadInfo, Totals};
+use loopscope_wire::ThreadInfo;
+use loopscope_wire::proto::{self, GlobalSample, Tick, WaitHistogram, WaitTimes, WorkerSample};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
-
-/// Per-location sums while scanning.
-#[derive(Debug, Default)]
-pub(super) struct LocAcc {
-    live: u64,
-    spawned: u64,
-    polls: u64,
-    busy: u64,
-    max: u64,
-    slow: u64,
-    stalls: u64,
-    hist: Option<LogHistogram>,
-    sched: Option<LatencySample>,
-}
-
-impl LocAcc {
-    fn add(&mut self, t: &TaskSample, live: bool) {
-        self.live += u64::from(live);
-        self.spawned += 1;
-        self.polls += t.poll_count;
-        self.busy += t.busy_nanos;
-        self.max = self.max.max(t.max_poll_nanos);
-        self.slow += t.slow_poll_count;
-        self.stalls += t.stall_count;
-        self.hist.get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS)).merge(&t.poll_histogram);
-        if let Some(s) = &t.schedule_latency {
-            merge_latency(&mut self.sched, s);
-        }
-    }
-
-    pub(super) fn sample(self, id: u32) -> LocationSample {
-        LocationSample {
-            id,
-            live_tasks: self.live,
-            spawned_tasks: self.spawned,
-            poll_count: self.polls,
-            busy_nanos: self.busy,
-            max_poll_nanos: self.max,
-            slow_poll_count: self.slow,
-            stall_count: self.stalls,
-            poll_histogram: self.hist.unwrap_or_else(|| LogHistogram::new(TASK_BUCKETS)),
-            schedule_latency: self.sched,
-        }
-    }
-}
-
-fn merge_latency(into: &mut Option<LatencySample>, s: &LatencySample) {
-    match into {
-        Some(l) => {
-            l.count += s.count;
-            l.total_nanos += s.total_nanos;
-            l.max_nanos = l.max_nanos.max(s.max_nanos);
-            l.histogram.merge(&s.histogram);
-        }
-        None => *into = Some(s.clone()),
-    }
-}
-
-/// A task entry's counters in stream form.
-fn task_sample(c: &TaskCounts, location: u32) -> TaskSample {
-    TaskSample {
-        id: c.id,
-        location,
-        state: if c.state == FINISHED { TaskState::Finished } else { TaskState::Live },
-        poll_count: c.polls,
-        busy_nanos: c.busy_ns,
-        max_poll_nanos: c.max_poll_ns,
-        slow_poll_count: c.slow_polls,
-        stall_count: c.stalls,
-        poll_histogram: hist(&c.poll_hist),
-        schedule_latency: (c.sched_count > 0).then(|| LatencySample {
-            count: c.sched_count,
-            total_nanos: c.sched_total_ns,
-            max_nanos: c.sched_max_ns,
-            histogram: hist(&c.sched_hist),
-        }),
-    }
-}
-
-/// The result of one pass over the task table.
-pub(super) struct Scan {
-    pub(super) tasks: Vec<TaskSample>,
-    pub(super) locations: HashMap<u32, LocAcc>,
-    pub(super) poll_histogram: LogHistogram,
-    pub(super) totals: Totals,
-}
-
-/// Scans the task table. `keep` decides, per entry index and counters, whether the task goes into
-/// `Scan::tasks` (it also sees empty entries, as `None`); every task counts toward its location. A task that
-/// goes in is marked `SEEN` first (`TaskTable::publish`), so that its end reaches the clients; one that is
-/// ending right then stays out. Holds the agent thread's lock, which it frees entries under, and reads the
-/// finished tasks' totals before the table (see `scan::finished_totals`), so a task is never counted twice.
-pub(super) fn scan(
-    shared: &Shared,
-    ids: &mut LocationIds,
-    mut keep: impl FnMut(usize, Option<&TaskCounts>) -> bool,
-) -> Scan {
-    let sentinel = shared.sentinel_task.load(Relaxed);
-    let mut locations: HashMap<u32, LocAcc> = HashMap::new();
-    let mut tasks = Vec::new();
-    let mut totals = Totals::default();
-    let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
-    add_slots(shared, &mut totals, &mut poll_histogram);
-    let agg = lock(&shared.agg);
-    let finished = finished_totals(shared);
-    for i in shared.tasks.indexes() {
-        let Some(c) = shared.tasks.read(i) else {
-            keep(i, None);
-            continue;
-        };
-        if c.id == sentinel {
-            continue;
-        }
-        let id = ids.id(&shared.locations, c.location);
-        let t = task_sample(&c, id);
-        locations.entry(id).or_default().add(&t, c.state != FINISHED);
-        if keep(i, Some(&c)) && shared.tasks.publish(i, c.id) {
-            tasks.push(t);
-        }
-    }
-    for (index, t) in finished {
-        let id = ids.id(&shared.locations, index);
-        let acc = locations.entry(id).or_default();
-        acc.spawned += t.finished;
-        acc.polls += t.polls;
-        acc.busy += t.busy_ns;
-        acc.max = acc.max.max(t.max_poll_ns);
-        acc.slow += t.slow_polls;
-        acc.stalls += t.stalls;
-        acc.hist
-            .get_or_insert_with(|| LogHistogram::new(TASK_BUCKETS))
-            .merge(&LogHistogram { counts: t.poll_hist.to_vec() });
-        if t.sched_count > 0 {
-            let s = LatencySample {
-                count: t.sched_count,
-                total_nanos: t.sched_total_ns,
-                max_nanos: t.sched_max_ns,
-                histogram: LogHistogram { counts: t.sched_hist.to_vec() },
-            };
-            merge_latency(&mut acc.sched, &s);
-        }
-    }
-    let retired_workers = agg.retired_workers.clone();
-    drop(agg);
-    add_retired_workers(&retired_workers, &mut totals, &mut poll_histogram);
-    for acc in locations.values() {
-        if let Some(h) = &acc.hist {
-            poll_histogram.merge(h);
-        }
-    }
-    add_counters(shared, &mut totals);
-    Scan { tasks, locations, poll_histogram, totals }
-}
-
-/// The live threads' poll counts, and the polls of tasks the task table doesn't track.
-fn add_slots(shared: &Shared, totals: &mut Totals, poll_histogram: &mut LogHistogram) {
-    for s in &shared.slots.list() {
-        totals.poll_count += s.polls.load(Relaxed);
-        totals.total_poll_duration += Duration::from_nanos(s.busy_ns.load(Relaxed));
-        totals.slow_poll_count += s.slow_polls.load(Relaxed);
-        poll_histogram.merge(&s.untracked_histogram());
-    }
-}
-
-/// The counts of threads that exited.
-fn add_retired_workers(
-    r: &crate::shared::retired::RetiredWorkers,
-    totals: &mut Totals,
-    poll_histogram: &mut LogHistogram,
-) {
-    totals.poll_count += r.polls;
-    totals.total_poll_duration += Duration::from_nanos(r.busy_ns);
-    totals.slow_poll_count += r.slow_polls;
-    poll_histogram.merge(&r.untracked_hist);
-}
-
-/// The totals and the poll histogram of [`scan`] without the per-task and per-location samples: what the
-/// metrics need while no stream client listens. The same pass over the table (under the same lock), but it
-/// only adds each entry's histogram buckets, allocating nothing per task; a full scan builds a sample per
-/// task, which with 10,000 tasks costs the agent thread several times more.
-pub(super) fn scan_totals(shared: &Shared) -> (Totals, LogHistogram) {
-    let sentinel = shared.sentinel_task.load(Relaxed);
-    let mut totals = Totals::default();
-    let mut poll_histogram = LogHistogram::new(TASK_BUCKETS);
-    add_slots(shared, &mut totals, &mut poll_histogram);
-    let mut counts = [0u64; TASK_BUCKETS];
-    let agg = lock(&shared.agg);
-    // Before the table, as in `scan`: a task is counted finished or live, never both.
-    let finished = finished_totals(shared);
-    for i in shared.tasks.indexes() {
-        let Some(c) = shared.tasks.read(i) else { continue };
-        if c.id == sentinel {
-            continue;
-        }
-        for (sum, n) in counts.iter_mut().zip(c.poll_hist) {
-            *sum += u64::from(n);
-        }
-    }
-    for (_, t) in finished {
-        for (sum, n) in counts.iter_mut().zip(t.poll_hist) {
-            *sum += n;
-        }
-    }
-    let retired_workers = agg.retired_workers.clone();
-    drop(agg);
-    add_retired_workers(&retired_workers, &mut totals, &mut poll_histogram);
-    poll_histogram.merge(&LogHistogram { counts: counts.to_vec() });
-    add_counters(shared, &mut totals);
-    (totals, poll_histogram)
-}
 
 pub(super) fn proto_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -327,30 +117,37 @@ impl Feed {
         self.seq += 1;
         let uptime = shared.uptime();
         let mut ids = lock(&self.shared_feed.ids);
-        let mut scan = scan(shared, &mut ids, |i, c| {
-            // An empty entry has no mark: the reclaim that freed it cleared it, and put the task it held in
-            // `finished`.
-            let Some(c) = c else { return false };
-            let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
-            let m = mark(c.polls, c.state);
-            // Unchanged since the last tick: not sent. Changed: sent if `scan` may publish it, and then the mark
-            // is stored (a task it may not publish is ending, and its entry is being retired).
-            if e.feed_mark.load(Relaxed) == m || !shared.tasks.publish(i, c.id) {
-                return false;
-            }
-            update_mark(e, c.id, m);
-            true
-        });
+        let location = |index| ids.id(&shared.locations, index);
+        let mut scan = scan(
+            shared,
+            location,
+            |i, c| {
+                // An empty entry has no mark: the reclaim that freed it cleared it, and put the task it held in
+                // `finished`.
+                let Some(c) = c else { return false };
+                let Some(e) = u32::try_from(i).ok().and_then(|i| shared.tasks.get(i)) else { return false };
+                let m = mark(c.polls, c.state);
+                // Unchanged since the last tick: not sent. Changed: sent if it can be published (marked `SEEN`,
+                // so that its end reaches the clients), and then the mark is stored (a task that can't be is
+                // ending, and its entry is being retired).
+                if e.feed_mark.load(Relaxed) == m || !shared.tasks.publish(i, c.id) {
+                    return false;
+                }
+                update_mark(e, c.id, m);
+                true
+            },
+            Recent::Skip,
+        );
         let workers = sample.map(|s| workers(shared, &mut ids, s)).unwrap_or_default();
         let new_locations = ids.infos[self.announced.min(ids.infos.len())..].to_vec();
         self.announced = ids.infos.len();
         drop(ids);
         let mut locations = Vec::new();
-        for (id, acc) in scan.locations.drain() {
-            let key = (acc.polls, acc.live, acc.spawned);
+        for (id, l) in scan.locations.drain() {
+            let key = (l.poll_count, l.live_tasks, l.spawned_tasks);
             if self.location_sent.get(&id) != Some(&key) {
                 self.location_sent.insert(id, key);
-                locations.push(acc.sample(id));
+                locations.push(l);
             }
         }
         locations.sort_by_key(|l| l.id);

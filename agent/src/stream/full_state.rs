@@ -2,10 +2,12 @@
 //! runtime without having seen a tick, built on the server's threads (or the agent thread, for the recording)
 //! from the same tables and marks as the ticks.
 
-use super::feed::{proto_nanos, scan};
+use super::feed::proto_nanos;
 use crate::scan::dropped;
+use crate::scan::pass::{Recent, scan};
 use crate::shared::Shared;
 use crate::shared::stream::FeedShared;
+use crate::shared::tables::TaskCounts;
 use crate::sync::lock;
 use loopscope_wire::StallEvent;
 use loopscope_wire::proto::{self, FullState, LocationSample, ServerMessage, TaskSample};
@@ -60,8 +62,12 @@ fn full_state(shared: &Shared, feed: &FeedShared) -> (FullState, Vec<TaskSample>
     let latest = lock(&feed.latest).clone();
     let mut ids = lock(&feed.ids);
     let uptime = shared.uptime();
-    let mut scan = scan(shared, &mut ids, |_, c| c.is_some());
-    let mut location_stats: Vec<LocationSample> = scan.locations.drain().map(|(id, acc)| acc.sample(id)).collect();
+    let location = |index| ids.id(&shared.locations, index);
+    // Every task in the table goes in, marked `SEEN` first so that its end reaches the client; one that is
+    // ending right then stays out.
+    let keep = |i, c: Option<&TaskCounts>| c.is_some_and(|c| shared.tasks.publish(i, c.id));
+    let mut scan = scan(shared, location, keep, Recent::Skip);
+    let mut location_stats: Vec<LocationSample> = scan.locations.drain().map(|(_, l)| l).collect();
     location_stats.sort_by_key(|l| l.id);
     let locations = ids.infos.clone();
     drop(ids);

@@ -4,7 +4,8 @@
 //! holds the messages themselves.
 
 use crate::histogram::LogHistogram;
-use crate::snapshot::{LocationStats, TaskState, TaskStats};
+use crate::snapshot::{LocationStats, ScheduleLatency, TaskState, TaskStats};
+use crate::stall::Location;
 use crate::stall::ThreadInfo;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -27,14 +28,38 @@ impl LatencySample {
     pub fn mean(&self) -> Duration {
         Duration::from_nanos(self.total_nanos.checked_div(self.count).unwrap_or(0))
     }
+
+    /// Adds another set of measurements to `into`, which has none yet when it is `None`.
+    fn add_to(into: &mut Option<LatencySample>, s: &LatencySample) {
+        match into {
+            Some(l) => {
+                l.count += s.count;
+                l.total_nanos += s.total_nanos;
+                l.max_nanos = l.max_nanos.max(s.max_nanos);
+                l.histogram.merge(&s.histogram);
+            }
+            None => *into = Some(s.clone()),
+        }
+    }
 }
 
-impl From<&crate::snapshot::ScheduleLatency> for LatencySample {
-    fn from(s: &crate::snapshot::ScheduleLatency) -> Self {
+impl From<&ScheduleLatency> for LatencySample {
+    fn from(s: &ScheduleLatency) -> Self {
         LatencySample {
             count: s.count,
             total_nanos: nanos(s.total),
             max_nanos: nanos(s.max),
+            histogram: s.histogram.clone(),
+        }
+    }
+}
+
+impl From<&LatencySample> for ScheduleLatency {
+    fn from(s: &LatencySample) -> Self {
+        ScheduleLatency {
+            count: s.count,
+            total: Duration::from_nanos(s.total_nanos),
+            max: Duration::from_nanos(s.max_nanos),
             histogram: s.histogram.clone(),
         }
     }
@@ -110,6 +135,25 @@ impl TaskSample {
     }
 }
 
+impl TaskStats {
+    /// A snapshot's form of a stream [`TaskSample`], at `location` (what the sample's location id stands for).
+    /// The agent builds its snapshots this way, from the same samples it streams, so the two always agree.
+    pub fn from_sample(t: &TaskSample, location: Location) -> Self {
+        TaskStats {
+            id: t.id,
+            location,
+            state: t.state,
+            poll_count: t.poll_count,
+            total_poll_duration: Duration::from_nanos(t.busy_nanos),
+            max_poll_duration: Duration::from_nanos(t.max_poll_nanos),
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram.clone(),
+            schedule_latency: t.schedule_latency.as_ref().map(ScheduleLatency::from),
+        }
+    }
+}
+
 /// Cumulative counters of every task spawned at one location.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocationSample {
@@ -165,6 +209,87 @@ impl LocationSample {
             stall_count: l.stall_count,
             poll_histogram: l.poll_histogram.clone(),
             schedule_latency: l.schedule_latency.as_ref().map(LatencySample::from),
+        }
+    }
+
+    /// Adds one task's counters, and the task itself to `spawned_tasks` (and to `live_tasks` while it is
+    /// live). The agent sums its locations this way, and so do [`LocationStats`]' own methods: a location's
+    /// sums are defined here once.
+    pub fn add_task(&mut self, t: &TaskSample) {
+        self.live_tasks += u64::from(t.state == TaskState::Live);
+        self.spawned_tasks += 1;
+        self.add_counts(t);
+    }
+
+    /// Adds a task's counters without counting the task itself (used for retired totals).
+    pub fn add_counts(&mut self, t: &TaskSample) {
+        self.poll_count += t.poll_count;
+        self.busy_nanos += t.busy_nanos;
+        self.max_poll_nanos = self.max_poll_nanos.max(t.max_poll_nanos);
+        self.slow_poll_count += t.slow_poll_count;
+        self.stall_count += t.stall_count;
+        self.poll_histogram.merge(&t.poll_histogram);
+        if let Some(s) = &t.schedule_latency {
+            LatencySample::add_to(&mut self.schedule_latency, s);
+        }
+    }
+
+    /// Adds another location's sums (the same location under another id, or its finished tasks' totals).
+    pub fn merge(&mut self, o: &LocationSample) {
+        self.live_tasks += o.live_tasks;
+        self.spawned_tasks += o.spawned_tasks;
+        // Its counters are a task's, summed: added as one task's, they are summed once, in `add_counts`.
+        let as_task = TaskSample {
+            poll_count: o.poll_count,
+            busy_nanos: o.busy_nanos,
+            max_poll_nanos: o.max_poll_nanos,
+            slow_poll_count: o.slow_poll_count,
+            stall_count: o.stall_count,
+            poll_histogram: o.poll_histogram.clone(),
+            schedule_latency: o.schedule_latency.clone(),
+            ..TaskSample::new(0, o.id)
+        };
+        self.add_counts(&as_task);
+    }
+}
+
+/// [`LocationStats`]' sums are [`LocationSample`]'s, in the snapshot's units.
+impl LocationStats {
+    /// Adds one task's statistics.
+    pub fn add_task(&mut self, t: &TaskStats) {
+        self.in_sample_form(|l| l.add_task(&TaskSample::from_stats(t, 0)));
+    }
+
+    /// Adds a task's counters without counting the task itself (used for retired totals).
+    pub fn add_counts(&mut self, t: &TaskStats) {
+        self.in_sample_form(|l| l.add_counts(&TaskSample::from_stats(t, 0)));
+    }
+
+    /// Adds another location's statistics (same location, other bookkeeping entry).
+    pub fn merge(&mut self, o: &LocationStats) {
+        self.in_sample_form(|l| l.merge(&LocationSample::from_stats(o, 0)));
+    }
+
+    fn in_sample_form(&mut self, change: impl FnOnce(&mut LocationSample)) {
+        let mut l = LocationSample::from_stats(self, 0);
+        change(&mut l);
+        let location = std::mem::replace(&mut self.location, Location::new("", 0, 0));
+        *self = LocationStats::from_sample(&l, location);
+    }
+
+    /// A snapshot's form of a stream [`LocationSample`], at `location` (what the sample's id stands for).
+    pub fn from_sample(l: &LocationSample, location: Location) -> Self {
+        LocationStats {
+            location,
+            live_tasks: l.live_tasks,
+            spawned_tasks: l.spawned_tasks,
+            poll_count: l.poll_count,
+            total_poll_duration: Duration::from_nanos(l.busy_nanos),
+            max_poll_duration: Duration::from_nanos(l.max_poll_nanos),
+            slow_poll_count: l.slow_poll_count,
+            stall_count: l.stall_count,
+            poll_histogram: l.poll_histogram.clone(),
+            schedule_latency: l.schedule_latency.as_ref().map(ScheduleLatency::from),
         }
     }
 }
@@ -297,4 +422,93 @@ pub struct WaitTimes {
 /// A duration as `u64` nanoseconds, saturating (584 years).
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_sample() -> TaskSample {
+        TaskSample {
+            state: TaskState::Finished,
+            poll_count: 7,
+            busy_nanos: 1_234_567,
+            max_poll_nanos: 900_001,
+            slow_poll_count: 3,
+            stall_count: 1,
+            poll_histogram: LogHistogram { counts: (0..22).collect() },
+            schedule_latency: Some(LatencySample {
+                count: 5,
+                total_nanos: 5_000,
+                max_nanos: 2_000,
+                histogram: LogHistogram { counts: vec![0, 5] },
+            }),
+            ..TaskSample::new(42, 3)
+        }
+    }
+
+    /// A snapshot's task is the stream's sample read at its location: every field comes across, and back.
+    #[test]
+    fn a_task_sample_and_its_stats_are_one_model() {
+        let sample = task_sample();
+        let at = Location::new("src/main.rs", 10, 5);
+        let stats = TaskStats::from_sample(&sample, at.clone());
+        assert_eq!(stats.id, 42);
+        assert_eq!(stats.location, at);
+        assert_eq!(stats.total_poll_duration, Duration::from_nanos(1_234_567));
+        assert_eq!(stats.max_poll_duration, Duration::from_nanos(900_001));
+        assert_eq!(stats.schedule_latency.as_ref().map(|s| s.total), Some(Duration::from_nanos(5_000)));
+        assert_eq!(TaskSample::from_stats(&stats, 3), sample);
+        assert_eq!(TaskSample::from_stats(&TaskStats { schedule_latency: None, ..stats }, 3).schedule_latency, None);
+    }
+
+    #[test]
+    fn a_location_sample_and_its_stats_are_one_model() {
+        let t = task_sample();
+        let sample = LocationSample {
+            live_tasks: 2,
+            spawned_tasks: 9,
+            poll_count: t.poll_count,
+            busy_nanos: t.busy_nanos,
+            max_poll_nanos: t.max_poll_nanos,
+            slow_poll_count: t.slow_poll_count,
+            stall_count: t.stall_count,
+            poll_histogram: t.poll_histogram,
+            schedule_latency: t.schedule_latency,
+            ..LocationSample::new(3)
+        };
+        let at = Location::new("src/lib.rs", 1, 1);
+        let stats = LocationStats::from_sample(&sample, at.clone());
+        assert_eq!((stats.location.clone(), stats.live_tasks, stats.spawned_tasks), (at, 2, 9));
+        assert_eq!(stats.total_poll_duration, Duration::from_nanos(1_234_567));
+        assert_eq!(LocationSample::from_stats(&stats, 3), sample);
+    }
+
+    /// A location's sums are defined once, on the sample: the snapshot's `LocationStats` add up the same.
+    #[test]
+    fn a_location_sums_its_tasks_the_same_in_both_forms() {
+        let (a, b) = (task_sample(), TaskSample { id: 43, state: TaskState::Live, ..TaskSample::new(43, 3) });
+        let at = Location::new("src/main.rs", 10, 5);
+        let mut sample = LocationSample::new(3);
+        sample.add_task(&a);
+        sample.add_task(&b);
+        let mut stats = LocationStats::new(at.clone());
+        stats.add_task(&TaskStats::from_sample(&a, at.clone()));
+        stats.add_task(&TaskStats::from_sample(&b, at.clone()));
+        assert_eq!((sample.live_tasks, sample.spawned_tasks, sample.poll_count), (1, 2, 7));
+        assert_eq!(stats, LocationStats::from_sample(&sample, at.clone()));
+
+        // Merging (another id of the same location, or finished tasks' totals) and adding counts alone.
+        let mut twice = sample.clone();
+        twice.merge(&sample);
+        let mut stats_twice = stats.clone();
+        stats_twice.merge(&stats);
+        assert_eq!((twice.spawned_tasks, twice.busy_nanos, twice.max_poll_nanos), (4, 2 * 1_234_567, 900_001));
+        assert_eq!(twice.schedule_latency.as_ref().map(|l| (l.count, l.max_nanos)), Some((10, 2_000)));
+        assert_eq!(stats_twice, LocationStats::from_sample(&twice, at.clone()));
+        stats.add_counts(&TaskStats::from_sample(&a, at.clone()));
+        sample.add_counts(&a);
+        assert_eq!((sample.spawned_tasks, sample.poll_count), (2, 14));
+        assert_eq!(stats, LocationStats::from_sample(&sample, at));
+    }
 }

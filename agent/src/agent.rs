@@ -16,6 +16,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 mod builder;
+#[cfg(all(test, tokio_unstable))]
+mod stable_tests;
 
 pub use builder::{AgentBuilder, Error};
 

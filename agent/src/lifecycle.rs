@@ -29,15 +29,15 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     }
     let me = shared;
     let handle = tokio::runtime::Handle::try_current().ok();
-    if let Some(h) = &handle {
-        let _ = me.runtime_metrics.set(h.metrics());
-    }
     // watchdog -> prober (looks) -> agent thread: the watchdog never waits on a probe.
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let (probe_tx, probe_rx) = std::sync::mpsc::sync_channel(1024);
     let prober = {
         let me = me.clone();
-        std::thread::Builder::new().name("loopscope-prober".into()).spawn(move || prober::run(me, probe_rx, tx))
+        // Not kept in `Shared`: the runtime holds the hooks, which hold `Shared`, so a handle there would keep
+        // the runtime (its driver's file descriptors) alive forever. The threads drop theirs when they exit.
+        let handle = handle.clone();
+        std::thread::Builder::new().name("loopscope-prober".into()).spawn(move || prober::run(me, handle, probe_rx, tx))
     };
     let watchdog = {
         let me = me.clone();

@@ -115,9 +115,6 @@ pub(crate) struct Shared {
     pub(crate) watchdog_slept: AtomicBool,
     /// The watchdog thread, to wake it.
     pub(crate) watchdog_thread: std::sync::OnceLock<std::thread::Thread>,
-    /// The runtime's metrics, from the first hook on (stable mode reads its workers' figures: `busy.rs`, the
-    /// prober).
-    pub(crate) runtime_metrics: std::sync::OnceLock<tokio::runtime::RuntimeMetrics>,
     pub(crate) subscribers: Mutex<Vec<Subscriber>>,
     /// The latest state of recent stalls, for `Agent::stalls` and new clients' full state.
     pub(crate) recent_stalls: Mutex<stalls::StallStore>,
@@ -205,7 +202,6 @@ impl Shared {
             watchdog_asleep: Padded(AtomicBool::new(false)),
             watchdog_slept: AtomicBool::new(false),
             watchdog_thread: std::sync::OnceLock::new(),
-            runtime_metrics: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
             recent_stalls: Mutex::new(stalls::StallStore::new(RECENT_STALLS)),
             facts: Mutex::new(RuntimeFacts::default()),

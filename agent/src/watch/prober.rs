@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
-use tokio::runtime::RuntimeMetrics;
+use tokio::runtime::{Handle, RuntimeMetrics};
 
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
+pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<ProbeJob>, tx: SyncSender<WatchMsg>) {
+    // Stable mode's confirmations read the workers' figures around their looks (`probing::WorkerMotion`).
+    let metrics = handle.map(|h| h.metrics());
     // A look that comes after its poll ended is thrown away, so on a busy machine a prober kept waiting for a
     // CPU loses the looks. Nice -10 where permitted (never real-time: a capture may wait for its target).
     let _ = loopscope_probes::thread::raise_priority(false, -10);
@@ -38,7 +40,8 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<ProbeJob>, tx: SyncSender<Wa
                 if let (Some((slot, seq, tid)), Some((at, t0))) = (confirm, first) {
                     let stacks = usize::from(look.as_ref().is_some_and(|l| matches!(l.snapshot.stack, Some(Ok(_)))));
                     let first = (at, t0, stacks);
-                    (flag.more_looks, flag.span_ended, flag.motion) = confirm_looks(&shared, &slot, seq, tid, first);
+                    (flag.more_looks, flag.span_ended, flag.motion) =
+                        confirm_looks(&shared, metrics.as_ref(), &slot, seq, tid, first);
                 }
                 flag.look = look;
             }
@@ -119,12 +122,12 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
 /// waiting runs few polls between looks, too few for tokio to publish anything.
 fn confirm_looks(
     shared: &Shared,
+    metrics: Option<&RuntimeMetrics>,
     slot: &std::sync::Arc<crate::shared::slots::WorkerSlot>,
     seq: u64,
     tid: i32,
     (first_at, first_taken, mut stacks): (Duration, Instant, usize),
 ) -> (Vec<Look>, bool, Option<WorkerMotion>) {
-    let metrics = shared.runtime_metrics.get();
     // The workers' figures and the thread's CPU clock, read together.
     let reading = || metrics.map(|m| Reading { marks: worker_marks(m), at: Instant::now(), cpu: cpu_time(tid) });
     let before = reading();

@@ -117,7 +117,7 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
 /// does while a capture waits for a thread.
 ///
 /// Also returns what tokio's stable worker metrics did meanwhile, and how long the thread ran on a CPU
-/// ([`WorkerMotion`]; `None` without the metrics). While the thread is runnable but has not yet run
+/// ([`WorkerMotion`]; `None` without the metrics; an empty window when the span ended at the first look after). While the thread is runnable but has not yet run
 /// [`probing::MIN_RUN`] in the window, the window is stretched: on a crowded machine a worker the OS keeps
 /// waiting runs few polls between looks, too few for tokio to publish anything.
 fn confirm_looks(
@@ -186,7 +186,11 @@ fn confirm_looks(
             std::thread::sleep(probing::CONFIRM_GAP);
         }
     }
-    let motion = before.zip(last_in_span).map(|(from, to)| {
+    // No reading inside the span after the first (it ended at the next look): an empty window, which says
+    // nothing, so the figures agree with no rule (`WorkerMotion::still`). Without this, a run of "the same
+    // frames" carried over from earlier candidates of a storm was confirmed as a stall that just ended.
+    let motion = before.map(|from| {
+        let to = last_in_span.unwrap_or(Reading { marks: from.marks.clone(), at: from.at, cpu: from.cpu });
         // The workers this thread may run: all of them until the park hooks have narrowed it down, less those
         // that other threads are known to run.
         let mask = match slot.worker_mask.load(Relaxed) {

@@ -117,9 +117,10 @@ fn take_look(shared: &Shared, req: &LookRequest) -> Option<Look> {
 /// does while a capture waits for a thread.
 ///
 /// Also returns what tokio's stable worker metrics did meanwhile, and how long the thread ran on a CPU
-/// ([`WorkerMotion`]; `None` without the metrics; an empty window when the span ended at the first look after). While the thread is runnable but has not yet run
-/// [`probing::MIN_RUN`] in the window, the window is stretched: on a crowded machine a worker the OS keeps
-/// waiting runs few polls between looks, too few for tokio to publish anything.
+/// ([`WorkerMotion`]; `None` without the metrics; an empty window when the span ended at the first look after).
+/// While the thread is runnable but has not yet run [`probing::MIN_RUN`] in the window, the window is
+/// stretched: on a crowded machine a worker the OS keeps waiting runs few polls between looks, too few for
+/// tokio to publish anything.
 fn confirm_looks(
     shared: &Shared,
     metrics: Option<&RuntimeMetrics>,

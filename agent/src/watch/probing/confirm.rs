@@ -34,11 +34,12 @@ pub(crate) const MIN_RUN: Duration = Duration::from_millis(2);
 /// tokio publishes a worker's busy time and park count only when it parks and at its maintenance, which runs
 /// every 61 scheduler ticks (`event_interval`). So a worker whose figures did not move ran fewer than 61 ticks
 /// (or stayed parked) meanwhile, and one whose figures moved reached a scheduling point: whatever poll it was
-/// in when the window opened has returned. Which worker the thread runs is learned at its unparks
-/// (`busy.rs`); until then every worker is a candidate, and only "all still" or "all moved" says anything.
+/// in when the window opened has returned. Which worker the thread runs is learned at its parks and unparks
+/// (`busy.rs`); until then every worker it may run is a candidate, and only all of them still says "one poll".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WorkerMotion {
-    /// From the reading before the looks after the first to the reading after the last.
+    /// From the reading before the looks after the first to the last reading that the span was still open
+    /// after (zero when there was none).
     pub(crate) window: Duration,
     /// The workers the thread may be running.
     pub(crate) candidates: usize,

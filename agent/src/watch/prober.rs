@@ -191,7 +191,7 @@ fn confirm_looks(
     // nothing, so the figures agree with no rule (`WorkerMotion::still`). Without this, a run of "the same
     // frames" carried over from earlier candidates of a storm was confirmed as a stall that just ended.
     let motion = before.map(|from| {
-        let to = last_in_span.unwrap_or(Reading { marks: from.marks.clone(), at: from.at, cpu: from.cpu });
+        let to = last_in_span.as_ref().unwrap_or(&from);
         // The workers this thread may run: all of them until the park hooks have narrowed it down, less those
         // that other threads are known to run.
         let mask = match slot.worker_mask.load(Relaxed) {
@@ -212,8 +212,8 @@ fn confirm_looks(
         let candidates = (0..n).filter(|&i| mine(i)).count();
         // A worker gone between the readings (the runtime shutting down) counts as moved.
         let moved = (0..n).filter(|&i| mine(i) && to.marks.get(i) != from.marks.get(i)).count();
-        let thread_ran = ran_between(&from, &to);
-        WorkerMotion { window: to.at - from.at, candidates, moved, known: candidates == 1, thread_ran }
+        let thread_ran = ran_between(&from, to);
+        WorkerMotion { window: to.at - from.at, candidates, moved, thread_ran }
     });
     (looks, ended || !slot.still_in(seq), motion)
 }

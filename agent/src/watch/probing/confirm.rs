@@ -20,7 +20,7 @@ pub(crate) const CONFIRM_CAPTURE_TIMEOUT: Duration = Duration::from_millis(5);
 pub(crate) const CONFIRM_GAP: Duration = Duration::from_micros(1500);
 
 /// Stable mode: the shortest time with no worker at a scheduling point that counts as evidence of one poll
-/// ([`WorkerMotion::all_still`]): a window of three stacks, [`CONFIRM_GAP`] apart, qualifies, and a shorter one
+/// ([`WorkerMotion::still`]): a window of three stacks, [`CONFIRM_GAP`] apart, qualifies, and a shorter one
 /// (looks that returned at once) does not.
 pub(crate) const MIN_STILL_WINDOW: Duration = Duration::from_millis(2);
 
@@ -45,8 +45,6 @@ pub(crate) struct WorkerMotion {
     pub(crate) candidates: usize,
     /// How many of them reached a scheduling point in the window.
     pub(crate) moved: usize,
-    /// The thread's worker is known (one candidate).
-    pub(crate) known: bool,
     /// How long the thread ran on a CPU in the window, when its CPU clock could be read.
     pub(crate) thread_ran: Option<Duration>,
 }
@@ -66,7 +64,8 @@ impl WorkerMotion {
 
     /// What still figures say, for a verdict's reason.
     fn describe(&self) -> String {
-        let whose = if self.known {
+        // One candidate: the thread's worker is known.
+        let whose = if self.candidates == 1 {
             "its worker".to_string()
         } else {
             format!("none of the {} workers it may run", self.candidates)
@@ -416,11 +415,11 @@ mod tests {
     #[test]
     fn the_workers_figures_agree_only_when_the_thread_ran_and_its_worker_stood_still() {
         let ms = Duration::from_millis;
-        let still = WorkerMotion { window: ms(4), candidates: 1, moved: 0, known: true, thread_ran: Some(ms(3)) };
+        let still = WorkerMotion { window: ms(4), candidates: 1, moved: 0, thread_ran: Some(ms(3)) };
         assert!(still.still());
         // Its worker reached a scheduling point, or (unknown worker) one it may run did.
         assert!(!WorkerMotion { moved: 1, ..still }.still());
-        assert!(!WorkerMotion { candidates: 2, moved: 1, known: false, ..still }.still());
+        assert!(!WorkerMotion { candidates: 2, moved: 1, ..still }.still());
         // The OS kept the thread waiting: too few polls for tokio to publish anything.
         assert!(!WorkerMotion { thread_ran: Some(ms(1)), ..still }.still());
         // Too short a window, or no worker at all.

@@ -109,10 +109,12 @@ impl Shared {
         let id = task_id(meta.id());
         let idx = self.tasks.find(id);
         let e = self.tasks.get(idx);
+        // The thread's id picks its shard of the termination count: tokio's workers have consecutive ids.
+        let (in_poll, shard) =
+            slots::existing_slot(self.id, |s| (s.is_polling(id), s.tid as usize)).unwrap_or((false, 0));
         // Also fires for tasks the spawn hook never saw (`spawn_blocking`); see `count_termination`.
-        self.tasks.count_termination(e.is_some());
+        self.tasks.count_termination(e.is_some(), shard);
         let Some(e) = e else { return };
-        let in_poll = slots::existing_slot(self.id, |s| s.is_polling(id)).unwrap_or(false);
         match self.tasks.finish(e, in_poll) {
             // The entry goes back to the table now, so a spawn storm never waits for the agent thread.
             Finish::Retire => self.tasks.retire(idx, &self.locations, &self.finished_ring),

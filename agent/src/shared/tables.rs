@@ -4,12 +4,20 @@
 //! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
 //! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
 //!
-//! * tokio task ids come from one process-wide counter, and a multiplicative (Fibonacci) hash spreads any run
-//!   of consecutive ids evenly over a power-of-two table, so a lookup nearly always hits on its first probe
-//!   (a short bounded probe window handles the rest). Not `id & mask`: that places a block of long-lived tasks
-//!   (connections accepted at startup) in one contiguous run, and every later id whose slot falls in that
-//!   run finds its whole probe window taken, for as long as those tasks live;
-//! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
+//! * tokio task ids come from one process-wide counter, so a spawn storm inserts consecutive ids. The table is
+//!   two halves. In the first, a task's slot is fixed by its id: blocks of 64 consecutive ids take 64
+//!   consecutive entries (two pages), at a place picked by a multiplicative (Fibonacci) hash of the block
+//!   number. A storm then streams through memory: its spawns, first polls and ends touch neighbouring entries
+//!   on pages already in the TLB, instead of a random cold line of the whole table per task (issue 16: that
+//!   was most of the spawn path's cost). One slot, one probe: a lookup reads one entry;
+//! * a task whose slot is taken (by a task from an earlier block still alive there) goes to the second half,
+//!   placed as the whole table used to be: the Fibonacci hash of the id, then a bounded window of 8 slots.
+//!   That hash spreads any run of consecutive ids evenly, so the window nearly always has room. The halves
+//!   are apart so that a block of long-lived tasks (connections accepted at startup), which fills whole runs of
+//!   the first half, never lands in the second half's windows: with `id & mask` homes in one table, and with
+//!   blocks in one table, later ids whose window fell in such a run found it full for as long as those tasks
+//!   lived (issue 11). A lookup for a task in the second half reads its first-half slot, then its window;
+////! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
 //!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
 //!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
 //!
@@ -29,6 +37,7 @@
 //! queue it; the agent thread folds it, lists it in the next tick's `finished` and frees it, as before. Those
 //! are the tasks alive at a tick, a small share of a storm.
 use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
 use loopscope_probes::mem::ZeroedSlice;
 use loopscope_wire::LogHistogram;
 use std::panic::Location;
@@ -44,14 +53,18 @@ const _: () = assert!(TASK_BUCKETS == 22, "the entry layout below counts on 16 w
 /// any sensible threshold, are counted in `u16`s (`TaskEntry::long_poll_hist`), which is what keeps the entry
 /// at two cache lines.
 const WIDE_BUCKETS: usize = 16;
-/// How many slots, from a task's home slot on, an insert or lookup tries.
+/// How many slots of the second half (the overflow), from a task's home slot there on, an insert or lookup tries.
 const PROBE: u64 = 8;
+/// log2 of the ids in a block that take consecutive slots of the first half: 64 entries are two pages.
+const BLOCK_BITS: u32 = 6;
 /// 2^64 / φ, odd: multiplying by it sends consecutive ids to points spaced as evenly as any spacing can be
 /// (the three-distance theorem), and the top bits of the product are the best mixed.
 const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Task entries per 4 KiB page (of `sched` entries too: both are 128 bytes).
 const ENTRIES_PER_PAGE: usize = 4096 / std::mem::size_of::<TaskEntry>();
 const _: () = assert!(std::mem::size_of::<SchedEntry>() == std::mem::size_of::<TaskEntry>());
+/// Shards of the termination count (a power of two).
+pub(crate) const TERMINATION_SHARDS: usize = 4;
 /// Marks "no entry" in `u32` indexes.
 pub(crate) const NONE: u32 = u32::MAX;
 /// The location index used when the location table is full.
@@ -234,19 +247,27 @@ pub(crate) struct TaskTable {
     entries: ZeroedSlice<TaskEntry>,
     /// Parallel to `entries` when schedule latency is tracked; empty otherwise.
     sched: ZeroedSlice<SchedEntry>,
-    mask: u64,
-    /// `64 - log2(capacity)`: the home slot is the top bits of the id's Fibonacci hash.
+    /// Entries in each half: `capacity / 2`.
+    half: u64,
+    /// log2 of the ids per block in the first half: [`BLOCK_BITS`], less in a table too small for two blocks.
+    block_bits: u32,
+    /// `64 - log2(half / block)`: a block's place is the top bits of the Fibonacci hash of its number.
+    block_shift: u32,
+    /// `64 - log2(half)`: a task's home in the second half is the top bits of its id's Fibonacci hash.
     shift: u32,
     /// One bit per page of `entries` (and of `sched`, which has the same number of entries per page): set once
     /// a spawn has written to that page. Full scans read only these pages (see [`TaskTable::indexes`]).
     touched: Box<[AtomicU64]>,
     /// Tasks that could not be inserted (table full in their probe window).
     pub(crate) untracked: AtomicU64,
-    /// All spawns seen by the hook, tracked or not.
-    pub(crate) spawned: AtomicU64,
-    /// Terminations of the tasks counted in `spawned` (see [`TaskTable::count_termination`]); read through
+    /// All spawns seen by the hook, tracked or not. On a cache line of its own, and the terminations on lines
+    /// of their own: in a spawn storm the spawning thread counts here while the workers count terminations,
+    /// and with both counters on one line half of the spawn hook's time was that line moving between CPUs.
+    pub(crate) spawned: CachePadded<AtomicU64>,
+    /// Terminations of the tasks counted in `spawned` (see [`TaskTable::count_termination`]), sharded by
+    /// thread so that two workers ending tasks don't contend for one line; read through
     /// [`TaskTable::spawn_counts`].
-    terminated: AtomicU64,
+    terminated: [CachePadded<AtomicU64>; TERMINATION_SHARDS],
     /// Untracked tasks whose termination was not counted yet: how many terminations without an entry may
     /// still be counted.
     untracked_unfinished: AtomicU64,
@@ -254,7 +275,10 @@ pub(crate) struct TaskTable {
 
 impl TaskTable {
     pub(crate) fn new(max_tasks: usize, schedule_latency: bool) -> Self {
-        let cap = max_tasks.max(PROBE as usize).next_power_of_two();
+        // Each half holds at least one overflow window, and the first at least two blocks.
+        let cap = max_tasks.max(2 * PROBE as usize).next_power_of_two();
+        let half_bits = cap.trailing_zeros() - 1;
+        let block_bits = BLOCK_BITS.min(half_bits - 1);
         // Mapped zeroed (all-zero is a valid, free entry), so the OS backs a page only once a task uses it:
         // a large `max_tasks` costs address space, not resident memory, until that many tasks are alive.
         let entries = ZeroedSlice::<TaskEntry>::new(cap);
@@ -263,11 +287,13 @@ impl TaskTable {
             entries,
             sched,
             touched: (0..cap.div_ceil(ENTRIES_PER_PAGE).div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            mask: cap as u64 - 1,
-            shift: 64 - cap.trailing_zeros(),
+            half: cap as u64 / 2,
+            block_bits,
+            block_shift: 64 - (half_bits - block_bits),
+            shift: 64 - half_bits,
             untracked: AtomicU64::new(0),
-            spawned: AtomicU64::new(0),
-            terminated: AtomicU64::new(0),
+            spawned: CachePadded::new(AtomicU64::new(0)),
+            terminated: Default::default(),
             untracked_unfinished: AtomicU64::new(0),
         }
     }
@@ -286,11 +312,26 @@ impl TaskTable {
         self.sched.get(idx as usize)
     }
 
-    /// The first slot `id` may occupy.
+    /// The slot of `id` in the first half: the block's place, plus the id's offset in its block.
     #[inline(always)]
     fn home(&self, id: u64) -> u64 {
-        // `shift` is at most 61 (capacity >= PROBE), so the shift never overflows.
-        id.wrapping_mul(FIBONACCI) >> self.shift
+        // `block_shift` is at most 63 (the first half holds at least two blocks), so it never overflows.
+        let block = (id >> self.block_bits).wrapping_mul(FIBONACCI) >> self.block_shift;
+        (block << self.block_bits) | (id & ((1 << self.block_bits) - 1))
+    }
+
+    /// The `i`th slot of `id`'s window in the second half.
+    #[inline(always)]
+    fn overflow(&self, id: u64, i: u64) -> u64 {
+        // `shift` is at most 61 (each half holds at least `PROBE` entries).
+        let home = id.wrapping_mul(FIBONACCI) >> self.shift;
+        self.half + (home.wrapping_add(i) & (self.half - 1))
+    }
+
+    /// The slots an insert or lookup of `id` tries, in order: its first-half slot, then its overflow window.
+    #[inline(always)]
+    fn slots(&self, id: u64) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.home(id)).chain((0..PROBE).map(move |i| self.overflow(id, i))).map(|i| i as usize)
     }
 
     /// The word and bit of `touched` for the page holding entry `idx`.
@@ -300,12 +341,11 @@ impl TaskTable {
         Some((self.touched.get(page / 64)?, 1 << (page % 64)))
     }
 
-    /// Claims an entry for a new task. Returns its index, or `None` when the probe window is full.
+    /// Claims an entry for a new task. Returns its index, or `None` when its slot and its overflow window are
+    /// all taken.
     pub(crate) fn insert(&self, id: u64, location: u32) -> Option<u32> {
         self.spawned.fetch_add(1, Relaxed);
-        let home = self.home(id);
-        for i in 0..PROBE {
-            let idx = (home.wrapping_add(i) & self.mask) as usize;
+        for idx in self.slots(id) {
             let Some(e) = self.entries.get(idx) else { continue };
             // The first access to a page of the table must be a write. A read first maps the kernel's shared
             // zero page, and the write after it must then replace that mapping, which flushes the TLB of every
@@ -338,7 +378,8 @@ impl TaskTable {
         None
     }
 
-    /// Counts a task's termination, from the terminate hook; `tracked` when the task has an entry.
+    /// Counts a task's termination, from the terminate hook; `tracked` when the task has an entry. `shard`
+    /// picks the counter (any number: the hook passes its thread's id, so that workers count apart).
     ///
     /// Only tasks the spawn hook counted may count here, or finished could exceed spawned. tokio fires the
     /// terminate hook, but never the spawn hook, for `spawn_blocking` tasks, and the agent's own probe tasks
@@ -347,10 +388,10 @@ impl TaskTable {
     /// hook can't tell which, so it counts it only while some untracked task's termination is outstanding.
     /// Exact while the table has room (no untracked tasks: nothing without an entry counts); when it was full,
     /// a blocking task may use up an untracked task's turn, and finished stays at most spawned either way.
-    pub(crate) fn count_termination(&self, tracked: bool) {
+    pub(crate) fn count_termination(&self, tracked: bool, shard: usize) {
         if tracked || self.untracked_unfinished.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
             // Release: a reader that sees this count also sees the spawn it pairs with (`spawn_counts`).
-            self.terminated.fetch_add(1, Release);
+            self.terminated[shard % TERMINATION_SHARDS].fetch_add(1, Release);
         }
     }
 
@@ -358,17 +399,15 @@ impl TaskTable {
     /// counted termination happened before it (tokio runs a task only after its spawn hook), and reading the
     /// terminations first (`Acquire`) makes those spawns visible to the second read.
     pub(crate) fn spawn_counts(&self) -> (u64, u64) {
-        let finished = self.terminated.load(Acquire);
+        let finished = self.terminated.iter().map(|t| t.load(Acquire)).sum();
         let spawned = self.spawned.load(Relaxed);
         (spawned, finished)
     }
 
-    /// Finds a live task's entry. Usually the first probe hits: the hash spreads live tasks evenly.
+    /// Finds a live task's entry. Usually the first probe hits: most tasks sit in their first-half slot.
     #[inline]
     pub(crate) fn find(&self, id: u64) -> u32 {
-        let home = self.home(id);
-        for i in 0..PROBE {
-            let idx = (home.wrapping_add(i) & self.mask) as usize;
+        for idx in self.slots(id) {
             if let Some(e) = self.entries.get(idx)
                 && e.key.load(Relaxed) == id
             {

@@ -112,6 +112,8 @@ pub(crate) struct CulpritGroup {
     pub(crate) location: Option<Location>,
     /// The innermost user function on the stack, when a stack was captured.
     pub(crate) function: Option<String>,
+    /// That function's source file, when the debug info has it.
+    pub(crate) file: Option<String>,
     /// Its stalls, worst first.
     pub(crate) stalls: Vec<GroupedStall>,
 }
@@ -128,12 +130,20 @@ impl CulpritGroup {
         self.stalls.len()
     }
 
-    /// A one-line name: the function (or the spawn location when no stack was captured).
+    /// A one-line name: the function (or the spawn location when no stack was captured). An anonymous body
+    /// (`{async fn}`, `{closure}`: a release build's debug info may name an inlined body no better) gets its
+    /// source file, so the heading still says where to look.
     pub(crate) fn title(&self) -> String {
         let loc = self.location.as_ref().map_or_else(|| "an unknown location".to_string(), ToString::to_string);
-        let what = match &self.function {
-            Some(f) => f.clone(),
-            None => format!("task spawned at {loc}"),
+        let what = match (&self.function, &self.file) {
+            (Some(f), Some(file)) if f.starts_with('{') => {
+                // The last two parts of the path, as the stack lines show it (`Frame::display_short`).
+                let mut parts: Vec<&str> = file.rsplit('/').take(2).collect();
+                parts.reverse();
+                format!("{f} in {}", parts.join("/"))
+            }
+            (Some(f), _) => f.clone(),
+            (None, _) => format!("task spawned at {loc}"),
         };
         match self.kind {
             StallKind::WorkerBlocked => what,
@@ -289,13 +299,15 @@ impl Outcome {
                 // The file too: two places that block under one short name (`{async_block#0}`, a closure) are
                 // two culprits, never one. Not the line: a spinning function is caught on different lines.
                 let site = first_user.and_then(|f| f.file.clone());
-                let key = (s.last.kind == StallKind::BlockInPlace, s.last.location.clone(), function.clone(), site);
+                let key =
+                    (s.last.kind == StallKind::BlockInPlace, s.last.location.clone(), function.clone(), site.clone());
                 groups
                     .entry(key)
                     .or_insert_with(|| CulpritGroup {
                         kind: s.last.kind,
                         location: s.last.location.clone(),
                         function,
+                        file: site,
                         stalls: Vec::new(),
                     })
                     .stalls

@@ -121,6 +121,7 @@ fn stalls_group_by_location_and_function_worst_first() {
     assert_eq!(spin.worst().elapsed, Duration::from_millis(50));
     assert_eq!(o.group_places(spin), ["app (pid 1) ×2", "app (pid 2)"]);
     assert_eq!(o.groups[2].title(), "task spawned at src/c.rs:10:5");
+    assert_eq!(o.groups[0].title(), "app::sleep", "a named function needs no file");
     assert_eq!(o.violations(), 5);
     assert_eq!(o.exit_code(), 1);
     let text = o.render_text();
@@ -291,4 +292,12 @@ fn child_ends_describe_themselves() {
     assert_eq!(ChildEnd::Exited(3).describe(), "exited with code 3");
     assert_eq!(ChildEnd::Signaled { signal: 11, core_dumped: false }.describe(), "was killed by signal 11 (SIGSEGV)");
     assert_eq!(ChildEnd::Signaled { signal: 64, core_dumped: false }.code(), 192);
+}
+
+/// A release build may name an inlined async body only `{async fn}`: the heading adds its file.
+#[test]
+fn an_anonymous_body_is_titled_with_its_file() {
+    let o = outcome(&[(1, vec![stall(1, "src/a.rs", Some("{async fn}"), 30)], true)], ChildEnd::Exited(0));
+    assert_eq!(o.groups[0].title(), "{async fn} in src/{async fn}.rs");
+    assert!(o.render_text().contains("1. {async fn} in src/{async fn}.rs: 1 stall"), "{}", o.render_text());
 }

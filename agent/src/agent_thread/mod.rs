@@ -96,7 +96,16 @@ struct AgentThread {
     /// Stable mode: per thread (its slot's address), the busy span (tagged sequence number) whose last candidate
     /// was rejected, and the run of agreeing stacks it ended on, for the span's next candidate to continue.
     carry: HashMap<usize, (u64, (crate::watch::probing::UserFrames, usize))>,
+    /// Stalls that ended while the process's first stack was being symbolized, oldest first, with the time
+    /// after which they stop waiting: their end events go out with names once the symbols are read, and
+    /// meanwhile this thread goes on delivering (`probing::symbols_loading`).
+    ending: Vec<(Open, Instant)>,
 }
+
+/// The longest an ended stall waits for the first symbols before this thread waits with it.
+const ENDING_WAIT: Duration = Duration::from_secs(2);
+/// How often the agent thread checks on the first symbols while stalls wait for them.
+const ENDING_POLL: Duration = Duration::from_millis(5);
 
 pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<WatchMsg>) {
     crate::shared::AGENT_THREAD.with(|f| f.set(true));
@@ -113,6 +122,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
         freed: Vec::new(),
         ring: RingCursor::default(),
         carry: HashMap::new(),
+        ending: Vec::new(),
         shared,
     };
     let mut sampler = None;
@@ -138,7 +148,10 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
                 next_sample = Instant::now() + sample_interval;
             }
         }
-        let wake = if sampler.is_some() { next_tick.min(next_sample) } else { next_tick };
+        let mut wake = if sampler.is_some() { next_tick.min(next_sample) } else { next_tick };
+        if !me.ending.is_empty() {
+            wake = wake.min(Instant::now() + ENDING_POLL);
+        }
         let timeout = wake.saturating_duration_since(Instant::now());
         match rx.recv_timeout(timeout) {
             Ok(msg) => me.on_msg(msg),
@@ -146,6 +159,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
             // The watchdog exited (runtime gone): drain, reclaim, and stop.
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        me.finish_ending(false);
         if Instant::now() >= next_tick {
             if let Some(h) = &handle {
                 me.refresh_facts(h);
@@ -161,6 +175,7 @@ pub(crate) fn run(shared: Arc<Shared>, handle: Option<Handle>, rx: Receiver<Watc
             me.shared.stop();
         }
     }
+    me.finish_ending(true);
     me.reclaim();
     let last = lock(&me.shared.runtime_sample).clone();
     me.outputs.tick(&me.shared, last.as_ref(), &mut me.freed);
@@ -260,23 +275,47 @@ impl AgentThread {
                 open.event.elapsed = Duration::from_nanos(elapsed_ns).max(open.event.elapsed);
                 // The split of the whole poll, now that it ended; without a closing reading, the latest one.
                 open.event.time = time.or(open.event.time.take());
-                // The final word on the culprit, with every stack symbolized (waiting for symbols if needed).
-                let threshold = self.shared.config.stall_threshold;
-                if !open.looks.is_empty() {
-                    open.event.culprit =
-                        crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
-                } else if let Some(t) = &open.event.time {
-                    // Every look came after the poll ended (and was thrown away): the time split still tells.
-                    open.event.culprit = crate::watch::probing::culprit_from_time(t, threshold);
-                }
                 open.event.at_unix_nanos = at_unix_nanos;
-                self.remember(&open.event, true);
-                if open.delivered {
-                    // Never rate-limited: it closes a record the subscriber already has.
-                    open.event.suppressed = std::mem::take(&mut self.suppressed_since);
-                    self.deliver(&open.event);
+                if !open.looks.is_empty() && crate::watch::probing::symbols_loading() {
+                    self.ending.push((open, Instant::now() + ENDING_WAIT));
+                } else {
+                    self.end(open);
                 }
             }
+        }
+    }
+
+    /// Sends the end of a stall whose poll ended: the final word on the culprit, with every stack symbolized
+    /// (waiting for symbols if needed).
+    fn end(&mut self, mut open: Open) {
+        let threshold = self.shared.config.stall_threshold;
+        if !open.looks.is_empty() {
+            open.event.culprit =
+                crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
+        } else if let Some(t) = &open.event.time {
+            // Every look came after the poll ended (and was thrown away): the time split still tells.
+            open.event.culprit = crate::watch::probing::culprit_from_time(t, threshold);
+        }
+        self.remember(&open.event, true);
+        if open.delivered {
+            // Never rate-limited: it closes a record the subscriber already has.
+            open.event.suppressed = std::mem::take(&mut self.suppressed_since);
+            self.deliver(&open.event);
+        }
+    }
+
+    /// Sends the ends that waited for the first symbols, once they are read, or once waited for
+    /// [`ENDING_WAIT`], or, with `all`, now (the runtime is gone: the last records must go out).
+    fn finish_ending(&mut self, all: bool) {
+        if self.ending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let ready = all || !crate::watch::probing::symbols_loading();
+        // Oldest first, so that a stall's end never overtakes an earlier one's.
+        let waited = if ready { self.ending.len() } else { self.ending.iter().take_while(|(_, t)| now >= *t).count() };
+        for (open, _) in self.ending.drain(..waited).collect::<Vec<_>>() {
+            self.end(open);
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Why hand-written: the hooks run on every poll and may take no lock and make no allocation, and tokio hands
 //! them only a task id and a spawn location. Off-the-shelf concurrent maps either lock, allocate on insert, or
-//! use epoch reclamation that costs more than our whole per-poll budget. Two facts make a simple design work:
+//! use epoch reclamation that costs more than our whole per-poll budget. What makes a simple design work:
 //!
 //! * tokio task ids come from one process-wide counter, so a spawn storm inserts consecutive ids. The table is
 //!   two halves. In the first, a task's slot is fixed by its id: blocks of 64 consecutive ids take 64
@@ -17,7 +17,7 @@
 //!   the first half, never lands in the second half's windows: with `id & mask` homes in one table, and with
 //!   blocks in one table, later ids whose window fell in such a run found it full for as long as those tasks
 //!   lived (issue 11). A lookup for a task in the second half reads its first-half slot, then its window;
-////! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
+//! * tokio never polls one task on two threads at once, and its task-state transitions order one poll before
 //!   the next. Each task's entry therefore has exactly one writer at a time, so its counters are updated with
 //!   plain `Relaxed` load + store, never with contended read-modify-write instructions.
 //!
@@ -258,7 +258,7 @@ pub(crate) struct TaskTable {
     /// One bit per page of `entries` (and of `sched`, which has the same number of entries per page): set once
     /// a spawn has written to that page. Full scans read only these pages (see [`TaskTable::indexes`]).
     touched: Box<[AtomicU64]>,
-    /// Tasks that could not be inserted (table full in their probe window).
+    /// Tasks that could not be inserted (their first-half slot and their whole overflow window taken).
     pub(crate) untracked: AtomicU64,
     /// All spawns seen by the hook, tracked or not. On a cache line of its own, and the terminations on lines
     /// of their own: in a spawn storm the spawning thread counts here while the workers count terminations,

@@ -125,11 +125,15 @@ fn fake_agent() {
         }
         // Mid-stall until a signal ends it.
         "wait-for-signal" => {
+            // Caught, then re-raised with the default action: a process started from a shell's background job
+            // (CI scripts often are) inherits SIGINT *ignored*, and would never die of it; an app killed by the
+            // signal is what the test is about. Registered before the line the test waits for.
+            let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]).unwrap();
             let mut w = fake_writer(1);
             w.write_stall(&fake_event(1, StallPhase::Started, 10)).unwrap();
             println!("check dir: {}", check_dir_from_env().unwrap().display());
-            loop {
-                std::thread::park();
+            for sig in signals.forever() {
+                signal_hook::low_level::emulate_default_handler(sig).unwrap();
             }
         }
         "two-runtimes" => {
@@ -220,7 +224,9 @@ fn ctrl_c_stops_the_child_reports_and_cleans_up() {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            // The whole group: the fake agent under check too, or it would outlive the test.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
             panic!("loopscope check did not stop after Ctrl-C");
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -61,13 +61,32 @@ impl Frame {
     /// `function (file:line)`, shortened for one-line displays.
     pub fn display_short(&self) -> String {
         let func = self.function.as_deref().unwrap_or("??");
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => {
-                let short = file.rsplit('/').take(2).collect::<Vec<_>>();
-                let short = short.into_iter().rev().collect::<Vec<_>>().join("/");
-                format!("{func} ({short}:{line})")
-            }
+        match (self.short_file(), self.line) {
+            (Some(short), Some(line)) => format!("{func} ({short}:{line})"),
             _ => func.to_string(),
         }
+    }
+
+    /// The last two parts of the source file's path, as one-line displays show it.
+    ///
+    /// ```
+    /// use loopscope_types::{Frame, FrameOrigin};
+    /// let f = Frame {
+    ///     ip: 0x1000,
+    ///     function: Some("app::main".into()),
+    ///     file: Some("/home/me/app/src/main.rs".into()),
+    ///     line: Some(7),
+    ///     origin: FrameOrigin::User,
+    ///     inlined: false,
+    ///     object: None,
+    /// };
+    /// assert_eq!(f.short_file().as_deref(), Some("src/main.rs"));
+    /// assert_eq!(f.display_short(), "app::main (src/main.rs:7)");
+    /// ```
+    pub fn short_file(&self) -> Option<String> {
+        let file = self.file.as_deref()?;
+        let mut parts: Vec<&str> = file.rsplit('/').take(2).collect();
+        parts.reverse();
+        Some(parts.join("/"))
     }
 }

@@ -276,12 +276,18 @@ impl AgentThread {
                 // The split of the whole poll, now that it ended; without a closing reading, the latest one.
                 open.event.time = time.or(open.event.time.take());
                 open.event.at_unix_nanos = at_unix_nanos;
-                if !open.looks.is_empty() && crate::watch::probing::symbols_loading() {
-                    self.ending.push((open, Instant::now() + ENDING_WAIT));
-                } else {
-                    self.end(open);
-                }
+                self.ended(open);
             }
+        }
+    }
+
+    /// A stall whose poll ended: its end goes out now, or, while the process's first stack is symbolized on a
+    /// thread of its own, once the names are read (`ending`), so that this thread goes on delivering meanwhile.
+    fn ended(&mut self, open: Open) {
+        if !open.looks.is_empty() && crate::watch::probing::symbols_loading() {
+            self.ending.push((open, Instant::now() + ENDING_WAIT));
+        } else {
+            self.end(open);
         }
     }
 
@@ -314,7 +320,8 @@ impl AgentThread {
         let ready = all || !crate::watch::probing::symbols_loading();
         // Oldest first, so that a stall's end never overtakes an earlier one's.
         let waited = if ready { self.ending.len() } else { self.ending.iter().take_while(|(_, t)| now >= *t).count() };
-        for (open, _) in self.ending.drain(..waited).collect::<Vec<_>>() {
+        let rest = self.ending.split_off(waited);
+        for (open, _) in std::mem::replace(&mut self.ending, rest) {
             self.end(open);
         }
     }
@@ -388,14 +395,7 @@ impl AgentThread {
         }
         open.event.phase = StallPhase::Ended;
         open.event.at_unix_nanos = crate::os::unix_nanos();
-        let threshold = self.shared.config.stall_threshold;
-        open.event.culprit =
-            crate::watch::probing::culprit(&open.looks, true, open.event.time.as_ref(), threshold, true);
-        self.remember(&open.event, true);
-        if open.delivered {
-            open.event.suppressed = std::mem::take(&mut self.suppressed_since);
-            self.deliver(&open.event);
-        }
+        self.ended(open);
     }
 
     /// A stall found only after it ended: one `Ended` event.

@@ -112,7 +112,8 @@ pub(crate) struct CulpritGroup {
     pub(crate) location: Option<Location>,
     /// The innermost user function on the stack, when a stack was captured.
     pub(crate) function: Option<String>,
-    /// That function's source file, when the debug info has it.
+    /// That function's source file, shortened as the stack lines show it (`Frame::short_file`), when the
+    /// debug info has it.
     pub(crate) file: Option<String>,
     /// Its stalls, worst first.
     pub(crate) stalls: Vec<GroupedStall>,
@@ -136,12 +137,7 @@ impl CulpritGroup {
     pub(crate) fn title(&self) -> String {
         let loc = self.location.as_ref().map_or_else(|| "an unknown location".to_string(), ToString::to_string);
         let what = match (&self.function, &self.file) {
-            (Some(f), Some(file)) if f.starts_with('{') => {
-                // The last two parts of the path, as the stack lines show it (`Frame::display_short`).
-                let mut parts: Vec<&str> = file.rsplit('/').take(2).collect();
-                parts.reverse();
-                format!("{f} in {}", parts.join("/"))
-            }
+            (Some(f), Some(file)) if f.starts_with('{') => format!("{f} in {file}"),
             (Some(f), _) => f.clone(),
             (None, _) => format!("task spawned at {loc}"),
         };
@@ -307,7 +303,7 @@ impl Outcome {
                         kind: s.last.kind,
                         location: s.last.location.clone(),
                         function,
-                        file: site,
+                        file: first_user.and_then(Frame::short_file),
                         stalls: Vec::new(),
                     })
                     .stalls

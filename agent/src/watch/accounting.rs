@@ -59,9 +59,16 @@ const ESTIMATE_BELOW: f64 = 0.8;
 /// Splits a poll's `wall_ns` using `first`, a reading taken while the poll was in flight, `latest`, the newest
 /// reading taken while it was still in flight, and `closing`, one taken after it ended (none while it still
 /// runs). Any of them may be missing; with nothing to go on, all of the wall time is unmeasured (own time).
+///
+/// `proof` is an in-flight reading between `first` and the window's end whose voluntary-switch count is known
+/// (module docs). When `first`'s count can't prove that the thread never blocked (it has none, or the thread
+/// parked between a reading from before the poll and the poll's start), the same proof from `proof` on still
+/// holds for the rest of the window. That matters most for a poll still in flight: a wait for a CPU in progress
+/// at the latest look is not in `run_delay` yet, so without the proof it would show as blocked.
 pub(crate) fn account(
     wall_ns: u64,
     first: Option<Reading>,
+    proof: Option<Reading>,
     latest: Option<Reading>,
     closing: Option<Reading>,
 ) -> StallTime {
@@ -86,10 +93,12 @@ pub(crate) fn account(
     // read) can't split its window: the window then ends at the latest complete reading.
     let closing =
         closing.filter(|c| c.at_ns > first.at_ns && (c.run_queue_ns.is_some() || first.run_queue_ns.is_none()));
-    let (window_end, rq_bound, cpu_delta, end_switches) = match (latest, closing) {
+    // The window's end reading, and what of its figures fell after the poll's end (CPU, waiting): `proof`'s
+    // part of the window is measured against the same end.
+    let (window_end, rq_bound, cpu_delta, end, after_end) = match (latest, closing) {
         (None, None) => return unmeasured,
         (Some(l), None) => {
-            (l.at_ns, delta(first.run_queue_ns, l.run_queue_ns), delta(first.cpu_ns, l.cpu_ns), l.switches)
+            (l.at_ns, delta(first.run_queue_ns, l.run_queue_ns), delta(first.cpu_ns, l.cpu_ns), l, (0, 0))
         }
         (l, Some(c)) => {
             // The closing reading's window runs past the poll's end by `outside`; whatever of that the thread
@@ -107,9 +116,10 @@ pub(crate) fn account(
                 (a, b) => a.or(b),
             };
             let cpu = delta(first.cpu_ns, c.cpu_ns).map(|d| d.saturating_sub(cpu_after_end));
-            (c.at_ns.min(wall_ns), rq, cpu, c.switches)
+            (c.at_ns.min(wall_ns), rq, cpu, c, (cpu_after_end, waited_after_end))
         }
     };
+    let end_switches = end.switches;
     // A first reading from before the poll: what happened before the poll's start is not the poll's.
     let rq_bound = rq_bound.map(|r| r.saturating_sub(first.lead_ns));
     let cpu_delta = cpu_delta.map(|c| c.saturating_sub(first.lead_ns));
@@ -127,7 +137,24 @@ pub(crate) fn account(
     // Not one voluntary switch from the first reading to the window's end: the thread never blocked there, so
     // what looks blocked was taken from it by the machine (module docs). It waited for a CPU.
     let never_blocked = matches!((first.switches, end_switches), (Some(a), Some(b)) if a == b);
-    let (run_queue, off_cpu) = if never_blocked { (run_queue + off_cpu, 0) } else { (run_queue, off_cpu) };
+    // Failing that, the same proof from a later in-flight reading on: the time in that part of the window that
+    // is in neither clock was taken from the thread too. At most the whole remainder moves, so what the thread
+    // did before `proof` (where it may have blocked) stays off CPU.
+    let taken_after_proof = || {
+        let p = proof.filter(|p| p.at_ns > first.at_ns && p.at_ns < window_end)?;
+        (p.switches.is_some() && p.switches == end_switches).then_some(())?;
+        let (cpu_after_end, waited_after_end) = after_end;
+        let span = window_end - p.at_ns;
+        let cpu = delta(p.cpu_ns, end.cpu_ns)?.saturating_sub(cpu_after_end).min(span);
+        let waited = delta(p.run_queue_ns, end.run_queue_ns)?.saturating_sub(waited_after_end);
+        Some(span.saturating_sub(cpu).saturating_sub(waited))
+    };
+    let (run_queue, off_cpu) = if never_blocked {
+        (run_queue + off_cpu, 0)
+    } else {
+        let taken = taken_after_proof().unwrap_or(0).min(off_cpu);
+        (run_queue + taken, off_cpu - taken)
+    };
     let unmeasured_ns = wall_ns - on_cpu - run_queue - off_cpu;
     StallTime {
         wall,
@@ -169,7 +196,7 @@ mod tests {
     fn preemption_is_measured_from_first_reading_to_the_end() {
         // 22 ms poll; first reading at 2 ms; from there the thread ran 1 ms and waited 18 ms, read 0.5 ms after
         // the end (parked by then).
-        let t = account(22 * MS, Some(r(2, 100, 50)), None, Some(Reading { at_ns: 22_500_000, ..r(0, 101, 68) }));
+        let t = account(22 * MS, Some(r(2, 100, 50)), None, None, Some(Reading { at_ns: 22_500_000, ..r(0, 101, 68) }));
         assert_eq!(ms(t.run_queue), 17.5, "the 18 ms wait, less the 0.5 ms after the end: {t:?}");
         assert_eq!(ms(t.on_cpu), 1.0);
         assert_eq!(ms(t.unmeasured), 2.0);
@@ -182,9 +209,9 @@ mod tests {
     fn an_in_flight_reading_keeps_the_wait_a_late_closing_reading_would_lose() {
         // The watchdog came back 15 ms after the end: the closing reading alone would leave no wait at all.
         let late = Reading { at_ns: 37 * MS, ..r(0, 103, 70) };
-        let alone = account(22 * MS, Some(r(2, 100, 50)), None, Some(late));
+        let alone = account(22 * MS, Some(r(2, 100, 50)), None, None, Some(late));
         assert_eq!(alone.run_queue, Duration::from_millis(5));
-        let with_latest = account(22 * MS, Some(r(2, 100, 50)), Some(r(20, 101, 66)), Some(late));
+        let with_latest = account(22 * MS, Some(r(2, 100, 50)), None, Some(r(20, 101, 66)), Some(late));
         assert_eq!(with_latest.run_queue, Duration::from_millis(16));
     }
 
@@ -195,15 +222,20 @@ mod tests {
         let first = r(2, 10, 0);
         let latest = r(19, 11, 16);
         let closing = Reading { at_ns: 24 * MS, ..r(0, 15, 17) };
-        let t = account(20 * MS, Some(first), Some(latest), Some(closing));
+        let t = account(20 * MS, Some(first), None, Some(latest), Some(closing));
         assert_eq!(ms(t.run_queue), 16.0, "{t:?}");
         assert_eq!(ms(t.on_cpu), 2.0, "the next poll's 3 ms are not this one's");
     }
 
     #[test]
     fn blocked_polls_are_off_cpu_and_their_own_time() {
-        let t =
-            account(50 * MS, Some(r(3, 10, 5)), Some(r(40, 10, 5)), Some(Reading { at_ns: 51 * MS, ..r(0, 10, 6) }));
+        let t = account(
+            50 * MS,
+            Some(r(3, 10, 5)),
+            None,
+            Some(r(40, 10, 5)),
+            Some(Reading { at_ns: 51 * MS, ..r(0, 10, 6) }),
+        );
         assert_eq!(t.run_queue, Duration::ZERO);
         assert_eq!(ms(t.off_cpu), 47.0);
         assert_eq!(t.self_time(), t.wall);
@@ -211,12 +243,12 @@ mod tests {
 
     #[test]
     fn missing_readings_leave_everything_unmeasured() {
-        let t = account(30 * MS, None, None, None);
+        let t = account(30 * MS, None, None, None, None);
         assert_eq!(t.unmeasured, t.wall);
         assert_eq!(t.self_time(), t.wall);
         assert!(t.estimated);
         // One reading, no second one: nothing measured either.
-        let t = account(30 * MS, Some(r(5, 1, 1)), None, None);
+        let t = account(30 * MS, Some(r(5, 1, 1)), None, None, None);
         assert_eq!(t.unmeasured, t.wall);
         // No run-queue figure (schedstat unreadable): never explained away as preemption.
         let no_rq = |at, cpu| Reading {
@@ -226,7 +258,7 @@ mod tests {
             run_queue_ns: None,
             switches: None,
         };
-        let t = account(30 * MS, Some(no_rq(2, 0)), None, Some(no_rq(31, 3)));
+        let t = account(30 * MS, Some(no_rq(2, 0)), None, None, Some(no_rq(31, 3)));
         assert_eq!(t.run_queue, Duration::ZERO);
         assert!(t.estimated);
     }
@@ -235,7 +267,7 @@ mod tests {
     fn a_wait_in_progress_at_the_first_reading_counts_in_full() {
         // Preempted from 1 ms to 19 ms; the first reading (at 9 ms) saw none of that wait yet; the closing
         // reading, after the poll ended at 20 ms, saw all 18 ms of it.
-        let t = account(20 * MS, Some(r(9, 1, 0)), None, Some(Reading { at_ns: 20 * MS, ..r(0, 2, 18) }));
+        let t = account(20 * MS, Some(r(9, 1, 0)), None, None, Some(Reading { at_ns: 20 * MS, ..r(0, 2, 18) }));
         assert_eq!(ms(t.run_queue), 18.0, "{t:?}");
         assert_eq!(ms(t.on_cpu), 1.0);
         assert_eq!(ms(t.self_time()), 2.0);
@@ -247,7 +279,7 @@ mod tests {
         // Taken by the thread 1 ms before the poll began (as it registered, or as its previous poll ended); 1 ms
         // of waiting may fall in that gap.
         let born = Reading { at_ns: 0, lead_ns: MS, cpu_ns: Some(5 * MS), run_queue_ns: Some(40 * MS), switches: None };
-        let t = account(20 * MS, Some(born), None, Some(Reading { at_ns: 20 * MS, ..r(0, 7, 56) }));
+        let t = account(20 * MS, Some(born), None, None, Some(Reading { at_ns: 20 * MS, ..r(0, 7, 56) }));
         assert_eq!(ms(t.run_queue), 15.0, "{t:?}");
         assert_eq!(ms(t.self_time()), 5.0);
         // The 1 ms the lead may have been counted twice is unmeasured, not blocked.
@@ -259,7 +291,7 @@ mod tests {
         // The opening reading came 30 ms before a 20 ms poll that only waited for its CPU: the bounds say
         // nothing, and the poll is unmeasured rather than "blocked off CPU for 20 ms".
         let opening = Reading { at_ns: 0, lead_ns: 30 * MS, cpu_ns: Some(0), run_queue_ns: Some(0), switches: None };
-        let t = account(20 * MS, Some(opening), None, Some(Reading { at_ns: 20 * MS, ..r(0, 10, 40) }));
+        let t = account(20 * MS, Some(opening), None, None, Some(Reading { at_ns: 20 * MS, ..r(0, 10, 40) }));
         assert_eq!(t.off_cpu, Duration::ZERO, "{t:?}");
         assert_eq!(ms(t.run_queue), 10.0, "{t:?}");
         assert!(t.estimated, "{t:?}");
@@ -270,7 +302,7 @@ mod tests {
         // The thread exited between the two halves of the closing reading: its window is unknown, not off CPU.
         let closing =
             Reading { at_ns: 26 * MS, lead_ns: 0, cpu_ns: Some(101 * MS), run_queue_ns: None, switches: None };
-        let t = account(25 * MS, Some(r(3, 100, 300)), Some(r(20, 100, 316)), Some(closing));
+        let t = account(25 * MS, Some(r(3, 100, 300)), None, Some(r(20, 100, 316)), Some(closing));
         assert_eq!(ms(t.run_queue), 16.0, "{t:?}");
         assert_eq!(ms(t.off_cpu), 1.0, "{t:?}");
         assert_eq!(ms(t.unmeasured), 8.0, "{t:?}");
@@ -279,15 +311,20 @@ mod tests {
     #[test]
     fn a_late_first_reading_is_an_estimate_that_leans_toward_blocked() {
         // First reading at 9 ms of a 12 ms poll that waited the whole time.
-        let t = account(12 * MS, Some(r(9, 0, 0)), None, Some(Reading { at_ns: 12 * MS, ..r(0, 0, 3) }));
+        let t = account(12 * MS, Some(r(9, 0, 0)), None, None, Some(Reading { at_ns: 12 * MS, ..r(0, 0, 3) }));
         assert!(t.estimated);
         assert_eq!(ms(t.self_time()), 9.0);
     }
 
     #[test]
     fn counters_going_backwards_or_readings_out_of_order_do_not_underflow() {
-        let t =
-            account(20 * MS, Some(r(5, 100, 100)), Some(r(4, 0, 0)), Some(Reading { at_ns: 21 * MS, ..r(0, 0, 0) }));
+        let t = account(
+            20 * MS,
+            Some(r(5, 100, 100)),
+            None,
+            Some(r(4, 0, 0)),
+            Some(Reading { at_ns: 21 * MS, ..r(0, 0, 0) }),
+        );
         assert_eq!(t.on_cpu + t.off_cpu + t.run_queue + t.unmeasured, t.wall);
         assert_eq!(t.run_queue, Duration::ZERO);
     }
@@ -298,19 +335,19 @@ mod tests {
         // run_delay and 3 ms in neither clock (the virtual CPU was taken away), with no voluntary switch.
         let first = sw(r(3, 100, 50), 40);
         let closing = Reading { at_ns: 12 * MS, ..sw(r(0, 102, 54), 40) };
-        let t = account(12 * MS, Some(first), None, Some(closing));
+        let t = account(12 * MS, Some(first), None, None, Some(closing));
         assert_eq!(t.off_cpu, Duration::ZERO, "{t:?}");
         assert_eq!(ms(t.run_queue), 7.0, "{t:?}");
         assert_eq!(ms(t.unmeasured), 3.0, "before the first reading: still the poll's own time");
         assert_eq!(ms(t.self_time()), 5.0);
         assert_eq!(t.on_cpu + t.off_cpu + t.run_queue + t.unmeasured, t.wall);
         // One voluntary switch in the window: the same figures are blocked time, as before.
-        let blocked = account(12 * MS, Some(first), None, Some(Reading { switches: Some(41), ..closing }));
+        let blocked = account(12 * MS, Some(first), None, None, Some(Reading { switches: Some(41), ..closing }));
         assert_eq!(ms(blocked.off_cpu), 3.0, "{blocked:?}");
         assert_eq!(ms(blocked.run_queue), 4.0, "{blocked:?}");
         // No count at either end (unreadable, or the thread was blocked when read from outside): no proof.
         for (f, c) in [(r(3, 100, 50), closing), (first, Reading { switches: None, ..closing })] {
-            let t = account(12 * MS, Some(f), None, Some(c));
+            let t = account(12 * MS, Some(f), None, None, Some(c));
             assert_eq!(ms(t.off_cpu), 3.0, "{t:?}");
         }
     }
@@ -321,8 +358,13 @@ mod tests {
         // no count (the probes give none for a blocked thread), and the 40 ms stay blocked even though the
         // count at the end is the one the thread had while asleep.
         let first = Reading { switches: None, ..r(3, 10, 5) };
-        let t =
-            account(50 * MS, Some(first), Some(r(40, 10, 5)), Some(Reading { at_ns: 51 * MS, ..sw(r(0, 10, 6), 7) }));
+        let t = account(
+            50 * MS,
+            Some(first),
+            None,
+            Some(r(40, 10, 5)),
+            Some(Reading { at_ns: 51 * MS, ..sw(r(0, 10, 6), 7) }),
+        );
         assert_eq!(ms(t.off_cpu), 47.0, "{t:?}");
         assert_eq!(t.self_time(), t.wall);
     }
@@ -330,7 +372,45 @@ mod tests {
     #[test]
     fn an_in_flight_look_at_a_thread_that_never_blocked_counts_the_wait_so_far() {
         // Still running: 3 ms in, then 15 ms in, with no switch between; 4 ms of CPU, 5 in run_delay, 3 in neither.
-        let t = account(15 * MS, Some(sw(r(3, 10, 5), 2)), Some(sw(r(15, 14, 10), 2)), None);
+        let t = account(15 * MS, Some(sw(r(3, 10, 5), 2)), None, Some(sw(r(15, 14, 10), 2)), None);
         assert_eq!((ms(t.on_cpu), ms(t.run_queue), ms(t.off_cpu)), (4.0, 8.0, 0.0), "{t:?}");
+    }
+
+    #[test]
+    fn a_wait_in_progress_at_a_look_counts_from_a_later_proof_on() {
+        // Opened by the thread's own reading 1 ms before the poll (10 voluntary switches); it parked in that
+        // lead (11), so its count proves nothing. The look at 3 ms found it runnable with 11; the flagging look
+        // at 12 ms too, still waiting for the CPU it lost at about 4 ms: that wait is not in run_delay yet.
+        let opening = Reading { at_ns: 0, lead_ns: MS, ..sw(r(0, 100, 50), 10) };
+        let proof = sw(r(3, 101, 50), 11);
+        let latest = sw(r(12, 102, 50), 11);
+        let t = account(12 * MS, Some(opening), Some(proof), Some(latest), None);
+        assert_eq!((ms(t.on_cpu), ms(t.run_queue), ms(t.off_cpu)), (1.0, 8.0, 2.0), "{t:?}");
+        assert_eq!(ms(t.self_time()), 4.0);
+        assert_eq!(t.on_cpu + t.off_cpu + t.run_queue + t.unmeasured, t.wall);
+        // Without the proof, or with a switch after it (the thread blocked), the same time stays blocked.
+        for p in [None, Some(sw(proof, 10)), Some(Reading { switches: None, ..proof })] {
+            let t = account(12 * MS, Some(opening), p, Some(latest), None);
+            assert_eq!((ms(t.run_queue), ms(t.off_cpu)), (0.0, 10.0), "{p:?}: {t:?}");
+        }
+        let blocked_later = account(12 * MS, Some(opening), Some(proof), Some(sw(latest, 12)), None);
+        assert_eq!((ms(blocked_later.run_queue), ms(blocked_later.off_cpu)), (0.0, 10.0), "{blocked_later:?}");
+    }
+
+    #[test]
+    fn a_proof_covers_only_its_part_of_a_closed_window() {
+        // From the proof at 3 ms to the poll's end at 12 ms: 2 ms of CPU, 4 ms in run_delay and 3 ms in neither,
+        // with no switch. The 2 ms in neither clock before the proof (where the thread switched) stay blocked.
+        let first = sw(r(0, 100, 50), 10);
+        let proof = sw(r(3, 101, 50), 11);
+        let closing = Reading { at_ns: 12 * MS, ..sw(r(0, 103, 54), 11) };
+        let t = account(12 * MS, Some(first), Some(proof), None, Some(closing));
+        assert_eq!((ms(t.on_cpu), ms(t.run_queue), ms(t.off_cpu)), (3.0, 7.0, 2.0), "{t:?}");
+        assert_eq!(t.on_cpu + t.off_cpu + t.run_queue + t.unmeasured, t.wall);
+        // A proof outside the window (before the first reading, or at its end) proves nothing.
+        for p in [Reading { at_ns: 0, ..proof }, Reading { at_ns: 12 * MS, ..proof }] {
+            let t = account(12 * MS, Some(Reading { at_ns: MS, ..first }), Some(p), None, Some(closing));
+            assert_eq!(t.run_queue, Duration::from_millis(4), "{p:?}: {t:?}");
+        }
     }
 }

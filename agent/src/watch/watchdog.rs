@@ -55,6 +55,10 @@ struct PollReadings {
     first: Reading,
     /// The newest reading taken while the poll was still in flight.
     latest: Option<Reading>,
+    /// The earliest in-flight reading after `first` with the thread's voluntary-switch count (one taken while it
+    /// was running or runnable): from there on, an unchanged count proves the thread never blocked, when
+    /// `first`'s can't (`accounting::account`).
+    proof: Option<Reading>,
 }
 
 /// The watchdog's view of one slot.
@@ -397,6 +401,15 @@ impl Watchdog {
                         return first_reading_ns - elapsed_ns;
                     }
                     sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
+                } else if sw.readings.is_some_and(|r| r.latest.is_none()) {
+                    // Opened by the thread's own reading from before the poll: a look from outside at a quarter
+                    // of the threshold as well. The thread may have parked between its own reading and the
+                    // poll's start, so only a count taken inside the poll can prove that a wait for a CPU in
+                    // progress at the flagging look is one (see `PollReadings::proof`).
+                    if elapsed_ns < first_reading_ns {
+                        return first_reading_ns - elapsed_ns;
+                    }
+                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
                 }
                 // This poll may end and the thread's next one start any moment, without waking the watchdog
                 // (it is awake): come back in time for that one's first reading.

@@ -27,6 +27,7 @@ impl Watchdog {
             start,
             first: Reading::at(0, lead_ns, clocks),
             latest: None,
+            proof: None,
         })
     }
 
@@ -45,7 +46,7 @@ impl Watchdog {
             Some((opening, closing))
         });
         let (opening, closing) = first.unzip();
-        Some(account(wall_ns, opening, None, closing))
+        Some(account(wall_ns, opening, None, None, closing))
     }
 
     /// The first readings of poll `seq`, `elapsed_ns` into it: the thread's own from before it began if that
@@ -60,20 +61,24 @@ impl Watchdog {
     ) -> Option<PollReadings> {
         let readings = self.opening_readings(slot, seq, start, elapsed_ns).or_else(|| {
             let first = self.read(slot.tid, start)?;
-            slot.still_in(seq).then_some(PollReadings { seq, start, first, latest: None })
+            slot.still_in(seq).then_some(PollReadings { seq, start, first, latest: None, proof: None })
         })?;
         // This poll is measured now: its closing reading must outlast any number of later ones.
         slot.watch(seq);
         Some(readings)
     }
 
-    /// Takes a new reading of poll `seq` while it is still in flight, as its newest.
+    /// Takes a new reading of poll `seq` while it is still in flight, as its newest. The newest it replaces
+    /// becomes the poll's `proof` if it is the first with a switch count.
     pub(super) fn refresh_latest(&self, slot: &WorkerSlot, seq: u64, start: u64, readings: &mut Option<PollReadings>) {
         if let Some(r) = readings.as_mut()
             && r.seq == seq
             && let Some(reading) = self.read(slot.tid, start)
             && slot.still_in(seq)
         {
+            if r.proof.is_none() {
+                r.proof = r.latest.filter(|l| l.switches.is_some());
+            }
             r.latest = Some(reading);
         }
     }
@@ -97,7 +102,13 @@ impl Watchdog {
         let wall_ns = readings
             .map(|r| r.latest.map_or(r.first.at_ns, |l| l.at_ns.max(r.first.at_ns)))
             .map_or(elapsed_ns, |at| at.max(elapsed_ns));
-        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), None))
+        Some(account(
+            wall_ns,
+            readings.map(|r| r.first),
+            readings.and_then(|r| r.proof),
+            readings.and_then(|r| r.latest),
+            None,
+        ))
     }
 
     /// The split of poll `seq`, which ended after `wall_ns`: closed by the thread's own reading as it ended
@@ -116,7 +127,13 @@ impl Watchdog {
             Some(c) => Some(Reading::at(self.shared.clock.delta_as_nanos(r.start, c.raw), 0, c.clocks)),
             None => self.read(slot.tid, r.start),
         });
-        Some(account(wall_ns, readings.map(|r| r.first), readings.and_then(|r| r.latest), closing))
+        Some(account(
+            wall_ns,
+            readings.map(|r| r.first),
+            readings.and_then(|r| r.proof),
+            readings.and_then(|r| r.latest),
+            closing,
+        ))
     }
 
     /// The newest reading thread `slot` took of itself at or before raw clock `raw`: as it registered, or as one

@@ -61,6 +61,14 @@ struct PollReadings {
     proof: Option<Reading>,
 }
 
+impl PollReadings {
+    /// Whether `first` is a reading the thread took of itself before the poll began (`opening_readings`: at
+    /// 0 ns, with a lead), rather than one taken from outside while the poll ran.
+    fn opened_before(&self) -> bool {
+        self.first.at_ns == 0
+    }
+}
+
 /// The watchdog's view of one slot.
 #[derive(Debug, Default)]
 struct SlotWatch {
@@ -396,20 +404,20 @@ impl Watchdog {
                 if !self.shared.config.probes {
                     return self.shared.stall_ns - elapsed_ns;
                 }
-                if sw.readings.is_none() {
+                // A poll opened by the thread's own reading from before it began gets a look from outside at a
+                // quarter of the threshold as well: the thread may have parked between its own reading and the
+                // poll's start, so only a count taken inside the poll can prove that a wait for a CPU in
+                // progress at the flagging look is one (see `PollReadings::proof`).
+                let opened_before = sw.readings.is_some_and(|r| r.latest.is_none() && r.opened_before());
+                if sw.readings.is_none() || opened_before {
                     if elapsed_ns < first_reading_ns {
                         return first_reading_ns - elapsed_ns;
                     }
-                    sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
-                } else if sw.readings.is_some_and(|r| r.latest.is_none()) {
-                    // Opened by the thread's own reading from before the poll: a look from outside at a quarter
-                    // of the threshold as well. The thread may have parked between its own reading and the
-                    // poll's start, so only a count taken inside the poll can prove that a wait for a CPU in
-                    // progress at the flagging look is one (see `PollReadings::proof`).
-                    if elapsed_ns < first_reading_ns {
-                        return first_reading_ns - elapsed_ns;
+                    if opened_before {
+                        self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
+                    } else {
+                        sw.readings = self.first_readings(slot, f.seq, f.start, elapsed_ns);
                     }
-                    self.refresh_latest(slot, f.seq, f.start, &mut sw.readings);
                 }
                 // This poll may end and the thread's next one start any moment, without waking the watchdog
                 // (it is awake): come back in time for that one's first reading.

@@ -102,13 +102,7 @@ impl Watchdog {
         let wall_ns = readings
             .map(|r| r.latest.map_or(r.first.at_ns, |l| l.at_ns.max(r.first.at_ns)))
             .map_or(elapsed_ns, |at| at.max(elapsed_ns));
-        Some(account(
-            wall_ns,
-            readings.map(|r| r.first),
-            readings.and_then(|r| r.proof),
-            readings.and_then(|r| r.latest),
-            None,
-        ))
+        Some(split(wall_ns, readings, None))
     }
 
     /// The split of poll `seq`, which ended after `wall_ns`: closed by the thread's own reading as it ended
@@ -127,13 +121,7 @@ impl Watchdog {
             Some(c) => Some(Reading::at(self.shared.clock.delta_as_nanos(r.start, c.raw), 0, c.clocks)),
             None => self.read(slot.tid, r.start),
         });
-        Some(account(
-            wall_ns,
-            readings.map(|r| r.first),
-            readings.and_then(|r| r.proof),
-            readings.and_then(|r| r.latest),
-            closing,
-        ))
+        Some(split(wall_ns, readings, closing))
     }
 
     /// The newest reading thread `slot` took of itself at or before raw clock `raw`: as it registered, or as one
@@ -146,4 +134,10 @@ impl Watchdog {
             (b, c) => b.or(c),
         }
     }
+}
+
+/// [`account`] of a poll's readings (any of them missing), closed by `closing` once the poll ended.
+fn split(wall_ns: u64, readings: Option<PollReadings>, closing: Option<Reading>) -> StallTime {
+    let first = readings.map(|r| r.first);
+    account(wall_ns, first, readings.and_then(|r| r.proof), readings.and_then(|r| r.latest), closing)
 }
